@@ -1,0 +1,212 @@
+"""The typed, read-only model of a tenant's published metadata.
+
+Documents arrive as plain JSON-like dicts (from YAML packages, the API or the store);
+:func:`loomwork.metadata.validation.validate_app` checks them and
+:meth:`AppMetadata.from_doc` turns a valid document into frozen dataclasses that the
+runtime compiles. Field-type specific settings stay in :attr:`FieldDef.props` because
+plugins add field types with properties the core does not know.
+"""
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Protocol
+
+#: Columns every object table has (ARCHITECTURE §3). Field names may not reuse them.
+SYSTEM_COLUMNS: tuple[str, ...] = (
+    "id", "created_at", "created_by", "updated_at", "updated_by",
+    "owner_id", "row_version", "deleted_at",
+)
+
+#: Keys every field accepts whatever its type; a type adds its own through ``properties``.
+COMMON_FIELD_KEYS = frozenset(
+    {"type", "label", "help", "required", "unique", "indexed", "read_only", "default", "renamed_from"}
+)
+
+
+class FieldTypeSpec(Protocol):
+    """What metadata validation needs to know of a field type.
+
+    The runtime's :class:`loomwork.runtime.fieldtypes.FieldType` implements it; the
+    metadata layer never sees storage details.
+    """
+
+    name: str
+    #: JSON Schema ``properties`` for the settings this type adds (precision, options...).
+    properties: Mapping[str, Any]
+    #: Settings that must be present.
+    required_properties: tuple[str, ...]
+    #: Whether a ``unique`` constraint or an index makes sense for this type.
+    indexable: bool
+
+    def check(self, field: Mapping[str, Any], path: str, app_doc: Mapping[str, Any]) -> list[tuple[str, str]]:
+        """Semantic checks beyond the JSON Schema; return ``(path, message)`` pairs."""
+
+
+def label_text(label: Any, locale: str = "en", fallback: str = "") -> str:
+    """Pick a translatable label's text for ``locale`` (then its language, then English)."""
+    if label is None:
+        return fallback
+    if isinstance(label, str):
+        return label
+    for key in (locale, locale.split("-")[0], "en"):
+        if key in label:
+            return label[key]
+    return next(iter(label.values()), fallback)
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, dict):
+        return MappingProxyType({k: _freeze(v) for k, v in value.items()})
+    if isinstance(value, list):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+@dataclass(frozen=True)
+class FieldDef:
+    name: str
+    type: str
+    label: Any = None
+    help: Any = None
+    required: bool = False
+    unique: bool = False
+    indexed: bool = False
+    read_only: bool = False
+    default: Any = None
+    props: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+    @classmethod
+    def from_doc(cls, name: str, doc: Mapping[str, Any]) -> FieldDef:
+        return cls(
+            name=name,
+            type=doc["type"],
+            label=_freeze(doc.get("label")),
+            help=_freeze(doc.get("help")),
+            required=bool(doc.get("required", False)),
+            unique=bool(doc.get("unique", False)),
+            indexed=bool(doc.get("indexed", False)),
+            read_only=bool(doc.get("read_only", False)),
+            default=_freeze(doc.get("default")),
+            props=_freeze({k: v for k, v in doc.items() if k not in COMMON_FIELD_KEYS}),
+        )
+
+    def prop(self, key: str, default: Any = None) -> Any:
+        return self.props.get(key, default)
+
+    def title(self, locale: str = "en") -> str:
+        return label_text(self.label, locale, self.name.replace("_", " ").capitalize())
+
+
+@dataclass(frozen=True)
+class IndexDef:
+    name: str
+    fields: tuple[str, ...]
+    unique: bool = False
+
+
+@dataclass(frozen=True)
+class ObjectDef:
+    name: str
+    label: Any
+    plural_label: Any
+    fields: Mapping[str, FieldDef]
+    indexes: Mapping[str, IndexDef]
+    title_field: str | None
+    search_fields: tuple[str, ...]
+    default_sort: tuple[str, ...]
+
+    @classmethod
+    def from_doc(cls, name: str, doc: Mapping[str, Any]) -> ObjectDef:
+        fields = {n: FieldDef.from_doc(n, f) for n, f in doc.get("fields", {}).items()}
+        indexes = {
+            n: IndexDef(n, tuple(i["fields"]), bool(i.get("unique", False)))
+            for n, i in doc.get("indexes", {}).items()
+        }
+        title_field = doc.get("title_field")
+        if title_field is None:
+            title_field = next((f.name for f in fields.values() if f.type == "text"), None)
+        return cls(
+            name=name,
+            label=_freeze(doc.get("label")),
+            plural_label=_freeze(doc.get("plural_label")),
+            fields=MappingProxyType(fields),
+            indexes=MappingProxyType(indexes),
+            title_field=title_field,
+            search_fields=tuple(doc.get("search_fields", [title_field] if title_field else [])),
+            default_sort=tuple(doc.get("default_sort", ["-created_at"])),
+        )
+
+    def title(self, locale: str = "en") -> str:
+        return label_text(self.label, locale, self.name.replace("_", " ").capitalize())
+
+
+@dataclass(frozen=True)
+class RoleDef:
+    name: str
+    label: Any
+    permissions: Mapping[str, frozenset[str]]
+
+    @classmethod
+    def from_doc(cls, name: str, doc: Mapping[str, Any]) -> RoleDef:
+        perms = {obj: frozenset(ops) for obj, ops in doc.get("permissions", {}).items()}
+        return cls(name=name, label=_freeze(doc.get("label")), permissions=MappingProxyType(perms))
+
+    def allows(self, object_name: str, op: str) -> bool:
+        ops = self.permissions.get(object_name)
+        if ops is None:
+            ops = self.permissions.get("*", frozenset())
+        return op in ops
+
+
+ALL_OPS = frozenset({"create", "read", "update", "delete"})
+
+#: Built-in roles. ``admin`` may do everything; ``user`` is every signed-in user's
+#: default and may be narrowed by publishing a ``user`` role document.
+BUILTIN_ROLES: Mapping[str, RoleDef] = MappingProxyType({
+    "admin": RoleDef("admin", "Administrator", MappingProxyType({"*": ALL_OPS})),
+    "user": RoleDef("user", "User", MappingProxyType({"*": ALL_OPS})),
+})
+
+
+def empty_app_doc() -> dict[str, Any]:
+    return {"objects": {}, "roles": {}, "packages": {}}
+
+
+@dataclass(frozen=True)
+class AppMetadata:
+    """A tenant's metadata at one version."""
+
+    version: int
+    doc: Mapping[str, Any]
+    objects: Mapping[str, ObjectDef]
+    roles: Mapping[str, RoleDef]
+    packages: Mapping[str, Mapping[str, Any]]
+
+    @classmethod
+    def from_doc(cls, doc: Mapping[str, Any], version: int = 0) -> AppMetadata:
+        objects = {n: ObjectDef.from_doc(n, o) for n, o in doc.get("objects", {}).items()}
+        roles = dict(BUILTIN_ROLES)
+        roles.update({n: RoleDef.from_doc(n, r) for n, r in doc.get("roles", {}).items()})
+        return cls(
+            version=version,
+            doc=copy.deepcopy(dict(doc)),
+            objects=MappingProxyType(objects),
+            roles=MappingProxyType(roles),
+            packages=_freeze(dict(doc.get("packages", {}))),
+        )
+
+    def object(self, name: str) -> ObjectDef:
+        return self.objects[name]
+
+    def iter_fields(self) -> Iterator[tuple[ObjectDef, FieldDef]]:
+        for obj in self.objects.values():
+            for f in obj.fields.values():
+                yield obj, f
+
+
+class ChangeAwareFieldTypeSpec(FieldTypeSpec, Protocol):
+    def heavy_change(self, old: FieldDef, new: FieldDef) -> str | None:
+        """Why turning ``old`` into ``new`` would rewrite stored values, or ``None``."""

@@ -1,0 +1,273 @@
+"""Validate metadata documents: JSON Schema first, then semantic checks.
+
+Every error names the path of the offending value, in the form admins see in the
+designer and the API: ``objects.deal.fields.amount.precision: must be <= 18``.
+"""
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import jsonschema
+from referencing import Registry, Resource
+
+from .errors import MetadataError
+from .model import COMMON_FIELD_KEYS, SYSTEM_COLUMNS, FieldTypeSpec
+
+SCHEMA_FILES = ("common", "object", "role", "package", "app")
+
+#: Words that would make generated SQL or API payloads ambiguous; names may not use them.
+RESERVED_NAMES = frozenset(SYSTEM_COLUMNS) | frozenset(
+    """all and any array as asc between by case cast check collate column constraint
+    create cross current_date current_time current_timestamp current_user default
+    delete desc distinct do else end except false fetch for foreign from grant group
+    having in index inner insert intersect into is join key leading left like limit
+    natural not null offset on only or order outer primary references returning right
+    select session_user set some symmetric table then to trailing true union unique
+    update user using values when where window with meta data api
+    """.split()
+)
+
+
+@cache
+def _registry() -> tuple[Registry, dict[str, dict]]:
+    schemas = {}
+    registry = Registry()
+    root = resources.files("loomwork.metadata") / "schemas"
+    for name in SCHEMA_FILES:
+        doc = json.loads((root / f"{name}.json").read_text(encoding="utf-8"))
+        schemas[name] = doc
+        resource = Resource.from_contents(doc)
+        registry = registry.with_resources([(doc["$id"], resource), (f"{name}.json", resource)])
+    return registry, schemas
+
+
+def schema(kind: str) -> dict:
+    """The JSON Schema document of a metadata kind (``object``, ``role``, ``package``, ``app``)."""
+    return _registry()[1][kind]
+
+
+@cache
+def _validator(kind: str) -> jsonschema.Draft202012Validator:
+    registry, schemas = _registry()
+    return jsonschema.Draft202012Validator(schemas[kind], registry=registry)
+
+
+def _message(err: jsonschema.ValidationError) -> str:
+    v, val = err.validator, err.validator_value
+    if v == "maximum":
+        return f"must be <= {val}"
+    if v == "minimum":
+        return f"must be >= {val}"
+    if v == "exclusiveMinimum":
+        return f"must be > {val}"
+    if v == "maxLength":
+        return f"must be at most {val} characters"
+    if v == "minLength":
+        return "must not be empty" if val == 1 else f"must be at least {val} characters"
+    if v == "pattern":
+        return f"must match {val}"
+    if v == "type":
+        return f"must be of type {val}"
+    if v == "enum":
+        return "must be one of " + ", ".join(map(str, val))
+    if v == "const":
+        return f"must be {val!r}"
+    if v == "required":
+        missing = err.message.split("'")[1] if "'" in err.message else err.message
+        return f"{missing} is required"
+    if v == "additionalProperties":
+        extra = sorted(set(err.instance) - set(err.schema.get("properties", {})))
+        return "unknown property " + ", ".join(repr(e) for e in extra)
+    if v in ("maxItems", "maxProperties"):
+        return f"must have at most {val} entries"
+    if v in ("minItems", "minProperties"):
+        return f"must have at least {val} entries"
+    if v == "uniqueItems":
+        return "must not repeat entries"
+    if v == "propertyNames":
+        return f"name {err.instance!r} is not allowed (lower-case letters, digits and _, starting with a letter)"
+    if v == "oneOf":
+        return "must be a text or a mapping of locale to text" if "label" in str(err.schema) else "has the wrong shape"
+    return err.message
+
+
+def _path(prefix: str, parts: Iterable[Any]) -> str:
+    return ".".join([prefix, *map(str, parts)]) if prefix else ".".join(map(str, parts))
+
+
+def schema_errors(kind: str, doc: Any, prefix: str = "") -> list[tuple[str, str]]:
+    """JSON Schema errors of ``doc`` as ``(path, message)`` pairs, most specific first."""
+    out = []
+    for err in sorted(_validator(kind).iter_errors(doc), key=lambda e: list(map(str, e.absolute_path))):
+        # oneOf / anyOf wrap their causes; report the most useful leaf.
+        leaf = err
+        if err.context:
+            leaf = min(err.context, key=lambda e: len(list(e.absolute_path)) * -1)
+            if leaf.validator in ("type",) and err.validator == "oneOf":
+                leaf = err
+        path = _path(prefix, err.absolute_path if leaf is err else leaf.absolute_path)
+        if leaf.validator == "propertyNames":
+            path = _path(prefix, [*leaf.absolute_path, leaf.instance])
+        out.append((path, _message(leaf)))
+    return out
+
+
+def _raise(errors: list[tuple[str, str]]) -> None:
+    if errors:
+        merged: dict[str, list[str]] = {}
+        for path, msg in errors:
+            merged.setdefault(path, [])
+            if msg not in merged[path]:
+                merged[path].append(msg)
+        raise MetadataError(merged)
+
+
+def _check_name(name: str, path: str, errors: list[tuple[str, str]]) -> None:
+    if name.startswith("lw_"):
+        errors.append((path, f"name {name!r} must not start with 'lw_' (reserved for system tables)"))
+    elif name in RESERVED_NAMES:
+        errors.append((path, f"name {name!r} is reserved"))
+
+
+def validate_field(
+    obj_name: str, name: str, fdoc: Mapping[str, Any], app_doc: Mapping[str, Any],
+    types: Mapping[str, FieldTypeSpec],
+) -> list[tuple[str, str]]:
+    path = f"objects.{obj_name}.fields.{name}"
+    errors: list[tuple[str, str]] = []
+    _check_name(name, path, errors)
+    ftype = types.get(fdoc.get("type"))
+    if ftype is None:
+        errors.append((f"{path}.type", f"unknown field type {fdoc.get('type')!r}; known: {', '.join(sorted(types))}"))
+        return errors
+    extra = set(fdoc) - COMMON_FIELD_KEYS - set(ftype.properties)
+    for key in sorted(extra):
+        errors.append((f"{path}.{key}", f"unknown property for a {ftype.name} field"))
+    sub = {
+        "type": "object",
+        "properties": dict(ftype.properties),
+        "required": list(ftype.required_properties),
+    }
+    validator = jsonschema.Draft202012Validator(sub)
+    for err in validator.iter_errors({k: v for k, v in fdoc.items() if k in ftype.properties}):
+        errors.append((_path(path, err.absolute_path), _message(err)))
+    if errors:
+        return errors
+    if (fdoc.get("unique") or fdoc.get("indexed")) and not ftype.indexable:
+        errors.append((f"{path}.unique" if fdoc.get("unique") else f"{path}.indexed",
+                       f"a {ftype.name} field cannot be unique or indexed"))
+    errors.extend(ftype.check(fdoc, path, app_doc))
+    return errors
+
+
+def _lookup_cycles(app_doc: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Required lookups and cascading deletes must not form cycles.
+
+    A cycle of required lookups makes it impossible to create the first record; a
+    cycle of cascades makes one delete walk forever.
+    """
+    errors = []
+    for kind, pred in (
+        ("required lookups", lambda f: f.get("required")),
+        ("cascading deletes", lambda f: f.get("on_delete") == "cascade"),
+    ):
+        graph: dict[str, list[tuple[str, str]]] = {}
+        for oname, odoc in app_doc.get("objects", {}).items():
+            for fname, f in odoc.get("fields", {}).items():
+                if f.get("type") == "lookup" and pred(f) and f.get("target"):
+                    graph.setdefault(oname, []).append((f["target"], fname))
+        state: dict[str, int] = {}
+
+        def visit(node: str, trail: list[str]) -> list[str] | None:
+            state[node] = 1
+            for target, _ in graph.get(node, []):
+                if state.get(target) == 1:
+                    return [*trail, node, target]
+                if state.get(target) is None:
+                    found = visit(target, [*trail, node])
+                    if found:
+                        return found
+            state[node] = 2
+            return None
+
+        for start in sorted(graph):
+            if state.get(start) is None:
+                cycle = visit(start, [])
+                if cycle:
+                    first = cycle[cycle.index(cycle[-1])]
+                    ring = cycle[cycle.index(first):]
+                    field = next(f for t, f in graph[ring[0]] if t == ring[1])
+                    errors.append((f"objects.{ring[0]}.fields.{field}",
+                                   f"{kind} form a cycle: {' -> '.join(ring)}"))
+                    break
+    return errors
+
+
+def validate_object(
+    name: str, odoc: Mapping[str, Any], app_doc: Mapping[str, Any], types: Mapping[str, FieldTypeSpec]
+) -> list[tuple[str, str]]:
+    path = f"objects.{name}"
+    errors = schema_errors("object", odoc, path)
+    if errors:
+        return errors
+    _check_name(name, path, errors)
+    fields = odoc.get("fields", {})
+    for fname, fdoc in fields.items():
+        errors.extend(validate_field(name, fname, fdoc, app_doc, types))
+    names = set(fields)
+    sortable = names | set(SYSTEM_COLUMNS)
+    title = odoc.get("title_field")
+    if title and title not in names:
+        errors.append((f"{path}.title_field", f"unknown field {title!r}"))
+    for i, sf in enumerate(odoc.get("search_fields", [])):
+        if sf not in names:
+            errors.append((f"{path}.search_fields.{i}", f"unknown field {sf!r}"))
+        elif fields[sf].get("type") not in ("text", "long_text", "email", "phone", "url", "autonumber"):
+            errors.append((f"{path}.search_fields.{i}", f"field {sf!r} is not a text field"))
+    for i, s in enumerate(odoc.get("default_sort", [])):
+        if s.lstrip("-") not in sortable:
+            errors.append((f"{path}.default_sort.{i}", f"unknown field {s.lstrip('-')!r}"))
+    for iname, idx in odoc.get("indexes", {}).items():
+        for j, f in enumerate(idx["fields"]):
+            if f not in sortable:
+                errors.append((f"{path}.indexes.{iname}.fields.{j}", f"unknown field {f!r}"))
+            elif f in fields and not types[fields[f]["type"]].indexable:
+                errors.append((f"{path}.indexes.{iname}.fields.{j}", f"field {f!r} cannot be indexed"))
+    return errors
+
+
+def validate_app(doc: Any, types: Mapping[str, FieldTypeSpec]) -> None:
+    """Validate a whole tenant metadata document.
+
+    :raises MetadataError: with every problem found, keyed by path.
+    """
+    errors = schema_errors("app", {k: v for k, v in doc.items() if k != "objects"}, "") if isinstance(doc, dict) else [("", "must be an object")]
+    _raise(errors)
+    objects = doc.get("objects", {})
+    if not isinstance(objects, dict):
+        _raise([("objects", "must be an object")])
+    for name, odoc in objects.items():
+        name_errs = [] if _name_ok(name) else [(f"objects.{name}", "name must match ^[a-z][a-z0-9_]{0,62}$")]
+        errors.extend(name_errs or validate_object(name, odoc, doc, types))
+    for rname, rdoc in doc.get("roles", {}).items():
+        if rname not in ("admin", "user"):
+            _check_name(rname, f"roles.{rname}", errors)
+        for obj in rdoc.get("permissions", {}):
+            if obj != "*" and obj not in objects:
+                errors.append((f"roles.{rname}.permissions.{obj}", f"unknown object {obj!r}"))
+    if not errors:
+        errors.extend(_lookup_cycles(doc))
+    _raise(errors)
+
+
+def _name_ok(name: Any) -> bool:
+    return isinstance(name, str) and re.fullmatch(r"[a-z][a-z0-9_]{0,62}", name) is not None
+
+
+def validate_manifest(doc: Any, prefix: str = "package") -> None:
+    _raise(schema_errors("package", doc, prefix))

@@ -1,0 +1,43 @@
+"""Hook specifications: the ways a plugin extends Loomwork.
+
+Core features use these same hooks (see :data:`loomwork.plugins.DEFAULT_PLUGINS`).
+Every hook has a typed signature and a docstring; a test fails when one lacks it.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    import click
+    from flask import Flask
+
+    from loomwork.runtime.fieldtypes import FieldType
+
+hookspec = pluggy.HookspecMarker("loomwork")
+
+
+@hookspec
+def loomwork_field_types() -> list[FieldType]:
+    """Return field type instances to register.
+
+    A type's ``name`` is what metadata writes in ``type:``; a later plugin may not
+    reuse a name already registered (start-up fails with a clear message).
+    """
+
+
+@hookspec
+def loomwork_register_commands(cli: click.Group) -> None:
+    """Add click commands or groups to the ``loomwork`` command line."""
+
+
+@hookspec
+def loomwork_app_created(app: Flask) -> None:
+    """Called once ``create_app`` has built the app: register blueprints or hooks."""
+
+
+@hookspec
+def loomwork_settings() -> dict[str, Any]:
+    """Declare plugin settings as ``{name: default}``; they become configurable
+    like core settings (``LOOMWORK_<NAME>`` in the environment)."""

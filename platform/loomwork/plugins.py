@@ -1,0 +1,39 @@
+"""The plugin manager, created per app (never a module global)."""
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterable
+
+import pluggy
+
+from loomwork.metadata.errors import LoomworkError
+from loomwork.plugins import DEFAULT_PLUGINS
+from loomwork.runtime.fieldtypes import FieldType
+
+from . import hookspecs
+
+
+def make_plugin_manager(extra: Iterable[object] = (), *, entry_points: bool = True) -> pluggy.PluginManager:
+    """Register the built-in plugins, then ``extra`` ones, then installed ``loomwork`` entry points."""
+    pm = pluggy.PluginManager("loomwork")
+    pm.add_hookspecs(hookspecs)
+    for name in DEFAULT_PLUGINS:
+        pm.register(importlib.import_module(name), name)
+    for plugin in extra:
+        pm.register(importlib.import_module(plugin) if isinstance(plugin, str) else plugin)
+    if entry_points:
+        pm.load_setuptools_entrypoints("loomwork")
+    pm.check_pending()
+    return pm
+
+
+def field_types(pm: pluggy.PluginManager) -> dict[str, FieldType]:
+    """Every registered field type by name; a name registered twice is an error."""
+    out: dict[str, FieldType] = {}
+    # pluggy calls the last-registered first; reverse so built-ins claim their names.
+    for types in reversed(pm.hook.loomwork_field_types()):
+        for ftype in types:
+            if ftype.name in out:
+                raise LoomworkError(f"field type {ftype.name!r} is registered twice")
+            out[ftype.name] = ftype
+    return out

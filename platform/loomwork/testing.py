@@ -1,0 +1,1 @@
+"""Pytest fixtures for Loomwork, its plugins and templates (a ``pytest11`` plugin)."""

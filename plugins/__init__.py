@@ -1,0 +1,5 @@
+"""Built-in plugins (registered through the same hooks third parties use) and
+industry templates shipped as packages."""
+
+#: Modules the plugin manager registers before any third-party plugin.
+DEFAULT_PLUGINS = ("loomwork.plugins.core_fields",)

@@ -1,0 +1,175 @@
+"""Metadata compiled for execution, cached per process by (tenant, version).
+
+Compiling turns an :class:`~loomwork.metadata.model.AppMetadata` into SQLAlchemy
+tables, marshmallow schemas and per-field dumpers. The published version lives in
+the tenant's ``lw_meta_head`` row; :meth:`Runtime.compiled` reads it (one indexed
+single-row query) and recompiles only when it moved, so every process picks up a
+publish made by any other without a restart.
+"""
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import marshmallow as ma
+import sqlalchemy as sa
+
+from loomwork.metadata import store
+from loomwork.metadata.errors import MetadataError, NotFound
+from loomwork.metadata.model import SYSTEM_COLUMNS, AppMetadata, FieldDef, ObjectDef
+from loomwork.metadata.validation import validate_app
+from .fieldtypes import FieldType
+from .systables import system_columns
+from .tenancy import Tenant
+
+
+@dataclass(frozen=True)
+class CompiledField:
+    defn: FieldDef
+    ftype: FieldType
+    column: sa.Column
+    dump: Callable[[Any], Any]
+
+    @property
+    def name(self) -> str:
+        return self.defn.name
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A lookup pointing at an object: used for ``on_delete`` and dotted paths."""
+
+    object: str
+    field: str
+    on_delete: str
+
+
+@dataclass
+class CompiledObject:
+    defn: ObjectDef
+    table: sa.Table
+    fields: dict[str, CompiledField]
+    schema: ma.Schema
+    referenced_by: list[Reference] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.defn.name
+
+    def column(self, name: str) -> sa.Column:
+        return self.table.c[name]
+
+    def dump(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        """A database row as the API's JSON-ready record."""
+        out = {
+            "id": row["id"],
+            "created_at": row["created_at"].isoformat(),
+            "created_by": row["created_by"],
+            "updated_at": row["updated_at"].isoformat(),
+            "updated_by": row["updated_by"],
+            "owner_id": row["owner_id"],
+            "row_version": row["row_version"],
+        }
+        if row.get("deleted_at") is not None:
+            out["deleted_at"] = row["deleted_at"].isoformat()
+        for name, f in self.fields.items():
+            if name in row:
+                out[name] = f.dump(row[name])
+        return out
+
+
+class CompiledApp:
+    """Everything executable for one (tenant, version). Treat as read-only."""
+
+    def __init__(self, meta: AppMetadata, types: Mapping[str, FieldType]) -> None:
+        self.meta = meta
+        self.version = meta.version
+        self.sa_metadata = sa.MetaData()
+        self.objects: dict[str, CompiledObject] = {}
+        self._artefacts: dict[str, Any] = {}
+        self._artefact_lock = threading.Lock()
+        for obj in meta.objects.values():
+            self.objects[obj.name] = compile_object(obj, types, self.sa_metadata)
+        for obj in meta.objects.values():
+            for f in obj.fields.values():
+                if f.type == "lookup":
+                    target = self.objects[f.prop("target")]
+                    target.referenced_by.append(Reference(obj.name, f.name, f.prop("on_delete", "restrict")))
+
+    def object(self, name: str) -> CompiledObject:
+        try:
+            return self.objects[name]
+        except (KeyError, TypeError):
+            raise NotFound(f"no object {name!r}") from None
+
+    def artefact(self, key: str, build: Callable[[], Any]) -> Any:
+        """A derived artefact (OpenAPI document, ...) built once per version."""
+        try:
+            return self._artefacts[key]
+        except KeyError:
+            with self._artefact_lock:
+                if key not in self._artefacts:
+                    self._artefacts[key] = build()
+                return self._artefacts[key]
+
+
+def _dumper(ftype: FieldType, fdef: FieldDef) -> Callable[[Any], Any]:
+    if type(ftype).dump is FieldType.dump:
+        return lambda v: v
+    return lambda v: ftype.dump(fdef, v)
+
+
+def compile_object(obj: ObjectDef, types: Mapping[str, FieldType], sa_metadata: sa.MetaData) -> CompiledObject:
+    fields: dict[str, CompiledField] = {}
+    columns = system_columns()
+    ma_fields: dict[str, ma.fields.Field] = {}
+    for f in obj.fields.values():
+        ftype = types[f.type]
+        col = sa.Column(f.name, ftype.column_type(f), nullable=True)
+        columns.append(col)
+        fields[f.name] = CompiledField(f, ftype, col, _dumper(ftype, f))
+        ma_fields[f.name] = ftype.ma_field(f)
+    table = sa.Table(obj.name, sa_metadata, *columns)
+    schema_cls = ma.Schema.from_dict(ma_fields, name=f"{obj.name}_input")
+    return CompiledObject(obj, table, fields, schema_cls(unknown=ma.RAISE))
+
+
+class Runtime:
+    """The runtime of one process: the field-type registry and the compiled cache."""
+
+    def __init__(self, field_types: Mapping[str, FieldType]) -> None:
+        self.field_types = dict(field_types)
+        self._cache: dict[tuple[str, str], CompiledApp] = {}
+        self._lock = threading.Lock()
+
+    def validate(self, doc: Mapping[str, Any]) -> None:
+        """Validate a metadata document. :raises MetadataError:"""
+        validate_app(doc, self.field_types)
+
+    def compile(self, doc: Mapping[str, Any], version: int) -> CompiledApp:
+        return CompiledApp(AppMetadata.from_doc(doc, version), self.field_types)
+
+    def compiled(self, tenant: Tenant, conn: sa.Connection | None = None) -> CompiledApp:
+        """The tenant's compiled metadata at its published version."""
+        if conn is None:
+            with tenant.read() as c:
+                return self.compiled(tenant, c)
+        version = store.head(conn)
+        cached = self._cache.get(tenant.cache_key)
+        if cached is not None and cached.version == version:
+            return cached
+        stored = store.get(conn, version)
+        try:
+            app = self.compile(stored.doc, version)
+        except KeyError as exc:  # a field type whose plugin is not installed here
+            raise MetadataError({"": [f"field type {exc.args[0]!r} is not installed"]}) from exc
+        with self._lock:
+            current = self._cache.get(tenant.cache_key)
+            if current is None or current.version < version:
+                self._cache[tenant.cache_key] = app
+        return app
+
+
+__all__ = ["SYSTEM_COLUMNS", "CompiledApp", "CompiledObject", "CompiledField", "Runtime"]

@@ -1,0 +1,494 @@
+"""Built-in field types.
+
+A field type knows everything the runtime needs of a field: its settings (as JSON
+Schema properties checked at publish), its column type, its marshmallow field for
+input and output, the filter operators it supports, and which setting changes would
+rewrite stored data. Plugins add types through the ``loomwork_field_types`` hook;
+the built-ins here are registered the same way (see
+:mod:`loomwork.plugins.core_fields`).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Mapping
+from decimal import Decimal, InvalidOperation
+from typing import Any, ClassVar
+
+import marshmallow as ma
+import sqlalchemy as sa
+from marshmallow import fields as mf
+from marshmallow import validate as mv
+
+from loomwork.metadata.model import FieldDef
+from .sqltypes import ExactDecimal, JSONDoc, UTCDateTime
+
+COMPARE_OPS = frozenset({"eq", "ne", "lt", "lte", "gt", "gte", "in", "nin", "is_null", "between"})
+TEXT_OPS = frozenset({"eq", "ne", "lt", "lte", "gt", "gte", "in", "nin", "is_null",
+                      "contains", "icontains", "starts_with", "between"})
+EQ_OPS = frozenset({"eq", "ne", "in", "nin", "is_null"})
+
+_LABEL = {"$ref": "https://loomwork.dev/schemas/common.json#/$defs/label"}
+
+
+class FieldType:
+    """Base class of field types; subclasses override what differs."""
+
+    name: ClassVar[str]
+    properties: ClassVar[Mapping[str, Any]] = {}
+    required_properties: ClassVar[tuple[str, ...]] = ()
+    indexable: ClassVar[bool] = True
+    filter_ops: ClassVar[frozenset[str]] = COMPARE_OPS
+    #: OpenAPI / JSON type written for this field (informative).
+    json_type: ClassVar[str] = "string"
+
+    # -- metadata ---------------------------------------------------------
+    def check(self, field: Mapping[str, Any], path: str, app_doc: Mapping[str, Any]) -> list[tuple[str, str]]:
+        errors = []
+        if field.get("default") is not None:
+            fdef = FieldDef.from_doc(path.rsplit(".", 1)[-1], field)
+            try:
+                self.ma_field(fdef).deserialize(field["default"])
+            except ma.ValidationError as exc:
+                msgs = exc.messages if isinstance(exc.messages, list) else [str(exc.messages)]
+                errors.append((f"{path}.default", f"invalid default: {msgs[0]}"))
+        return errors
+
+    def heavy_change(self, old: FieldDef, new: FieldDef) -> str | None:
+        """Why changing ``old`` into ``new`` would rewrite stored values, or ``None``."""
+        if old.type != new.type:
+            return f"changing the type from {old.type} to {new.type} converts every stored value"
+        return None
+
+    # -- storage ----------------------------------------------------------
+    def column_type(self, field: FieldDef) -> sa.types.TypeEngine:
+        raise NotImplementedError
+
+    # -- API --------------------------------------------------------------
+    def ma_field(self, field: FieldDef) -> mf.Field:
+        raise NotImplementedError
+
+    def dump(self, field: FieldDef, value: Any) -> Any:
+        """Turn a stored value into its JSON form (the API's wire format)."""
+        return value
+
+    def check_value(self, field: FieldDef, value: Any, old: Any) -> str | None:
+        """Checks that need the previous value; return an error message or ``None``."""
+        return None
+
+
+def _len_validators(field: FieldDef, default_max: int) -> list:
+    return [mv.Length(min=field.prop("min_length"), max=field.prop("max_length", default_max))]
+
+
+class TextType(FieldType):
+    name = "text"
+    properties = {
+        "max_length": {"type": "integer", "minimum": 1, "maximum": 10000},
+        "min_length": {"type": "integer", "minimum": 0, "maximum": 10000},
+        "pattern": {"type": "string", "maxLength": 500},
+    }
+    filter_ops = TEXT_OPS
+    default_max = 255
+
+    def column_type(self, field):
+        return sa.Text()
+
+    def ma_field(self, field):
+        validators = _len_validators(field, self.default_max)
+        if field.prop("pattern"):
+            validators.append(mv.Regexp(field.prop("pattern"), error="does not match the required pattern"))
+        return mf.String(validate=validators, allow_none=True)
+
+    def check(self, field, path, app_doc):
+        errors = []
+        if field.get("pattern"):
+            try:
+                re.compile(field["pattern"])
+            except re.error as exc:
+                return [(f"{path}.pattern", f"invalid regular expression: {exc}")]
+        if field.get("min_length", 0) > field.get("max_length", self.default_max):
+            errors.append((f"{path}.min_length", "must be <= max_length"))
+        return errors + super().check(field, path, app_doc)
+
+
+class LongTextType(TextType):
+    name = "long_text"
+    properties = {"max_length": {"type": "integer", "minimum": 1, "maximum": 1_000_000},
+                  "min_length": {"type": "integer", "minimum": 0}}
+    indexable = False
+    filter_ops = frozenset({"contains", "icontains", "starts_with", "is_null", "eq", "ne"})
+    default_max = 100_000
+
+
+class EmailType(TextType):
+    name = "email"
+    properties = {"max_length": {"type": "integer", "minimum": 3, "maximum": 320}}
+
+    def ma_field(self, field):
+        return mf.Email(validate=_len_validators(field, 320), allow_none=True)
+
+
+class PhoneType(TextType):
+    name = "phone"
+    properties = {"max_length": {"type": "integer", "minimum": 3, "maximum": 40}}
+    _re = r"^\+?[0-9 ()./-]{3,40}$"
+
+    def ma_field(self, field):
+        return mf.String(validate=[*_len_validators(field, 40),
+                                   mv.Regexp(self._re, error="is not a phone number")], allow_none=True)
+
+
+class UrlType(TextType):
+    name = "url"
+    properties = {"max_length": {"type": "integer", "minimum": 8, "maximum": 2000}}
+
+    def ma_field(self, field):
+        return mf.Url(schemes={"http", "https"}, validate=_len_validators(field, 2000), allow_none=True)
+
+
+class IntegerType(FieldType):
+    name = "integer"
+    properties = {"min": {"type": "integer"}, "max": {"type": "integer"}}
+    json_type = "integer"
+    LIMIT = 2**63 - 1
+
+    def column_type(self, field):
+        return sa.BigInteger()
+
+    def ma_field(self, field):
+        lo = field.prop("min", -self.LIMIT)
+        hi = field.prop("max", self.LIMIT)
+        return mf.Integer(strict=True, validate=mv.Range(min=lo, max=hi), allow_none=True)
+
+
+class DecimalType(FieldType):
+    name = "decimal"
+    properties = {
+        "precision": {"type": "integer", "minimum": 1, "maximum": 18},
+        "scale": {"type": "integer", "minimum": 0, "maximum": 12},
+        "min": {"type": "number"},
+        "max": {"type": "number"},
+    }
+    default_precision, default_scale = 18, 2
+
+    def check(self, field, path, app_doc):
+        p = field.get("precision", self.default_precision)
+        s = field.get("scale", self.default_scale)
+        if s > p:
+            return [(f"{path}.scale", f"must be <= precision ({p})")]
+        return super().check(field, path, app_doc)
+
+    def _ps(self, field: FieldDef) -> tuple[int, int]:
+        return field.prop("precision", self.default_precision), field.prop("scale", self.default_scale)
+
+    def heavy_change(self, old, new):
+        reason = super().heavy_change(old, new)
+        if reason is None and self._ps(old) != self._ps(new):
+            return "changing precision or scale rewrites every stored value"
+        return reason
+
+    def column_type(self, field):
+        return ExactDecimal(*self._ps(field))
+
+    def ma_field(self, field):
+        p, s = self._ps(field)
+        bound = Decimal(10) ** (p - s)
+        lo = Decimal(str(field.prop("min"))) if field.prop("min") is not None else -bound
+        hi = Decimal(str(field.prop("max"))) if field.prop("max") is not None else bound
+        return ExactDecimalField(p, s, validate=mv.Range(min=lo, max=hi, max_inclusive=field.prop("max") is not None,
+                                                         min_inclusive=field.prop("min") is not None),
+                                 allow_none=True)
+
+    def dump(self, field, value):
+        return None if value is None else str(value)
+
+
+class ExactDecimalField(mf.Field):
+    """A decimal that accepts a JSON number or string and rejects lost digits.
+
+    Output is a string, so no JSON reader turns cents into binary floats.
+    """
+
+    default_error_messages = {
+        "invalid": "Not a valid number.",
+        "scale": "Too many decimal places (at most {scale}).",
+        "precision": "Too many digits (at most {precision}).",
+    }
+
+    def __init__(self, precision: int, scale: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.precision, self.scale = precision, scale
+
+    def _serialize(self, value, attr, obj, **kwargs):
+        return None if value is None else str(value)
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, bool) or not isinstance(value, (int, str, Decimal, float)):
+            raise self.make_error("invalid")
+        try:
+            d = Decimal(str(value).strip()) if not isinstance(value, Decimal) else value
+        except InvalidOperation as exc:
+            raise self.make_error("invalid") from exc
+        if not d.is_finite():
+            raise self.make_error("invalid")
+        if d.as_tuple().exponent < -self.scale and d != d.quantize(Decimal(1).scaleb(-self.scale)):
+            raise self.make_error("scale", scale=self.scale)
+        d = d.quantize(Decimal(1).scaleb(-self.scale))
+        if len(d.as_tuple().digits) > self.precision:
+            raise self.make_error("precision", precision=self.precision)
+        return d
+
+
+class CurrencyType(DecimalType):
+    name = "currency"
+    properties = {**DecimalType.properties,
+                  "currency": {"type": "string", "pattern": "^[A-Z]{3}$"}}
+
+
+class PercentType(DecimalType):
+    name = "percent"
+    default_precision, default_scale = 7, 2
+
+
+class BooleanType(FieldType):
+    name = "boolean"
+    filter_ops = EQ_OPS
+    json_type = "boolean"
+
+    def column_type(self, field):
+        return sa.Boolean()
+
+    def ma_field(self, field):
+        return mf.Boolean(truthy={True}, falsy={False}, allow_none=True)
+
+
+class DateType(FieldType):
+    name = "date"
+    properties = {"min": {"type": "string", "format": "date"}, "max": {"type": "string", "format": "date"}}
+
+    def column_type(self, field):
+        return sa.Date()
+
+    def ma_field(self, field):
+        lo = dt.date.fromisoformat(field.prop("min")) if field.prop("min") else None
+        hi = dt.date.fromisoformat(field.prop("max")) if field.prop("max") else None
+        return mf.Date(validate=mv.Range(min=lo, max=hi) if lo or hi else None, allow_none=True)
+
+    def dump(self, field, value):
+        return None if value is None else value.isoformat()
+
+
+class AwareDateTimeField(mf.DateTime):
+    """ISO 8601 with an offset in, UTC out (``2026-01-31T09:30:00+00:00``)."""
+
+    default_error_messages = {"naive": "Needs a time zone offset, for example 2026-01-31T09:30:00+08:00."}
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        result = super()._deserialize(value, attr, data, **kwargs)
+        if result.tzinfo is None:
+            raise self.make_error("naive")
+        return result.astimezone(dt.UTC)
+
+
+class DateTimeType(FieldType):
+    name = "datetime"
+
+    def column_type(self, field):
+        return UTCDateTime()
+
+    def ma_field(self, field):
+        return AwareDateTimeField(format="iso", allow_none=True)
+
+    def dump(self, field, value):
+        return None if value is None else value.isoformat()
+
+
+class TimeType(FieldType):
+    name = "time"
+
+    def column_type(self, field):
+        return sa.Time()
+
+    def ma_field(self, field):
+        return mf.Time(allow_none=True)
+
+    def dump(self, field, value):
+        return None if value is None else value.isoformat()
+
+
+_OPTION = {
+    "type": "object",
+    "required": ["value"],
+    "additionalProperties": False,
+    "properties": {
+        "value": {"type": "string", "minLength": 1, "maxLength": 100},
+        "label": _LABEL,
+        "color": {"type": "string", "pattern": "^#[0-9a-fA-F]{6}$"},
+        "active": {"type": "boolean"},
+    },
+}
+
+
+def _check_options(field, path):
+    values = [o["value"] for o in field.get("options", [])]
+    dupes = sorted({v for v in values if values.count(v) > 1})
+    return [(f"{path}.options", f"duplicate option value {d!r}") for d in dupes]
+
+
+class ChoiceType(FieldType):
+    name = "choice"
+    properties = {"options": {"type": "array", "minItems": 1, "maxItems": 1000, "items": _OPTION}}
+    required_properties = ("options",)
+    filter_ops = EQ_OPS
+
+    def check(self, field, path, app_doc):
+        return _check_options(field, path) or super().check(field, path, app_doc)
+
+    def ma_field(self, field):
+        values = [o["value"] for o in field.prop("options", ())]
+        return mf.String(validate=mv.OneOf(values, error="must be one of: {choices}"), allow_none=True)
+
+    def column_type(self, field):
+        return sa.String(100)
+
+    def check_value(self, field, value, old):
+        inactive = {o["value"] for o in field.prop("options", ()) if o.get("active") is False}
+        if value in inactive and value != old:
+            return f"option {value!r} is no longer offered"
+        return None
+
+
+class MultiChoiceType(ChoiceType):
+    name = "multi_choice"
+    indexable = False
+    filter_ops = frozenset({"contains", "is_null"})
+
+    def ma_field(self, field):
+        values = [o["value"] for o in field.prop("options", ())]
+        return mf.List(mf.String(validate=mv.OneOf(values, error="must be one of: {choices}")),
+                       validate=mv.Length(max=len(values)), allow_none=True)
+
+    def column_type(self, field):
+        return JSONDoc()
+
+    def check_value(self, field, value, old):
+        inactive = {o["value"] for o in field.prop("options", ()) if o.get("active") is False}
+        added = set(value or ()) - set(old or ())
+        bad = sorted(added & inactive)
+        return f"option {bad[0]!r} is no longer offered" if bad else None
+
+
+class LookupType(FieldType):
+    name = "lookup"
+    properties = {
+        "target": {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,62}$"},
+        "on_delete": {"enum": ["restrict", "set_null", "cascade"]},
+    }
+    required_properties = ("target",)
+    filter_ops = EQ_OPS | {"lt", "lte", "gt", "gte"}
+    json_type = "integer"
+
+    def check(self, field, path, app_doc):
+        target = field.get("target")
+        if target not in app_doc.get("objects", {}):
+            return [(f"{path}.target", f"unknown object {target!r}")]
+        if field.get("on_delete") == "set_null" and field.get("required"):
+            return [(f"{path}.on_delete", "set_null is not possible on a required lookup")]
+        return super().check(field, path, app_doc)
+
+    def column_type(self, field):
+        return sa.BigInteger()
+
+    def ma_field(self, field):
+        return mf.Integer(strict=True, validate=mv.Range(min=1), allow_none=True)
+
+
+class AutonumberType(FieldType):
+    """A number given by the server from a pattern such as ``Q-{YYYY}-{0000}``.
+
+    ``{YYYY}``, ``{YY}``, ``{MM}`` and ``{DD}`` are the creation date (UTC); the run of
+    zeros is the counter and its width. The counter restarts whenever the text before
+    it changes (so ``Q-{YYYY}-{0000}`` restarts every year) and is gap-free: it is
+    taken inside the write transaction.
+    """
+
+    name = "autonumber"
+    properties = {"pattern": {"type": "string", "pattern": "\\{0+\\}", "maxLength": 60}}
+    required_properties = ("pattern",)
+    filter_ops = TEXT_OPS
+
+    def check(self, field, path, app_doc):
+        pattern = field.get("pattern", "")
+        unknown = [t for t in re.findall(r"\{([^}]*)\}", pattern) if t not in ("YYYY", "YY", "MM", "DD")
+                   and not re.fullmatch("0+", t)]
+        if unknown:
+            return [(f"{path}.pattern", f"unknown token {{{unknown[0]}}}")]
+        if len(re.findall(r"\{0+\}", pattern)) != 1:
+            return [(f"{path}.pattern", "needs exactly one counter such as {0000}")]
+        if field.get("default") is not None:
+            return [(f"{path}.default", "an autonumber takes no default")]
+        return []
+
+    def column_type(self, field):
+        return sa.String(80)
+
+    def ma_field(self, field):
+        return mf.String(dump_only=True)
+
+    @staticmethod
+    def render(pattern: str, when: dt.datetime, counter_of: Any) -> str:
+        """Fill ``pattern``; ``counter_of(prefix)`` returns the next counter for it."""
+        text = (pattern.replace("{YYYY}", f"{when.year:04d}").replace("{YY}", f"{when.year % 100:02d}")
+                .replace("{MM}", f"{when.month:02d}").replace("{DD}", f"{when.day:02d}"))
+        m = re.search(r"\{(0+)\}", text)
+        prefix = text[: m.start()]
+        n = counter_of(prefix)
+        return f"{prefix}{n:0{len(m.group(1))}d}{text[m.end():]}"
+
+
+class JsonType(FieldType):
+    name = "json"
+    properties = {"max_bytes": {"type": "integer", "minimum": 2, "maximum": 1_000_000}}
+    indexable = False
+    filter_ops = frozenset({"is_null"})
+    json_type = "object"
+
+    def column_type(self, field):
+        return JSONDoc()
+
+    def ma_field(self, field):
+        return JsonValueField(max_bytes=field.prop("max_bytes", 65536), allow_none=True)
+
+
+class JsonValueField(mf.Raw):
+    default_error_messages = {"too_big": "JSON value is larger than {max_bytes} bytes.",
+                              "too_deep": "JSON value is nested deeper than 20 levels."}
+
+    def __init__(self, max_bytes: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.max_bytes = max_bytes
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        import orjson
+
+        def depth(v: Any, d: int = 0) -> int:
+            if d > 20:
+                raise self.make_error("too_deep")
+            if isinstance(v, dict):
+                return max((depth(x, d + 1) for x in v.values()), default=d)
+            if isinstance(v, list):
+                return max((depth(x, d + 1) for x in v), default=d)
+            return d
+
+        depth(value)
+        if len(orjson.dumps(value, default=str)) > self.max_bytes:
+            raise self.make_error("too_big", max_bytes=self.max_bytes)
+        return value
+
+
+BUILTIN_TYPES: tuple[type[FieldType], ...] = (
+    TextType, LongTextType, IntegerType, DecimalType, CurrencyType, PercentType, BooleanType,
+    DateType, DateTimeType, TimeType, EmailType, PhoneType, UrlType, ChoiceType, MultiChoiceType,
+    LookupType, AutonumberType, JsonType,
+)

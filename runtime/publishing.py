@@ -1,0 +1,217 @@
+"""Publish metadata: validate, plan, apply DDL and store the version, in one transaction.
+
+This is the only way metadata changes. Saving a draft elsewhere never runs DDL;
+:meth:`MetadataService.preview` shows the plan an admin is about to apply.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import sqlalchemy as sa
+
+from loomwork.metadata import store
+from loomwork.metadata.diff import Plan, doc_diff, plan
+from loomwork.metadata.errors import ConflictError, PermissionDenied
+from loomwork.metadata.model import AppMetadata
+from .compiled import Runtime
+from .context import Context
+from .schema_sync import SchemaSync
+
+RETRIES = 3
+
+
+def _strip_hints(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """Remove one-shot ``renamed_from`` hints: they describe a change, not a state."""
+    out = copy.deepcopy(dict(doc))
+    out.setdefault("objects", {})
+    out.setdefault("roles", {})
+    out.setdefault("packages", {})
+    for odoc in out["objects"].values():
+        odoc.pop("renamed_from", None)
+        odoc.pop("name", None)
+        odoc.pop("kind", None)
+        for fdoc in odoc.get("fields", {}).values():
+            fdoc.pop("renamed_from", None)
+    for rdoc in out["roles"].values():
+        rdoc.pop("name", None)
+        rdoc.pop("kind", None)
+    return out
+
+
+def _elements(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """Ownable elements by path: objects (without their fields), fields and roles."""
+    out: dict[str, Any] = {}
+    for oname, odoc in doc.get("objects", {}).items():
+        out[f"objects.{oname}"] = {k: v for k, v in odoc.items() if k not in ("fields", "renamed_from")}
+        for fname, fdoc in odoc.get("fields", {}).items():
+            out[f"objects.{oname}.fields.{fname}"] = {k: v for k, v in fdoc.items() if k != "renamed_from"}
+    for rname, rdoc in doc.get("roles", {}).items():
+        out[f"roles.{rname}"] = rdoc
+    return out
+
+
+def _renames(doc: Mapping[str, Any]) -> dict[str, str]:
+    """New element path -> old element path, from ``renamed_from`` hints."""
+    out = {}
+    for oname, odoc in doc.get("objects", {}).items():
+        src_obj = odoc.get("renamed_from", oname)
+        if src_obj != oname:
+            out[f"objects.{oname}"] = f"objects.{src_obj}"
+        for fname, fdoc in odoc.get("fields", {}).items():
+            src = fdoc.get("renamed_from", fname)
+            if src != fname or src_obj != oname:
+                out[f"objects.{oname}.fields.{fname}"] = f"objects.{src_obj}.fields.{src}"
+    return out
+
+
+def ownership(old_doc: Mapping[str, Any], old_own: Mapping[str, Any], new_doc: Mapping[str, Any],
+              package: str | None) -> dict[str, dict[str, Any]]:
+    """Who owns each element of ``new_doc`` and whether the tenant customised it.
+
+    A package install owns what it brings, uncustomised. A tenant's own publish
+    keeps owners and marks a package's element customised when it changes it;
+    elements the tenant adds belong to no package.
+    """
+    old_el, new_el = _elements(old_doc), _elements(new_doc)
+    renames = _renames(new_doc)
+    out = {}
+    for path, value in new_el.items():
+        source = renames.get(path, path)
+        prev = old_own.get(source)
+        changed = old_el.get(source) != value or source != path
+        if package is not None and (prev is None or prev.get("package") in (None, package)) and (changed or prev is None):
+            out[path] = {"package": package, "customized": False}
+        elif prev is None:
+            out[path] = {"package": None, "customized": False}
+        else:
+            out[path] = {"package": prev.get("package"),
+                         "customized": bool(prev.get("customized")) or (changed and prev.get("package") is not None)}
+    return out
+
+
+class MetadataService:
+    """Read, preview, publish and roll back a tenant's metadata."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    @staticmethod
+    def _require_admin(ctx: Context) -> None:
+        if not ctx.actor.is_admin:
+            raise PermissionDenied("only administrators may change metadata")
+
+    def current(self, ctx: Context) -> store.StoredVersion:
+        with ctx.tenant.read() as conn:
+            return store.get(conn, store.head(conn))
+
+    def version(self, ctx: Context, version: int) -> store.StoredVersion:
+        with ctx.tenant.read() as conn:
+            return store.get(conn, version)
+
+    def versions(self, ctx: Context, limit: int = 100) -> list[store.StoredVersion]:
+        with ctx.tenant.read() as conn:
+            return store.versions(conn, limit)
+
+    def diff(self, ctx: Context, a: int, b: int) -> list[dict[str, Any]]:
+        with ctx.tenant.read() as conn:
+            return doc_diff(store.get(conn, a).doc, store.get(conn, b).doc)
+
+    def _plan(self, conn: sa.Connection, doc: Mapping[str, Any]) -> tuple[store.StoredVersion, Plan, AppMetadata]:
+        self.runtime.validate(doc)
+        current = store.get(conn, store.head(conn))
+        new_meta = AppMetadata.from_doc(doc, current.version + 1)
+        return current, plan(AppMetadata.from_doc(current.doc, current.version), new_meta,
+                             self.runtime.field_types), new_meta
+
+    def preview(self, ctx: Context, doc: Mapping[str, Any]) -> Plan:
+        """The plan publishing ``doc`` would apply, after the same checks (nothing is changed).
+
+        :raises MetadataError: if ``doc`` is invalid.
+        :raises HeavyChangeRefused: if the plan cannot run here.
+        """
+        self._require_admin(ctx)
+        with ctx.tenant.read() as conn:
+            _, the_plan, new_meta = self._plan(conn, doc)
+            compiled = self.runtime.compile(_strip_hints(doc), new_meta.version)
+            SchemaSync(conn, ctx.tenant.schema).check(the_plan, compiled)
+            return the_plan
+
+    def publish(self, ctx: Context, doc: Mapping[str, Any], *, comment: str = "",
+                base_version: int | None = None, package: str | None = None) -> int:
+        """Validate ``doc``, apply its plan and store it as the next version, atomically.
+
+        :param base_version: the version the caller edited; a publish in between is a conflict.
+        :param package: set when a package install publishes, to record ownership.
+        :returns: the new version number (the current one if nothing changed).
+        """
+        self._require_admin(ctx)
+        for attempt in range(RETRIES):
+            try:
+                return self._publish_once(ctx, doc, comment, base_version, package)
+            except sa.exc.OperationalError as exc:
+                # PostgreSQL lock_timeout (55P03): someone held the table; try again shortly.
+                if getattr(exc.orig, "sqlstate", None) != "55P03" or attempt == RETRIES - 1:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    def _publish_once(self, ctx, doc, comment, base_version, package) -> int:
+        with ctx.tenant.write() as conn:
+            current, the_plan, new_meta = self._plan(conn, doc)
+            if base_version is not None and base_version != current.version:
+                raise ConflictError(
+                    f"metadata changed since version {base_version} (now {current.version}); reload and try again")
+            clean = _strip_hints(doc)
+            changes = doc_diff(current.doc, clean)
+            if not changes and not the_plan:
+                return current.version
+            compiled = self.runtime.compile(clean, new_meta.version)
+            now = ctx.now()
+            SchemaSync(conn, ctx.tenant.schema).apply(the_plan, compiled, new_meta.version, now)
+            return store.save(
+                conn, base=current.version, doc=clean,
+                ownership=ownership(current.doc, current.ownership, doc, package),
+                diff=changes, plan=[op.as_dict() for op in the_plan.operations],
+                actor=ctx.actor.username, comment=comment, now=now,
+            )
+
+    def rollback_doc(self, ctx: Context, to_version: int) -> dict[str, Any]:
+        """The document of ``to_version`` with rename hints that undo later renames.
+
+        Without the hints, rolling back a rename would hide the renamed column and add
+        an empty one under the old name.
+        """
+        with ctx.tenant.read() as conn:
+            head = store.head(conn)
+            doc = copy.deepcopy(store.get(conn, to_version).doc)
+            later = [store.get(conn, v) for v in range(to_version + 1, head + 1)]
+        obj_now = {o: o for o in doc.get("objects", {})}
+        field_now = {(o, f): f for o, odoc in doc.get("objects", {}).items() for f in odoc.get("fields", {})}
+        for stored in later:
+            for op in stored.plan:
+                if op["kind"] == "rename_object":
+                    for o, cur in obj_now.items():
+                        if cur == op["detail"]["old"]:
+                            obj_now[o] = op["object"]
+                elif op["kind"] == "rename_field":
+                    for (o, f), cur in field_now.items():
+                        if obj_now[o] == op["object"] and cur == op["detail"]["old"]:
+                            field_now[(o, f)] = op["field"]
+        for o, cur in obj_now.items():
+            if cur != o:
+                doc["objects"][o]["renamed_from"] = cur
+        for (o, f), cur in field_now.items():
+            if cur != f:
+                doc["objects"][o]["fields"][f]["renamed_from"] = cur
+        return doc
+
+    def rollback(self, ctx: Context, to_version: int, *, comment: str = "") -> int:
+        """Publish the document of an earlier version as a new version (a plan like any other)."""
+        doc = self.rollback_doc(ctx, to_version)
+        return self.publish(ctx, doc, comment=comment or f"Roll back to version {to_version}")
+
+    def preview_rollback(self, ctx: Context, to_version: int) -> Plan:
+        return self.preview(ctx, self.rollback_doc(ctx, to_version))

@@ -1,0 +1,364 @@
+"""The record service: the only write path for object data.
+
+The API, forms, imports, jobs, the CLI and (later) script hooks all call it, so every
+rule is enforced once, on the server. A write is: permission check, deserialise and
+type-check (the object's marshmallow schema), defaults, required and value checks,
+lookup integrity, autonumbers, then the row and its field history in one transaction
+with an optimistic ``row_version`` check.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import marshmallow as ma
+import orjson
+import sqlalchemy as sa
+
+from loomwork.metadata.errors import ConflictError, NotFound, ValidationError
+from loomwork.metadata.model import SYSTEM_COLUMNS
+from . import systables
+from .compiled import CompiledApp, CompiledObject, Runtime
+from .context import Context
+from .fieldtypes import AutonumberType
+from .permissions import Permissions
+from .tenancy import json_dumps
+
+#: Bulk requests larger than this are refused rather than held in one transaction.
+MAX_BULK = 1000
+
+
+def _ma_errors(messages: Any, prefix: str = "") -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    if isinstance(messages, Mapping):
+        for key, val in messages.items():
+            path = f"{prefix}{key}" if key != "_schema" else prefix.rstrip(".") or "_schema"
+            if isinstance(val, Mapping):
+                out.update(_ma_errors(val, f"{path}."))
+            else:
+                msgs = val if isinstance(val, list) else [val]
+                out.setdefault(path, []).extend(
+                    "unknown field" if m == "Unknown field." else str(m).rstrip(".") for m in msgs)
+    return out
+
+
+class RecordService:
+    def __init__(self, runtime: Runtime, permissions: Permissions | None = None) -> None:
+        self.runtime = runtime
+        self.permissions = permissions or Permissions()
+
+    # -- reads ------------------------------------------------------------
+    def get(self, ctx: Context, object_name: str, record_id: Any) -> dict[str, Any]:
+        with ctx.tenant.read() as conn:
+            app = self.runtime.compiled(ctx.tenant, conn)
+            self.permissions.check(ctx, app, object_name, "read")
+            obj = app.object(object_name)
+            row = self._row(conn, obj, record_id)
+            return obj.dump(row)
+
+    def history(self, ctx: Context, object_name: str, record_id: Any, limit: int = 200) -> list[dict[str, Any]]:
+        h = systables.history
+        with ctx.tenant.read() as conn:
+            app = self.runtime.compiled(ctx.tenant, conn)
+            self.permissions.check(ctx, app, object_name, "read")
+            obj = app.object(object_name)
+            self._row(conn, obj, record_id, include_deleted=True)
+            rows = conn.execute(sa.select(h).where(h.c.object == object_name, h.c.record_id == int(record_id))
+                                .order_by(h.c.id.desc()).limit(limit))
+            return [{"action": r.action, "field": r.field,
+                     "old": orjson.loads(r.old) if r.old is not None else None,
+                     "new": orjson.loads(r.new) if r.new is not None else None,
+                     "changed_by": r.changed_by, "changed_at": r.changed_at.isoformat()} for r in rows]
+
+    @staticmethod
+    def _id(record_id: Any) -> int:
+        try:
+            value = int(record_id)
+        except (TypeError, ValueError):
+            raise NotFound(f"no record {record_id!r}") from None
+        if value < 1 or value > 2**63 - 1:
+            raise NotFound(f"no record {record_id!r}")
+        return value
+
+    def _row(self, conn: sa.Connection, obj: CompiledObject, record_id: Any, *, include_deleted: bool = False,
+             lock: bool = False) -> Mapping[str, Any]:
+        t = obj.table
+        stmt = sa.select(t).where(t.c.id == self._id(record_id))
+        if not include_deleted:
+            stmt = stmt.where(t.c.deleted_at.is_(None))
+        if lock and conn.dialect.name == "postgresql":
+            stmt = stmt.with_for_update()
+        row = conn.execute(stmt).mappings().first()
+        if row is None:
+            raise NotFound(f"no {obj.name} record {record_id}")
+        return row
+
+    # -- validation -------------------------------------------------------
+    def _load(self, ctx: Context, obj: CompiledObject, data: Any, *, old: Mapping[str, Any] | None,
+              prefix: str = "") -> dict[str, Any]:
+        """Validate input for a create (``old is None``) or an update; return column values."""
+        if not isinstance(data, Mapping):
+            raise ValidationError({prefix.rstrip(".") or "_schema": ["must be a JSON object of field values"]})
+        errors: dict[str, list[str]] = {}
+        clean_in = {}
+        for key, value in data.items():
+            f = obj.fields.get(key)
+            if key in SYSTEM_COLUMNS:
+                if key != "row_version":
+                    errors.setdefault(f"{prefix}{key}", []).append("is set by the system")
+            elif f is None:
+                errors.setdefault(f"{prefix}{key}", []).append("unknown field")
+            elif isinstance(f.ftype, AutonumberType):
+                errors.setdefault(f"{prefix}{key}", []).append("is numbered by the system")
+            elif f.defn.read_only and not ctx.actor.is_admin and (old is None or old.get(key) != value):
+                errors.setdefault(f"{prefix}{key}", []).append("is read-only")
+            else:
+                clean_in[key] = value
+        try:
+            values = obj.schema.load(clean_in, partial=True)
+        except ma.ValidationError as exc:
+            errors.update(_ma_errors(exc.messages, prefix))
+            values = {k: v for k, v in clean_in.items() if k not in exc.messages}
+        if old is None:
+            for name, f in obj.fields.items():
+                if name not in values and f.defn.default is not None:
+                    values[name] = obj.schema.fields[name].deserialize(f.defn.default)
+        for name, f in obj.fields.items():
+            if not f.defn.required or isinstance(f.ftype, AutonumberType):
+                continue
+            if (name in values or old is None) and values.get(name) in (None, "", [], {}):
+                errors.setdefault(f"{prefix}{name}", []).append("is required")
+        for name, value in values.items():
+            if value is None:
+                continue
+            msg = obj.fields[name].ftype.check_value(obj.fields[name].defn, value, (old or {}).get(name))
+            if msg:
+                errors.setdefault(f"{prefix}{name}", []).append(msg)
+        if errors:
+            raise ValidationError(errors)
+        return values
+
+    def _check_lookups(self, ctx: Context, conn: sa.Connection, app: CompiledApp, obj: CompiledObject,
+                       values: Mapping[str, Any], prefix: str = "") -> None:
+        errors = {}
+        for name, value in values.items():
+            f = obj.fields[name]
+            if f.defn.type != "lookup" or value is None:
+                continue
+            target = app.object(f.defn.prop("target"))
+            t = target.table
+            found = conn.execute(sa.select(t.c.id).where(t.c.id == value, t.c.deleted_at.is_(None))).first()
+            if found is None or not self.permissions.allowed(ctx, app, target.name, "read"):
+                errors[f"{prefix}{name}"] = [f"no {target.name} record {value}"]
+        if errors:
+            raise ValidationError(errors)
+
+    def _autonumber(self, ctx: Context, conn: sa.Connection, obj: CompiledObject, values: dict[str, Any]) -> None:
+        a = systables.autonumbers
+        now = ctx.now()
+        for name, f in obj.fields.items():
+            if not isinstance(f.ftype, AutonumberType):
+                continue
+
+            def next_value(prefix: str, _field: str = name) -> int:
+                key = (a.c.object == obj.name, a.c.field == _field, a.c.prefix == prefix)
+                # The UPDATE takes the row lock (PostgreSQL) or runs under SQLite's write
+                # lock, so concurrent creates queue here; a rollback returns the number.
+                res = conn.execute(a.update().where(*key).values(value=a.c.value + 1).returning(a.c.value))
+                got = res.scalar_one_or_none()
+                if got is not None:
+                    return got
+                try:
+                    with conn.begin_nested():
+                        conn.execute(a.insert().values(object=obj.name, field=_field, prefix=prefix, value=1))
+                    return 1
+                except sa.exc.IntegrityError:
+                    return conn.execute(a.update().where(*key).values(value=a.c.value + 1)
+                                        .returning(a.c.value)).scalar_one()
+
+            values[name] = AutonumberType.render(f.defn.prop("pattern"), now, next_value)
+
+    def _unique_errors(self, conn: sa.Connection, obj: CompiledObject, values: Mapping[str, Any],
+                       exclude_id: int | None, prefix: str = "") -> dict[str, list[str]]:
+        """Which unique fields collide with a live record (to explain an IntegrityError)."""
+        t = obj.table
+        errors = {}
+        for name, f in obj.fields.items():
+            if f.defn.unique and values.get(name) is not None:
+                stmt = sa.select(t.c.id).where(t.c[name] == values[name], t.c.deleted_at.is_(None))
+                if exclude_id is not None:
+                    stmt = stmt.where(t.c.id != exclude_id)
+                if conn.execute(stmt.limit(1)).first() is not None:
+                    errors[f"{prefix}{name}"] = ["must be unique: another record has this value"]
+        for idx in obj.defn.indexes.values():
+            if idx.unique and all(values.get(c) is not None for c in idx.fields if c in obj.fields):
+                stmt = sa.select(t.c.id).where(*(t.c[c] == values.get(c) for c in idx.fields),
+                                               t.c.deleted_at.is_(None))
+                if exclude_id is not None:
+                    stmt = stmt.where(t.c.id != exclude_id)
+                if conn.execute(stmt.limit(1)).first() is not None:
+                    errors[f"{prefix}{idx.fields[0]}"] = [
+                        f"must be unique together with {', '.join(idx.fields[1:])}" if len(idx.fields) > 1
+                        else "must be unique: another record has this value"]
+        return errors
+
+    def _history(self, conn: sa.Connection, ctx: Context, obj: CompiledObject, record_id: int, action: str,
+                 changes: Sequence[tuple[str | None, Any, Any]]) -> None:
+        now = ctx.now()
+        conn.execute(systables.history.insert(), [
+            {"object": obj.name, "record_id": record_id, "action": action, "field": field,
+             "old": None if old is None else json_dumps(old), "new": None if new is None else json_dumps(new),
+             "changed_by": ctx.actor.id, "changed_at": now}
+            for field, old, new in changes
+        ])
+
+    # -- writes -----------------------------------------------------------
+    def create(self, ctx: Context, object_name: str, data: Mapping[str, Any]) -> dict[str, Any]:
+        return self.bulk_create(ctx, object_name, [data], _single=True)[0]
+
+    def bulk_create(self, ctx: Context, object_name: str, rows: Sequence[Mapping[str, Any]],
+                    *, _single: bool = False) -> list[dict[str, Any]]:
+        """Create records all-or-nothing. Errors of row ``i`` are keyed ``i.field``."""
+        if not isinstance(rows, Sequence) or isinstance(rows, (str, bytes)):
+            raise ValidationError({"_schema": ["must be a list of records"]})
+        if len(rows) > MAX_BULK:
+            raise ValidationError({"_schema": [f"at most {MAX_BULK} records per request"]})
+        with ctx.tenant.write() as conn:
+            app = self.runtime.compiled(ctx.tenant, conn)
+            self.permissions.check(ctx, app, object_name, "create")
+            obj = app.object(object_name)
+            loaded, errors = [], {}
+            for i, data in enumerate(rows):
+                prefix = "" if _single else f"{i}."
+                try:
+                    values = self._load(ctx, obj, data, old=None, prefix=prefix)
+                    self._check_lookups(ctx, conn, app, obj, values, prefix)
+                    loaded.append(values)
+                except ValidationError as exc:
+                    errors.update(exc.errors)
+            if errors:
+                raise ValidationError(errors)
+            now = ctx.now()
+            out = []
+            for i, values in enumerate(loaded):
+                self._autonumber(ctx, conn, obj, values)
+                record = {**values, "created_at": now, "updated_at": now, "created_by": ctx.actor.id,
+                          "updated_by": ctx.actor.id, "owner_id": ctx.actor.id, "row_version": 1}
+                try:
+                    with conn.begin_nested():
+                        new_id = conn.execute(obj.table.insert().values(record)).inserted_primary_key[0]
+                except sa.exc.IntegrityError as exc:
+                    found = self._unique_errors(conn, obj, values, None, "" if _single else f"{i}.")
+                    raise ValidationError(found or {"_schema": ["conflicts with an existing record"]}) from exc
+                record["id"] = new_id
+                initial = {k: obj.fields[k].dump(v) for k, v in values.items() if v is not None}
+                self._history(conn, ctx, obj, new_id, "create", [(None, None, initial)])
+                out.append(obj.dump(record))
+            return out
+
+    def update(self, ctx: Context, object_name: str, record_id: Any, data: Mapping[str, Any],
+               *, expected_version: int | None = None) -> dict[str, Any]:
+        """Change some fields of a record.
+
+        :param expected_version: the ``row_version`` the caller read (from ``If-Match`` or
+            the body); if the record moved on since, nothing is written.
+        :raises ConflictError: on a stale ``row_version``.
+        """
+        if isinstance(data, Mapping) and "row_version" in data and expected_version is None:
+            expected_version = data["row_version"]
+            if not isinstance(expected_version, int) or isinstance(expected_version, bool):
+                raise ValidationError({"row_version": ["must be an integer"]})
+        with ctx.tenant.write() as conn:
+            app = self.runtime.compiled(ctx.tenant, conn)
+            self.permissions.check(ctx, app, object_name, "update")
+            obj = app.object(object_name)
+            old = self._row(conn, obj, record_id, lock=True)
+            if expected_version is not None and expected_version != old["row_version"]:
+                raise ConflictError(
+                    f"{obj.name} {old['id']} was changed by someone else (version {old['row_version']}, "
+                    f"you had {expected_version}); reload it and apply your change again")
+            values = self._load(ctx, obj, data, old=old)
+            changed = {k: v for k, v in values.items() if old.get(k) != v}
+            if not changed:
+                return obj.dump(old)
+            self._check_lookups(ctx, conn, app, obj, changed)
+            t = obj.table
+            now = ctx.now()
+            stmt = (t.update().where(t.c.id == old["id"], t.c.row_version == old["row_version"])
+                    .values(**changed, updated_at=now, updated_by=ctx.actor.id, row_version=old["row_version"] + 1))
+            try:
+                with conn.begin_nested():
+                    result = conn.execute(stmt)
+            except sa.exc.IntegrityError as exc:
+                found = self._unique_errors(conn, obj, {**old, **changed}, old["id"])
+                raise ValidationError(found or {"_schema": ["conflicts with an existing record"]}) from exc
+            if result.rowcount != 1:
+                raise ConflictError(f"{obj.name} {old['id']} was changed by someone else; reload it")
+            self._history(conn, ctx, obj, old["id"], "update", [
+                (k, obj.fields[k].dump(old.get(k)), obj.fields[k].dump(v)) for k, v in changed.items()])
+            new = {**old, **changed, "updated_at": now, "updated_by": ctx.actor.id,
+                   "row_version": old["row_version"] + 1}
+            return obj.dump(new)
+
+    def delete(self, ctx: Context, object_name: str, record_id: Any, *, expected_version: int | None = None) -> None:
+        """Soft-delete a record, applying each referring lookup's ``on_delete``."""
+        with ctx.tenant.write() as conn:
+            app = self.runtime.compiled(ctx.tenant, conn)
+            self.permissions.check(ctx, app, object_name, "delete")
+            obj = app.object(object_name)
+            row = self._row(conn, obj, record_id, lock=True)
+            if expected_version is not None and expected_version != row["row_version"]:
+                raise ConflictError(f"{obj.name} {row['id']} was changed by someone else; reload it")
+            self._soft_delete(ctx, conn, app, obj, [row["id"]], depth=0)
+
+    def _soft_delete(self, ctx: Context, conn: sa.Connection, app: CompiledApp, obj: CompiledObject,
+                     ids: list[int], depth: int) -> None:
+        if depth > 20:
+            raise ConflictError("cascading delete is nested too deeply")
+        now = ctx.now()
+        for ref in obj.referenced_by:
+            child = app.object(ref.object)
+            ct = child.table
+            live = (ct.c[ref.field].in_(ids), ct.c.deleted_at.is_(None))
+            children = conn.execute(sa.select(ct.c.id, ct.c[ref.field]).where(*live)).all()
+            child_ids = [r[0] for r in children]
+            if not child_ids:
+                continue
+            if ref.on_delete == "restrict":
+                raise ConflictError(
+                    f"{len(child_ids)} {child.name} record(s) refer to it through {ref.field}; "
+                    f"delete or re-link them first")
+            if ref.on_delete == "set_null":
+                conn.execute(ct.update().where(ct.c.id.in_(child_ids)).values(
+                    **{ref.field: None}, updated_at=now, updated_by=ctx.actor.id, row_version=ct.c.row_version + 1))
+                for cid, parent in children:
+                    self._history(conn, ctx, child, cid, "update", [(ref.field, parent, None)])
+            else:
+                self._soft_delete(ctx, conn, app, child, child_ids, depth + 1)
+        t = obj.table
+        conn.execute(t.update().where(t.c.id.in_(ids), t.c.deleted_at.is_(None)).values(
+            deleted_at=now, updated_at=now, updated_by=ctx.actor.id, row_version=t.c.row_version + 1))
+        for rid in ids:
+            self._history(conn, ctx, obj, rid, "delete", [(None, None, None)])
+
+    def restore(self, ctx: Context, object_name: str, record_id: Any) -> dict[str, Any]:
+        """Bring back a soft-deleted record (its unique values must still be free)."""
+        with ctx.tenant.write() as conn:
+            app = self.runtime.compiled(ctx.tenant, conn)
+            self.permissions.check(ctx, app, object_name, "delete")
+            obj = app.object(object_name)
+            row = self._row(conn, obj, record_id, include_deleted=True, lock=True)
+            if row["deleted_at"] is None:
+                return obj.dump(row)
+            t = obj.table
+            now = ctx.now()
+            try:
+                with conn.begin_nested():
+                    conn.execute(t.update().where(t.c.id == row["id"]).values(
+                        deleted_at=None, updated_at=now, updated_by=ctx.actor.id, row_version=row["row_version"] + 1))
+            except sa.exc.IntegrityError as exc:
+                found = self._unique_errors(conn, obj, row, row["id"])
+                raise ValidationError(found or {"_schema": ["conflicts with an existing record"]}) from exc
+            self._history(conn, ctx, obj, row["id"], "restore", [(None, None, None)])
+            return obj.dump({**row, "deleted_at": None, "updated_at": now, "updated_by": ctx.actor.id,
+                             "row_version": row["row_version"] + 1})

@@ -1,0 +1,87 @@
+"""System tables inside every tenant's namespace (all named ``lw_*``)."""
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from .sqltypes import UTCDateTime
+
+system_metadata = sa.MetaData()
+
+users = sa.Table(
+    "lw_user", system_metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("username", sa.String(150), nullable=False, unique=True),
+    sa.Column("email", sa.String(320)),
+    sa.Column("full_name", sa.String(200), nullable=False, default=""),
+    sa.Column("password_hash", sa.String(300)),
+    sa.Column("roles", sa.String(1000), nullable=False, default="user"),
+    sa.Column("locale", sa.String(10), nullable=False, default="en"),
+    sa.Column("active", sa.Boolean, nullable=False, default=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("last_login_at", UTCDateTime),
+)
+
+tokens = sa.Table(
+    "lw_token", system_metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("lw_user.id"), nullable=False, index=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("prefix", sa.String(16), nullable=False),
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("expires_at", UTCDateTime),
+    sa.Column("revoked_at", UTCDateTime),
+)
+
+#: Field-level change history, written in the same transaction as the change.
+history = sa.Table(
+    "lw_history", system_metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("object", sa.String(63), nullable=False),
+    sa.Column("record_id", sa.BigInteger, nullable=False),
+    sa.Column("action", sa.String(10), nullable=False),
+    sa.Column("field", sa.String(63)),
+    sa.Column("old", sa.Text),
+    sa.Column("new", sa.Text),
+    sa.Column("changed_by", sa.Integer),
+    sa.Column("changed_at", UTCDateTime, nullable=False),
+    sa.Index("ix_lw_history_record", "object", "record_id", "id"),
+)
+
+#: Autonumber counters; a row per (object, field, prefix) so patterns with dates restart.
+autonumbers = sa.Table(
+    "lw_autonumber", system_metadata,
+    sa.Column("object", sa.String(63), primary_key=True),
+    sa.Column("field", sa.String(63), primary_key=True),
+    sa.Column("prefix", sa.String(80), primary_key=True),
+    sa.Column("value", sa.BigInteger, nullable=False),
+)
+
+#: Columns and tables hidden by a drop; their data stays until purged.
+dropped = sa.Table(
+    "lw_dropped", system_metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("object", sa.String(63), nullable=False),
+    sa.Column("field", sa.String(63)),
+    sa.Column("type", sa.String(63)),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("dropped_at", UTCDateTime, nullable=False),
+)
+
+
+def create(conn: sa.Connection) -> None:
+    system_metadata.create_all(conn)
+
+
+def system_columns() -> list[sa.Column]:
+    """The columns every object table starts with (ARCHITECTURE §3)."""
+    return [
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+        sa.Column("created_at", UTCDateTime, nullable=False),
+        sa.Column("created_by", sa.Integer),
+        sa.Column("updated_at", UTCDateTime, nullable=False),
+        sa.Column("updated_by", sa.Integer),
+        sa.Column("owner_id", sa.Integer),
+        sa.Column("row_version", sa.Integer, nullable=False, server_default="1"),
+        sa.Column("deleted_at", UTCDateTime),
+    ]

@@ -1,0 +1,231 @@
+"""Tenants as database namespaces, and the platform registry that lists them.
+
+* SQLite (the embedded default): the platform URL names a *directory*
+  (``sqlite:///instance``); the registry is ``platform.db`` in it and each tenant is
+  ``tenants/<name>.db``, in WAL mode.
+* PostgreSQL: one database; the registry lives in schema ``<ns>_platform`` and each
+  tenant in schema ``<ns>_t_<name>``. Tenant tables are declared without a schema
+  and mapped with ``schema_translate_map``, so one connection pool serves every tenant
+  and no statement can name another tenant's tables.
+
+Users, roles, metadata, data and history all live in the tenant's namespace.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+
+from loomwork.metadata import store
+from loomwork.metadata.errors import ConflictError, LoomworkError, NotFound
+from . import systables
+
+TENANT_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def json_dumps(value: Any) -> str:
+    return orjson.dumps(value, default=_json_default).decode()
+
+
+registry_metadata = sa.MetaData()
+tenant_registry = sa.Table(
+    "lw_tenant", registry_metadata,
+    sa.Column("name", sa.String(40), primary_key=True),
+    sa.Column("title", sa.String(200), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+
+@dataclass(frozen=True)
+class Tenant:
+    """One tenant's namespace. ``engine`` already maps unqualified tables into it."""
+
+    name: str
+    engine: sa.Engine
+    schema: str | None
+    platform_key: str
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @property
+    def cache_key(self) -> tuple[str, str]:
+        return (self.platform_key, self.name)
+
+    @contextmanager
+    def write(self) -> Iterator[sa.Connection]:
+        """A write transaction. On SQLite it takes the write lock at BEGIN
+        (``BEGIN IMMEDIATE``), so two writers queue instead of deadlocking on upgrade."""
+        with self.engine.connect() as conn:
+            conn = conn.execution_options(lw_immediate=True)
+            with conn.begin():
+                yield conn
+
+    @contextmanager
+    def read(self) -> Iterator[sa.Connection]:
+        with self.engine.connect() as conn, conn.begin():
+            yield conn
+
+
+def _sqlite_engine(path: Path) -> sa.Engine:
+    engine = sa.create_engine(
+        f"sqlite:///{path}", json_serializer=json_dumps,
+        connect_args={"check_same_thread": False, "timeout": 30},
+        pool_size=8, max_overflow=8,
+    )
+
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" event below issue BEGIN, not the driver.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON",
+                       "busy_timeout=30000", "cache_size=-65536", "temp_store=MEMORY"):
+            cur.execute(f"PRAGMA {pragma}")
+        cur.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _on_begin(conn: sa.Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("lw_immediate") else "BEGIN")
+
+    return engine
+
+
+def normalise_url(url: str) -> str:
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+class Platform:
+    """The registry of tenants of one installation and the engines that reach them."""
+
+    def __init__(self, url: str, *, namespace: str = "lw") -> None:
+        self.url = normalise_url(url)
+        self.namespace = namespace
+        self._lock = threading.Lock()
+        self._tenants: dict[str, Tenant] = {}
+        if self.url.startswith("sqlite"):
+            self.kind = "sqlite"
+            raw = self.url.split(":///", 1)[1] if ":///" in self.url else ""
+            if not raw:
+                raise LoomworkError("a SQLite platform URL names a directory: sqlite:///instance")
+            self.root = Path(raw)
+            (self.root / "tenants").mkdir(parents=True, exist_ok=True)
+            self.registry_engine = _sqlite_engine(self.root / "platform.db")
+            self.registry_schema = None
+        elif self.url.startswith("postgresql"):
+            self.kind = "postgresql"
+            self.root = None
+            self.engine = sa.create_engine(self.url, json_serializer=json_dumps, pool_size=10,
+                                           max_overflow=10, pool_pre_ping=True)
+            self.registry_schema = f"{namespace}_platform"
+            self.registry_engine = self.engine.execution_options(
+                schema_translate_map={None: self.registry_schema})
+        else:
+            raise LoomworkError(f"unsupported database URL {url.split(':', 1)[0]!r}: use sqlite:///DIR or postgresql://")
+        self.key = f"{self.url}#{namespace}"
+        self._ensure_registry()
+
+    def _ensure_registry(self) -> None:
+        with self.registry_engine.begin() as conn:
+            if self.registry_schema:
+                conn.execute(sa.schema.CreateSchema(self.registry_schema, if_not_exists=True))
+            registry_metadata.create_all(conn)
+
+    def _schema(self, name: str) -> str:
+        return f"{self.namespace}_t_{name}"
+
+    def _open(self, name: str) -> Tenant:
+        if self.kind == "sqlite":
+            engine = _sqlite_engine(self.root / "tenants" / f"{name}.db")
+            return Tenant(name, engine, None, self.key)
+        schema = self._schema(name)
+        return Tenant(name, self.engine.execution_options(schema_translate_map={None: schema}), schema, self.key)
+
+    # -- registry ---------------------------------------------------------
+    def tenants(self) -> list[dict[str, Any]]:
+        with self.registry_engine.connect() as conn:
+            rows = conn.execute(sa.select(tenant_registry).order_by(tenant_registry.c.name))
+            return [dict(r._mapping) for r in rows]
+
+    def exists(self, name: str) -> bool:
+        with self.registry_engine.connect() as conn:
+            return conn.execute(sa.select(tenant_registry.c.name)
+                                .where(tenant_registry.c.name == name)).first() is not None
+
+    def tenant(self, name: str) -> Tenant:
+        """The tenant called ``name``. :raises NotFound: if it is not registered."""
+        found = self._tenants.get(name)
+        if found is not None:
+            return found
+        if not isinstance(name, str) or not TENANT_NAME.match(name) or not self.exists(name):
+            raise NotFound(f"no tenant {name!r}")
+        with self._lock:
+            return self._tenants.setdefault(name, self._open(name))
+
+    def create_tenant(self, name: str, title: str | None = None) -> Tenant:
+        """Create a tenant's namespace with its system tables, at metadata version 0."""
+        if not TENANT_NAME.match(name or ""):
+            raise LoomworkError("tenant names are 1-40 lower-case letters, digits or _, starting with a letter")
+        if self.exists(name):
+            raise ConflictError(f"tenant {name!r} already exists")
+        tenant = self._open(name)
+        with tenant.write() as conn:
+            if tenant.schema:
+                conn.execute(sa.schema.CreateSchema(tenant.schema))
+            systables.create(conn)
+            store.create(conn)
+        with self.registry_engine.begin() as conn:
+            conn.execute(tenant_registry.insert().values(
+                name=name, title=title or name, created_at=dt.datetime.now(dt.UTC)))
+        with self._lock:
+            self._tenants[name] = tenant
+        return tenant
+
+    def drop_tenant(self, name: str) -> None:
+        """Remove a tenant and all its data (used by tests and the CLI)."""
+        tenant = self.tenant(name)
+        with self.registry_engine.begin() as conn:
+            conn.execute(tenant_registry.delete().where(tenant_registry.c.name == name))
+        with self._lock:
+            self._tenants.pop(name, None)
+        if tenant.schema:
+            with self.engine.begin() as conn:
+                conn.execute(sa.schema.DropSchema(tenant.schema, cascade=True))
+        else:
+            tenant.engine.dispose()
+            for suffix in ("", "-wal", "-shm"):
+                path = self.root / "tenants" / f"{name}.db{suffix}"
+                if path.exists():
+                    os.remove(path)
+
+    def drop_all(self) -> None:
+        """Drop every tenant and the registry (tests only)."""
+        for t in self.tenants():
+            self.drop_tenant(t["name"])
+        if self.registry_schema:
+            with self.engine.begin() as conn:
+                conn.execute(sa.schema.DropSchema(self.registry_schema, cascade=True))
+
+    def dispose(self) -> None:
+        for t in self._tenants.values():
+            t.engine.dispose()
+        self.registry_engine.dispose()
