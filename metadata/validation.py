@@ -153,7 +153,7 @@ def validate_field(
         "properties": dict(ftype.properties),
         "required": list(ftype.required_properties),
     }
-    validator = jsonschema.Draft202012Validator(sub)
+    validator = jsonschema.Draft202012Validator(sub, registry=_registry()[0])
     for err in validator.iter_errors({k: v for k, v in fdoc.items() if k in ftype.properties}):
         errors.append((_path(path, err.absolute_path), _message(err)))
     if errors:

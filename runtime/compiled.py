@@ -46,6 +46,10 @@ class Reference:
     on_delete: str
 
 
+_SYSTEM_OUT = ("id", "created_at", "created_by", "updated_at", "updated_by", "owner_id", "row_version")
+_DATETIMES = frozenset({"created_at", "updated_at"})
+
+
 @dataclass
 class CompiledObject:
     defn: ObjectDef
@@ -63,15 +67,11 @@ class CompiledObject:
 
     def dump(self, row: Mapping[str, Any]) -> dict[str, Any]:
         """A database row as the API's JSON-ready record."""
-        out = {
-            "id": row["id"],
-            "created_at": row["created_at"].isoformat(),
-            "created_by": row["created_by"],
-            "updated_at": row["updated_at"].isoformat(),
-            "updated_by": row["updated_by"],
-            "owner_id": row["owner_id"],
-            "row_version": row["row_version"],
-        }
+        out: dict[str, Any] = {}
+        for name in _SYSTEM_OUT:
+            if name in row:
+                value = row[name]
+                out[name] = value.isoformat() if name in _DATETIMES and value is not None else value
         if row.get("deleted_at") is not None:
             out["deleted_at"] = row["deleted_at"].isoformat()
         for name, f in self.fields.items():

@@ -1,1 +1,107 @@
-"""Pytest fixtures for Loomwork, its plugins and templates (a ``pytest11`` plugin)."""
+"""Pytest fixtures for Loomwork, its plugins and templates.
+
+Installed as a ``pytest11`` plugin, so any project that installs Loomwork can use
+them. Storage fixtures are parametrised over ``sqlite`` and ``postgres``.
+PostgreSQL comes from ``LOOMWORK_TEST_POSTGRES_URL`` (default: a local server); when
+it cannot be reached the postgres cases skip with the reason, unless the variable is
+set explicitly or ``CI`` is true, in which case they fail.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def postgres_url() -> str | None:
+    """A reachable PostgreSQL URL, or ``None`` (after deciding to skip or fail)."""
+    url = os.environ.get("LOOMWORK_TEST_POSTGRES_URL")
+    required = bool(url) or os.environ.get("CI") == "true"
+    url = url or DEFAULT_PG_URL
+    import sqlalchemy as sa
+
+    from loomwork.runtime.tenancy import normalise_url
+
+    try:
+        engine = sa.create_engine(normalise_url(url))
+        with engine.connect():
+            pass
+        engine.dispose()
+        return url
+    except Exception as exc:  # any driver or network failure means "not available"
+        if required:
+            pytest.fail(f"PostgreSQL is required here but unreachable at {url}: {exc}")
+        pytest.skip(f"PostgreSQL not reachable ({exc.__class__.__name__}); set LOOMWORK_TEST_POSTGRES_URL")
+    return None
+
+
+@pytest.fixture(scope="session")
+def lw_plugin_manager():
+    from loomwork.plugin_manager import make_plugin_manager
+
+    return make_plugin_manager(entry_points=False)
+
+
+@pytest.fixture(scope="session")
+def lw_runtime(lw_plugin_manager):
+    from loomwork.plugin_manager import field_types
+    from loomwork.runtime.compiled import Runtime
+
+    return Runtime(field_types(lw_plugin_manager))
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def lw_database_url(request, tmp_path) -> str:
+    """A platform URL: a fresh SQLite directory, or the test PostgreSQL server."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'instance'}"
+    return postgres_url()
+
+
+@pytest.fixture
+def lw_platform(lw_database_url) -> Iterator[Any]:
+    """A platform in its own namespace, dropped afterwards."""
+    from loomwork.runtime.tenancy import Platform
+
+    platform = Platform(lw_database_url, namespace=f"lwt{secrets.token_hex(4)}")
+    try:
+        yield platform
+    finally:
+        platform.drop_all()
+        platform.dispose()
+
+
+@pytest.fixture
+def lw_tenant(lw_platform):
+    return lw_platform.create_tenant("acme")
+
+
+@pytest.fixture
+def lw_ctx(lw_tenant):
+    """An administrator's context in the test tenant."""
+    from loomwork.runtime.context import Actor, Context
+
+    return Context(lw_tenant, Actor.system())
+
+
+@pytest.fixture
+def lw_services(lw_runtime):
+    from loomwork.runtime.services import Services
+
+    return Services(lw_runtime)
+
+
+@pytest.fixture
+def lw_publish(lw_services, lw_ctx) -> Callable[..., int]:
+    """Publish objects into the test tenant: ``lw_publish(deal={"fields": {...}})``."""
+
+    def publish(_doc: dict | None = None, **objects: dict) -> int:
+        doc = _doc or {"objects": objects}
+        return lw_services.metadata.publish(lw_ctx, doc, comment="test")
+
+    return publish

@@ -1,0 +1,81 @@
+"""Load a package: a folder of YAML files plus a ``package.yaml`` manifest.
+
+Every file other than the manifest holds one or more YAML documents, each with a
+``kind`` (``object`` or ``role``) and a ``name``. Errors name the file and the path
+inside the document.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import MetadataError
+from .validation import schema_errors, validate_manifest
+
+MAX_FILE_BYTES = 1_000_000
+KINDS = {"object": "objects", "role": "roles"}
+
+
+@dataclass
+class Package:
+    manifest: dict[str, Any]
+    objects: dict[str, dict[str, Any]] = field(default_factory=dict)
+    roles: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.manifest["name"]
+
+    @property
+    def version(self) -> str:
+        return self.manifest["version"]
+
+
+def _read_yaml(path: Path, rel: str) -> list[Any]:
+    if path.stat().st_size > MAX_FILE_BYTES:
+        raise MetadataError({rel: [f"file is larger than {MAX_FILE_BYTES} bytes"]})
+    try:
+        return [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d is not None]
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise MetadataError({rel: [f"invalid YAML{where}: {getattr(exc, 'problem', exc)}"]}) from None
+    except UnicodeDecodeError:
+        raise MetadataError({rel: ["is not UTF-8 text"]}) from None
+
+
+def load_package(folder: str | Path) -> Package:
+    """Read a package folder. :raises MetadataError: on any problem, naming the file."""
+    root = Path(folder)
+    manifest_path = root / "package.yaml"
+    if not manifest_path.is_file():
+        raise MetadataError({str(root): ["is not a package: package.yaml is missing"]})
+    docs = _read_yaml(manifest_path, "package.yaml")
+    if len(docs) != 1 or not isinstance(docs[0], dict):
+        raise MetadataError({"package.yaml": ["must hold exactly one mapping"]})
+    validate_manifest(docs[0], "package.yaml")
+    pkg = Package(docs[0])
+    files = sorted(p for p in root.rglob("*") if p.suffix in (".yaml", ".yml") and p != manifest_path)
+    errors: dict[str, list[str]] = {}
+    for path in files:
+        rel = str(path.relative_to(root))
+        for i, doc in enumerate(_read_yaml(path, rel)):
+            where = f"{rel}#{i + 1}" if i else rel
+            if not isinstance(doc, dict) or doc.get("kind") not in KINDS or not isinstance(doc.get("name"), str):
+                errors.setdefault(where, []).append("each document needs kind (object or role) and name")
+                continue
+            kind, name = doc["kind"], doc["name"]
+            section = getattr(pkg, KINDS[kind])
+            if name in section:
+                errors.setdefault(where, []).append(f"{kind} {name!r} is defined twice")
+                continue
+            body = {k: v for k, v in doc.items() if k not in ("kind", "name")}
+            for path_, msg in schema_errors(kind, body, f"{KINDS[kind]}.{name}"):
+                errors.setdefault(f"{where}: {path_}", []).append(msg)
+            section[name] = body
+    if errors:
+        raise MetadataError(errors)
+    return pkg

@@ -1,0 +1,9 @@
+"""The REST API under ``/api/v1``: thin views that parse, call a runtime service and
+serialise. Errors become ``application/problem+json`` in :mod:`.errors`."""
+from __future__ import annotations
+
+from flask import Blueprint
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+
+from . import auth, errors, meta, openapi, records  # noqa: E402,F401  (routes register on import)

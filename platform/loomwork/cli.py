@@ -1,0 +1,284 @@
+"""The ``loomwork`` command line (click). Plugins add commands through
+``loomwork_register_commands``."""
+from __future__ import annotations
+
+import json
+import secrets
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+
+from loomwork.metadata.errors import LoomworkError, ValidationError
+from loomwork.metadata.packages import load_package
+from loomwork.runtime.context import Actor, Context
+
+
+class Env:
+    """Settings, plugins and services built lazily from the command's options."""
+
+    def __init__(self, database_url: str | None) -> None:
+        self.database_url = database_url
+        self._app = None
+
+    @property
+    def app(self):
+        if self._app is None:
+            from loomwork.app import create_app
+
+            overrides = {"database_url": self.database_url} if self.database_url else {}
+            self._app = create_app(overrides)
+        return self._app
+
+    @property
+    def state(self):
+        return self.app.extensions["loomwork"]
+
+    def ctx(self, tenant: str | None) -> Context:
+        name = tenant or self.state.settings.default_tenant
+        return Context(self.state.platform.tenant(name), Actor.system())
+
+
+def _fail(exc: LoomworkError) -> None:
+    if not isinstance(exc, ValidationError):
+        click.secho(f"error: {exc.message}", fg="red", err=True)
+    else:
+        click.secho(f"error: {exc.title.lower()}", fg="red", err=True)
+        for path, msgs in exc.errors.items():
+            for m in msgs:
+                click.echo(f"  {path}: {m}" if path else f"  {m}", err=True)
+    sys.exit(1)
+
+
+class Group(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except LoomworkError as exc:
+            _fail(exc)
+
+
+@click.group(cls=Group)
+@click.option("--database-url", envvar="LOOMWORK_DATABASE_URL", help="sqlite:///DIR or postgresql://...")
+@click.pass_context
+def main(ctx: click.Context, database_url: str | None) -> None:
+    """Loomwork: metadata-driven business applications."""
+    ctx.obj = Env(database_url)
+
+
+tenant_option = click.option("--tenant", "-t", default=None, help="Tenant name (default: the default tenant).")
+
+
+@main.command()
+@click.option("--tenant", "-t", default="main", show_default=True)
+@click.option("--admin", default="admin", show_default=True)
+@click.option("--password", default=None, help="Admin password (default: generated and printed).")
+@click.pass_obj
+def init(env: Env, tenant: str, admin: str, password: str | None) -> None:
+    """Create the platform, a first tenant and its administrator."""
+    st = env.state
+    st.platform.create_tenant(tenant)
+    password = password or secrets.token_urlsafe(12)
+    st.services.users.create(env.ctx(tenant), admin, password, roles=("admin",))
+    click.echo(f"tenant {tenant} created; administrator {admin} / {password}")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5000, show_default=True, type=int)
+@click.option("--debug/--no-debug", default=False)
+@click.pass_obj
+def serve(env: Env, host: str, port: int, debug: bool) -> None:
+    """Run the development server. In production use gunicorn:
+    ``gunicorn 'loomwork:create_app()'``."""
+    env.app.run(host=host, port=port, debug=debug, use_reloader=False, threaded=True)
+
+
+@main.group()
+def tenant() -> None:
+    """Create and list tenants."""
+
+
+@tenant.command("create")
+@click.argument("name")
+@click.option("--title", default=None)
+@click.pass_obj
+def tenant_create(env: Env, name: str, title: str | None) -> None:
+    env.state.platform.create_tenant(name, title)
+    click.echo(f"tenant {name} created")
+
+
+@tenant.command("list")
+@click.pass_obj
+def tenant_list(env: Env) -> None:
+    for t in env.state.platform.tenants():
+        click.echo(f"{t['name']}\t{t['title']}\t{t['created_at']:%Y-%m-%d %H:%M}")
+
+
+@main.group()
+def user() -> None:
+    """Manage users and their API tokens."""
+
+
+@user.command("create")
+@click.argument("username")
+@tenant_option
+@click.option("--role", "roles", multiple=True, default=("user",), show_default=True)
+@click.option("--email", default=None)
+@click.password_option(prompt="Password")
+@click.pass_obj
+def user_create(env: Env, username: str, tenant: str | None, roles: tuple[str, ...], email: str | None,
+                password: str) -> None:
+    u = env.state.services.users.create(env.ctx(tenant), username, password, roles=roles, email=email)
+    click.echo(f"user {u.username} created (id {u.id}, roles {', '.join(sorted(u.roles))})")
+
+
+@user.command("token")
+@click.argument("username")
+@tenant_option
+@click.option("--name", default="cli", show_default=True)
+@click.pass_obj
+def user_token(env: Env, username: str, tenant: str | None, name: str) -> None:
+    """Create an API token for USERNAME and print it (it is shown only once)."""
+    ctx = env.ctx(tenant)
+    users = {u.username: u for u in env.state.services.users.list(ctx)}
+    if username not in users:
+        raise LoomworkError(f"no user {username!r}")
+    click.echo(env.state.services.users.create_token(ctx, users[username].id, name))
+
+
+@main.group()
+def package() -> None:
+    """Install packages (templates) into a tenant."""
+
+
+@package.command("install")
+@click.argument("path", type=click.Path(exists=True, file_okay=False))
+@tenant_option
+@click.option("--dry-run", is_flag=True, help="Show the plan and change nothing.")
+@click.pass_obj
+def package_install(env: Env, path: str, tenant: str | None, dry_run: bool) -> None:
+    ctx = env.ctx(tenant)
+    pkg = load_package(path)
+    services = env.state.services
+    if dry_run:
+        doc, _ = services.packages.merged(ctx, pkg)
+        _print_plan(services.metadata.preview(ctx, doc).as_dict())
+        return
+    version = services.packages.install(ctx, pkg)
+    click.echo(f"installed {pkg.name} {pkg.version}: metadata version {version}")
+
+
+@main.group()
+def meta() -> None:
+    """Plan and apply metadata documents (YAML or JSON files of the whole tenant)."""
+
+
+def _read_doc(path: str) -> dict:
+    text = Path(path).read_text(encoding="utf-8")
+    try:
+        doc = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as exc:
+        raise LoomworkError(f"{path}: cannot parse: {exc}") from None
+    if not isinstance(doc, dict):
+        raise LoomworkError(f"{path}: must hold a mapping with objects/roles/packages")
+    return doc
+
+
+def _print_plan(plan: dict) -> None:
+    ops = plan["operations"]
+    if not ops:
+        click.echo("nothing to change")
+        return
+    click.echo(f"plan from version {plan['old_version']} ({plan['change']}):")
+    for op in ops:
+        click.echo(f"  [{op['change']:7}] {op['description']}")
+
+
+@meta.command("plan")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@tenant_option
+@click.pass_obj
+def meta_plan(env: Env, path: str, tenant: str | None) -> None:
+    """Show what publishing PATH would change."""
+    _print_plan(env.state.services.metadata.preview(env.ctx(tenant), _read_doc(path)).as_dict())
+
+
+@meta.command("apply")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@tenant_option
+@click.option("--comment", "-m", default="", help="Why (kept in the version history).")
+@click.pass_obj
+def meta_apply(env: Env, path: str, tenant: str | None, comment: str) -> None:
+    """Publish PATH: validate, apply its plan and store a new version."""
+    ctx = env.ctx(tenant)
+    doc = _read_doc(path)
+    svc = env.state.services.metadata
+    _print_plan(svc.preview(ctx, doc).as_dict())
+    click.echo(f"metadata version {svc.publish(ctx, doc, comment=comment)}")
+
+
+@meta.command("export")
+@tenant_option
+@click.pass_obj
+def meta_export(env: Env, tenant: str | None) -> None:
+    """Print the current metadata document as YAML."""
+    cur = env.state.services.metadata.current(env.ctx(tenant))
+    click.echo(yaml.safe_dump(cur.doc, sort_keys=False, allow_unicode=True))
+
+
+@meta.command("versions")
+@tenant_option
+@click.pass_obj
+def meta_versions(env: Env, tenant: str | None) -> None:
+    for v in env.state.services.metadata.versions(env.ctx(tenant)):
+        s = v.summary()
+        click.echo(f"{s['version']:>4}  {s['created_at'][:19]}  {s['created_by']:<12} {s['changes']:>3} changes  {s['comment']}")
+
+
+@meta.command("rollback")
+@click.argument("version", type=int)
+@tenant_option
+@click.option("--dry-run", is_flag=True)
+@click.pass_obj
+def meta_rollback(env: Env, version: int, tenant: str | None, dry_run: bool) -> None:
+    ctx = env.ctx(tenant)
+    svc = env.state.services.metadata
+    _print_plan(svc.preview_rollback(ctx, version).as_dict())
+    if not dry_run:
+        click.echo(f"metadata version {svc.rollback(ctx, version)}")
+
+
+@main.command()
+@click.option("--instance", default="instance", show_default=True, type=click.Path(file_okay=False))
+@click.option("--records", default=300, show_default=True, help="How many sample records to create.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5000, show_default=True, type=int)
+@click.option("--no-serve", is_flag=True, help="Set up the instance and exit.")
+def demo(instance: str, records: int, host: str, port: int, no_serve: bool) -> None:
+    """An embedded SQLite instance with the sample CRM package and sample data."""
+    from loomwork.app import create_app
+
+    from .demo import setup_demo
+
+    app = create_app({"database_url": f"sqlite:///{instance}", "instance_dir": instance, "secure_cookies": False})
+    login = setup_demo(app.extensions["loomwork"], records, echo=click.echo)
+    click.secho("\nLoomwork demo is ready.", fg="green", bold=True)
+    click.echo(f"  URL:       http://{host}:{port}/")
+    click.echo(f"  Login:     {login['username']} / {login['password']}")
+    click.echo(f"  API token: {login['token']}")
+    click.echo(f"  Try:       curl -H 'Authorization: Bearer {login['token']}' http://{host}:{port}/api/v1/data/deal?limit=3")
+    click.echo(f"  OpenAPI:   http://{host}:{port}/api/v1/openapi.json\n")
+    if not no_serve:
+        app.run(host=host, port=port, threaded=True, use_reloader=False)
+
+
+def _load_plugin_commands() -> None:
+    from loomwork.plugin_manager import make_plugin_manager
+
+    make_plugin_manager().hook.loomwork_register_commands(cli=main)
+
+
+_load_plugin_commands()

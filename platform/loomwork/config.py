@@ -1,0 +1,97 @@
+"""Instance settings: declared defaults -> optional TOML file -> ``LOOMWORK_*`` environment
+-> an explicit mapping (tests). Validated at start-up with a helpful error.
+
+Settings configure the installation (database, secrets, plugins). What an app *is*
+(objects, roles, rules) is metadata, versioned in each tenant's store.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from loomwork.metadata.errors import LoomworkError
+
+
+@dataclass(frozen=True)
+class Settings:
+    #: ``sqlite:///DIR`` (one file per tenant in DIR) or ``postgresql://...``
+    database_url: str = "sqlite:///instance"
+    #: PostgreSQL schema prefix: the registry is ``<ns>_platform``, tenants ``<ns>_t_<name>``.
+    namespace: str = "lw"
+    #: Signs session cookies. Empty: read or create ``secret_key`` in ``instance_dir``.
+    secret_key: str = ""
+    instance_dir: str = "instance"
+    default_tenant: str = "main"
+    #: Send cookies only over HTTPS (turn off only for local development).
+    secure_cookies: bool = True
+    #: Extra plugin modules to register, comma-separated.
+    plugins: str = ""
+    max_body_bytes: int = 10 * 1024 * 1024
+    login_attempts: int = 10
+    login_window_seconds: int = 300
+
+    @property
+    def plugin_list(self) -> list[str]:
+        return [p.strip() for p in self.plugins.split(",") if p.strip()]
+
+
+def _coerce(name: str, kind: type, value: Any) -> Any:
+    if kind is bool and isinstance(value, str):
+        if value.lower() in ("1", "true", "yes", "on"):
+            return True
+        if value.lower() in ("0", "false", "no", "off"):
+            return False
+        raise LoomworkError(f"setting {name}: {value!r} is not true or false")
+    if kind is int and not isinstance(value, int):
+        try:
+            return int(value)
+        except ValueError:
+            raise LoomworkError(f"setting {name}: {value!r} is not a whole number") from None
+    if not isinstance(value, kind):
+        raise LoomworkError(f"setting {name}: expected {kind.__name__}, got {type(value).__name__}")
+    return value
+
+
+def load_settings(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if environ is None else environ
+    declared = {f.name: f for f in fields(Settings)}
+    kinds = {f.name: type(f.default) for f in fields(Settings)}
+    values: dict[str, Any] = {}
+    config_file = (overrides or {}).get("config_file") or env.get("LOOMWORK_CONFIG")
+    if config_file:
+        try:
+            values.update(tomllib.loads(Path(config_file).read_text(encoding="utf-8")).get("loomwork", {}))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise LoomworkError(f"cannot read settings file {config_file}: {exc}") from None
+    for name in declared:
+        key = f"LOOMWORK_{name.upper()}"
+        if key in env:
+            values[name] = env[key]
+    values.update({k: v for k, v in (overrides or {}).items() if k != "config_file"})
+    unknown = sorted(set(values) - set(declared))
+    if unknown:
+        raise LoomworkError(f"unknown setting(s): {', '.join(unknown)}; known: {', '.join(sorted(declared))}")
+    clean = {k: _coerce(k, kinds[k], v) for k, v in values.items()}
+    settings = Settings(**clean)
+    if not settings.database_url.startswith(("sqlite:///", "postgresql", "postgres://")):
+        raise LoomworkError("database_url must be sqlite:///DIR or postgresql://...")
+    return settings
+
+
+def secret_key(settings: Settings) -> str:
+    """The configured secret, or one kept in the instance folder (created on first use)."""
+    if settings.secret_key:
+        return settings.secret_key
+    path = Path(settings.instance_dir) / "secret_key"
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(48)
+    path.write_text(key)
+    path.chmod(0o600)
+    return key

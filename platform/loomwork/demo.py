@@ -1,0 +1,93 @@
+"""``loomwork demo``: an instance with the sample CRM package and sample records.
+
+Running it again reuses the instance; the demo login is kept in the instance folder
+(readable by its owner only) so it can be printed every time.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import random
+import secrets
+from collections.abc import Callable
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from loomwork.metadata.packages import load_package
+from loomwork.plugins import crm_sample
+from loomwork.runtime.context import Actor, Context
+
+COMPANIES = ["Acme", "Globex", "Initech", "Umbrella", "Hooli", "Stark", "Wayne", "Wonka", "Tyrell", "Cyberdyne",
+             "Soylent", "Vandelay", "Massive Dynamic", "Aperture", "Black Mesa", "Oceanic", "Duff", "Gringotts",
+             "Monarch", "Pied Piper", "Nakatomi", "Weyland", "Oscorp", "LexCorp", "Dunder Mifflin", "Sterling Cooper",
+             "Prestige", "Bluth", "Krusty", "Planet Express", "华为示例", "阿里示例", "腾讯示例", "美团示例"]
+SUFFIXES = ["Ltd", "Inc", "Group", "GmbH", "Co", "Labs", "Holdings", "Systems"]
+FIRST = ["Ada", "Grace", "Alan", "Linus", "Margaret", "Ken", "Barbara", "Dennis", "Frances", "John", "Mei", "Wei", "Li"]
+LAST = ["Lovelace", "Hopper", "Turing", "Torvalds", "Hamilton", "Thompson", "Liskov", "Ritchie", "Allen", "Backus",
+        "Wang", "Zhang", "Chen"]
+STAGES = ["prospecting", "qualification", "proposal", "negotiation", "won", "lost"]
+INDUSTRIES = ["software", "manufacturing", "retail", "finance", "other"]
+
+
+def sample_records(n: int, seed: int = 7) -> dict[str, list[dict[str, Any]]]:
+    """About ``n`` records split over accounts, contacts and deals (deterministic)."""
+    rnd = random.Random(seed)
+    n_accounts = max(3, n // 6)
+    accounts = []
+    names = set()
+    while len(accounts) < n_accounts:
+        name = f"{rnd.choice(COMPANIES)} {rnd.choice(SUFFIXES)}"
+        if name in names:
+            name = f"{name} {len(accounts)}"
+        names.add(name)
+        accounts.append({"name": name, "industry": rnd.choice(INDUSTRIES),
+                         "website": f"https://{name.split()[0].lower()}{len(accounts)}.example.com",
+                         "phone": f"+1 555 {rnd.randint(100, 999)} {rnd.randint(1000, 9999)}",
+                         "annual_revenue": str(Decimal(rnd.randint(100_000, 90_000_000)) / 100),
+                         "employees": rnd.randint(5, 20000)})
+    contacts = []
+    for i in range(max(3, n // 3)):
+        first, last = rnd.choice(FIRST), rnd.choice(LAST)
+        contacts.append({"first_name": first, "last_name": last, "email": f"{first}.{last}.{i}@example.com".lower(),
+                         "account": rnd.randint(1, n_accounts)})
+    deals = []
+    today = dt.date.today()
+    for i in range(max(3, n - len(accounts) - len(contacts))):
+        stage = rnd.choice(STAGES)
+        deals.append({"name": f"{rnd.choice(['Platform', 'Renewal', 'Pilot', 'Expansion', 'Support'])} #{i + 1}",
+                      "account": rnd.randint(1, n_accounts), "contact": rnd.randint(1, len(contacts)),
+                      "amount": f"{rnd.randint(1_000, 500_000)}.{rnd.randint(0, 99):02d}", "stage": stage,
+                      "probability": {"won": "100", "lost": "0"}.get(stage, str(rnd.choice([10, 25, 50, 75]))),
+                      "close_date": (today + dt.timedelta(days=rnd.randint(-60, 120))).isoformat(),
+                      "tags": rnd.sample(["strategic", "renewal", "upsell"], rnd.randint(0, 2))})
+    return {"account": accounts, "contact": contacts, "deal": deals}
+
+
+def setup_demo(state, records: int, echo: Callable[[str], None] = print) -> dict[str, str]:
+    """Create (or reuse) the demo tenant and return the admin's login and an API token."""
+    platform, services = state.platform, state.services
+    tenant_name = state.settings.default_tenant
+    login_file = Path(state.settings.instance_dir) / "demo-login.json"
+    if platform.exists(tenant_name) and login_file.exists():
+        echo(f"reusing the demo instance in {state.settings.instance_dir}/")
+        return json.loads(login_file.read_text())
+    if platform.exists(tenant_name):
+        platform.drop_tenant(tenant_name)
+    tenant = platform.create_tenant(tenant_name, "Demo company")
+    ctx = Context(tenant, Actor.system())
+    password = secrets.token_urlsafe(9)
+    admin = services.users.create(ctx, "admin", password, roles=("admin",), full_name="Demo Admin")
+    services.users.create(ctx, "sam", password, roles=("sales",), full_name="Sam Sales")
+    version = services.packages.install(ctx, load_package(crm_sample.PATH))
+    echo(f"installed the sample CRM package (metadata version {version})")
+    admin_ctx = Context(tenant, admin.actor())
+    for obj, rows in sample_records(records).items():
+        for start in range(0, len(rows), 500):
+            services.records.bulk_create(admin_ctx, obj, rows[start:start + 500])
+        echo(f"created {len(rows)} {obj} records")
+    token = services.users.create_token(ctx, admin.id, "demo")
+    login = {"username": "admin", "password": password, "token": token}
+    login_file.write_text(json.dumps(login))
+    login_file.chmod(0o600)
+    return login

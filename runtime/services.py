@@ -1,0 +1,23 @@
+"""The runtime services of one process, wired together once."""
+from __future__ import annotations
+
+from .compiled import Runtime
+from .packages import PackageService
+from .permissions import Permissions
+from .publishing import MetadataService
+from .query import QueryService
+from .records import RecordService
+from .users import UserService
+
+
+class Services:
+    """Everything a caller (API, CLI, jobs, tests) needs, sharing one compiled cache."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.permissions = Permissions()
+        self.metadata = MetadataService(runtime)
+        self.records = RecordService(runtime, self.permissions)
+        self.query = QueryService(runtime, self.permissions)
+        self.users = UserService()
+        self.packages = PackageService(self.metadata)

@@ -1,0 +1,178 @@
+"""Users, passwords and API tokens of a tenant.
+
+Passwords are hashed with Argon2id (memory-hard). API tokens are random, shown once,
+and stored as SHA-256 digests: a token is already high-entropy, so a slow hash would
+only slow every API call. Both live in the tenant's namespace, so a token can only
+ever open its own tenant.
+"""
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from loomwork.metadata.errors import AuthenticationRequired, ConflictError, NotFound, PermissionDenied, ValidationError
+from . import systables
+from .context import Actor, Context
+
+TOKEN_PREFIX = "lw_"
+
+
+def token_tenant(token: str) -> str | None:
+    """The tenant name a token was issued in (``lw_<tenant>.<secret>``), or ``None``."""
+    if not token.startswith(TOKEN_PREFIX) or "." not in token:
+        return None
+    return token[len(TOKEN_PREFIX):].split(".", 1)[0] or None
+_hasher = PasswordHasher()  # argon2id, library defaults (64 MiB, t=3)
+# A verify against this keeps the time of "no such user" equal to "wrong password".
+_DUMMY_HASH = _hasher.hash("not a password")
+
+
+@dataclass(frozen=True)
+class User:
+    id: int
+    username: str
+    email: str | None
+    full_name: str
+    roles: frozenset[str]
+    locale: str
+    active: bool
+
+    def actor(self) -> Actor:
+        return Actor(self.id, self.username, self.roles)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "username": self.username, "email": self.email, "full_name": self.full_name,
+                "roles": sorted(self.roles), "locale": self.locale, "active": self.active}
+
+
+def _user(row: Any) -> User:
+    return User(row.id, row.username, row.email, row.full_name,
+                frozenset(r for r in row.roles.split(",") if r), row.locale, row.active)
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def check_password_strength(password: Any) -> None:
+    if not isinstance(password, str) or len(password) < 10:
+        raise ValidationError({"password": ["must be at least 10 characters"]})
+    if len(password) > 1000:
+        raise ValidationError({"password": ["must be at most 1000 characters"]})
+
+
+class UserService:
+    def create(self, ctx: Context, username: str, password: str | None, *, roles: tuple[str, ...] = ("user",),
+               email: str | None = None, full_name: str = "", locale: str = "en") -> User:
+        if not ctx.actor.is_admin:
+            raise PermissionDenied("only administrators may create users")
+        if not isinstance(username, str) or not 1 <= len(username) <= 150 or not username.isprintable():
+            raise ValidationError({"username": ["must be 1-150 printable characters"]})
+        if password is not None:
+            check_password_strength(password)
+        u = systables.users
+        with ctx.tenant.write() as conn:
+            exists = conn.execute(sa.select(u.c.id).where(u.c.username == username)).first()
+            if exists:
+                raise ConflictError(f"user {username!r} already exists")
+            uid = conn.execute(u.insert().values(
+                username=username, email=email, full_name=full_name or username,
+                password_hash=_hasher.hash(password) if password else None,
+                roles=",".join(sorted(set(roles))), locale=locale, active=True, created_at=ctx.now(),
+            )).inserted_primary_key[0]
+            return _user(conn.execute(sa.select(u).where(u.c.id == uid)).one())
+
+    def get(self, ctx: Context, user_id: int) -> User:
+        u = systables.users
+        with ctx.tenant.read() as conn:
+            row = conn.execute(sa.select(u).where(u.c.id == user_id)).first()
+        if row is None:
+            raise NotFound(f"no user {user_id}")
+        return _user(row)
+
+    def list(self, ctx: Context) -> list[User]:
+        u = systables.users
+        with ctx.tenant.read() as conn:
+            return [_user(r) for r in conn.execute(sa.select(u).order_by(u.c.username))]
+
+    def authenticate(self, ctx: Context, username: str, password: str) -> User:
+        """:raises AuthenticationRequired: on a wrong name or password (same message, same time)."""
+        u = systables.users
+        with ctx.tenant.read() as conn:
+            row = conn.execute(sa.select(u).where(u.c.username == username)).first()
+        stored = row.password_hash if row is not None and row.password_hash else _DUMMY_HASH
+        try:
+            _hasher.verify(stored, password)
+            ok = row is not None and row.password_hash is not None and row.active
+        except (VerificationError, InvalidHashError):
+            ok = False
+        if not ok:
+            raise AuthenticationRequired("wrong username or password")
+        with ctx.tenant.write() as conn:
+            values: dict[str, Any] = {"last_login_at": ctx.now()}
+            if _hasher.check_needs_rehash(row.password_hash):
+                values["password_hash"] = _hasher.hash(password)
+            conn.execute(u.update().where(u.c.id == row.id).values(**values))
+        return _user(row)
+
+    def set_password(self, ctx: Context, user_id: int, new_password: str, *, old_password: str | None = None) -> None:
+        """Change a password: users give their old one; administrators may reset anyone's."""
+        check_password_strength(new_password)
+        u = systables.users
+        with ctx.tenant.write() as conn:
+            row = conn.execute(sa.select(u).where(u.c.id == user_id)).first()
+            if row is None:
+                raise NotFound(f"no user {user_id}")
+            is_self = ctx.actor.id == user_id
+            if not is_self and not ctx.actor.is_admin:
+                raise PermissionDenied("you may only change your own password")
+            if is_self:
+                try:
+                    _hasher.verify(row.password_hash or _DUMMY_HASH, old_password or "")
+                except (VerificationError, InvalidHashError):
+                    raise ValidationError({"old_password": ["is not your current password"]}) from None
+            conn.execute(u.update().where(u.c.id == user_id).values(password_hash=_hasher.hash(new_password)))
+
+    # -- tokens -----------------------------------------------------------
+    def create_token(self, ctx: Context, user_id: int, name: str) -> str:
+        """Create an API token for a user and return it; only its digest is stored."""
+        if ctx.actor.id != user_id and not ctx.actor.is_admin:
+            raise PermissionDenied("you may only create tokens for yourself")
+        if not isinstance(name, str) or not 1 <= len(name) <= 200:
+            raise ValidationError({"name": ["must be 1-200 characters"]})
+        self.get(ctx, user_id)
+        # The tenant travels in the token, so the API knows which namespace to look in;
+        # the digest is only ever looked up inside that tenant.
+        token = f"{TOKEN_PREFIX}{ctx.tenant.name}.{secrets.token_urlsafe(32)}"
+        with ctx.tenant.write() as conn:
+            conn.execute(systables.tokens.insert().values(
+                user_id=user_id, name=name, prefix=token[-6:], token_hash=_digest(token), created_at=ctx.now()))
+        return token
+
+    def user_for_token(self, ctx: Context, token: str) -> User:
+        t, u = systables.tokens, systables.users
+        if not isinstance(token, str) or not token.startswith(f"{TOKEN_PREFIX}{ctx.tenant.name}.") or len(token) > 300:
+            raise AuthenticationRequired("invalid API token")
+        with ctx.tenant.read() as conn:
+            row = conn.execute(
+                sa.select(u, t.c.expires_at, t.c.revoked_at).join(t, t.c.user_id == u.c.id)
+                .where(t.c.token_hash == _digest(token))
+            ).first()
+        if row is None or row.revoked_at is not None or not row.active or (
+                row.expires_at is not None and row.expires_at <= ctx.now()):
+            raise AuthenticationRequired("invalid API token")
+        return _user(row)
+
+    def revoke_token(self, ctx: Context, token_id: int) -> None:
+        t = systables.tokens
+        with ctx.tenant.write() as conn:
+            row = conn.execute(sa.select(t).where(t.c.id == token_id)).first()
+            if row is None or (row.user_id != ctx.actor.id and not ctx.actor.is_admin):
+                raise NotFound(f"no token {token_id}")
+            conn.execute(t.update().where(t.c.id == token_id).values(revoked_at=ctx.now()))
