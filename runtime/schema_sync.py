@@ -26,6 +26,12 @@ from .systables import system_columns
 PG_LOCK_TIMEOUT = "2s"
 
 
+def _fresh(col: sa.Column) -> sa.Column:
+    """An unattached copy of a compiled column (custom columns are always nullable:
+    required is enforced by the record service, so adding one never rewrites rows)."""
+    return sa.Column(col.name, col.type, nullable=True)
+
+
 class SchemaSync:
     """Applies one plan on one connection."""
 
@@ -95,10 +101,10 @@ class SchemaSync:
             existing = self._columns(op.object)
             for col in table.columns:
                 if col.name not in existing:
-                    self.ops.add_column(op.object, col.copy(), schema=self.schema)
+                    self.ops.add_column(op.object, _fresh(col), schema=self.schema)
             return
         self.ops.create_table(op.object, *system_columns(),
-                              *[c.copy() for c in table.columns if c.name not in {s.name for s in system_columns()}],
+                              *[_fresh(c) for c in table.columns if c.name not in {s.name for s in system_columns()}],
                               schema=self.schema)
 
     def _op_drop_object(self, op, new, version, now):
@@ -127,7 +133,7 @@ class SchemaSync:
                     f"restore it as {hidden.type} or pick another name"]})
             self._unhide(op.object, op.field)
             return
-        self.ops.add_column(op.object, col.copy(), schema=self.schema)
+        self.ops.add_column(op.object, _fresh(col), schema=self.schema)
 
     def _op_drop_field(self, op, new, version, now):
         self.conn.execute(systables.dropped.insert().values(

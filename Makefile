@@ -1,0 +1,38 @@
+# Loomwork: `make demo` and `make test` work on a fresh clone.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+PIP_INSTALL = $(BIN)/pip install --quiet --disable-pip-version-check
+QUICK  ?=
+
+.PHONY: demo test lint bench clean
+
+$(BIN)/activate:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP_INSTALL) --upgrade pip setuptools wheel
+
+$(VENV)/.installed: $(BIN)/activate setup.cfg pyproject.toml
+	$(PIP_INSTALL) -e . --config-settings editable_mode=strict
+	touch $@
+
+$(VENV)/.installed-dev: $(BIN)/activate setup.cfg pyproject.toml
+	$(PIP_INSTALL) -e '.[dev]' --config-settings editable_mode=strict
+	touch $(VENV)/.installed $@
+
+demo: $(VENV)/.installed
+	$(BIN)/loomwork demo
+
+test: $(VENV)/.installed-dev
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e . --config-settings editable_mode=strict
+	PYTHONSAFEPATH=1 $(BIN)/lint-imports
+	PYTHONSAFEPATH=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check platform metadata runtime designer plugins tests bench
+	PYTHONSAFEPATH=1 $(BIN)/lint-imports
+
+bench: $(VENV)/.installed-dev
+	PYTHONSAFEPATH=1 $(BIN)/python bench/run_all.py $(if $(QUICK),--quick,)
+
+clean:
+	rm -rf $(VENV) build *.egg-info instance test-artefacts

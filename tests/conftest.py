@@ -1,0 +1,102 @@
+"""Fixtures for Loomwork's own tests. The storage fixtures (``lw_*``) come from the
+``loomwork.testing`` plugin, which template and plugin authors use too."""
+from __future__ import annotations
+
+import pytest
+
+from loomwork.plugins import crm_sample
+
+SAMPLE_PACKAGE = crm_sample.PATH
+
+
+@pytest.fixture
+def app(lw_database_url, tmp_path):
+    """An app over a fresh platform with tenant ``main`` and users admin / sam (sales) / vera (viewer)."""
+    import secrets
+
+    from loomwork import create_app
+    from loomwork.runtime.context import Actor, Context
+
+    app = create_app({
+        "database_url": lw_database_url, "namespace": f"lwt{secrets.token_hex(4)}",
+        "secret_key": "test-secret", "instance_dir": str(tmp_path / "inst"), "secure_cookies": False,
+    })
+    app.config["TESTING"] = True
+    st = app.extensions["loomwork"]
+    tenant = st.platform.create_tenant("main")
+    ctx = Context(tenant, Actor.system())
+    st.services.users.create(ctx, "admin", "admin-password", roles=("admin",))
+    st.services.users.create(ctx, "sam", "sales-password", roles=("sales",))
+    st.services.users.create(ctx, "vera", "viewer-password", roles=("viewer",))
+    yield app
+    st.platform.drop_all()
+    st.platform.dispose()
+
+
+@pytest.fixture
+def crm_app(app):
+    """``app`` with the sample CRM package installed."""
+    from loomwork.metadata.packages import load_package
+    from loomwork.runtime.context import Actor, Context
+
+    st = app.extensions["loomwork"]
+    ctx = Context(st.platform.tenant("main"), Actor.system())
+    st.services.packages.install(ctx, load_package(SAMPLE_PACKAGE))
+    return app
+
+
+class ApiClient:
+    """A test client that authenticates with a bearer token and speaks JSON."""
+
+    def __init__(self, app, token: str | None) -> None:
+        self.client = app.test_client()
+        self.token = token
+
+    def _headers(self, headers):
+        h = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        h.update(headers or {})
+        return h
+
+    def request(self, method: str, path: str, json=None, headers=None, **kw):
+        return self.client.open(path, method=method, json=json, headers=self._headers(headers), **kw)
+
+    def get(self, path, **kw):
+        return self.request("GET", path, **kw)
+
+    def post(self, path, json=None, **kw):
+        return self.request("POST", path, json=json, **kw)
+
+    def patch(self, path, json=None, **kw):
+        return self.request("PATCH", path, json=json, **kw)
+
+    def put(self, path, json=None, **kw):
+        return self.request("PUT", path, json=json, **kw)
+
+    def delete(self, path, **kw):
+        return self.request("DELETE", path, **kw)
+
+
+def token_for(app, username: str, tenant: str = "main") -> str:
+    from loomwork.runtime.context import Actor, Context
+
+    st = app.extensions["loomwork"]
+    ctx = Context(st.platform.tenant(tenant), Actor.system())
+    user = next(u for u in st.services.users.list(ctx) if u.username == username)
+    return st.services.users.create_token(ctx, user.id, "test")
+
+
+@pytest.fixture
+def api(crm_app):
+    """An administrator's API client on the CRM app."""
+    return ApiClient(crm_app, token_for(crm_app, "admin"))
+
+
+@pytest.fixture
+def api_as(crm_app):
+    """``api_as("sam")``: an API client for another user."""
+    return lambda username: ApiClient(crm_app, token_for(crm_app, username))
+
+
+@pytest.fixture
+def anon(crm_app):
+    return ApiClient(crm_app, None)
