@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from dataclasses import field as dc_field
+from types import MappingProxyType
 from typing import Any, Literal
 
 from .model import AppMetadata, ChangeAwareFieldTypeSpec, FieldDef, ObjectDef
@@ -58,23 +59,35 @@ def index_name(prefix: str, table: str, suffix: str) -> str:
     return name
 
 
-def desired_indexes(obj: ObjectDef) -> dict[str, IndexSpec]:
-    """The indexes an object's metadata implies, by name."""
-    out: dict[str, IndexSpec] = {}
-
-    def add(spec: IndexSpec) -> None:
-        out.setdefault(spec.name, spec)
-
+def index_sources(obj: ObjectDef) -> list[tuple[str, IndexSpec]]:
+    """Every index an object's metadata implies, with the element asking for it
+    (``default_sort``, ``fields.<name>`` or ``indexes.<name>``)."""
+    out: list[tuple[str, IndexSpec]] = []
     sort_cols = tuple(s.lstrip("-") for s in obj.default_sort)
-    add(IndexSpec(index_name("ix", obj.name, "sort"), obj.name, (*sort_cols, "id") if "id" not in sort_cols else sort_cols))
+    out.append(("default_sort", IndexSpec(index_name("ix", obj.name, "sort"), obj.name,
+                                          (*sort_cols, "id") if "id" not in sort_cols else sort_cols)))
     for f in obj.fields.values():
         if f.unique:
-            add(IndexSpec(index_name("ux", obj.name, f.name), obj.name, (f.name,), unique=True, live_only=True))
+            out.append((f"fields.{f.name}", IndexSpec(index_name("ux", obj.name, f.name), obj.name, (f.name,),
+                                                      unique=True, live_only=True)))
         elif f.type == "lookup" or f.indexed:
-            add(IndexSpec(index_name("ix", obj.name, f.name), obj.name, (f.name,)))
+            out.append((f"fields.{f.name}", IndexSpec(index_name("ix", obj.name, f.name), obj.name, (f.name,))))
     for idx in obj.indexes.values():
-        add(IndexSpec(index_name("ux" if idx.unique else "ix", obj.name, idx.name), obj.name,
-                      idx.fields, unique=idx.unique, live_only=idx.unique))
+        out.append((f"indexes.{idx.name}", IndexSpec(index_name("ux" if idx.unique else "ix", obj.name, idx.name),
+                                                     obj.name, idx.fields, unique=idx.unique,
+                                                     live_only=idx.unique)))
+    return out
+
+
+def desired_indexes(obj: ObjectDef) -> dict[str, IndexSpec]:
+    """The indexes an object's metadata implies, by name.
+
+    Names are unique per object and across objects: :func:`loomwork.metadata.validation.validate_app`
+    refuses metadata whose index names would clash.
+    """
+    out: dict[str, IndexSpec] = {}
+    for _, spec in index_sources(obj):
+        out.setdefault(spec.name, spec)
     return out
 
 
@@ -151,7 +164,8 @@ def plan(old: AppMetadata, new: AppMetadata, types: Mapping[str, ChangeAwareFiel
         if source != nname:
             structure.append(Operation("rename_object", FAST, nname, f"Rename table {source} to {nname}",
                                        detail={"old": source}))
-        _plan_fields(oobj, nobj, new_objs[nname], types, structure, instant)
+        _plan_fields(oobj, nobj, new_objs[nname], types, structure, instant,
+                     {old: new for new, old in renamed_objects.items()})
         old_idx, new_idx = desired_indexes(oobj), desired_indexes(nobj)
         for name, spec in old_idx.items():
             if source != nname or name not in new_idx or new_idx[name] != spec:
@@ -180,9 +194,19 @@ def _add_index(spec: IndexSpec) -> Operation:
                              "unique": spec.unique, "live_only": spec.live_only})
 
 
+def _retarget(f: FieldDef, renamed_objects: Mapping[str, str]) -> FieldDef:
+    """``f`` with a lookup target renamed in the same plan under its new name (renaming
+    the target object is not a change of the lookup)."""
+    target = f.props.get("target") if f.type == "lookup" else None
+    if target not in renamed_objects:
+        return f
+    return replace(f, props=MappingProxyType({**f.props, "target": renamed_objects[target]}))
+
+
 def _plan_fields(oobj: ObjectDef, nobj: ObjectDef, ndoc: Mapping[str, Any],
                  types: Mapping[str, ChangeAwareFieldTypeSpec],
-                 structure: list[Operation], instant: list[Operation]) -> None:
+                 structure: list[Operation], instant: list[Operation],
+                 renamed_objects: Mapping[str, str]) -> None:
     nfields = ndoc.get("fields", {})
     renamed = {
         nfields[n]["renamed_from"]: n for n in nfields
@@ -196,10 +220,15 @@ def _plan_fields(oobj: ObjectDef, nobj: ObjectDef, ndoc: Mapping[str, Any],
     for fname, nfield in nobj.fields.items():
         source = fname if fname in oobj.fields else next((o for o, n in renamed.items() if n == fname), None)
         if source is None:
+            # ``table`` is the object's table before this plan runs (it may be renamed
+            # in the same plan): data checks run before any DDL.
+            detail = {"type": nfield.type, "table": oobj.name}
+            if nfield.required:
+                detail["required"] = True
             structure.append(Operation("add_field", FAST, nobj.name, f"Add column {nobj.name}.{fname}",
-                                       field=fname, detail={"type": nfield.type}))
+                                       field=fname, detail=detail))
             continue
-        ofield = oobj.fields[source]
+        ofield = _retarget(oobj.fields[source], renamed_objects)
         if source != fname:
             structure.append(Operation("rename_field", FAST, nobj.name,
                                        f"Rename column {nobj.name}.{source} to {fname}", field=fname,
@@ -212,7 +241,8 @@ def _plan_fields(oobj: ObjectDef, nobj: ObjectDef, ndoc: Mapping[str, Any],
         elif nfield.required and not ofield.required:
             instant.append(Operation("require_field", INSTANT, nobj.name,
                                      f"Make {nobj.name}.{fname} required (checked: no empty values)",
-                                     field=fname))
+                                     field=fname, detail={"table": oobj.name, "column": source,
+                                                          "type": nfield.type}))
         elif {k: v for k, v in vars(ofield).items() if k != "name"} != \
                 {k: v for k, v in vars(nfield).items() if k != "name"}:
             instant.append(Operation("change_field", INSTANT, nobj.name, f"Change settings of {nobj.name}.{fname}",

@@ -34,11 +34,38 @@ class Package:
         return self.manifest["version"]
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, but a key repeated in one mapping is an error rather than
+    the last one silently winning (two fields of the same name would lose one)."""
+
+
+def _mapping_without_repeats(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue  # ``<<: *base`` keys may be overridden on purpose
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            repeated = key in seen
+            seen.add(key)
+        except TypeError:  # an unhashable key; the constructor below reports it
+            continue
+        if repeated:
+            raise yaml.constructor.ConstructorError(
+                "while constructing a mapping", node.start_mark, f"found duplicate key {key!r}",
+                key_node.start_mark)
+    return loader.construct_mapping(node, deep=True)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_repeats)
+
+
 def _read_yaml(path: Path, rel: str) -> list[Any]:
     if path.stat().st_size > MAX_FILE_BYTES:
         raise MetadataError({rel: [f"file is larger than {MAX_FILE_BYTES} bytes"]})
     try:
-        return [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d is not None]
+        text = path.read_text(encoding="utf-8")
+        return [d for d in yaml.load_all(text, Loader=_StrictLoader) if d is not None]
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -60,6 +87,7 @@ def load_package(folder: str | Path) -> Package:
     pkg = Package(docs[0])
     files = sorted(p for p in root.rglob("*") if p.suffix in (".yaml", ".yml") and p != manifest_path)
     errors: dict[str, list[str]] = {}
+    first_seen: dict[tuple[str, str], str] = {}
     for path in files:
         rel = str(path.relative_to(root))
         for i, doc in enumerate(_read_yaml(path, rel)):
@@ -70,8 +98,10 @@ def load_package(folder: str | Path) -> Package:
             kind, name = doc["kind"], doc["name"]
             section = getattr(pkg, KINDS[kind])
             if name in section:
-                errors.setdefault(where, []).append(f"{kind} {name!r} is defined twice")
+                errors.setdefault(where, []).append(
+                    f"{kind} {name!r} is defined twice (first in {first_seen[(kind, name)]})")
                 continue
+            first_seen[(kind, name)] = where
             body = {k: v for k, v in doc.items() if k not in ("kind", "name")}
             for path_, msg in schema_errors(kind, body, f"{KINDS[kind]}.{name}"):
                 errors.setdefault(f"{where}: {path_}", []).append(msg)

@@ -75,9 +75,14 @@ def head(conn: sa.Connection, *, lock: bool = False) -> int:
     return conn.execute(stmt).scalar_one()
 
 
+def _utc(value: dt.datetime) -> dt.datetime:
+    """SQLite keeps no offset: values are written in UTC and read back marked UTC."""
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
 def _row(row: Any) -> StoredVersion:
     return StoredVersion(
-        version=row.version, created_at=row.created_at, created_by=row.created_by,
+        version=row.version, created_at=_utc(row.created_at), created_by=row.created_by,
         comment=row.comment, doc=orjson.loads(row.doc), ownership=orjson.loads(row.ownership),
         diff=orjson.loads(row.diff), plan=orjson.loads(row.plan),
     )
@@ -110,8 +115,10 @@ def save(
     if current != base:
         raise ConflictError(f"metadata changed since version {base} (now {current}); reload and try again")
     version = current + 1
+    if now.tzinfo is None:
+        raise ValueError("naive datetime; metadata versions are stamped with aware datetimes")
     conn.execute(meta_version.insert().values(
-        version=version, created_at=now, created_by=actor, comment=comment or "",
+        version=version, created_at=now.astimezone(dt.UTC), created_by=actor, comment=comment or "",
         doc=orjson.dumps(doc).decode(), ownership=orjson.dumps(ownership).decode(),
         diff=orjson.dumps(diff, default=str).decode(), plan=orjson.dumps(plan).decode(),
     ))

@@ -92,7 +92,10 @@ def _message(err: jsonschema.ValidationError) -> str:
     if v == "propertyNames":
         return f"name {err.instance!r} is not allowed (lower-case letters, digits and _, starting with a letter)"
     if v == "oneOf":
-        return "must be a text or a mapping of locale to text" if "label" in str(err.schema) else "has the wrong shape"
+        common = _registry()[1]["common"]["$defs"]
+        if err.schema in (common["label"], common["help"]):
+            return "must be a text or a mapping of locale to text"
+        return "has the wrong shape"
     return err.message
 
 
@@ -110,9 +113,14 @@ def schema_errors(kind: str, doc: Any, prefix: str = "") -> list[tuple[str, str]
             leaf = min(err.context, key=lambda e: len(list(e.absolute_path)) * -1)
             if leaf.validator in ("type",) and err.validator == "oneOf":
                 leaf = err
+        if "propertyNames" in err.absolute_schema_path:
+            # A bad key: jsonschema reports it at the enclosing mapping with the key as
+            # the instance; name the key itself (``objects.deal.fields.Amount``).
+            out.append((_path(prefix, [*err.absolute_path, err.instance]),
+                        f"name {err.instance!r} is not allowed (lower-case letters, digits and _, "
+                        f"starting with a letter, at most 63 characters)"))
+            continue
         path = _path(prefix, err.absolute_path if leaf is err else leaf.absolute_path)
-        if leaf.validator == "propertyNames":
-            path = _path(prefix, [*leaf.absolute_path, leaf.instance])
         out.append((path, _message(leaf)))
     return out
 
@@ -183,7 +191,7 @@ def _lookup_cycles(app_doc: Mapping[str, Any]) -> list[tuple[str, str]]:
                     graph.setdefault(oname, []).append((f["target"], fname))
         state: dict[str, int] = {}
 
-        def visit(node: str, trail: list[str]) -> list[str] | None:
+        def visit(node: str, trail: list[str], graph=graph, state=state) -> list[str] | None:
             state[node] = 1
             for target, _ in graph.get(node, []):
                 if state.get(target) == 1:
@@ -214,8 +222,19 @@ def validate_object(
     path = f"objects.{name}"
     errors = schema_errors("object", odoc, path)
     if errors:
+        # Still check the fields the schema found nothing wrong with, so one publish
+        # reports every problem; cross-references need a well-formed object, so wait.
+        fields = odoc.get("fields") if isinstance(odoc, Mapping) else None
+        if isinstance(fields, Mapping):
+            for fname, fdoc in fields.items():
+                fpath = f"{path}.fields.{fname}"
+                if _name_ok(fname) and isinstance(fdoc, Mapping) and \
+                        not any(p == fpath or p.startswith(fpath + ".") for p, _ in errors):
+                    errors.extend(validate_field(name, fname, fdoc, app_doc, types))
         return errors
     _check_name(name, path, errors)
+    if "name" in odoc and odoc["name"] != name:
+        errors.append((f"{path}.name", f"must be {name!r}, the object's key"))
     fields = odoc.get("fields", {})
     for fname, fdoc in fields.items():
         errors.extend(validate_field(name, fname, fdoc, app_doc, types))
@@ -257,12 +276,35 @@ def validate_app(doc: Any, types: Mapping[str, FieldTypeSpec]) -> None:
     for rname, rdoc in doc.get("roles", {}).items():
         if rname not in ("admin", "user"):
             _check_name(rname, f"roles.{rname}", errors)
+        if "name" in rdoc and rdoc["name"] != rname:
+            errors.append((f"roles.{rname}.name", f"must be {rname!r}, the role's key"))
         for obj in rdoc.get("permissions", {}):
             if obj != "*" and obj not in objects:
                 errors.append((f"roles.{rname}.permissions.{obj}", f"unknown object {obj!r}"))
     if not errors:
         errors.extend(_lookup_cycles(doc))
+    if not errors:
+        errors.extend(_index_clashes(objects))
     _raise(errors)
+
+
+def _index_clashes(objects: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Index names are global to a tenant's namespace (on both dialects); two elements
+    asking for the same name would silently share, or skip, an index."""
+    from .diff import index_sources
+    from .model import ObjectDef
+
+    seen: dict[str, str] = {}
+    errors = []
+    for oname, odoc in objects.items():
+        for where, spec in index_sources(ObjectDef.from_doc(oname, odoc)):
+            path = f"objects.{oname}.{where}"
+            if spec.name in seen:
+                errors.append((path, f"its index name {spec.name!r} clashes with the one of {seen[spec.name]}; "
+                                     f"rename one of them"))
+            else:
+                seen[spec.name] = path
+    return errors
 
 
 def _name_ok(name: Any) -> bool:

@@ -20,6 +20,7 @@ from loomwork.metadata import store
 from loomwork.metadata.errors import MetadataError, NotFound
 from loomwork.metadata.model import SYSTEM_COLUMNS, AppMetadata, FieldDef, ObjectDef
 from loomwork.metadata.validation import validate_app
+
 from .fieldtypes import FieldType
 from .systables import system_columns
 from .tenancy import Tenant

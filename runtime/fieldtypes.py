@@ -10,6 +10,7 @@ the built-ins here are registered the same way (see
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
@@ -21,6 +22,7 @@ from marshmallow import fields as mf
 from marshmallow import validate as mv
 
 from loomwork.metadata.model import FieldDef
+
 from .sqltypes import ExactDecimal, JSONDoc, UTCDateTime
 
 COMPARE_OPS = frozenset({"eq", "ne", "lt", "lte", "gt", "gte", "in", "nin", "is_null", "between"})
@@ -43,15 +45,29 @@ class FieldType:
     json_type: ClassVar[str] = "string"
 
     # -- metadata ---------------------------------------------------------
+    def bound(self, value: Any) -> Any:
+        """A ``min``/``max`` setting as a comparable value; :raises ValueError: if it is not one."""
+        return value
+
     def check(self, field: Mapping[str, Any], path: str, app_doc: Mapping[str, Any]) -> list[tuple[str, str]]:
         errors = []
+        bounds = {}
+        for key in ("min", "max"):
+            if field.get(key) is not None:
+                try:
+                    bounds[key] = self.bound(field[key])
+                except (ValueError, TypeError):
+                    errors.append((f"{path}.{key}", f"must be a valid {self.name}"))
+        if errors:
+            return errors
+        if len(bounds) == 2 and bounds["min"] > bounds["max"]:
+            return [(f"{path}.min", "must be <= max")]
         if field.get("default") is not None:
             fdef = FieldDef.from_doc(path.rsplit(".", 1)[-1], field)
             try:
                 self.ma_field(fdef).deserialize(field["default"])
             except ma.ValidationError as exc:
-                msgs = exc.messages if isinstance(exc.messages, list) else [str(exc.messages)]
-                errors.append((f"{path}.default", f"invalid default: {msgs[0]}"))
+                errors.append((f"{path}.default", f"invalid default: {_first_message(exc.messages)}"))
         return errors
 
     def heavy_change(self, old: FieldDef, new: FieldDef) -> str | None:
@@ -77,8 +93,21 @@ class FieldType:
         return None
 
 
+def _first_message(messages: Any) -> str:
+    """The first leaf message of marshmallow's (possibly nested) error messages."""
+    while isinstance(messages, (dict, list)) and messages:
+        messages = next(iter(messages.values())) if isinstance(messages, dict) else messages[0]
+    return str(messages).rstrip(".")
+
+
+def _no_nul(value: Any) -> None:
+    # PostgreSQL cannot store NUL in text or jsonb; refuse it on every dialect alike.
+    if isinstance(value, str) and "\x00" in value:
+        raise ma.ValidationError("must not contain NUL (\\x00) characters")
+
+
 def _len_validators(field: FieldDef, default_max: int) -> list:
-    return [mv.Length(min=field.prop("min_length"), max=field.prop("max_length", default_max))]
+    return [mv.Length(min=field.prop("min_length"), max=field.prop("max_length", default_max)), _no_nul]
 
 
 class TextType(FieldType):
@@ -179,6 +208,9 @@ class DecimalType(FieldType):
             return [(f"{path}.scale", f"must be <= precision ({p})")]
         return super().check(field, path, app_doc)
 
+    def bound(self, value):
+        return Decimal(str(value))
+
     def _ps(self, field: FieldDef) -> tuple[int, int]:
         return field.prop("precision", self.default_precision), field.prop("scale", self.default_scale)
 
@@ -232,12 +264,18 @@ class ExactDecimalField(mf.Field):
             raise self.make_error("invalid") from exc
         if not d.is_finite():
             raise self.make_error("invalid")
-        if d.as_tuple().exponent < -self.scale and d != d.quantize(Decimal(1).scaleb(-self.scale)):
-            raise self.make_error("scale", scale=self.scale)
-        d = d.quantize(Decimal(1).scaleb(-self.scale))
-        if len(d.as_tuple().digits) > self.precision:
+        # Too many integer digits first: quantizing 1e30 to cents would overflow the context.
+        if d.adjusted() + 1 > self.precision - self.scale and d != 0:
             raise self.make_error("precision", precision=self.precision)
-        return d
+        try:
+            q = d.quantize(Decimal(1).scaleb(-self.scale))
+        except InvalidOperation as exc:
+            raise self.make_error("precision", precision=self.precision) from exc
+        if d.as_tuple().exponent < -self.scale and d != q:
+            raise self.make_error("scale", scale=self.scale)
+        if len(q.as_tuple().digits) > self.precision:
+            raise self.make_error("precision", precision=self.precision)
+        return abs(q) if q == 0 else q  # no "-0.00"
 
 
 class CurrencyType(DecimalType):
@@ -260,12 +298,27 @@ class BooleanType(FieldType):
         return sa.Boolean()
 
     def ma_field(self, field):
-        return mf.Boolean(truthy={True}, falsy={False}, allow_none=True)
+        return StrictBooleanField(allow_none=True)
+
+
+class StrictBooleanField(mf.Boolean):
+    """Only JSON ``true``/``false``: ``1 in {True}`` holds in Python, so the stock
+    field would take 1 and 0 for booleans."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, bool):
+            raise self.make_error("invalid", input=value)
+        return value
 
 
 class DateType(FieldType):
     name = "date"
     properties = {"min": {"type": "string", "format": "date"}, "max": {"type": "string", "format": "date"}}
+
+    def bound(self, value):
+        if not isinstance(value, str) or len(value) != 10:  # fromisoformat also takes 20260131
+            raise ValueError(value)
+        return dt.date.fromisoformat(value)
 
     def column_type(self, field):
         return sa.Date()
@@ -288,7 +341,10 @@ class AwareDateTimeField(mf.DateTime):
         result = super()._deserialize(value, attr, data, **kwargs)
         if result.tzinfo is None:
             raise self.make_error("naive")
-        return result.astimezone(dt.UTC)
+        try:
+            return result.astimezone(dt.UTC)
+        except OverflowError:  # 0001-01-01T00:00+08:00 has no UTC datetime
+            raise self.make_error("invalid", input=value, obj_type=self.OBJ_TYPE) from None
 
 
 class DateTimeType(FieldType):
@@ -304,6 +360,19 @@ class DateTimeType(FieldType):
         return None if value is None else value.isoformat()
 
 
+class NaiveTimeField(mf.Time):
+    """A time of day: an offset cannot be honoured without a date, so it is refused
+    rather than silently dropped by the column."""
+
+    default_error_messages = {"offset": "A time of day takes no time zone offset."}
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        result = super()._deserialize(value, attr, data, **kwargs)
+        if result.tzinfo is not None:
+            raise self.make_error("offset")
+        return result
+
+
 class TimeType(FieldType):
     name = "time"
 
@@ -311,7 +380,7 @@ class TimeType(FieldType):
         return sa.Time()
 
     def ma_field(self, field):
-        return mf.Time(allow_none=True)
+        return NaiveTimeField(allow_none=True)
 
     def dump(self, field, value):
         return None if value is None else value.isoformat()
@@ -359,6 +428,11 @@ class ChoiceType(FieldType):
         return None
 
 
+def _no_repeats(values: list) -> None:
+    if len(set(values)) != len(values):
+        raise ma.ValidationError("must not repeat an option")
+
+
 class MultiChoiceType(ChoiceType):
     name = "multi_choice"
     indexable = False
@@ -367,7 +441,7 @@ class MultiChoiceType(ChoiceType):
     def ma_field(self, field):
         values = [o["value"] for o in field.prop("options", ())]
         return mf.List(mf.String(validate=mv.OneOf(values, error="must be one of: {choices}")),
-                       validate=mv.Length(max=len(values)), allow_none=True)
+                       validate=[mv.Length(max=len(values)), _no_repeats], allow_none=True)
 
     def column_type(self, field):
         return JSONDoc()
@@ -396,6 +470,13 @@ class LookupType(FieldType):
         if field.get("on_delete") == "set_null" and field.get("required"):
             return [(f"{path}.on_delete", "set_null is not possible on a required lookup")]
         return super().check(field, path, app_doc)
+
+    def heavy_change(self, old, new):
+        reason = super().heavy_change(old, new)
+        if reason is None and old.prop("target") != new.prop("target"):
+            return (f"pointing the lookup at {new.prop('target')} instead of {old.prop('target')} "
+                    f"would make every stored id name a record of the wrong object")
+        return reason
 
     def column_type(self, field):
         return sa.BigInteger()
@@ -463,7 +544,9 @@ class JsonType(FieldType):
 
 class JsonValueField(mf.Raw):
     default_error_messages = {"too_big": "JSON value is larger than {max_bytes} bytes.",
-                              "too_deep": "JSON value is nested deeper than 20 levels."}
+                              "too_deep": "JSON value is nested deeper than 20 levels.",
+                              "nul": "JSON text must not contain NUL (\\u0000) characters.",
+                              "invalid": "Not a JSON value."}
 
     def __init__(self, max_bytes: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -475,14 +558,24 @@ class JsonValueField(mf.Raw):
         def depth(v: Any, d: int = 0) -> int:
             if d > 20:
                 raise self.make_error("too_deep")
+            if isinstance(v, str) and "\x00" in v:
+                raise self.make_error("nul")
             if isinstance(v, dict):
+                if any(not isinstance(k, str) or "\x00" in k for k in v):
+                    raise self.make_error("nul" if all(isinstance(k, str) for k in v) else "invalid")
                 return max((depth(x, d + 1) for x in v.values()), default=d)
             if isinstance(v, list):
                 return max((depth(x, d + 1) for x in v), default=d)
-            return d
+            if v is None or isinstance(v, (str, bool, int)) or (isinstance(v, float) and math.isfinite(v)):
+                return d
+            raise self.make_error("invalid")
 
         depth(value)
-        if len(orjson.dumps(value, default=str)) > self.max_bytes:
+        try:
+            size = len(orjson.dumps(value))
+        except orjson.JSONEncodeError:  # for example an integer beyond 64 bits
+            raise self.make_error("invalid") from None
+        if size > self.max_bytes:
             raise self.make_error("too_big", max_bytes=self.max_bytes)
         return value
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from loomwork.metadata.errors import ConflictError, ValidationError
 from loomwork.metadata.packages import Package
+
 from .context import Context
 from .publishing import MetadataService
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from loomwork.metadata.errors import NotFound, PermissionDenied
+
 from .compiled import CompiledApp
 from .context import Context
 
@@ -25,8 +26,9 @@ class Permissions:
         return any(roles[r].allows(object_name, op) for r in actor.roles if r in roles)
 
     def check(self, ctx: Context, app: CompiledApp, object_name: str, op: str) -> None:
-        """:raises NotFound: for an object the actor may not even read (no existence leak).
-        :raises PermissionDenied: when the actor may read it but not do ``op``."""
+        """:raises NotFound: for an object that does not exist.
+        :raises PermissionDenied: when the actor may not do ``op`` on it (the API relies on
+            a 403 naming the operation, also for objects the actor may not read)."""
         app.object(object_name)
         if self.allowed(ctx, app, object_name, op):
             return

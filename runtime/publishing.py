@@ -16,6 +16,7 @@ from loomwork.metadata import store
 from loomwork.metadata.diff import Plan, doc_diff, plan
 from loomwork.metadata.errors import ConflictError, PermissionDenied
 from loomwork.metadata.model import AppMetadata
+
 from .compiled import Runtime
 from .context import Context
 from .schema_sync import SchemaSync
@@ -23,21 +24,28 @@ from .schema_sync import SchemaSync
 RETRIES = 3
 
 
-def _strip_hints(doc: Mapping[str, Any]) -> dict[str, Any]:
-    """Remove one-shot ``renamed_from`` hints: they describe a change, not a state."""
+def _normalise(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy with every section present and without the ``kind``/``name`` keys that
+    package files carry (they repeat the document's place), so the same metadata
+    always compares equal. ``renamed_from`` hints stay."""
     out = copy.deepcopy(dict(doc))
     out.setdefault("objects", {})
     out.setdefault("roles", {})
     out.setdefault("packages", {})
+    for section in ("objects", "roles"):
+        for edoc in out[section].values():
+            edoc.pop("name", None)
+            edoc.pop("kind", None)
+    return out
+
+
+def _strip_hints(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """Normalise and remove one-shot ``renamed_from`` hints: they describe a change, not a state."""
+    out = _normalise(doc)
     for odoc in out["objects"].values():
         odoc.pop("renamed_from", None)
-        odoc.pop("name", None)
-        odoc.pop("kind", None)
         for fdoc in odoc.get("fields", {}).values():
             fdoc.pop("renamed_from", None)
-    for rdoc in out["roles"].values():
-        rdoc.pop("name", None)
-        rdoc.pop("kind", None)
     return out
 
 
@@ -119,9 +127,13 @@ class MetadataService:
         with ctx.tenant.read() as conn:
             return doc_diff(store.get(conn, a).doc, store.get(conn, b).doc)
 
-    def _plan(self, conn: sa.Connection, doc: Mapping[str, Any]) -> tuple[store.StoredVersion, Plan, AppMetadata]:
+    def _plan(self, conn: sa.Connection, doc: Mapping[str, Any], *,
+              lock: bool = False) -> tuple[store.StoredVersion, Plan, AppMetadata]:
         self.runtime.validate(doc)
-        current = store.get(conn, store.head(conn))
+        doc = _normalise(doc)
+        # A publish locks the head row first (PostgreSQL; SQLite's write lock does the
+        # same), so concurrent publishes queue instead of running DDL side by side.
+        current = store.get(conn, store.head(conn, lock=lock))
         new_meta = AppMetadata.from_doc(doc, current.version + 1)
         return current, plan(AppMetadata.from_doc(current.doc, current.version), new_meta,
                              self.runtime.field_types), new_meta
@@ -160,7 +172,7 @@ class MetadataService:
 
     def _publish_once(self, ctx, doc, comment, base_version, package) -> int:
         with ctx.tenant.write() as conn:
-            current, the_plan, new_meta = self._plan(conn, doc)
+            current, the_plan, new_meta = self._plan(conn, doc, lock=True)
             if base_version is not None and base_version != current.version:
                 raise ConflictError(
                     f"metadata changed since version {base_version} (now {current.version}); reload and try again")
@@ -173,7 +185,7 @@ class MetadataService:
             SchemaSync(conn, ctx.tenant.schema).apply(the_plan, compiled, new_meta.version, now)
             return store.save(
                 conn, base=current.version, doc=clean,
-                ownership=ownership(current.doc, current.ownership, doc, package),
+                ownership=ownership(current.doc, current.ownership, _normalise(doc), package),
                 diff=changes, plan=[op.as_dict() for op in the_plan.operations],
                 actor=ctx.actor.username, comment=comment, now=now,
             )

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 
 from loomwork.metadata.errors import ConflictError, NotFound, ValidationError
 from loomwork.metadata.model import SYSTEM_COLUMNS
+
 from . import systables
 from .compiled import CompiledApp, CompiledObject, Runtime
 from .context import Context
@@ -101,6 +102,7 @@ class RecordService:
             raise ValidationError({prefix.rstrip(".") or "_schema": ["must be a JSON object of field values"]})
         errors: dict[str, list[str]] = {}
         clean_in = {}
+        read_only: list[str] = []
         for key, value in data.items():
             f = obj.fields.get(key)
             if key in SYSTEM_COLUMNS:
@@ -110,15 +112,21 @@ class RecordService:
                 errors.setdefault(f"{prefix}{key}", []).append("unknown field")
             elif isinstance(f.ftype, AutonumberType):
                 errors.setdefault(f"{prefix}{key}", []).append("is numbered by the system")
-            elif f.defn.read_only and not ctx.actor.is_admin and (old is None or old.get(key) != value):
+            elif f.defn.read_only and not ctx.actor.is_admin and old is None:
                 errors.setdefault(f"{prefix}{key}", []).append("is read-only")
             else:
+                if f.defn.read_only and not ctx.actor.is_admin:
+                    read_only.append(key)  # allowed only unchanged, compared once typed ("1.0" == 1.00)
                 clean_in[key] = value
         try:
             values = obj.schema.load(clean_in, partial=True)
         except ma.ValidationError as exc:
             errors.update(_ma_errors(exc.messages, prefix))
             values = {k: v for k, v in clean_in.items() if k not in exc.messages}
+        for key in read_only:
+            if key in values and values[key] != (old or {}).get(key):
+                errors.setdefault(f"{prefix}{key}", []).append("is read-only")
+                del values[key]
         if old is None:
             for name, f in obj.fields.items():
                 if name not in values and f.defn.default is not None:
@@ -320,6 +328,8 @@ class RecordService:
             child = app.object(ref.object)
             ct = child.table
             live = (ct.c[ref.field].in_(ids), ct.c.deleted_at.is_(None))
+            if ref.object == obj.name:  # a record pointing at itself does not hold itself back
+                live = (*live, ct.c.id.not_in(ids))
             children = conn.execute(sa.select(ct.c.id, ct.c[ref.field]).where(*live)).all()
             child_ids = [r[0] for r in children]
             if not child_ids:
@@ -350,6 +360,16 @@ class RecordService:
             row = self._row(conn, obj, record_id, include_deleted=True, lock=True)
             if row["deleted_at"] is None:
                 return obj.dump(row)
+            # A restored record must not point at a deleted one (say, a contact whose
+            # account was deleted, cascading to it): restore the target first.
+            for name, f in obj.fields.items():
+                if f.defn.type == "lookup" and row.get(name) is not None and \
+                        not (f.defn.prop("target") == obj.name and row[name] == row["id"]):
+                    target = app.object(f.defn.prop("target"))
+                    tt = target.table
+                    live = conn.execute(sa.select(tt.c.id).where(tt.c.id == row[name], tt.c.deleted_at.is_(None)))
+                    if live.first() is None:
+                        raise ConflictError(f"its {name} ({target.name} {row[name]}) is deleted; restore that first")
             t = obj.table
             now = ctx.now()
             try:

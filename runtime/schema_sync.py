@@ -17,6 +17,7 @@ from alembic.runtime.migration import MigrationContext
 
 from loomwork.metadata.diff import HEAVY, Operation, Plan
 from loomwork.metadata.errors import HeavyChangeRefused, MetadataError
+
 from . import systables
 from .compiled import CompiledApp
 from .systables import system_columns
@@ -24,6 +25,9 @@ from .systables import system_columns
 #: PostgreSQL: give up on a DDL lock after this long rather than queue behind a long
 #: transaction and block every reader of the table; the publish is retried.
 PG_LOCK_TIMEOUT = "2s"
+
+#: Field types stored as text, where ``''`` is as empty as NULL.
+_TEXT_TYPES = frozenset({"text", "long_text", "email", "phone", "url", "choice"})
 
 
 def _fresh(col: sa.Column) -> sa.Column:
@@ -68,17 +72,37 @@ class SchemaSync:
                     f"values with a bulk update, then drop the old one."
                 )
             if op.kind == "require_field":
-                table = new.object(op.object).table
-                col = table.c[op.field]
-                empty = self.conn.execute(
-                    sa.select(sa.func.count()).select_from(table)
-                    .where(col.is_(None), table.c.deleted_at.is_(None))
-                ).scalar_one()
+                # Checked before any DDL of the plan, so under the names the table has now.
+                empty = self._empty(op.detail.get("table", op.object), op.detail.get("column", op.field),
+                                    blank_text=op.detail.get("type") in _TEXT_TYPES)
                 if empty:
                     raise HeavyChangeRefused(
                         f"{op.object}.{op.field} cannot become required: {empty} record(s) have no value. "
                         f"Fill them first (for example with a bulk update), then publish again."
                     )
+            elif op.kind == "add_field" and op.detail.get("required"):
+                table = op.detail.get("table", op.object)
+                hidden = self._hidden(table, op.field) is not None and op.field in self._columns(table)
+                empty = self._empty(table, op.field if hidden else None)
+                if empty:
+                    raise HeavyChangeRefused(
+                        f"{op.object}.{op.field} cannot be added as required: {empty} existing record(s) would "
+                        f"have no value. Add it as optional, fill it, then make it required."
+                    )
+
+    def _empty(self, table: str, column: str | None, *, blank_text: bool = False) -> int:
+        """Live rows of ``table`` whose ``column`` is empty (every live row if ``column`` is None).
+
+        Empty is what the record service calls empty for a required field: NULL, and for
+        text columns also ``''``.
+        """
+        cols = [sa.Column("deleted_at", sa.DateTime)] + ([sa.Column(column, sa.Text)] if column else [])
+        t = sa.Table(table, sa.MetaData(), *cols)
+        stmt = sa.select(sa.func.count()).select_from(t).where(t.c.deleted_at.is_(None))
+        if column:
+            col = t.c[column]
+            stmt = stmt.where(sa.or_(col.is_(None), col == "") if blank_text else col.is_(None))
+        return self.conn.execute(stmt).scalar_one()
 
     # -- apply ------------------------------------------------------------
     def apply(self, plan: Plan, new: CompiledApp, version: int, now: dt.datetime) -> None:

@@ -28,6 +28,7 @@ import sqlalchemy as sa
 
 from loomwork.metadata import store
 from loomwork.metadata.errors import ConflictError, LoomworkError, NotFound
+
 from . import systables
 
 TENANT_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")

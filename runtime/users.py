@@ -16,7 +16,14 @@ import sqlalchemy as sa
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from loomwork.metadata.errors import AuthenticationRequired, ConflictError, NotFound, PermissionDenied, ValidationError
+from loomwork.metadata.errors import (
+    AuthenticationRequired,
+    ConflictError,
+    NotFound,
+    PermissionDenied,
+    ValidationError,
+)
+
 from . import systables
 from .context import Actor, Context
 
@@ -104,6 +111,10 @@ class UserService:
     def authenticate(self, ctx: Context, username: str, password: str) -> User:
         """:raises AuthenticationRequired: on a wrong name or password (same message, same time)."""
         u = systables.users
+        # Not a name anyone could have (PostgreSQL refuses NUL in a query): same answer.
+        if not isinstance(username, str) or not isinstance(password, str) or "\x00" in username \
+                or len(username) > 150:
+            raise AuthenticationRequired("wrong username or password")
         with ctx.tenant.read() as conn:
             row = conn.execute(sa.select(u).where(u.c.username == username)).first()
         stored = row.password_hash if row is not None and row.password_hash else _DUMMY_HASH
@@ -168,6 +179,17 @@ class UserService:
                 row.expires_at is not None and row.expires_at <= ctx.now()):
             raise AuthenticationRequired("invalid API token")
         return _user(row)
+
+    def list_tokens(self, ctx: Context, user_id: int) -> list[dict[str, Any]]:
+        """A user's tokens without their secrets (the ids are what :meth:`revoke_token` takes)."""
+        if ctx.actor.id != user_id and not ctx.actor.is_admin:
+            raise PermissionDenied("you may only list your own tokens")
+        t = systables.tokens
+        with ctx.tenant.read() as conn:
+            rows = conn.execute(sa.select(t.c.id, t.c.name, t.c.prefix, t.c.created_at, t.c.expires_at,
+                                          t.c.revoked_at).where(t.c.user_id == user_id).order_by(t.c.id))
+            return [{"id": r.id, "name": r.name, "hint": r.prefix, "created_at": r.created_at,
+                     "expires_at": r.expires_at, "revoked_at": r.revoked_at} for r in rows]
 
     def revoke_token(self, ctx: Context, token_id: int) -> None:
         t = systables.tokens

@@ -1,0 +1,230 @@
+"""Users, passwords and API tokens, inside each tenant's namespace."""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+
+import pytest
+import sqlalchemy as sa
+from argon2 import PasswordHasher
+
+from loomwork.metadata.errors import (
+    AuthenticationRequired,
+    ConflictError,
+    NotFound,
+    PermissionDenied,
+    ValidationError,
+)
+from loomwork.runtime.context import Actor, Context
+from loomwork.runtime.systables import tokens, users
+from loomwork.runtime.users import token_tenant
+
+PASSWORD = "correct horse battery"
+
+
+CHEAP = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+
+
+@pytest.fixture
+def fast_hashing(monkeypatch):
+    """Production Argon2 costs ~0.4 s a hash here; the logic tests use a cheap Argon2id.
+    ``test_production_hash_parameters_and_rehash_on_login`` checks the real settings."""
+    from loomwork.runtime import users as users_mod
+
+    monkeypatch.setattr(users_mod, "_hasher", CHEAP)
+    monkeypatch.setattr(users_mod, "_DUMMY_HASH", CHEAP.hash("not a password"))
+
+
+@pytest.fixture
+def svc(lw_services, fast_hashing):
+    return lw_services.users
+
+
+@pytest.fixture
+def ann(svc, lw_ctx):
+    return svc.create(lw_ctx, "ann", PASSWORD, roles=("sales", "user"), email="ann@example.com")
+
+
+def stored_user(ctx, username):
+    with ctx.tenant.read() as conn:
+        return conn.execute(sa.select(users).where(users.c.username == username)).one()
+
+
+def as_(ctx, user):
+    return Context(ctx.tenant, user.actor())
+
+
+def test_production_hash_parameters_and_rehash_on_login(lw_services, lw_ctx, monkeypatch):
+    from loomwork.runtime import users as users_mod
+
+    real = users_mod._hasher
+    assert (real.memory_cost, real.time_cost) == (65536, 3)  # memory-hard: 64 MiB, 3 passes
+    svc = lw_services.users
+    monkeypatch.setattr(users_mod, "_hasher", CHEAP)
+    svc.create(lw_ctx, "old", PASSWORD)
+    assert "$m=1024,t=1" in stored_user(lw_ctx, "old").password_hash
+    monkeypatch.setattr(users_mod, "_hasher", real)
+    svc.authenticate(lw_ctx, "old", PASSWORD)  # a weaker hash is upgraded on the next login
+    upgraded = stored_user(lw_ctx, "old").password_hash
+    assert upgraded.startswith("$argon2id$v=19$m=65536,t=3,")
+    assert svc.authenticate(lw_ctx, "old", PASSWORD).username == "old"
+
+
+def test_password_is_stored_as_argon2id_hash(svc, lw_ctx, ann):
+    row = stored_user(lw_ctx, "ann")
+    assert row.password_hash.startswith("$argon2id$")
+    assert PASSWORD not in row.password_hash
+    assert PasswordHasher().verify(row.password_hash, PASSWORD)
+    assert ann.roles == frozenset({"sales", "user"})
+    assert ann.as_dict() == {"id": ann.id, "username": "ann", "email": "ann@example.com", "full_name": "ann",
+                             "roles": ["sales", "user"], "locale": "en", "active": True}
+    # Two users with the same password get different hashes (salted).
+    svc.create(lw_ctx, "bob", PASSWORD)
+    assert stored_user(lw_ctx, "bob").password_hash != row.password_hash
+
+
+def test_create_rules(svc, lw_ctx, ann):
+    with pytest.raises(ValidationError) as info:
+        svc.create(lw_ctx, "short", "tooshort")
+    assert info.value.errors == {"password": ["must be at least 10 characters"]}
+    with pytest.raises(ValidationError):
+        svc.create(lw_ctx, "", PASSWORD)
+    with pytest.raises(ConflictError):
+        svc.create(lw_ctx, "ann", PASSWORD)
+    with pytest.raises(PermissionDenied):
+        svc.create(as_(lw_ctx, ann), "eve", PASSWORD)
+    assert [u.username for u in svc.list(lw_ctx)] == ["ann"]
+    assert svc.get(lw_ctx, ann.id).username == "ann"
+    with pytest.raises(NotFound):
+        svc.get(lw_ctx, 999)
+
+
+def test_authenticate(svc, lw_ctx, ann):
+    now = dt.datetime(2026, 5, 1, 8, 0, tzinfo=dt.UTC)
+    ctx = Context(lw_ctx.tenant, lw_ctx.actor, clock=lambda: now)
+    user = svc.authenticate(ctx, "ann", PASSWORD)
+    assert user.id == ann.id and user.roles == ann.roles
+    assert stored_user(lw_ctx, "ann").last_login_at == now
+
+
+def test_wrong_password_and_unknown_user_get_the_same_error(svc, lw_ctx, ann):
+    messages = []
+    for username, password in (("ann", "wrong password!"), ("nobody", PASSWORD), ("ann", ""), ("ANN", PASSWORD),
+                               ("ann", None), (None, PASSWORD), ("a\x00n", PASSWORD), ("a" * 5000, PASSWORD)):
+        with pytest.raises(AuthenticationRequired) as info:
+            svc.authenticate(lw_ctx, username, password)
+        assert info.value.status == 401
+        messages.append(info.value.message)
+    assert set(messages) == {"wrong username or password"}
+    assert stored_user(lw_ctx, "ann").last_login_at is None
+
+
+def test_inactive_or_passwordless_users_cannot_sign_in(svc, lw_ctx, ann):
+    svc.create(lw_ctx, "sso", None)
+    with pytest.raises(AuthenticationRequired, match="wrong username or password"):
+        svc.authenticate(lw_ctx, "sso", "not a password")
+    with lw_ctx.tenant.write() as conn:
+        conn.execute(users.update().where(users.c.id == ann.id).values(active=False))
+    with pytest.raises(AuthenticationRequired, match="wrong username or password"):
+        svc.authenticate(lw_ctx, "ann", PASSWORD)
+
+
+def test_set_password(svc, lw_ctx, ann):
+    me = as_(lw_ctx, ann)
+    with pytest.raises(ValidationError) as info:
+        svc.set_password(me, ann.id, "a new password", old_password="wrong one")
+    assert info.value.errors == {"old_password": ["is not your current password"]}
+    svc.set_password(me, ann.id, "a new password", old_password=PASSWORD)
+    assert svc.authenticate(lw_ctx, "ann", "a new password").id == ann.id
+    with pytest.raises(AuthenticationRequired):
+        svc.authenticate(lw_ctx, "ann", PASSWORD)
+    bob = svc.create(lw_ctx, "bob", PASSWORD)
+    with pytest.raises(PermissionDenied):
+        svc.set_password(me, bob.id, "hijacked password")
+    svc.set_password(lw_ctx, ann.id, "admin reset password")  # administrators reset without the old one
+    assert svc.authenticate(lw_ctx, "ann", "admin reset password").id == ann.id
+
+
+def test_tokens_are_stored_hashed_and_open_their_user(svc, lw_ctx, ann):
+    token = svc.create_token(as_(lw_ctx, ann), ann.id, "laptop")
+    assert token.startswith("lw_acme.")
+    assert token_tenant(token) == "acme"
+    assert len(token) > 40
+    with lw_ctx.tenant.read() as conn:
+        row = conn.execute(sa.select(tokens)).one()
+    assert row.token_hash == hashlib.sha256(token.encode()).hexdigest()
+    assert token not in (row.token_hash, row.prefix, row.name)
+    assert token.split(".", 1)[1] not in row.token_hash
+    assert svc.user_for_token(lw_ctx, token).id == ann.id
+    listed = svc.list_tokens(as_(lw_ctx, ann), ann.id)
+    assert [(t["id"], t["name"], t["revoked_at"]) for t in listed] == [(row.id, "laptop", None)]
+    assert token.endswith(listed[0]["hint"])
+
+
+def test_malformed_tokens_are_rejected(svc, lw_ctx, ann):
+    good = svc.create_token(lw_ctx, ann.id, "t")
+    for bad in ("", "lw_acme.", "lw_acme.nope", "Bearer x", "lw_acme." + "a" * 400, None, 5, good + "x", good[:-1],
+                good.upper()):
+        with pytest.raises(AuthenticationRequired):
+            svc.user_for_token(lw_ctx, bad)
+
+
+def test_token_of_tenant_a_is_rejected_in_tenant_b(svc, lw_platform, lw_ctx, ann):
+    token = svc.create_token(lw_ctx, ann.id, "cli")
+    beta = lw_platform.create_tenant("beta")
+    beta_ctx = Context(beta, Actor.system())
+    twin = svc.create(beta_ctx, "ann", PASSWORD)  # the same name and id in the other tenant
+    assert twin.id == ann.id
+    with pytest.raises(AuthenticationRequired):
+        svc.user_for_token(beta_ctx, token)
+    # Even with the other tenant's name in front, the secret is unknown there.
+    forged = "lw_beta." + token.split(".", 1)[1]
+    with pytest.raises(AuthenticationRequired):
+        svc.user_for_token(beta_ctx, forged)
+    with pytest.raises(AuthenticationRequired):
+        svc.authenticate(beta_ctx, "ann", "wrong password!")
+    assert svc.user_for_token(lw_ctx, token).id == ann.id  # still fine at home
+    # A tenant whose name starts like another's does not match it either.
+    acme2 = lw_platform.create_tenant("acme2")
+    with pytest.raises(AuthenticationRequired):
+        svc.user_for_token(Context(acme2, Actor.system()), token)
+
+
+def test_revoked_expired_and_inactive_tokens_are_rejected(svc, lw_ctx, ann):
+    me = as_(lw_ctx, ann)
+    keep = svc.create_token(me, ann.id, "keep")
+    revoke = svc.create_token(me, ann.id, "revoke")
+    expire = svc.create_token(me, ann.id, "expire")
+    ids = {t["name"]: t["id"] for t in svc.list_tokens(me, ann.id)}
+    svc.revoke_token(me, ids["revoke"])
+    with pytest.raises(AuthenticationRequired):
+        svc.user_for_token(lw_ctx, revoke)
+    assert svc.list_tokens(me, ann.id)[1]["revoked_at"] is not None
+    with lw_ctx.tenant.write() as conn:
+        conn.execute(tokens.update().where(tokens.c.id == ids["expire"])
+                     .values(expires_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)))
+    with pytest.raises(AuthenticationRequired):
+        svc.user_for_token(lw_ctx, expire)
+    assert svc.user_for_token(lw_ctx, keep).id == ann.id
+    with lw_ctx.tenant.write() as conn:
+        conn.execute(users.update().where(users.c.id == ann.id).values(active=False))
+    with pytest.raises(AuthenticationRequired):
+        svc.user_for_token(lw_ctx, keep)
+
+
+def test_token_permissions(svc, lw_ctx, ann):
+    bob = svc.create(lw_ctx, "bob", PASSWORD)
+    me = as_(lw_ctx, ann)
+    with pytest.raises(PermissionDenied):
+        svc.create_token(me, bob.id, "not mine")
+    with pytest.raises(PermissionDenied):
+        svc.list_tokens(me, bob.id)
+    bob_token = svc.create_token(lw_ctx, bob.id, "by admin")
+    bob_id = svc.list_tokens(lw_ctx, bob.id)[0]["id"]
+    with pytest.raises(NotFound):
+        svc.revoke_token(me, bob_id)  # other people's tokens do not exist for you
+    assert svc.user_for_token(lw_ctx, bob_token).id == bob.id
+    with pytest.raises(ValidationError):
+        svc.create_token(me, ann.id, "")
+    with pytest.raises(NotFound):
+        svc.create_token(lw_ctx, 999, "ghost")
