@@ -34,7 +34,7 @@ class Package:
         return self.manifest["version"]
 
 
-class _StrictLoader(yaml.SafeLoader):
+class _StrictLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml when present
     """PyYAML's safe loader, but a key repeated in one mapping is an error rather than
     the last one silently winning (two fields of the same name would lose one)."""
 

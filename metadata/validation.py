@@ -164,6 +164,10 @@ def validate_field(
     validator = jsonschema.Draft202012Validator(sub, registry=_registry()[0])
     for err in validator.iter_errors({k: v for k, v in fdoc.items() if k in ftype.properties}):
         errors.append((_path(path, err.absolute_path), _message(err)))
+    for key, value in fdoc.items():
+        # JSON Schema counts 10.0 as an integer; the code using these settings does not.
+        if ftype.properties.get(key, {}).get("type") == "integer" and isinstance(value, float):
+            errors.append((f"{path}.{key}", "must be a whole number"))
     if errors:
         return errors
     if (fdoc.get("unique") or fdoc.get("indexed")) and not ftype.indexable:
@@ -255,7 +259,7 @@ def validate_object(
         for j, f in enumerate(idx["fields"]):
             if f not in sortable:
                 errors.append((f"{path}.indexes.{iname}.fields.{j}", f"unknown field {f!r}"))
-            elif f in fields and not types[fields[f]["type"]].indexable:
+            elif f in fields and fields[f].get("type") in types and not types[fields[f]["type"]].indexable:
                 errors.append((f"{path}.indexes.{iname}.fields.{j}", f"field {f!r} cannot be indexed"))
     return errors
 
@@ -265,7 +269,10 @@ def validate_app(doc: Any, types: Mapping[str, FieldTypeSpec]) -> None:
 
     :raises MetadataError: with every problem found, keyed by path.
     """
-    errors = schema_errors("app", {k: v for k, v in doc.items() if k != "objects"}, "") if isinstance(doc, dict) else [("", "must be an object")]
+    if not isinstance(doc, dict):
+        _raise([("", "must be an object")])
+    _raise(_plain_json_errors(doc, ""))
+    errors = schema_errors("app", {k: v for k, v in doc.items() if k != "objects"}, "")
     _raise(errors)
     objects = doc.get("objects", {})
     if not isinstance(objects, dict):
@@ -305,6 +312,32 @@ def _index_clashes(objects: Mapping[str, Any]) -> list[tuple[str, str]]:
             else:
                 seen[spec.name] = path
     return errors
+
+
+def _plain_json_errors(value: Any, path: str) -> list[tuple[str, str]]:
+    """Metadata is stored as JSON: only text keys, finite numbers and 64-bit integers."""
+    stack, out = [(value, path)], []
+    while stack:
+        v, p = stack.pop()
+        if isinstance(v, dict):
+            for k, x in v.items():
+                if not isinstance(k, str):
+                    out.append((p, f"key {k!r} must be a text"))
+                else:
+                    stack.append((x, f"{p}.{k}" if p else k))
+        elif isinstance(v, list):
+            stack.extend((x, f"{p}.{i}") for i, x in enumerate(v))
+        elif isinstance(v, bool) or v is None or isinstance(v, str):
+            continue
+        elif isinstance(v, int):
+            if not -(2**63) <= v < 2**63:
+                out.append((p, "must be a 64-bit integer"))
+        elif isinstance(v, float):
+            if v != v or v in (float("inf"), float("-inf")):
+                out.append((p, "must be a finite number"))
+        else:
+            out.append((p, f"must be a JSON value, not {type(v).__name__}"))
+    return sorted(out)
 
 
 def _name_ok(name: Any) -> bool:

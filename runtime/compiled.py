@@ -152,6 +152,11 @@ class Runtime:
     def compile(self, doc: Mapping[str, Any], version: int) -> CompiledApp:
         return CompiledApp(AppMetadata.from_doc(doc, version), self.field_types)
 
+    def cached_version(self, tenant: Tenant) -> int | None:
+        """The version this process last compiled for ``tenant`` (no database access)."""
+        cached = self._cache.get(tenant.cache_key)
+        return cached.version if cached is not None else None
+
     def compiled(self, tenant: Tenant, conn: sa.Connection | None = None) -> CompiledApp:
         """The tenant's compiled metadata at its published version."""
         if conn is None:

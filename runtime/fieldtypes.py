@@ -555,22 +555,31 @@ class JsonValueField(mf.Raw):
     def _deserialize(self, value, attr, data, **kwargs):
         import orjson
 
-        def depth(v: Any, d: int = 0) -> int:
+        def clean(v: Any, d: int = 0) -> Any:
+            """Check depth and text, and turn API decimals into plain JSON numbers."""
             if d > 20:
                 raise self.make_error("too_deep")
-            if isinstance(v, str) and "\x00" in v:
-                raise self.make_error("nul")
+            if isinstance(v, str):
+                if "\x00" in v:
+                    raise self.make_error("nul")
+                return v
             if isinstance(v, dict):
-                if any(not isinstance(k, str) or "\x00" in k for k in v):
-                    raise self.make_error("nul" if all(isinstance(k, str) for k in v) else "invalid")
-                return max((depth(x, d + 1) for x in v.values()), default=d)
+                if any(not isinstance(k, str) for k in v):
+                    raise self.make_error("invalid")
+                if any("\x00" in k for k in v):
+                    raise self.make_error("nul")
+                return {k: clean(x, d + 1) for k, x in v.items()}
             if isinstance(v, list):
-                return max((depth(x, d + 1) for x in v), default=d)
-            if v is None or isinstance(v, (str, bool, int)) or (isinstance(v, float) and math.isfinite(v)):
-                return d
+                return [clean(x, d + 1) for x in v]
+            if isinstance(v, Decimal) and v.is_finite():
+                # Request bodies read fractions as Decimal to keep amounts exact; a JSON
+                # document stores plain numbers.
+                return int(v) if v == v.to_integral_value() and abs(v) < 2**63 else float(v)
+            if v is None or isinstance(v, (bool, int)) or (isinstance(v, float) and math.isfinite(v)):
+                return v
             raise self.make_error("invalid")
 
-        depth(value)
+        value = clean(value)
         try:
             size = len(orjson.dumps(value))
         except orjson.JSONEncodeError:  # for example an integer beyond 64 bits

@@ -8,13 +8,15 @@ with an optimistic ``row_version`` check.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+import functools
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import marshmallow as ma
 import orjson
 import sqlalchemy as sa
 
+from loomwork.metadata import store
 from loomwork.metadata.errors import ConflictError, NotFound, ValidationError
 from loomwork.metadata.model import SYSTEM_COLUMNS
 
@@ -41,6 +43,35 @@ def _ma_errors(messages: Any, prefix: str = "") -> dict[str, list[str]]:
                 out.setdefault(path, []).extend(
                     "unknown field" if m == "Unknown field." else str(m).rstrip(".") for m in msgs)
     return out
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _metadata_race(method: F) -> F:
+    """Explain a database error caused by a publish that landed mid-write.
+
+    A write compiles against the version it read at its start; on PostgreSQL a publish
+    that renames or drops a column can commit before the write's statement runs. The
+    statement then fails; if the head version moved meanwhile, that is a conflict the
+    caller can retry, not a server error.
+    """
+
+    @functools.wraps(method)
+    def wrapper(self: RecordService, ctx: Context, *args: Any, **kwargs: Any) -> Any:
+        seen = self.runtime.cached_version(ctx.tenant)
+        try:
+            return method(self, ctx, *args, **kwargs)
+        except sa.exc.DBAPIError as exc:
+            if isinstance(exc, sa.exc.IntegrityError) or seen is None:
+                raise
+            with ctx.tenant.read() as conn:
+                moved = store.head(conn) != seen
+            if moved:
+                raise ConflictError("the object's definition changed while saving; try again") from exc
+            raise
+
+    return wrapper  # type: ignore[return-value]
 
 
 class RecordService:
@@ -224,6 +255,7 @@ class RecordService:
     def create(self, ctx: Context, object_name: str, data: Mapping[str, Any]) -> dict[str, Any]:
         return self.bulk_create(ctx, object_name, [data], _single=True)[0]
 
+    @_metadata_race
     def bulk_create(self, ctx: Context, object_name: str, rows: Sequence[Mapping[str, Any]],
                     *, _single: bool = False) -> list[dict[str, Any]]:
         """Create records all-or-nothing. Errors of row ``i`` are keyed ``i.field``."""
@@ -264,6 +296,7 @@ class RecordService:
                 out.append(obj.dump(record))
             return out
 
+    @_metadata_race
     def update(self, ctx: Context, object_name: str, record_id: Any, data: Mapping[str, Any],
                *, expected_version: int | None = None) -> dict[str, Any]:
         """Change some fields of a record.
@@ -308,6 +341,7 @@ class RecordService:
                    "row_version": old["row_version"] + 1}
             return obj.dump(new)
 
+    @_metadata_race
     def delete(self, ctx: Context, object_name: str, record_id: Any, *, expected_version: int | None = None) -> None:
         """Soft-delete a record, applying each referring lookup's ``on_delete``."""
         with ctx.tenant.write() as conn:
@@ -351,6 +385,7 @@ class RecordService:
         for rid in ids:
             self._history(conn, ctx, obj, rid, "delete", [(None, None, None)])
 
+    @_metadata_race
     def restore(self, ctx: Context, object_name: str, record_id: Any) -> dict[str, Any]:
         """Bring back a soft-deleted record (its unique values must still be free)."""
         with ctx.tenant.write() as conn:

@@ -49,6 +49,9 @@ class User:
     roles: frozenset[str]
     locale: str
     active: bool
+    #: Changes whenever the password or the roles change; sessions carry it, so such a
+    #: change ends every other session of the user.
+    stamp: str = ""
 
     def actor(self) -> Actor:
         return Actor(self.id, self.username, self.roles)
@@ -59,8 +62,9 @@ class User:
 
 
 def _user(row: Any) -> User:
+    stamp = hashlib.sha256(f"{row.password_hash or ''}|{row.roles}".encode()).hexdigest()[:20]
     return User(row.id, row.username, row.email, row.full_name,
-                frozenset(r for r in row.roles.split(",") if r), row.locale, row.active)
+                frozenset(r for r in row.roles.split(",") if r), row.locale, row.active, stamp)
 
 
 def _digest(token: str) -> str:

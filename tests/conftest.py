@@ -7,6 +7,26 @@ import pytest
 from loomwork.plugins import crm_sample
 
 SAMPLE_PACKAGE = crm_sample.PATH
+_PACKAGES: dict = {}
+
+
+@pytest.fixture
+def fast_setup(lw_cheap_passwords, monkeypatch):
+    """Cheap Argon2 and a parsed-once sample package, for tests whose subject is
+    neither the key derivation nor the package loader (both have their own tests)."""
+    import copy
+
+    import loomwork.metadata.packages as packages
+
+    real = packages.load_package
+
+    def load_package(folder):
+        key = str(folder)
+        if key not in _PACKAGES:
+            _PACKAGES[key] = real(folder)
+        return copy.deepcopy(_PACKAGES[key])
+
+    monkeypatch.setattr(packages, "load_package", load_package)
 
 
 @pytest.fixture

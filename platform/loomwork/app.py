@@ -47,7 +47,6 @@ def create_app(settings: Mapping[str, Any] | None = None) -> Flask:
         SESSION_COOKIE_NAME="loomwork_session",
         PERMANENT_SESSION_LIFETIME=dt.timedelta(hours=12),
         MAX_CONTENT_LENGTH=cfg.max_body_bytes,
-        JSON_SORT_KEYS=False,
     )
     app.extensions["loomwork"] = AppState(cfg, pm, services, platform,
                                           LoginThrottle(cfg.login_attempts, cfg.login_window_seconds))
@@ -59,6 +58,8 @@ def create_app(settings: Mapping[str, Any] | None = None) -> Flask:
     def _security_headers(response):
         for key, value in SECURITY_HEADERS.items():
             response.headers.setdefault(key, value)
+        if cfg.secure_cookies:  # served over HTTPS: tell browsers to stay there
+            response.headers.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
         return response
 
     pm.hook.loomwork_app_created(app=app)

@@ -12,11 +12,16 @@ import hmac
 import secrets
 import threading
 import time
-from collections import defaultdict, deque
+from collections import deque
 
 from flask import g, request, session
 
-from loomwork.metadata.errors import AuthenticationRequired, LoomworkError, NotFound, PermissionDenied
+from loomwork.metadata.errors import (
+    AuthenticationRequired,
+    LoomworkError,
+    NotFound,
+    PermissionDenied,
+)
 from loomwork.runtime.context import Actor, Context
 from loomwork.runtime.users import token_tenant
 
@@ -29,31 +34,64 @@ class TooManyAttempts(LoomworkError):
     status = 429
     title = "Too many attempts"
 
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.headers = {"Retry-After": str(max(1, retry_after))}
+
 
 class LoginThrottle:
-    """At most N failed logins per (tenant, username) and per client address in a window."""
+    """At most N failed logins per (tenant, username) in a window, and ``ADDRESS_FACTOR``
+    times as many per client address.
+
+    The address limit is wider on purpose: people behind one NAT or proxy share an
+    address, and a limit as tight as the per-account one would let anyone lock a whole
+    office out with a handful of wrong passwords. Keys without recent failures are
+    forgotten, and at most ``MAX_KEYS`` are kept, so random usernames cannot grow memory.
+    """
+
+    ADDRESS_FACTOR = 10
+    MAX_KEYS = 100_000
 
     def __init__(self, attempts: int, window: int) -> None:
         self.attempts, self.window = attempts, window
-        self._fails: dict[tuple, deque] = defaultdict(deque)
+        self._fails: dict[tuple, deque] = {}
         self._lock = threading.Lock()
 
-    def _recent(self, key: tuple) -> deque:
-        q = self._fails[key]
-        cutoff = time.monotonic() - self.window
+    def _limit(self, key: tuple) -> int:
+        return self.attempts * self.ADDRESS_FACTOR if key[0] == "addr" else self.attempts
+
+    def _recent(self, key: tuple, now: float) -> deque:
+        q = self._fails.get(key)
+        if q is None:
+            return deque()
+        cutoff = now - self.window
         while q and q[0] < cutoff:
             q.popleft()
+        if not q:
+            del self._fails[key]
         return q
 
     def check(self, *keys: tuple) -> None:
-        with self._lock:
-            if any(len(self._recent(k)) >= self.attempts for k in keys):
-                raise TooManyAttempts("too many failed logins; wait a few minutes and try again")
-
-    def failed(self, *keys: tuple) -> None:
+        now = time.monotonic()
         with self._lock:
             for k in keys:
-                self._recent(k).append(time.monotonic())
+                q = self._recent(k, now)
+                if len(q) >= self._limit(k):
+                    wait = int(q[0] + self.window - now) + 1
+                    raise TooManyAttempts("too many failed sign-ins; wait a few minutes and try again", wait)
+
+    def failed(self, *keys: tuple) -> None:
+        now = time.monotonic()
+        with self._lock:
+            for k in keys:
+                q = self._fails.get(k)
+                if q is None:
+                    while len(self._fails) >= self.MAX_KEYS:  # forget the longest-known key
+                        del self._fails[next(iter(self._fails))]
+                    q = self._fails[k] = deque()
+                q.append(now)
+                while len(q) > self._limit(k):
+                    q.popleft()
 
     def succeeded(self, *keys: tuple) -> None:
         with self._lock:
@@ -69,7 +107,8 @@ def csrf_token() -> str:
 
 def check_csrf(sent: str | None) -> None:
     expected = session.get("csrf")
-    if not expected or not sent or not hmac.compare_digest(expected, sent):
+    if (not isinstance(expected, str) or not isinstance(sent, str) or not sent
+            or not hmac.compare_digest(expected.encode(), sent.encode("utf-8", "replace"))):
         raise PermissionDenied("missing or wrong CSRF token; reload the page and try again")
 
 
@@ -122,15 +161,22 @@ def current_context() -> Context:
 
 
 def _auth_version(user) -> str:
-    """Roles in the session cookie must match the user's, or the session is stale."""
-    return ",".join(sorted(user.roles))
+    """The user's credential stamp: a password or role change ends other sessions."""
+    return user.stamp
+
+
+def refresh_session(ctx: Context) -> None:
+    """Keep the current browser session valid after its own user changed password."""
+    if session.get("uid") == ctx.actor.id:
+        session["auth_version"] = _auth_version(state().services.users.get(ctx, ctx.actor.id))
 
 
 def login(tenant_name: str | None, username: str, password: str):
     """Check credentials, throttled, and start a browser session. Returns the user."""
     st = state()
     tenant_name = tenant_name or st.settings.default_tenant
-    keys = (("user", tenant_name, username), ("addr", request.remote_addr))
+    # Bounded keys: the throttle must not keep a megabyte "username" in memory.
+    keys = (("user", str(tenant_name)[:64], str(username)[:200]), ("addr", request.remote_addr))
     throttle: LoginThrottle = st.login_throttle
     throttle.check(*keys)
     try:

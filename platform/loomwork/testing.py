@@ -105,3 +105,29 @@ def lw_publish(lw_services, lw_ctx) -> Callable[..., int]:
         return lw_services.metadata.publish(lw_ctx, doc, comment="test")
 
     return publish
+
+
+def assert_problem(resp: Any, status: int) -> dict[str, Any]:
+    """Assert a Flask test response is an RFC 9457 problem document with ``status``
+    and a useful ``detail``; return the document."""
+    assert resp.status_code == status, (resp.status_code, resp.get_data(as_text=True)[:500])
+    assert resp.mimetype == "application/problem+json", resp.mimetype
+    doc = resp.get_json()
+    assert doc["status"] == status
+    assert isinstance(doc["title"], str) and doc["title"]
+    assert isinstance(doc["detail"], str) and doc["detail"]
+    if status == 422:
+        assert doc["errors"] and all(isinstance(v, list) and v and all(isinstance(m, str) for m in v)
+                                     for v in doc["errors"].values()), doc
+    return doc
+
+
+@pytest.fixture
+def lw_cheap_passwords(monkeypatch) -> None:
+    """Use cheap Argon2 parameters (the real ones cost ~50 ms a hash): for tests whose
+    subject is not the key derivation itself."""
+    from argon2 import PasswordHasher
+
+    cheap = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+    monkeypatch.setattr("loomwork.runtime.users._hasher", cheap)
+    monkeypatch.setattr("loomwork.runtime.users._DUMMY_HASH", cheap.hash("not a password"))

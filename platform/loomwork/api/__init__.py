@@ -6,4 +6,13 @@ from flask import Blueprint
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
+
+@bp.after_request
+def _no_store(response):
+    """API answers hold tenant data: no shared or browser cache keeps them unless a view
+    says otherwise (a record's GET allows revalidation with its ETag)."""
+    response.headers.setdefault("Cache-Control", "no-store")
+    return response
+
+
 from . import auth, errors, meta, openapi, records  # noqa: E402,F401  (routes register on import)

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import logging
 
-from flask import request
-from werkzeug.exceptions import HTTPException
+from flask import current_app, request
+from werkzeug.exceptions import HTTPException, InternalServerError
 
 from loomwork.metadata.errors import LoomworkError, ValidationError
 
@@ -14,19 +14,39 @@ from .jsonio import respond
 log = logging.getLogger("loomwork.api")
 
 
-def problem(status: int, title: str, detail: str, **extra) -> object:
+def problem(status: int, title: str, detail: str, headers: dict[str, str] | None = None, **extra) -> object:
     doc = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
-    headers = {"WWW-Authenticate": 'Bearer realm="loomwork"'} if status == 401 else None
-    return respond(doc, status, headers, mimetype="application/problem+json")
+    headers = dict(headers or {})
+    if status == 401:
+        headers.setdefault("WWW-Authenticate", 'Bearer realm="loomwork"')
+    return respond(doc, status, headers or None, mimetype="application/problem+json")
 
 
 def loomwork_error(exc: LoomworkError):
     extra = {"errors": exc.errors} if isinstance(exc, ValidationError) else {}
-    return problem(exc.status, exc.title, exc.message, **extra)
+    return problem(exc.status, exc.title, exc.message, getattr(exc, "headers", None), **extra)
+
+
+def _detail(exc: HTTPException) -> str:
+    """Say what went wrong in words that help an API client (Werkzeug's texts are for pages)."""
+    code = exc.code or 500
+    if code == 404:
+        return (f"no API endpoint {request.path}; the endpoints are listed in "
+                f"{bp.url_prefix}/openapi.json")
+    if code == 405:
+        allowed = sorted(m for m in getattr(exc, "valid_methods", None) or () if m not in ("HEAD", "OPTIONS"))
+        return (f"{request.method} is not allowed on {request.path}"
+                + (f"; use {', '.join(allowed)}" if allowed else ""))
+    if code == 413:
+        limit = current_app.config.get("MAX_CONTENT_LENGTH")
+        return f"the request body is larger than {limit} bytes" if limit else "the request body is too large"
+    return exc.description or exc.name
 
 
 def http_error(exc: HTTPException):
-    return problem(exc.code or 500, exc.name, exc.description or exc.name)
+    # Keep the exception's own headers (Allow on 405, Retry-After, ...) but not its HTML content type.
+    headers = {k: v for k, v in exc.get_headers() if k.lower() != "content-type"}
+    return problem(exc.code or 500, exc.name, _detail(exc), headers)
 
 
 def unexpected_error(exc: Exception):
@@ -39,7 +59,7 @@ def register(app) -> None:
     app.register_error_handler(LoomworkError, loomwork_error)
 
     def any_http(exc: HTTPException):
-        if request.path.startswith(bp.url_prefix):
+        if _is_api(request.path):
             return http_error(exc)
         return exc
 
@@ -48,6 +68,13 @@ def register(app) -> None:
     def any_error(exc: Exception):
         if isinstance(exc, HTTPException):
             return any_http(exc)
-        return unexpected_error(exc)
+        if _is_api(request.path):
+            return unexpected_error(exc)
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return InternalServerError(original_exception=exc)  # pages get Flask's HTML error
 
     app.register_error_handler(Exception, any_error)
+
+
+def _is_api(path: str) -> bool:
+    return path == bp.url_prefix or path.startswith(bp.url_prefix + "/")

@@ -4,21 +4,40 @@ Writes go through :class:`~loomwork.runtime.publishing.MetadataService`, so a ch
 validated, planned and applied with its version in one transaction. Every write takes
 ``dry_run`` (return the plan, change nothing) and ``base_version`` (refuse if someone
 published in between).
+
+Reading the whole document, its versions and diffs is for administrators: it shows
+every object and role of the tenant. Everybody may list the objects they can read
+(``/meta/objects``).
 """
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any
 
 from flask import request
 
-from loomwork.metadata.errors import BadQuery, NotFound, ValidationError
+from loomwork.metadata.errors import BadQuery, NotFound, PermissionDenied, ValidationError
 from loomwork.metadata.validation import SCHEMA_FILES, schema
 
 from ..auth import current_context
 from ..state import state
 from . import bp
+from .auth import json_object
 from .jsonio import body, respond
+
+#: Metadata is configuration, not money: its numbers are read as plain JSON numbers.
+_FLOATS = "float"
+_WRITE_OPTIONS = ("comment", "base_version", "dry_run")
+_VERSION = re.compile(r"^(0|[1-9][0-9]{0,9})$")
+MAX_VERSION = 2**31 - 1
+
+
+def _admin(ctx, write: bool = False) -> None:
+    """Refuse non-administrators up front (the metadata service checks writes again)."""
+    if not ctx.actor.is_admin:
+        raise PermissionDenied("only administrators may change metadata" if write else
+                               "only administrators may read the whole metadata; use /meta/objects")
 
 
 def _current():
@@ -32,32 +51,49 @@ def _options(data: dict) -> tuple[str, int | None, bool]:
     dry = data.get("dry_run", False)
     if not isinstance(comment, str) or len(comment) > 2000:
         raise ValidationError({"comment": ["must be a text of at most 2000 characters"]})
-    if base is not None and (not isinstance(base, int) or isinstance(base, bool)):
-        raise ValidationError({"base_version": ["must be an integer"]})
+    if base is not None and (not isinstance(base, int) or isinstance(base, bool) or base < 0):
+        raise ValidationError({"base_version": ["must be a version number"]})
     if not isinstance(dry, bool):
         raise ValidationError({"dry_run": ["must be true or false"]})
     return comment, base, dry
 
 
+def _published(ctx, version: int, before: int) -> dict[str, Any]:
+    """The plan that publishing actually applied (empty when nothing changed)."""
+    if version == before:
+        return {"old_version": before, "change": "instant", "operations": []}
+    stored = state().services.metadata.version(ctx, version)
+    ops = stored.plan
+    change = "heavy" if any(o["change"] == "heavy" for o in ops) else \
+        "fast" if any(o["change"] == "fast" for o in ops) else "instant"
+    return {"old_version": version - 1, "change": change, "operations": ops}
+
+
 def _publish(ctx, doc: dict, data: dict, *, base_default: int | None = None):
     comment, base, dry = _options(data)
     svc = state().services.metadata
-    if dry:
-        return respond({"plan": svc.preview(ctx, doc).as_dict()})
     plan = svc.preview(ctx, doc)
+    if dry:
+        return respond({"dry_run": True, "plan": plan.as_dict()})
+    before = plan.old_version
     version = svc.publish(ctx, doc, comment=comment, base_version=base if base is not None else base_default)
-    return respond({"version": version, "plan": plan.as_dict()}, 200)
+    return respond({"version": version, "plan": _published(ctx, version, before)}, 200)
 
 
-def _json_object(data: Any, what: str) -> dict:
-    if not isinstance(data, dict):
-        raise ValidationError({"_schema": [f"send a JSON object: {what}"]})
-    return data
+def _version_number(raw: Any, name: str) -> int:
+    """A version number from the URL or query. :raises BadQuery: if it is not one."""
+    if not isinstance(raw, str) or not _VERSION.match(raw):
+        raise BadQuery(f"{name} must be a version number (0, 1, 2, ...)")
+    value = int(raw)
+    if value > MAX_VERSION:
+        raise NotFound(f"metadata version {value} does not exist")
+    return value
 
 
 @bp.get("/meta")
 def meta_current():
     ctx, cur = _current()
+    _admin(ctx)
     return respond({"version": cur.version, "doc": cur.doc, "ownership": cur.ownership})
 
 
@@ -83,29 +119,41 @@ def meta_object(name: str):
 def meta_put_object(name: str):
     """Create or replace one object; ``{"object": {...}, "comment", "base_version", "dry_run"}``."""
     ctx, cur = _current()
-    data = _json_object(body(), '{"object": {...}, "comment": "..."}')
+    _admin(ctx, write=True)
+    data = json_object(body(floats=_FLOATS), ("object", *_WRITE_OPTIONS),
+                       '{"object": {...}, "comment", "base_version", "dry_run"}')
+    if not isinstance(data.get("object"), dict):
+        raise ValidationError({"object": ["is required and must be a JSON object (the object's metadata)"]})
     doc = copy.deepcopy(cur.doc)
-    doc["objects"][name] = _json_object(data.get("object"), "object")
+    doc["objects"][name] = data["object"]
     return _publish(ctx, doc, data, base_default=cur.version)
 
 
 @bp.delete("/meta/objects/<name>")
 def meta_delete_object(name: str):
+    """Remove an object (its table and data are kept, hidden); optional body ``{comment, base_version, dry_run}``."""
     ctx, cur = _current()
+    _admin(ctx, write=True)
+    data = body(floats=_FLOATS) if request.get_data(cache=True).strip() else {}
+    data = json_object(data, _WRITE_OPTIONS, '{"comment", "base_version", "dry_run"}')
     if name not in cur.doc["objects"]:
         raise NotFound(f"no object {name!r}")
-    data = body() if request.content_length else {}
     doc = copy.deepcopy(cur.doc)
     del doc["objects"][name]
-    return _publish(ctx, doc, _json_object(data, "{comment}"), base_default=cur.version)
+    return _publish(ctx, doc, data, base_default=cur.version)
 
 
 @bp.put("/meta/roles/<name>")
 def meta_put_role(name: str):
+    """Create or replace one role; ``{"role": {...}, "comment", "base_version", "dry_run"}``."""
     ctx, cur = _current()
-    data = _json_object(body(), '{"role": {...}}')
+    _admin(ctx, write=True)
+    data = json_object(body(floats=_FLOATS), ("role", *_WRITE_OPTIONS),
+                       '{"role": {...}, "comment", "base_version", "dry_run"}')
+    if not isinstance(data.get("role"), dict):
+        raise ValidationError({"role": ["is required and must be a JSON object (the role's metadata)"]})
     doc = copy.deepcopy(cur.doc)
-    doc["roles"][name] = _json_object(data.get("role"), "role")
+    doc.setdefault("roles", {})[name] = data["role"]
     return _publish(ctx, doc, data, base_default=cur.version)
 
 
@@ -113,66 +161,75 @@ def meta_put_role(name: str):
 def meta_plan():
     """Preview the plan for a whole document, changing nothing."""
     ctx = current_context()
-    data = _json_object(body(), '{"doc": {...}}')
-    return respond({"plan": state().services.metadata.preview(ctx, _json_object(data.get("doc"), "doc")).as_dict()})
+    _admin(ctx, write=True)
+    data = json_object(body(floats=_FLOATS), ("doc",), '{"doc": {...}}')
+    if not isinstance(data.get("doc"), dict):
+        raise ValidationError({"doc": ["is required and must be a JSON object (the whole metadata)"]})
+    return respond({"plan": state().services.metadata.preview(ctx, data["doc"]).as_dict()})
 
 
 @bp.post("/meta/publish")
 def meta_publish():
     """Publish a whole document: ``{"doc": {...}, "comment", "base_version", "dry_run"}``."""
     ctx = current_context()
-    data = _json_object(body(), '{"doc": {...}}')
-    return _publish(ctx, _json_object(data.get("doc"), "doc"), data)
+    _admin(ctx, write=True)
+    data = json_object(body(floats=_FLOATS), ("doc", *_WRITE_OPTIONS),
+                       '{"doc": {...}, "comment", "base_version", "dry_run"}')
+    if not isinstance(data.get("doc"), dict):
+        raise ValidationError({"doc": ["is required and must be a JSON object (the whole metadata)"]})
+    return _publish(ctx, data["doc"], data)
 
 
 @bp.get("/meta/versions")
 def meta_versions():
     ctx = current_context()
+    _admin(ctx)
     return respond({"data": [v.summary() for v in state().services.metadata.versions(ctx)]})
 
 
-def _int_arg(value: Any, name: str) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise BadQuery(f"{name} must be a version number") from None
-
-
-@bp.get("/meta/versions/<int:version>")
-def meta_version(version: int):
+@bp.get("/meta/versions/<raw>")
+def meta_version(raw: str):
     ctx = current_context()
-    v = state().services.metadata.version(ctx, version)
+    _admin(ctx)
+    v = state().services.metadata.version(ctx, _version_number(raw, "the version"))
     return respond({**v.summary(), "doc": v.doc, "diff": v.diff, "plan": v.plan, "ownership": v.ownership})
 
 
 @bp.get("/meta/diff")
 def meta_diff():
+    """What changed between two versions: ``?from=N&to=M``."""
     ctx = current_context()
-    a = _int_arg(request.args.get("from"), "from")
-    b = _int_arg(request.args.get("to"), "to")
+    _admin(ctx)
+    a = _version_number(request.args.get("from"), "from")
+    b = _version_number(request.args.get("to"), "to")
     return respond({"from": a, "to": b, "changes": state().services.metadata.diff(ctx, a, b)})
 
 
 @bp.post("/meta/rollback")
 def meta_rollback():
-    """Roll back to an earlier version: a new version whose plan undoes the later ones."""
+    """Roll back to an earlier version: a new version whose plan undoes the later ones.
+    ``{"version": N, "comment", "dry_run"}``."""
     ctx = current_context()
-    data = _json_object(body(), '{"version": N}')
+    _admin(ctx, write=True)
+    data = json_object(body(floats=_FLOATS), ("version", "comment", "dry_run"), '{"version": N, "comment", "dry_run"}')
     target = data.get("version")
-    if not isinstance(target, int) or isinstance(target, bool):
-        raise ValidationError({"version": ["must be an integer"]})
+    if not isinstance(target, int) or isinstance(target, bool) or target < 0:
+        raise ValidationError({"version": ["is required and must be a version number"]})
+    if target > MAX_VERSION:
+        raise NotFound(f"metadata version {target} does not exist")
     comment, _, dry = _options({k: v for k, v in data.items() if k != "version"})
     svc = state().services.metadata
-    if dry:
-        return respond({"plan": svc.preview_rollback(ctx, target).as_dict()})
     plan = svc.preview_rollback(ctx, target)
+    if dry:
+        return respond({"dry_run": True, "plan": plan.as_dict()})
     version = svc.rollback(ctx, target, comment=comment)
-    return respond({"version": version, "plan": plan.as_dict()})
+    return respond({"version": version, "plan": _published(ctx, version, plan.old_version)})
 
 
 @bp.get("/meta/schemas/<kind>")
 def meta_schema(kind: str):
     """The JSON Schema of a metadata kind (object, role, package, app, common)."""
+    current_context()
     if kind not in SCHEMA_FILES:
         raise NotFound(f"no schema {kind!r}; known: {', '.join(SCHEMA_FILES)}")
     return respond(schema(kind), mimetype="application/schema+json")

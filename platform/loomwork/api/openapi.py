@@ -2,12 +2,15 @@
 
 Built with apispec from each object's marshmallow schema, cached on the compiled app
 (so once per tenant and version), and filtered to what the caller may read.
+
+Each object ``deal`` has three component schemas: ``Deal`` (a record as the API returns
+it), ``DealInput`` (the body of a create: required fields without a default are
+required) and ``DealPatch`` (the body of a change: any subset, plus ``row_version``).
 """
 from __future__ import annotations
 
 from typing import Any
 
-import marshmallow as ma
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 
@@ -15,24 +18,33 @@ import loomwork
 from loomwork.metadata.model import label_text
 from loomwork.runtime.compiled import CompiledApp, CompiledObject
 from loomwork.runtime.fieldtypes import AwareDateTimeField, ExactDecimalField, JsonValueField
-from loomwork.runtime.query import DEFAULT_LIMIT, MAX_LIMIT, OPERATORS
+from loomwork.runtime.query import (
+    DEFAULT_LIMIT,
+    MAX_CONDITIONS,
+    MAX_DEPTH,
+    MAX_LIMIT,
+    MAX_LIST,
+    MAX_PATH_HOPS,
+    OPERATORS,
+)
 
 from ..auth import current_context
 from ..state import state
 from . import bp
 from .jsonio import respond
 
-FILTER_GRAMMAR = """\
+FILTER_GRAMMAR = f"""\
 Filter records either with the JSON filter AST in `filter` or with compact parameters.
 
-**AST** (`filter={"and":[{"field":"stage","op":"eq","value":"won"},{"field":"amount","op":"gte","value":"1000"}]}`):
-a node is `{"and": [...]}`, `{"or": [...]}`, `{"not": node}` or `{"field": path, "op": op, "value": v}`.
-`path` is a field name or a dotted path through lookups (`account.industry`, at most 3 hops).
-Operators: `eq ne lt lte gt gte in nin contains icontains starts_with is_null between`.
-`in`/`nin` take a list, `between` takes `[low, high]` (inclusive), `is_null` takes true/false.
+**AST** (`filter={{"and":[{{"field":"stage","op":"eq","value":"won"}},{{"field":"amount","op":"gte","value":"1000"}}]}}`):
+a node is `{{"and": [...]}}`, `{{"or": [...]}}`, `{{"not": node}}` or `{{"field": path, "op": op, "value": v}}`.
+`path` is a field name or a dotted path through lookups (`account.industry`, at most {MAX_PATH_HOPS} hops).
+Operators: `{' '.join(OPERATORS)}` (each field lists the ones it takes in `x-filter-ops`).
+`in`/`nin` take a list (at most {MAX_LIST} values), `between` takes `[low, high]` (inclusive),
+`is_null` takes true/false.
 Variables: `"$user.id"`, `"$now"`, `"$today"` (write `"$$x"` for a literal `$x`).
 Empty values: `ne`, `nin` and `not` keep records whose value is empty; other comparisons never match empty values.
-At most 6 levels deep and 50 conditions.
+At most {MAX_DEPTH} levels deep and {MAX_CONDITIONS} conditions.
 
 **Compact form**: `field__op=value` (`amount__gte=1000&stage__in=new,won&account.name__icontains=acme`);
 `field=value` means `eq`; lists are comma-separated; `null` is the empty value. All conditions are ANDed
@@ -40,6 +52,7 @@ At most 6 levels deep and 50 conditions.
 """
 
 PROBLEM = {"$ref": "#/components/schemas/Problem"}
+DECIMAL_TYPES = (ExactDecimalField,)
 
 
 def _problem_response(description: str) -> dict[str, Any]:
@@ -56,11 +69,84 @@ def _system_properties() -> dict[str, Any]:
         "updated_by": {"type": ["integer", "null"], "readOnly": True},
         "owner_id": {"type": ["integer", "null"], "readOnly": True},
         "row_version": {"type": "integer", "description": "Optimistic concurrency: send it back (or If-Match) to update."},
+        "deleted_at": {**dt, "readOnly": True, "description": "Only on deleted records (history, restore)."},
     }
 
 
-def _component(name: str) -> str:
-    return "".join(p.capitalize() for p in name.split("_"))
+def _component_names(objects: list[str]) -> dict[str, str]:
+    """``deal_item`` -> ``DealItem``, made unique (also against the fixed ``Problem``)."""
+    taken = {"Problem"}
+    out = {}
+    for name in objects:
+        base = "".join(p.capitalize() for p in name.split("_")) or name
+        comp = base
+        n = 2
+        while any(c in taken for c in (comp, f"{comp}Input", f"{comp}Patch")) or comp in ("ProblemInput",):
+            comp = f"{base}{n}"
+            n += 1
+        taken.update((comp, f"{comp}Input", f"{comp}Patch"))
+        out[name] = comp
+    return out
+
+
+def _not_null(prop: dict[str, Any]) -> dict[str, Any]:
+    prop = dict(prop)
+    if isinstance(prop.get("type"), list):
+        kinds = [t for t in prop["type"] if t != "null"]
+        prop["type"] = kinds[0] if len(kinds) == 1 else kinds
+    if "enum" in prop:
+        prop["enum"] = [v for v in prop["enum"] if v is not None]
+    return prop
+
+
+def _field_properties(obj: CompiledObject, converter, locale: str) -> dict[str, dict[str, Any]]:
+    """JSON Schema of each field as it travels (the same for input and output)."""
+    out = {}
+    for name, f in obj.fields.items():
+        field = obj.schema.fields[name]
+        prop = converter.field2property(field)
+        prop["description"] = label_text(f.defn.help, locale, "") or f.defn.title(locale)
+        if isinstance(field, DECIMAL_TYPES):
+            # Written as a JSON number or a string; always returned as a string (no binary floats).
+            prop["type"] = ["string", "number", "null"]
+            prop["pattern"] = r"^-?[0-9]+(\.[0-9]+)?$"
+            prop.pop("x-minimum", None)
+            prop.pop("x-maximum", None)
+            for bound in ("min", "max"):
+                if f.defn.prop(bound) is not None:
+                    prop[f"x-{bound}imum"] = str(f.defn.prop(bound))
+        if isinstance(field, JsonValueField):
+            prop.pop("type", None)
+        if f.defn.type == "autonumber":
+            prop["readOnly"] = True
+        if f.defn.read_only:
+            prop["x-read-only-for-non-admins"] = True
+        if f.defn.type in ("choice", "multi_choice"):
+            prop["x-options"] = [{"value": o["value"], "label": label_text(o.get("label"), locale, o["value"])}
+                                 for o in f.defn.prop("options", ())]
+        if f.defn.type == "lookup":
+            prop["x-lookup"] = f.defn.prop("target")
+        prop["x-filter-ops"] = sorted(f.ftype.filter_ops)
+        prop.pop("default", None)
+        out[name] = prop
+    return out
+
+
+def _schemas(obj: CompiledObject, converter, locale: str) -> tuple[dict, dict, dict]:
+    """(record, create body, patch body) schemas of one object."""
+    props = _field_properties(obj, converter, locale)
+    required = [n for n, f in obj.fields.items()
+                if f.defn.required and f.defn.default is None and f.defn.type != "autonumber"]
+    create_props = {n: (_not_null(p) if n in required else p) for n, p in props.items()}
+    record = {"type": "object", "properties": {**_system_properties(), **props}, "required": ["id", "row_version"],
+              "description": label_text(obj.defn.label, locale, obj.name)}
+    create = {"type": "object", "properties": create_props, "additionalProperties": False}
+    if required:
+        create["required"] = required
+    patch = {"type": "object", "additionalProperties": False,
+             "properties": {**props, "row_version": {
+                 "type": "integer", "description": "The version you read; a stale one gives 409 (like If-Match)."}}}
+    return record, create, patch
 
 
 def build_spec(app: CompiledApp, objects: list[str], locale: str = "en") -> dict[str, Any]:
@@ -69,7 +155,7 @@ def build_spec(app: CompiledApp, objects: list[str], locale: str = "en") -> dict
     spec = APISpec(
         title="Loomwork API", version=f"{loomwork.__version__}+meta.{app.version}", openapi_version="3.1.0",
         plugins=[plugin],
-        info={"description": "Generated from the tenant's metadata (version %d).\n\n%s" % (app.version, FILTER_GRAMMAR)},
+        info={"description": f"Generated from the tenant's metadata (version {app.version}).\n\n{FILTER_GRAMMAR}"},
         servers=[{"url": "/"}],
     )
     plugin.converter.field_mapping[ExactDecimalField] = ("string", "decimal")
@@ -77,17 +163,21 @@ def build_spec(app: CompiledApp, objects: list[str], locale: str = "en") -> dict
     plugin.converter.field_mapping[JsonValueField] = (None, None)
     spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer",
                                                "description": "An API token: POST /api/v1/auth/tokens"})
-    spec.components.security_scheme("session", {"type": "apiKey", "in": "cookie", "name": "loomwork_session"})
+    spec.components.security_scheme("session", {
+        "type": "apiKey", "in": "cookie", "name": "loomwork_session",
+        "description": "A browser session from POST /api/v1/auth/login; unsafe requests must send "
+                       "its csrf_token as the X-CSRF-Token header."})
     spec.components.schema("Problem", {
         "type": "object",
         "properties": {"type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
                        "detail": {"type": "string"},
                        "errors": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "string"}},
                                   "description": "Per-field messages (422); bulk rows are keyed index.field."}},
+        "required": ["title", "status", "detail"],
     })
     params = {
         "filter": {"name": "filter", "in": "query", "schema": {"type": "string"},
-                   "description": "JSON filter AST (see the API description)."},
+                   "description": "JSON filter AST. " + FILTER_GRAMMAR},
         "sort": {"name": "sort", "in": "query", "schema": {"type": "string"},
                  "description": "Comma-separated fields, '-' for descending (at most 4)."},
         "fields": {"name": "fields", "in": "query", "schema": {"type": "string"},
@@ -105,28 +195,38 @@ def build_spec(app: CompiledApp, objects: list[str], locale: str = "en") -> dict
     errors = {str(code): _problem_response(text) for code, text in (
         ("400", "Malformed request or query"), ("401", "Not signed in"), ("403", "Not allowed"),
         ("404", "No such object or record"), ("409", "Stale row_version or conflicting state"),
+        ("413", "Request body too large"), ("415", "Body is not JSON"),
         ("422", "Validation failed; errors per field"))}
+    etag_header = {"ETag": {"description": 'The record\'s version, "<id>-<row_version>".',
+                            "schema": {"type": "string"}}}
+    history_item = {"type": "object", "properties": {
+        "action": {"enum": ["create", "update", "delete", "restore"]},
+        "field": {"type": ["string", "null"]}, "old": {}, "new": {},
+        "changed_by": {"type": ["integer", "null"]}, "changed_at": {"type": "string", "format": "date-time"}}}
 
+    names = _component_names(objects)
     for name in objects:
         obj = app.object(name)
-        comp = _component(name)
-        spec.components.schema(f"{comp}Input", schema=_input_schema(obj))
-        spec.components.schema(comp, {
-            "allOf": [{"type": "object", "properties": _system_properties()}, {"$ref": f"#/components/schemas/{comp}Input"}],
-            "description": label_text(obj.defn.label, locale, name),
-        })
+        comp = names[name]
+        record, create, patch = _schemas(obj, plugin.converter, locale)
+        spec.components.schema(comp, record)
+        spec.components.schema(f"{comp}Input", create)
+        spec.components.schema(f"{comp}Patch", patch)
         ref = {"$ref": f"#/components/schemas/{comp}"}
         ref_in = {"$ref": f"#/components/schemas/{comp}Input"}
+        ref_patch = {"$ref": f"#/components/schemas/{comp}Patch"}
         tag = label_text(obj.defn.plural_label or obj.defn.label, locale, name)
         spec.path(path=f"/api/v1/data/{name}", operations={
             "get": {
                 "tags": [tag], "summary": f"List {tag}", "operationId": f"list_{name}",
+                "description": "Besides the parameters below, any `field__op=value` query parameter filters "
+                               "(see the compact form in the API description).",
                 "parameters": list(params),
                 "responses": {"200": {"description": "A page of records", "content": {"application/json": {"schema": {
                     "type": "object", "properties": {
                         "data": {"type": "array", "items": ref},
                         "next_cursor": {"type": ["string", "null"]},
-                        "count": {"type": "integer"}, "count_kind": {"type": "string"}}}}}},
+                        "count": {"type": "integer"}, "count_kind": {"enum": ["exact", "estimate"]}}}}}},
                     **{c: errors[c] for c in ("400", "401", "403", "404")}},
             },
             "post": {
@@ -134,62 +234,51 @@ def build_spec(app: CompiledApp, objects: list[str], locale: str = "en") -> dict
                 "operationId": f"create_{name}",
                 "requestBody": {"required": True, "content": {"application/json": {"schema": {
                     "oneOf": [ref_in, {"type": "array", "items": ref_in, "maxItems": 1000}]}}}},
-                "responses": {"201": {"description": "Created", "content": {"application/json": {"schema": {
+                "responses": {"201": {"description": "Created", "headers": etag_header,
+                                      "content": {"application/json": {"schema": {
                     "oneOf": [ref, {"type": "object", "properties": {"data": {"type": "array", "items": ref}}}]}}}},
-                    **{c: errors[c] for c in ("400", "401", "403", "404", "422")}},
+                    **{c: errors[c] for c in ("400", "401", "403", "404", "413", "415", "422")}},
             },
         })
-        id_param = {"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}
+        id_param = {"name": "id", "in": "path", "required": True,
+                    "schema": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}}
         if_match = {"name": "If-Match", "in": "header", "schema": {"type": "string"},
                     "description": "The ETag you read; a stale one gives 409."}
+        if_none_match = {"name": "If-None-Match", "in": "header", "schema": {"type": "string"},
+                         "description": "The ETag you have; 304 if the record has not changed."}
         spec.path(path=f"/api/v1/data/{name}/{{id}}", operations={
-            "get": {"tags": [tag], "summary": f"Get one {name}", "operationId": f"get_{name}", "parameters": [id_param],
-                    "responses": {"200": {"description": "The record", "headers": {"ETag": {"schema": {"type": "string"}}},
+            "get": {"tags": [tag], "summary": f"Get one {name}", "operationId": f"get_{name}",
+                    "parameters": [id_param, if_none_match],
+                    "responses": {"200": {"description": "The record", "headers": etag_header,
                                           "content": {"application/json": {"schema": ref}}},
+                                  "304": {"description": "Not modified (If-None-Match)", "headers": etag_header},
                                   **{c: errors[c] for c in ("401", "403", "404")}}},
             "patch": {"tags": [tag], "summary": f"Change fields of a {name}", "operationId": f"update_{name}",
                       "parameters": [id_param, if_match],
-                      "requestBody": {"required": True, "content": {"application/json": {"schema": ref_in}}},
-                      "responses": {"200": {"description": "The updated record", "content": {"application/json": {"schema": ref}}},
-                                    **{c: errors[c] for c in ("400", "401", "403", "404", "409", "422")}}},
+                      "requestBody": {"required": True, "content": {"application/json": {"schema": ref_patch}}},
+                      "responses": {"200": {"description": "The updated record", "headers": etag_header,
+                                            "content": {"application/json": {"schema": ref}}},
+                                    **{c: errors[c] for c in ("400", "401", "403", "404", "409", "413", "415", "422")}}},
             "delete": {"tags": [tag], "summary": f"Delete a {name} (soft; restorable)", "operationId": f"delete_{name}",
                        "parameters": [id_param, if_match],
                        "responses": {"204": {"description": "Deleted"},
-                                     **{c: errors[c] for c in ("401", "403", "404", "409")}}},
+                                     **{c: errors[c] for c in ("400", "401", "403", "404", "409")}}},
         })
         spec.path(path=f"/api/v1/data/{name}/{{id}}/restore", operations={"post": {
             "tags": [tag], "summary": f"Restore a deleted {name}", "operationId": f"restore_{name}",
             "parameters": [id_param],
-            "responses": {"200": {"description": "Restored", "content": {"application/json": {"schema": ref}}},
+            "responses": {"200": {"description": "Restored", "headers": etag_header,
+                                  "content": {"application/json": {"schema": ref}}},
                           **{c: errors[c] for c in ("401", "403", "404", "422")}}}})
         spec.path(path=f"/api/v1/data/{name}/{{id}}/history", operations={"get": {
             "tags": [tag], "summary": f"Field history of a {name}", "operationId": f"history_{name}",
             "parameters": [id_param],
-            "responses": {"200": {"description": "Newest first"}, **{c: errors[c] for c in ("401", "403", "404")}}}})
+            "responses": {"200": {"description": "Newest first", "content": {"application/json": {"schema": {
+                "type": "object", "properties": {"data": {"type": "array", "items": history_item}}}}}},
+                **{c: errors[c] for c in ("401", "403", "404")}}}})
     doc = spec.to_dict()
     doc["security"] = [{"bearer": []}, {"session": []}]
     return doc
-
-
-def _input_schema(obj: CompiledObject) -> ma.Schema:
-    """The writable fields, with metadata (labels, help, required) the plain schema lacks."""
-    fields = {}
-    for name, f in obj.fields.items():
-        field = obj.schema.fields[name]
-        meta = {"description": label_text(f.defn.help, "en", "") or f.defn.title()}
-        if f.defn.type == "autonumber":
-            meta["readOnly"] = True
-        if f.defn.type in ("choice", "multi_choice"):
-            meta["x-options"] = [{"value": o["value"], "label": label_text(o.get("label"), "en", o["value"])}
-                                 for o in f.defn.prop("options", ())]
-        if f.defn.type == "lookup":
-            meta["x-lookup"] = f.defn.prop("target")
-        clone = type(field).__new__(type(field))
-        clone.__dict__.update(field.__dict__)
-        clone.metadata = {**field.metadata, **meta}
-        clone.required = f.defn.required and f.defn.type != "autonumber"
-        fields[name] = clone
-    return ma.Schema.from_dict(fields, name=f"{obj.name}_openapi")()
 
 
 @bp.get("/openapi.json")

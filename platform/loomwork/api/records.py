@@ -3,43 +3,89 @@ from __future__ import annotations
 
 import re
 
-import orjson
 from flask import request
 
-from loomwork.metadata.errors import BadQuery, ConflictError
-from loomwork.runtime.query import DEFAULT_LIMIT, ListRequest, parse_query_string
+from loomwork.metadata.errors import BadQuery, ConflictError, NotFound
+from loomwork.runtime.query import DEFAULT_LIMIT, MAX_LIMIT, ListRequest, parse_query_string
 
 from ..auth import current_context
 from ..state import state
 from . import bp
-from .jsonio import body, respond
+from .jsonio import body, check_query_text, parse, respond
 
-_ETAG = re.compile(r'^\s*(?:W/)?"(\d+)-(\d+)"\s*$')
+#: A record id in a URL: a positive decimal integer that fits in 64 bits.
+_ID = re.compile(r"^[1-9][0-9]{0,18}$")
+#: One entity tag of a record: ``"<id>-<row_version>"``, possibly weak (``W/``).
+_ETAG = re.compile(r'^(W/)?"([0-9]{1,19})-([0-9]{1,19})"$')
+#: Parameters that must come at most once (the compact filter may repeat a field).
+_SINGLE = ("filter", "sort", "fields", "limit", "cursor", "count", "search")
 
 
 def etag(record: dict) -> str:
     return f'"{record["id"]}-{record["row_version"]}"'
 
 
-def if_match(record_id: str) -> int | None:
-    """The ``row_version`` the client claims from ``If-Match``, if any."""
+def record_id(object_name: str, raw: str) -> int:
+    """The id in the URL, or 404 (``abc``, ``0``, ``01``, ``1.5`` and huge numbers name no record)."""
+    if not _ID.match(raw) or int(raw) > 2**63 - 1:
+        raise NotFound(f"no {object_name} record {raw[:40]!r}")
+    return int(raw)
+
+
+def _etags(header: str) -> list[tuple[bool, int, int] | None]:
+    """Parse an ``If-Match``/``If-None-Match`` list: ``(weak, id, version)`` or ``None`` for a
+    tag that is not one of ours (which then simply never matches)."""
+    out: list[tuple[bool, int, int] | None] = []
+    for part in header.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        m = _ETAG.match(part)
+        out.append((bool(m.group(1)), int(m.group(2)), int(m.group(3))) if m else None)
+    return out
+
+
+def if_match(rid: int) -> int | None:
+    """The ``row_version`` the client claims from ``If-Match``, if any.
+
+    :raises BadQuery: for a header that is not an entity tag.
+    :raises ConflictError: for a tag of another record (it cannot be this one's current version).
+    """
     header = request.headers.get("If-Match")
     if header is None or header.strip() == "*":
         return None
-    m = _ETAG.match(header)
-    if not m or m.group(1) != str(record_id).lstrip("0"):
-        raise ConflictError("If-Match does not name this record's current version; fetch it again")
-    return int(m.group(2))
+    tags = _etags(header)
+    if len(tags) != 1 or tags[0] is None:
+        raise BadQuery('If-Match takes one ETag as returned by GET, like "12-3"')
+    _weak, tag_id, version = tags[0]
+    if tag_id != rid:
+        raise ConflictError("If-Match names another record; fetch this one and send its ETag")
+    return version
+
+
+def not_modified(record: dict) -> bool:
+    """``If-None-Match`` (weak comparison, RFC 9110 §13.1.2) matches the current record."""
+    header = request.headers.get("If-None-Match")
+    if header is None:
+        return False
+    if header.strip() == "*":
+        return True
+    return any(t is not None and (t[1], t[2]) == (record["id"], record["row_version"]) for t in _etags(header))
 
 
 def list_request() -> ListRequest:
     args = request.args
+    for name, value in args.items(multi=True):
+        check_query_text(name, value)
+    for name in _SINGLE:
+        if len(args.getlist(name)) > 1:
+            raise BadQuery(f"give {name} at most once")
     req = ListRequest()
     if "filter" in args:
-        try:
-            req.filter = orjson.loads(args["filter"])
-        except orjson.JSONDecodeError:
-            raise BadQuery("filter must be a JSON filter AST (see the API guide) or use field__op=value") from None
+        req.filter = parse(args["filter"], "filter")
+        if req.filter is None:
+            raise BadQuery("filter must be a JSON filter AST such as "
+                           '{"field": "stage", "op": "eq", "value": "won"}, or use field__op=value')
     compact = parse_query_string(list(args.items(multi=True)))
     if compact is not None:
         req.filter = compact if req.filter is None else {"and": [req.filter, compact]}
@@ -47,12 +93,12 @@ def list_request() -> ListRequest:
         req.sort = [s for s in args["sort"].split(",") if s]
     if "fields" in args:
         req.fields = [f for f in args["fields"].split(",") if f]
-    try:
-        req.limit = int(args.get("limit", DEFAULT_LIMIT))
-    except ValueError:
-        raise BadQuery("limit must be a whole number") from None
+    limit = args.get("limit", str(DEFAULT_LIMIT))
+    if not limit.isascii() or not limit.isdigit() or len(limit) > 6:
+        raise BadQuery(f"limit must be a whole number from 1 to {MAX_LIMIT}")
+    req.limit = int(limit)
     req.cursor = args.get("cursor") or None
-    req.count = args.get("count", "none")
+    req.count = args.get("count") or "none"
     req.search = args.get("search") or None
     return req
 
@@ -81,39 +127,41 @@ def create_records(object_name: str):
                                  "Location": f"{bp.url_prefix}/data/{object_name}/{record['id']}"})
 
 
-@bp.get("/data/<object_name>/<record_id>")
-def get_record(object_name: str, record_id: str):
+@bp.get("/data/<object_name>/<raw_id>")
+def get_record(object_name: str, raw_id: str):
     ctx = current_context()
-    record = state().services.records.get(ctx, object_name, record_id)
-    tag = etag(record)
-    if request.headers.get("If-None-Match") == tag:
-        return respond(None, 304, {"ETag": tag})
-    return respond(record, 200, {"ETag": tag})
+    record = state().services.records.get(ctx, object_name, record_id(object_name, raw_id))
+    headers = {"ETag": etag(record), "Cache-Control": "private, no-cache"}
+    if not_modified(record):
+        return respond(None, 304, headers)
+    return respond(record, 200, headers)
 
 
-@bp.patch("/data/<object_name>/<record_id>")
-def update_record(object_name: str, record_id: str):
+@bp.patch("/data/<object_name>/<raw_id>")
+def update_record(object_name: str, raw_id: str):
     ctx = current_context()
-    expected = if_match(record_id)
-    record = state().services.records.update(ctx, object_name, record_id, body(), expected_version=expected)
+    rid = record_id(object_name, raw_id)
+    expected = if_match(rid)
+    record = state().services.records.update(ctx, object_name, rid, body(), expected_version=expected)
     return respond(record, 200, {"ETag": etag(record)})
 
 
-@bp.delete("/data/<object_name>/<record_id>")
-def delete_record(object_name: str, record_id: str):
+@bp.delete("/data/<object_name>/<raw_id>")
+def delete_record(object_name: str, raw_id: str):
     ctx = current_context()
-    state().services.records.delete(ctx, object_name, record_id, expected_version=if_match(record_id))
+    rid = record_id(object_name, raw_id)
+    state().services.records.delete(ctx, object_name, rid, expected_version=if_match(rid))
     return respond(None, 204)
 
 
-@bp.post("/data/<object_name>/<record_id>/restore")
-def restore_record(object_name: str, record_id: str):
+@bp.post("/data/<object_name>/<raw_id>/restore")
+def restore_record(object_name: str, raw_id: str):
     ctx = current_context()
-    record = state().services.records.restore(ctx, object_name, record_id)
+    record = state().services.records.restore(ctx, object_name, record_id(object_name, raw_id))
     return respond(record, 200, {"ETag": etag(record)})
 
 
-@bp.get("/data/<object_name>/<record_id>/history")
-def record_history(object_name: str, record_id: str):
+@bp.get("/data/<object_name>/<raw_id>/history")
+def record_history(object_name: str, raw_id: str):
     ctx = current_context()
-    return respond({"data": state().services.records.history(ctx, object_name, record_id)})
+    return respond({"data": state().services.records.history(ctx, object_name, record_id(object_name, raw_id))})

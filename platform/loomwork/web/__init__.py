@@ -6,9 +6,16 @@ is the minimum a person needs to sign in and find the API.
 from __future__ import annotations
 
 from flask import Blueprint, redirect, render_template, request, session, url_for
+from werkzeug.exceptions import Forbidden
 
-from loomwork.metadata.errors import AuthenticationRequired, LoomworkError, ValidationError
+from loomwork.metadata.errors import (
+    AuthenticationRequired,
+    LoomworkError,
+    PermissionDenied,
+    ValidationError,
+)
 from loomwork.metadata.model import label_text
+from loomwork.runtime.tenancy import TENANT_NAME
 
 from .. import auth
 from ..state import state
@@ -16,32 +23,42 @@ from ..state import state
 bp = Blueprint("web", __name__)
 
 
+def _workspace(raw: str | None) -> str:
+    """The tenant a sign-in page is for: ``/login?tenant=acme``, else the default one.
+
+    The page never lists tenants: their names are not for anonymous visitors to collect.
+    """
+    return raw if raw and TENANT_NAME.match(raw) else state().settings.default_tenant
+
+
 @bp.get("/login")
 def login_form():
-    st = state()
-    return render_template("login.html", csrf=auth.csrf_token(), error=None,
-                           tenants=[t["name"] for t in st.platform.tenants()],
-                           default_tenant=st.settings.default_tenant)
+    tenant = _workspace(request.args.get("tenant"))
+    return render_template("login.html", csrf=auth.csrf_token(), error=None, tenants=[tenant],
+                           default_tenant=tenant)
 
 
 @bp.post("/login")
 def login_submit():
-    st = state()
-    tenants = [t["name"] for t in st.platform.tenants()]
+    asked = request.form.get("tenant") or None  # a bad name fails like a wrong password
+    tenant = _workspace(asked)
     try:
         auth.check_csrf(request.form.get("csrf_token"))
-        auth.login(request.form.get("tenant") or None, request.form.get("username", ""),
-                   request.form.get("password", ""))
-    except (AuthenticationRequired, LoomworkError) as exc:
-        return render_template("login.html", csrf=auth.csrf_token(), error=exc.message, tenants=tenants,
-                               default_tenant=request.form.get("tenant") or st.settings.default_tenant,
-                               username=request.form.get("username", "")), exc.status
+        auth.login(asked, request.form.get("username", ""), request.form.get("password", ""))
+    except LoomworkError as exc:
+        return render_template("login.html", csrf=auth.csrf_token(), error=exc.message, tenants=[tenant],
+                               default_tenant=tenant, username=request.form.get("username", "")), \
+            exc.status, getattr(exc, "headers", {})
     return redirect(url_for("web.home"))
 
 
 @bp.post("/logout")
 def logout_submit():
-    auth.check_csrf(request.form.get("csrf_token"))
+    if session.get("uid"):
+        try:
+            auth.check_csrf(request.form.get("csrf_token"))
+        except PermissionDenied as exc:
+            raise Forbidden(exc.message) from None
     auth.logout()
     return redirect(url_for("web.login_form"))
 
@@ -67,11 +84,14 @@ def password():
         ctx = auth.current_context()
     except AuthenticationRequired:
         return redirect(url_for("web.login_form"))
+    except PermissionDenied as exc:  # a POST without the form's CSRF token
+        raise Forbidden(exc.message) from None
     message, error = None, None
     if request.method == "POST":
         try:
             state().services.users.set_password(ctx, ctx.actor.id, request.form.get("new_password", ""),
                                                 old_password=request.form.get("old_password", ""))
+            auth.refresh_session(ctx)
             message = "Your password has been changed."
         except ValidationError as exc:
             error = "; ".join(f"{k.replace('_', ' ')} {', '.join(v)}" for k, v in exc.errors.items())
