@@ -8,7 +8,9 @@ publish made by any other without a restart.
 """
 from __future__ import annotations
 
+import functools
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -62,6 +64,13 @@ class CompiledObject:
     @property
     def name(self) -> str:
         return self.defn.name
+
+    @functools.cached_property
+    def has_unique(self) -> bool:
+        """Whether a write can violate a unique index (then it runs in a savepoint, so
+        the violation can be explained as a field error)."""
+        return any(f.defn.unique for f in self.fields.values()) or any(
+            i.unique for i in self.defn.indexes.values())
 
     def column(self, name: str) -> sa.Column:
         return self.table.c[name]
@@ -137,12 +146,17 @@ def compile_object(obj: ObjectDef, types: Mapping[str, FieldType], sa_metadata: 
     return CompiledObject(obj, table, fields, schema_cls(unknown=ma.RAISE))
 
 
+#: How stale (seconds) the metadata version may be for a read; see :meth:`Runtime.compiled`.
+READ_MAX_AGE = 0.2
+
+
 class Runtime:
     """The runtime of one process: the field-type registry and the compiled cache."""
 
     def __init__(self, field_types: Mapping[str, FieldType]) -> None:
         self.field_types = dict(field_types)
         self._cache: dict[tuple[str, str], CompiledApp] = {}
+        self._checked: dict[tuple[str, str], float] = {}
         self._lock = threading.Lock()
 
     def validate(self, doc: Mapping[str, Any]) -> None:
@@ -152,19 +166,34 @@ class Runtime:
     def compile(self, doc: Mapping[str, Any], version: int) -> CompiledApp:
         return CompiledApp(AppMetadata.from_doc(doc, version), self.field_types)
 
+    def expire(self, tenant: Tenant) -> None:
+        """Make the next read check the version again (after a publish in this process)."""
+        self._checked.pop(tenant.cache_key, None)
+
     def cached_version(self, tenant: Tenant) -> int | None:
         """The version this process last compiled for ``tenant`` (no database access)."""
         cached = self._cache.get(tenant.cache_key)
         return cached.version if cached is not None else None
 
-    def compiled(self, tenant: Tenant, conn: sa.Connection | None = None) -> CompiledApp:
-        """The tenant's compiled metadata at its published version."""
+    def compiled(self, tenant: Tenant, conn: sa.Connection | None = None, *,
+                 max_age: float = 0.0) -> CompiledApp:
+        """The tenant's compiled metadata at its published version.
+
+        :param max_age: reads may pass :data:`READ_MAX_AGE` to reuse a version confirmed
+            that recently instead of asking the database again (a read against metadata a
+            fraction of a second old is the same as a read that started earlier). Writes
+            leave it at 0: they check the version inside their own transaction.
+        """
+        key = tenant.cache_key
+        cached = self._cache.get(key)
+        if max_age and cached is not None and time.monotonic() - self._checked.get(key, 0.0) < max_age:
+            return cached
         if conn is None:
             with tenant.read() as c:
                 return self.compiled(tenant, c)
         version = store.head(conn)
-        cached = self._cache.get(tenant.cache_key)
         if cached is not None and cached.version == version:
+            self._checked[key] = time.monotonic()
             return cached
         stored = store.get(conn, version)
         try:
@@ -174,7 +203,8 @@ class Runtime:
         with self._lock:
             current = self._cache.get(tenant.cache_key)
             if current is None or current.version < version:
-                self._cache[tenant.cache_key] = app
+                self._cache[key] = app
+                self._checked[key] = time.monotonic()
         return app
 
 

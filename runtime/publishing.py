@@ -162,7 +162,9 @@ class MetadataService:
         self._require_admin(ctx)
         for attempt in range(RETRIES):
             try:
-                return self._publish_once(ctx, doc, comment, base_version, package)
+                version = self._publish_once(ctx, doc, comment, base_version, package)
+                self.runtime.expire(ctx.tenant)
+                return version
             except sa.exc.OperationalError as exc:
                 # PostgreSQL lock_timeout (55P03): someone held the table; try again shortly.
                 if getattr(exc.orig, "sqlstate", None) != "55P03" or attempt == RETRIES - 1:

@@ -8,16 +8,43 @@ permissions and rules::
                      {"not": {"field": "account.industry", "op": "in", "value": ["retail"]}}]}]}
 
 Identifiers come only from metadata and every value is a bound parameter. NULL
-semantics are written down in ``docs/api-guide.md``: ``ne``/``nin`` keep rows whose
-value is empty (as people expect "stage is not won" to), ``eq null`` means
-``is_null``, comparisons never match an empty value, and in sorting an empty value
-counts as the largest (last ascending, first descending) on every dialect.
+semantics are written down in ``docs/api-guide.md`` (decision D10) and are the same on
+every dialect:
+
+* the *empty* value is SQL NULL; for JSON columns also JSON ``null``, and for a
+  multi-choice field also ``[]``;
+* ``eq null`` means ``is_null`` and ``ne null`` means ``is_null false``; ``in``/``nin``
+  lists may hold ``null`` for "empty" the same way;
+* ``ne``, ``nin`` and ``not`` keep rows whose value is empty ("stage is not won"
+  includes deals with no stage), so a filter is two-valued: an unknown comparison is
+  simply false, also under ``not``;
+* every other comparison (``lt`` ... ``between``, ``contains`` ...) never matches an
+  empty value, and takes no ``null`` operand;
+* a path through a lookup whose record is missing or soft-deleted is empty;
+* in sorting (and so in keyset cursors) an empty value counts as the largest: last
+  ascending, first descending.
+
+``contains`` and ``starts_with`` are case-sensitive, ``icontains`` and ``search`` are
+not (SQLite folds ASCII letters only); ``%`` and ``_`` in values match literally.
+Values are parsed by the field's type, not checked against what it may store (ranges,
+lengths, patterns). Variables: ``$user.id`` (empty for the system actor), ``$now`` and
+``$today`` (UTC); ``$$x`` is the literal text ``$x``.
+
+Pages are keyset pages: a cursor carries the sort spec, a key of the filter and the sort
+values of the last row; the next page is the rows after those values in sort order
+(``id`` ends every sort, so the order is total). The list path is hot, so every page is
+written to start at its place in an index: a row-value comparison when all sort keys
+are NOT NULL and share a direction, empty values of a nullable first key read as a
+block of their own, and on SQLite (which plans without statistics) an index-order probe
+before trusting its choice of index (see :meth:`QueryService._arms`, ``_probe``).
 """
 from __future__ import annotations
 
 import base64
+import copy
 import datetime as dt
 import hashlib
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -26,64 +53,165 @@ from typing import Any
 import marshmallow as ma
 import orjson
 import sqlalchemy as sa
+from marshmallow import fields as mf
+from marshmallow import validate as mv
+from sqlalchemy.dialects import postgresql
 
-from loomwork.metadata.errors import BadQuery, LoomworkError
+from loomwork.metadata.diff import desired_indexes
+from loomwork.metadata.errors import BadQuery
+
 from .compiled import CompiledApp, CompiledObject
 from .context import Context
-from .fieldtypes import COMPARE_OPS, TEXT_OPS
+from .fieldtypes import COMPARE_OPS, AwareDateTimeField, MultiChoiceType
+from .sqltypes import JSONDoc
 
 OPERATORS = ("eq", "ne", "lt", "lte", "gt", "gte", "in", "nin", "contains", "icontains",
              "starts_with", "is_null", "between")
+VARIABLES = ("$user.id", "$now", "$today")
 MAX_DEPTH = 6
 MAX_CONDITIONS = 50
 MAX_LIST = 500
 MAX_PATH_HOPS = 3
+MAX_SORT = 4
 DEFAULT_LIMIT, MAX_LIMIT = 50, 500
-
-#: System columns: (filter ops, parser of a JSON/query-string value, nullable)
-_SYSTEM = {
-    "id": (COMPARE_OPS, "int", False),
-    "created_at": (COMPARE_OPS, "datetime", False),
-    "updated_at": (COMPARE_OPS, "datetime", False),
-    "created_by": (COMPARE_OPS, "int", True),
-    "updated_by": (COMPARE_OPS, "int", True),
-    "owner_id": (COMPARE_OPS, "int", True),
-    "row_version": (COMPARE_OPS, "int", False),
-}
+MAX_CURSOR = 256 * 1024
 UNSORTABLE_TYPES = frozenset({"json", "multi_choice", "long_text"})
 
-
-@dataclass(frozen=True)
-class Resolved:
-    """A field path resolved to a column (possibly through joined lookups)."""
-
-    path: str
-    column: sa.ColumnElement
-    object: CompiledObject
-    name: str
-
-    @property
-    def fdef(self):
-        f = self.object.fields.get(self.name)
-        return f.defn if f else None
-
-    @property
-    def type_name(self) -> str:
-        f = self.object.fields.get(self.name)
-        return f.defn.type if f else f"system:{self.name}"
+#: System columns a filter or sort may name, with the parser of their values.
+_SYSTEM: dict[str, mf.Field] = {
+    "id": mf.Integer(strict=True, allow_none=True),
+    "created_at": AwareDateTimeField(format="iso", allow_none=True),
+    "updated_at": AwareDateTimeField(format="iso", allow_none=True),
+    "created_by": mf.Integer(strict=True, allow_none=True),
+    "updated_by": mf.Integer(strict=True, allow_none=True),
+    "owner_id": mf.Integer(strict=True, allow_none=True),
+    "row_version": mf.Integer(strict=True, allow_none=True),
+}
+_INTEGER_TEXT = re.compile(r"-?[0-9]{1,20}")
+_MALFORMED_CURSOR = "cursor is malformed; use next_cursor from a previous page unchanged"
 
 
 def _like_escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-class FilterCompiler:
-    """Compiles a filter AST against one object, collecting the joins it needs."""
+def _show(raw: Any) -> str:
+    text = repr(raw)
+    return text if len(text) <= 80 else text[:77] + "..."
 
-    def __init__(self, app: CompiledApp, obj: CompiledObject, ctx: Context, can_read) -> None:
+
+def _int_bits(column: sa.ColumnElement) -> int:
+    """Signed bits of an integer column, so an out-of-range value is a 400, not a driver error."""
+    t = column.type
+    if isinstance(t, sa.BigInteger):
+        return 63
+    if isinstance(t, sa.SmallInteger):
+        return 15
+    if isinstance(t, sa.Integer):
+        return 31
+    return 63
+
+
+def _value_field(app: CompiledApp, obj: CompiledObject, name: str, *, choices: bool) -> mf.Field:
+    """The marshmallow field that parses filter values (or cursor values) of ``obj.name``.
+
+    The object's input schema also checks ranges, lengths, patterns and e-mail syntax.
+    Those say what may be *stored*, not what a stored value may be *compared with*
+    (``employees lt -1`` is a fine question), so they are dropped; type parsing stays.
+    Filters keep choice lists (``stage eq "wno"`` is a typo worth a 400); cursors carry
+    stored values and keep nothing. Built once per metadata version.
+    """
+    if name in _SYSTEM:
+        return _SYSTEM[name]
+
+    def build() -> mf.Field:
+        f = obj.schema.fields[name]
+        if isinstance(f, mf.List):  # multi-choice: a filter value is one option
+            f = f.inner
+        f = copy.copy(f)
+        f.validators = [v for v in f.validators if choices and isinstance(v, mv.OneOf)]
+        return f
+
+    return app.artefact(f"query.value:{obj.name}.{name}:{'filter' if choices else 'cursor'}", build)
+
+
+def _parse(parser: mf.Field, column: sa.ColumnElement, raw: Any, path: str) -> Any:
+    """Turn a JSON or query-string value into the column's Python value (``None``: empty)."""
+    if isinstance(raw, str):  # the compact query-string form has text only
+        if isinstance(parser, mf.Integer) and _INTEGER_TEXT.fullmatch(raw):
+            raw = int(raw)
+        elif isinstance(parser, mf.Boolean) and raw in ("true", "false"):
+            raw = raw == "true"
+    try:
+        value = parser.deserialize(raw)
+    except ma.ValidationError as exc:
+        msgs = exc.messages if isinstance(exc.messages, list) else [str(exc.messages)]
+        raise BadQuery(f"{path}: {_show(raw)} is not valid here ({str(msgs[0]).rstrip('.')})") from None
+    except (TypeError, ValueError, ArithmeticError):
+        raise BadQuery(f"{path}: {_show(raw)} is not valid here") from None
+    if isinstance(value, str) and "\x00" in value:  # PostgreSQL cannot even bind it
+        raise BadQuery(f"{path}: text must not contain NUL (\\x00) characters")
+    if isinstance(value, int) and not isinstance(value, bool):
+        bits = _int_bits(column)
+        if not -(2**bits) <= value < 2**bits:
+            raise BadQuery(f"{path}: {value} is out of range")
+    return value
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A field path resolved to a column (possibly of a joined lookup target)."""
+
+    path: str
+    column: sa.ColumnElement
+    object: CompiledObject
+    name: str
+    parser: mf.Field
+
+    @property
+    def type_name(self) -> str:
+        f = self.object.fields.get(self.name)
+        return f.defn.type if f else "system"
+
+    @property
+    def kind(self) -> str:
+        """``a text field``, ``an integer field``, ``the system field id`` (for messages)."""
+        if self.name not in self.object.fields:
+            return f"the system field {self.name}"
+        article = "an" if self.type_name[0] in "aeiou" else "a"
+        return f"{article} {self.type_name} field"
+
+    @property
+    def ops(self) -> frozenset[str]:
+        f = self.object.fields.get(self.name)
+        return f.ftype.filter_ops if f else COMPARE_OPS
+
+    @property
+    def multi(self) -> bool:
+        f = self.object.fields.get(self.name)
+        return f is not None and isinstance(f.ftype, MultiChoiceType)
+
+
+class FilterCompiler:
+    """Compiles filter ASTs against one object, collecting the joins their paths need."""
+
+    def __init__(self, app: CompiledApp, obj: CompiledObject, ctx: Context, can_read,
+                 dialect: str = "sqlite") -> None:
         self.app, self.obj, self.ctx, self.can_read = app, obj, ctx, can_read
-        self.joins: dict[str, tuple[sa.Table, sa.ColumnElement]] = {}
+        self.dialect = dialect
+        self.joins: dict[str, tuple[sa.FromClause, sa.ColumnElement]] = {}
         self.conditions = 0
+
+    def compile(self, node: Any) -> sa.ColumnElement:
+        """One filter AST as a boolean SQL expression. :raises BadQuery:"""
+        self.conditions = 0
+        return self._node(node, 0)
+
+    def select_from(self) -> sa.FromClause:
+        src: sa.FromClause = self.obj.table
+        for alias, on in self.joins.values():
+            src = src.outerjoin(alias, on)
+        return src
 
     # -- paths ------------------------------------------------------------
     def resolve(self, path: Any, *, purpose: str = "filter") -> Resolved:
@@ -102,113 +230,113 @@ class FilterCompiler:
                 raise BadQuery(f"{purpose}: unknown field {path!r}")
             prefix = f"{prefix}.{hop}" if prefix else hop
             if prefix not in self.joins:
-                alias = target.table.alias(f"j{len(self.joins) + 1}")
+                # A missing or soft-deleted parent makes every value behind it empty. The
+                # alias is in the reserved lw_ namespace, so no object table is named alike.
+                alias = target.table.alias(f"lw_j{len(self.joins) + 1}")
                 on = sa.and_(alias.c.id == table.c[hop], alias.c.deleted_at.is_(None))
                 self.joins[prefix] = (alias, on)
             table, obj = self.joins[prefix][0], target
         name = parts[-1]
         if name not in obj.fields and name not in _SYSTEM:
-            raise BadQuery(f"{purpose}: unknown field {path!r} of {obj.name}")
-        return Resolved(path, table.c[name], obj, name)
+            hint = " (compact filters are written path__op=value)" if "__" in name else ""
+            raise BadQuery(f"{purpose}: unknown field {path!r} of {obj.name}{hint}")
+        return Resolved(path, table.c[name], obj, name, _value_field(self.app, obj, name, choices=True))
 
     # -- values -----------------------------------------------------------
-    def value(self, r: Resolved, raw: Any, op: str) -> Any:
+    def value(self, r: Resolved, raw: Any) -> Any:
+        """A filter operand as a Python value of the field's type (``None``: empty)."""
         if isinstance(raw, str) and raw.startswith("$"):
-            if raw.startswith("$$"):
-                raw = raw[1:]
-            elif raw == "$user.id":
+            if not raw.startswith("$$"):
+                return self._variable(r, raw)
+            raw = raw[1:]  # "$$x" is the literal text "$x"
+        return _parse(r.parser, r.column, raw, r.path)
+
+    def _variable(self, r: Resolved, name: str) -> Any:
+        """``$user.id`` (empty for the system actor), ``$now`` and ``$today`` (UTC)."""
+        p = r.parser
+        if name == "$user.id":
+            if isinstance(p, mf.Integer):
                 return self.ctx.actor.id
-            elif raw == "$now":
+        elif name == "$now":
+            if isinstance(p, mf.DateTime):
                 return self.ctx.now()
-            elif raw == "$today":
-                return self.ctx.now().date()
-            else:
-                raise BadQuery(f"unknown variable {raw!r} (known: $user.id, $now, $today)")
-        if r.name in _SYSTEM:
-            kind = _SYSTEM[r.name][1]
-            try:
-                if kind == "int":
-                    if isinstance(raw, bool) or not isinstance(raw, (int, str)):
-                        raise ValueError
-                    return int(raw)
-                value = dt.datetime.fromisoformat(raw) if isinstance(raw, str) else None
-                if value is None or value.tzinfo is None:
-                    raise ValueError
-                return value
-            except ValueError:
-                raise BadQuery(f"{r.path}: {raw!r} is not a valid {'integer' if kind == 'int' else 'datetime with offset'}") from None
-        f = r.object.fields[r.name]
-        if op in ("contains", "icontains", "starts_with") and f.defn.type != "multi_choice":
-            if not isinstance(raw, str) or not raw:
-                raise BadQuery(f"{r.path}: {op} needs a non-empty text")
-            return raw
-        ma_field = r.object.schema.fields[r.name]
-        if f.defn.type == "multi_choice":
-            ma_field = ma_field.inner
-        try:
-            return ma_field.deserialize(raw)
-        except ma.ValidationError as exc:
-            msgs = exc.messages if isinstance(exc.messages, list) else [str(exc.messages)]
-            raise BadQuery(f"{r.path}: {raw!r} is not valid here ({str(msgs[0]).rstrip('.')})") from None
+            if isinstance(p, mf.Date):
+                raise BadQuery(f"{r.path}: $now is a moment; compare a date field with $today")
+        elif name == "$today":
+            today = self.ctx.now().astimezone(dt.UTC).date()
+            if isinstance(p, mf.DateTime):
+                return dt.datetime.combine(today, dt.time(), dt.UTC)
+            if isinstance(p, mf.Date):
+                return today
+        else:
+            raise BadQuery(f"{r.path}: unknown variable {name!r} (known: {', '.join(VARIABLES)}; "
+                           f"write $$ for a literal $)")
+        raise BadQuery(f"{r.path}: {name} cannot be compared with {r.kind}")
 
     # -- conditions -------------------------------------------------------
-    def compile(self, node: Any, depth: int = 0) -> sa.ColumnElement:
-        if depth > MAX_DEPTH:
-            raise BadQuery(f"filter is nested deeper than {MAX_DEPTH} levels")
+    def _node(self, node: Any, depth: int) -> sa.ColumnElement:
         if not isinstance(node, Mapping) or not node:
             raise BadQuery("each filter node must be an object: {and|or: [...]}, {not: ...} or {field, op, value}")
         keys = set(node)
-        if keys == {"and"} or keys == {"or"}:
+        if keys in ({"and"}, {"or"}, {"not"}):
+            if depth + 1 > MAX_DEPTH:
+                raise BadQuery(f"filter is nested deeper than {MAX_DEPTH} levels")
             (kind, items), = node.items()
+            if kind == "not":
+                # Unknown (NULL) counts as false, so "not (stage eq won)" keeps empty
+                # stages, exactly like "stage ne won".
+                return sa.not_(sa.func.coalesce(self._node(items, depth + 1), sa.false()))
             if not isinstance(items, list) or not items:
                 raise BadQuery(f"{kind!r} needs a non-empty list of conditions")
-            parts = [self.compile(i, depth + 1) for i in items]
+            parts = [self._node(i, depth + 1) for i in items]
             return sa.and_(*parts) if kind == "and" else sa.or_(*parts)
-        if keys == {"not"}:
-            # An unknown (NULL) inner result counts as false, so "not (stage eq won)"
-            # keeps empty stages, exactly like "stage ne won".
-            return sa.not_(sa.func.coalesce(self.compile(node["not"], depth + 1), sa.false()))
-        if "field" in keys and "op" in keys and keys <= {"field", "op", "value"}:
-            return self.condition(node["field"], node["op"], node.get("value"))
-        raise BadQuery(f"unrecognised filter node with keys {sorted(keys)}")
+        if keys == {"field", "op", "value"}:
+            return self.condition(node["field"], node["op"], node["value"])
+        if keys == {"field", "op"}:
+            raise BadQuery(f"condition on {_show(node['field'])} needs a value")
+        raise BadQuery(f"unrecognised filter node with keys {sorted(map(str, keys))}")
 
     def condition(self, path: Any, op: Any, raw: Any) -> sa.ColumnElement:
+        """One ``{field, op, value}`` condition."""
         self.conditions += 1
         if self.conditions > MAX_CONDITIONS:
             raise BadQuery(f"filter has more than {MAX_CONDITIONS} conditions")
+        if not isinstance(op, str) or op not in OPERATORS:
+            raise BadQuery(f"unknown operator {_show(op)}; known: {', '.join(OPERATORS)}")
         r = self.resolve(path)
-        if op not in OPERATORS:
-            raise BadQuery(f"unknown operator {op!r}; known: {', '.join(OPERATORS)}")
-        allowed = _SYSTEM[r.name][0] if r.name in _SYSTEM else r.object.fields[r.name].ftype.filter_ops
-        if op not in allowed:
-            raise BadQuery(f"{r.path}: operator {op!r} does not apply to a {r.type_name} field")
+        if op not in r.ops:
+            raise BadQuery(f"{r.path}: operator {op!r} does not apply to {r.kind}")
         col = r.column
         if op == "is_null":
             if not isinstance(raw, bool):
                 raise BadQuery(f"{r.path}: is_null needs true or false")
-            if r.type_name == "multi_choice":
-                empty = sa.or_(col.is_(None), sa.func.coalesce(self._json_len(col), 0) == 0)
-                return empty if raw else sa.not_(empty)
-            return col.is_(None) if raw else col.is_not(None)
-        if op in ("eq", "ne") and raw is None:
-            return col.is_(None) if op == "eq" else col.is_not(None)
+            return self._empty(r) if raw else sa.not_(self._empty(r))
         if op in ("in", "nin"):
             if not isinstance(raw, list) or not raw or len(raw) > MAX_LIST:
                 raise BadQuery(f"{r.path}: {op} needs a list of 1 to {MAX_LIST} values")
-            values = [self.value(r, v, op) for v in raw]
-            return col.in_(values) if op == "in" else sa.or_(col.not_in(values), col.is_(None))
+            values = [self.value(r, v) for v in raw]
+            present = [v for v in values if v is not None]
+            with_empty = len(present) < len(values)
+            if op == "in":
+                match = col.in_(present) if present else sa.false()
+                return sa.or_(match, col.is_(None)) if with_empty else match
+            if with_empty:  # "not one of these, and not empty"
+                return col.not_in(present) if present else col.is_not(None)
+            return sa.or_(col.not_in(present), col.is_(None))
         if op == "between":
             if not isinstance(raw, list) or len(raw) != 2:
                 raise BadQuery(f"{r.path}: between needs [low, high]")
-            lo, hi = (self.value(r, v, op) for v in raw)
+            lo, hi = (self.value(r, v) for v in raw)
+            if lo is None or hi is None:
+                raise BadQuery(f"{r.path}: between needs two values, not null")
             return col.between(lo, hi)
-        if r.type_name == "multi_choice":  # contains: the list holds this option
-            return self._json_contains(col, self.value(r, raw, op))
-        value = self.value(r, raw, op)
-        if op == "eq":
-            return col == value
-        if op == "ne":
-            return sa.or_(col != value, col.is_(None))
+        value = self.value(r, raw)
+        if op in ("eq", "ne"):
+            if value is None:
+                return self._empty(r) if op == "eq" else sa.not_(self._empty(r))
+            return col == value if op == "eq" else sa.or_(col != value, col.is_(None))
+        if value is None:
+            raise BadQuery(f"{r.path}: {op} needs a value; use is_null to find empty values")
         if op == "lt":
             return col < value
         if op == "lte":
@@ -217,34 +345,42 @@ class FilterCompiler:
             return col > value
         if op == "gte":
             return col >= value
-        if op == "contains":
-            return col.like(f"%{_like_escape(value)}%", escape="\\")
+        if r.multi:  # contains on a multi-choice field: the list holds this option
+            return self._json_contains(col, value)
+        if not isinstance(value, str) or not value:
+            raise BadQuery(f"{r.path}: {op} needs a non-empty text")
+        return self._text_match(col, op, value)
+
+    def _text_match(self, col: sa.ColumnElement, op: str, text: str) -> sa.ColumnElement:
         if op == "icontains":
-            return sa.func.lower(col).like(f"%{_like_escape(value.lower())}%", escape="\\")
-        if op == "starts_with":
-            return col.like(f"{_like_escape(value)}%", escape="\\")
-        raise BadQuery(f"operator {op!r} is not supported")  # pragma: no cover - guarded above
+            return sa.func.lower(col).like(f"%{_like_escape(text.lower())}%", escape="\\")
+        if self.dialect == "sqlite":
+            # SQLite's LIKE ignores ASCII case; instr/substr are exact, like PostgreSQL's LIKE.
+            if op == "contains":
+                return sa.func.instr(col, text) > 0
+            return sa.func.substr(col, 1, len(text)) == text
+        pattern = _like_escape(text) + "%"
+        return col.like("%" + pattern if op == "contains" else pattern, escape="\\")
+
+    def _empty(self, r: Resolved) -> sa.ColumnElement:
+        """True when the value is empty; never NULL itself, so it negates cleanly."""
+        col = r.column
+        pg = self.dialect == "postgresql"
+        if r.multi:  # NULL, JSON null or []
+            if pg:
+                size = sa.case((sa.func.jsonb_typeof(col) == "array", sa.func.jsonb_array_length(col)), else_=0)
+                return size == 0
+            return sa.func.coalesce(sa.func.json_array_length(col), 0) == 0
+        if isinstance(col.type, (JSONDoc, sa.JSON)):  # NULL or JSON null
+            kind = sa.func.jsonb_typeof(col) if pg else sa.func.json_type(col)
+            return sa.or_(col.is_(None), kind == "null")
+        return col.is_(None)
 
     def _json_contains(self, col: sa.ColumnElement, value: str) -> sa.ColumnElement:
-        if self.app_dialect == "postgresql":
-            from sqlalchemy.dialects import postgresql
-
-            return col.op("@>")(sa.cast(sa.literal(orjson.dumps([value]).decode()), postgresql.JSONB))
+        if self.dialect == "postgresql":  # can use a GIN index
+            return col.op("@>", is_comparison=True)(sa.cast(sa.literal(orjson.dumps([value]).decode()), postgresql.JSONB))
         each = sa.func.json_each(col).table_valued("value")
         return sa.exists(sa.select(1).select_from(each).where(each.c.value == value))
-
-    def _json_len(self, col: sa.ColumnElement) -> sa.ColumnElement:
-        if self.app_dialect == "postgresql":
-            return sa.func.jsonb_array_length(col)
-        return sa.func.json_array_length(col)
-
-    app_dialect = "sqlite"
-
-    def select_from(self) -> sa.FromClause:
-        src: sa.FromClause = self.obj.table
-        for alias, on in self.joins.values():
-            src = src.outerjoin(alias, on)
-        return src
 
 
 # -- query-string form ----------------------------------------------------
@@ -254,39 +390,32 @@ RESERVED_PARAMS = frozenset({"filter", "sort", "fields", "limit", "cursor", "cou
 def parse_query_string(args: Sequence[tuple[str, str]]) -> dict[str, Any] | None:
     """The compact form: ``amount__gte=1000&stage__in=new,won&account.name__icontains=acme``.
 
-    Each ``path__op=value`` is one condition (``path=value`` means ``eq``); all are
-    ANDed. Lists (``in``, ``nin``, ``between``) are comma-separated; ``is_null`` takes
-    ``true`` or ``false``; ``null`` is the empty value.
+    Each ``path__op=value`` is one condition (``path=value`` means ``eq``; a field whose
+    name holds ``__`` stays whole unless the last part is an operator); all are ANDed.
+    Lists (``in``, ``nin``, ``between``) are comma-separated; ``is_null`` takes ``true``
+    or ``false``; ``null`` is the empty value. Values stay text: the field's type parses
+    them, so ``name=007`` compares text and ``employees=007`` the number 7.
     """
     conds = []
     for key, raw in args:
         if key in RESERVED_PARAMS:
             continue
-        path, _, op = key.partition("__")
-        op = op or "eq"
-        value: Any = raw
+        path, sep, op = key.rpartition("__")
+        if not (sep and path and op in OPERATORS):
+            path, op = key, "eq"
+        value: Any
         if op in ("in", "nin", "between"):
-            value = [_scalar(v) for v in raw.split(",")] if raw != "" else []
+            value = [None if v == "null" else v for v in raw.split(",")] if raw != "" else []
         elif op == "is_null":
             if raw not in ("true", "false"):
                 raise BadQuery(f"{key}: is_null takes true or false")
             value = raw == "true"
         else:
-            value = _scalar(raw)
+            value = None if raw == "null" else raw
         conds.append({"field": path, "op": op, "value": value})
     if not conds:
         return None
     return conds[0] if len(conds) == 1 else {"and": conds}
-
-
-def _scalar(raw: str) -> Any:
-    if raw == "null":
-        return None
-    if raw in ("true", "false"):
-        return raw == "true"
-    if raw.lstrip("-").isdigit() and len(raw) < 19:
-        return int(raw)
-    return raw
 
 
 # -- list queries ---------------------------------------------------------
@@ -307,24 +436,36 @@ class ListResult:
     data: list[dict[str, Any]]
     next_cursor: str | None
     count: int | None = None
+    #: How ``count`` was obtained: ``exact`` or ``estimate`` (SQLite always counts exactly).
     count_kind: str = "none"
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _encode_cursor(payload: dict[str, Any]) -> str:
+# A cursor is opaque but not secret: its check digest catches edits and truncation, and
+# every value in it is parsed and bound like a filter value anyway.
+_CURSOR_SALT = b"loomwork.cursor.v1:"
+
+
+def _cursor_digest(spec: list[str], query_key: str, values: list[Any]) -> str:
+    return hashlib.sha256(_CURSOR_SALT + orjson.dumps([spec, query_key, values])).hexdigest()[:16]
+
+
+def _encode_cursor(spec: list[str], query_key: str, values: list[Any]) -> str:
+    payload = {"s": spec, "q": query_key, "v": values, "d": _cursor_digest(spec, query_key, values)}
     return base64.urlsafe_b64encode(orjson.dumps(payload)).decode().rstrip("=")
 
 
-def _decode_cursor(text: str) -> dict[str, Any]:
+def _decode_cursor(text: Any) -> dict[str, Any]:
     try:
-        if len(text) > 4000:
+        if not isinstance(text, str) or len(text) > MAX_CURSOR:
             raise ValueError
         data = orjson.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
-        if not isinstance(data, dict) or not isinstance(data.get("v"), list):
+        if (not isinstance(data, dict) or not isinstance(data.get("v"), list)
+                or data.get("d") != _cursor_digest(data.get("s"), data.get("q"), data["v"])):
             raise ValueError
         return data
     except (ValueError, TypeError, orjson.JSONDecodeError):
-        raise BadQuery("cursor is malformed; use next_cursor from a previous page unchanged") from None
+        raise BadQuery(_MALFORMED_CURSOR) from None
 
 
 def _wire(value: Any) -> Any:
@@ -333,6 +474,41 @@ def _wire(value: Any) -> Any:
     if isinstance(value, Decimal):
         return str(value)
     return value
+
+
+@dataclass
+class _Plan:
+    """A list request compiled to SQL, before the page is read."""
+
+    source: sa.FromClause
+    live: list[sa.ColumnElement]  # the soft-delete condition, unless deleted rows are wanted
+    filters: list[sa.ColumnElement]  # filter, row filter, search
+    sort: list[tuple[str, bool]]
+    columns: list[sa.Column]
+    query_key: str
+    cursor: list[Any] | None = None  # the sort values of the last row already read
+
+    @property
+    def where(self) -> list[sa.ColumnElement]:
+        """What ``count`` counts."""
+        return [*self.live, *self.filters]
+
+    @property
+    def spec(self) -> list[str]:
+        return [f"{'-' if desc else ''}{name}" for name, desc in self.sort]
+
+
+@dataclass
+class _Arm:
+    """One block of the page in sort order: its conditions (the first key's emptiness,
+    the cursor) and its ``ORDER BY``."""
+
+    conds: list[sa.ColumnElement]
+    order: list[sa.ColumnElement]
+
+
+#: SQLite probe: candidate rows read in index order per row wanted (see ``_probe``).
+PROBE_FACTOR = 20
 
 
 class QueryService:
@@ -349,160 +525,317 @@ class QueryService:
             obj = app.object(object_name)
             return self._list(ctx, conn, app, obj, req)
 
+    def page_selects(self, ctx: Context, conn: sa.Connection, object_name: str, req: ListRequest) -> list[sa.Select]:
+        """The SELECTs :meth:`list` may run for ``req``, in the order it tries them (for
+        ``EXPLAIN`` and diagnostics)."""
+        app = self.runtime.compiled(ctx.tenant, conn)
+        self.permissions.check(ctx, app, object_name, "read")
+        obj = app.object(object_name)
+        plan = self._plan(ctx, conn, app, obj, req)
+        return [stmt.limit(req.limit + 1) for tries in self._selects(app, obj, plan, conn.dialect.name, req.limit)
+                for stmt in tries]
+
     def _list(self, ctx, conn, app, obj, req: ListRequest) -> ListResult:
+        plan = self._plan(ctx, conn, app, obj, req)
+        rows = self._read(conn, self._selects(app, obj, plan, conn.dialect.name, req.limit), req.limit + 1)
+        more = len(rows) > req.limit
+        rows = rows[: req.limit]
+        wanted = {c.name for c in plan.columns}
+        if not all(n in wanted for n, _ in plan.sort):  # sort columns read only for the cursor
+            rows_out = [{k: v for k, v in r.items() if k in wanted} for r in rows]
+        else:
+            rows_out = rows
+        data = [obj.dump(r) for r in rows_out]
+        next_cursor = None
+        if more:
+            last = rows[-1]
+            next_cursor = _encode_cursor(plan.spec, plan.query_key, [_wire(last[n]) for n, _ in plan.sort])
+        count, kind = None, "none"
+        if req.count != "none":
+            count, kind = self._count(conn, obj, plan, req.count)
+        return ListResult(data, next_cursor, count, kind)
+
+    @staticmethod
+    def _read(conn: sa.Connection, blocks: list[list[sa.Select]], want: int) -> list[dict[str, Any]]:
+        """Up to ``want`` rows from the blocks in order, the next block only while the
+        page is short; each block from the first of its SELECTs that gives all the rows
+        still wanted (a short probe proves nothing), else from its last."""
+        rows: list[dict[str, Any]] = []
+        for tries in blocks:
+            need = want - len(rows)
+            for i, stmt in enumerate(tries):
+                got = [r._asdict() for r in conn.execute(stmt.limit(need))]
+                if len(got) == need or i == len(tries) - 1:
+                    break
+            if rows:  # a row whose sort value was emptied in between must not come twice
+                ids = {r["id"] for r in rows}
+                got = [r for r in got if r["id"] not in ids]
+            rows.extend(got)
+            if len(rows) >= want:
+                break
+        return rows
+
+    # -- planning ---------------------------------------------------------
+    def _plan(self, ctx, conn, app: CompiledApp, obj: CompiledObject, req: ListRequest) -> _Plan:
         if not isinstance(req.limit, int) or isinstance(req.limit, bool) or not 1 <= req.limit <= MAX_LIMIT:
             raise BadQuery(f"limit must be between 1 and {MAX_LIMIT}")
         if req.count not in ("none", "exact", "estimate"):
             raise BadQuery("count must be exact, estimate or none")
-        fc = FilterCompiler(app, obj, ctx, lambda name: self.permissions.allowed(ctx, app, name, "read"))
-        fc.app_dialect = conn.dialect.name
+        dialect = conn.dialect.name
+        fc = FilterCompiler(app, obj, ctx, lambda name: self.permissions.allowed(ctx, app, name, "read"), dialect)
         t = obj.table
-        where = [] if req.include_deleted else [t.c.deleted_at.is_(None)]
+        filters = []
         if req.filter is not None:
-            where.append(fc.compile(req.filter))
+            filters.append(fc.compile(req.filter))
         row_filter = self.permissions.row_filter(ctx, app, obj.name)
         if row_filter is not None:
-            where.append(fc.compile(row_filter))
-        if req.search:
-            if not isinstance(req.search, str) or len(req.search) > 200:
-                raise BadQuery("search must be a text of at most 200 characters")
-            cols = [t.c[n] for n in obj.defn.search_fields if n in obj.fields]
-            if not cols:
-                raise BadQuery(f"{obj.name} has no search fields")
-            needle = f"%{_like_escape(req.search.lower())}%"
-            where.append(sa.or_(*(sa.func.lower(c).like(needle, escape="\\") for c in cols)))
-
+            filters.append(fc.compile(row_filter))
+        if req.search is not None and req.search != "":
+            filters.append(self._search(obj, req.search))
         sort = self._sort(obj, req.sort or obj.defn.default_sort)
-        columns = self._columns(obj, req.fields)
-        source = fc.select_from()
-        query_key = hashlib.sha1(orjson.dumps([req.filter, req.search or ""], default=str)).hexdigest()[:12]
-        spec = [f"{'-' if desc else ''}{name}" for name, desc in sort]
+        try:
+            key = orjson.dumps([obj.name, req.filter, req.search or "", bool(req.include_deleted)],
+                               option=orjson.OPT_SORT_KEYS, default=str)
+        except TypeError:
+            raise BadQuery("filter must be plain JSON") from None
+        live = [] if req.include_deleted else [t.c.deleted_at.is_(None)]
+        plan = _Plan(fc.select_from(), live, filters, sort, self._columns(obj, req.fields),
+                     hashlib.sha1(key).hexdigest()[:12])
         if req.cursor:
             data = _decode_cursor(req.cursor)
-            if data.get("s") != spec:
+            if data["s"] != plan.spec:
                 raise BadQuery("cursor belongs to another sort order; start again without a cursor")
-            if data.get("q") != query_key:
+            if data["q"] != plan.query_key:
                 raise BadQuery("cursor belongs to another filter or search; start again without a cursor")
-            values = self._cursor_values(obj, sort, data["v"])
-            where.append(self._after(obj, sort, values))
+            plan.cursor = self._cursor_values(app, obj, sort, data["v"])
+        return plan
 
-        order = []
-        for name, desc in sort:
-            c = t.c[name]
-            if name in ("id", "created_at", "updated_at", "row_version"):
-                order.append(c.desc() if desc else c.asc())
-            else:
-                order.append(c.desc().nulls_first() if desc else c.asc().nulls_last())
-        sort_names = [n for n, _ in sort]
-        select_cols = columns + [t.c[n] for n in sort_names if n not in {c.name for c in columns}]
-        stmt = sa.select(*select_cols).select_from(source).where(*where).order_by(*order).limit(req.limit + 1)
-        rows = conn.execute(stmt).mappings().all()
-        more = len(rows) > req.limit
-        rows = rows[: req.limit]
-        wanted = {c.name for c in columns}
-        data_out = [obj.dump({k: v for k, v in r.items() if k in wanted}) for r in rows]
-        next_cursor = None
-        if more and rows:
-            last = rows[-1]
-            next_cursor = _encode_cursor({"s": spec, "q": query_key, "v": [_wire(last[n]) for n in sort_names]})
-        count = None
-        if req.count != "none":
-            count = self._count(conn, t, source, where, req.count, bool(req.filter or req.search or fc.joins))
-        return ListResult(data_out, next_cursor, count, req.count)
-
-    def _sort(self, obj: CompiledObject, sort: Sequence[str]) -> list[tuple[str, bool]]:
-        if isinstance(sort, str) or len(sort) > 4:
-            raise BadQuery("sort takes at most 4 fields")
-        out: list[tuple[str, bool]] = []
-        for item in sort:
-            if not isinstance(item, str):
-                raise BadQuery("sort entries are field names, '-' first for descending")
-            desc = item.startswith("-")
-            name = item.lstrip("-+ ")
-            if name in {n for n, _ in out}:
-                continue
-            f = obj.fields.get(name)
-            if f is None and name not in _SYSTEM:
-                raise BadQuery(f"sort: unknown field {name!r}")
-            if f is not None and f.defn.type in UNSORTABLE_TYPES:
-                raise BadQuery(f"sort: a {f.defn.type} field cannot be sorted")
-            out.append((name, desc))
-        if "id" not in {n for n, _ in out}:
-            out.append(("id", out[-1][1] if out else False))
+    def _selects(self, app: CompiledApp, obj: CompiledObject, plan: _Plan, dialect: str,
+                 limit: int) -> list[list[sa.Select]]:
+        """For each block of the page (see :meth:`_arms`), the SELECTs that read it, to
+        try in turn; the caller adds ``LIMIT``."""
+        t = obj.table
+        names = {c.name for c in plan.columns}
+        cols = plan.columns + [t.c[n] for n, _ in plan.sort if n not in names]
+        probe = (dialect == "sqlite" and bool(plan.filters)
+                 and self._index_ordered(app, obj, plan.sort, live=bool(plan.live)))
+        out = []
+        for arm in self._arms(obj, plan, dialect):
+            full = (sa.select(*cols).select_from(plan.source).where(*plan.live, *plan.filters, *arm.conds)
+                    .order_by(*arm.order))
+            out.append([self._probe(t, cols, plan, arm, limit), full] if probe else [full])
         return out
 
-    def _columns(self, obj: CompiledObject, fields: Sequence[str] | None) -> list[sa.Column]:
+    def _arms(self, obj: CompiledObject, plan: _Plan, dialect: str) -> list[_Arm]:
+        """The page as one or two blocks in sort order, rows after the cursor only.
+
+        When the first sort key may be empty, its empty values form one block (last
+        ascending, first descending), read on its own. Each block then has a plain
+        ``ORDER BY`` that an index can serve on both dialects (SQLite indexes cannot give
+        "NULL last"), a cursor inside the values becomes a range to start an index scan
+        from (PostgreSQL cannot start one at "``> v`` or empty"), and the block after the
+        cursor is only read when the first leaves the page short.
+        """
+        t = obj.table
+        sort, cur = plan.sort, plan.cursor
+        (first, desc), rest = sort[0], sort[1:]
+        c0 = t.c[first]
+        if not c0.nullable:
+            conds = [] if cur is None else [self._after(t, sort, cur)]
+            return [_Arm(conds, self._order(t, sort, dialect))]
+        values: list | None = [c0.is_not(None)]
+        empties: list | None = [c0.is_(None)]
+        if cur is not None and cur[0] is None:  # the cursor is inside the empties
+            empties.append(self._after(t, rest, cur[1:]))
+            values = values if desc else None
+        elif cur is not None:
+            values.append(self._after(t, sort, cur, not_null={first}))
+            empties = None if desc else empties
+        arms = [(values, sort), (empties, rest)]
+        if desc:
+            arms.reverse()
+        return [_Arm(conds, self._order(t, s, dialect, not_null={first})) for conds, s in arms if conds is not None]
+
+    @staticmethod
+    def _probe(t: sa.Table, cols, plan: _Plan, arm: _Arm, limit: int) -> sa.Select:
+        """SQLite: the block read from its first rows in index order only.
+
+        SQLite plans without statistics and takes any indexed equality for a selective
+        one, so ``stage = 'won'`` sorted by ``-created_at`` would read a sixth of the table
+        through the stage index and sort it, instead of walking the sort index and
+        stopping after a page. This reads ``PROBE_FACTOR`` candidates per wanted row in
+        index order and filters those (the filters sit in a function, so no index is used
+        for them). If it fills the page, the page is exactly the first matching rows (every
+        row before the last one is a candidate); otherwise the block is read in full.
+        """
+        candidates = (sa.select(t.c.id).where(*plan.live, *arm.conds).order_by(*arm.order)
+                      .limit(PROBE_FACTOR * (limit + 1)))
+        return (sa.select(*cols).select_from(plan.source)
+                .where(t.c.id.in_(candidates), sa.func.coalesce(sa.and_(*plan.filters), sa.false()))
+                .order_by(*arm.order))
+
+    @staticmethod
+    def _index_ordered(app: CompiledApp, obj: CompiledObject, sort, *, live: bool) -> bool:
+        """Whether an index of ``obj`` lists rows in ``sort`` order on SQLite: same
+        direction throughout, no NULL ordering to honour after the first key (its empty
+        block is read apart), and an index on the keys before ``id`` (SQLite ends every
+        index with the rowid, which is ``id``)."""
+        names = tuple(n for n, _ in sort)
+        if len({d for _, d in sort}) != 1 or any(obj.table.c[n].nullable for n in names[1:]):
+            return False
+        keys = names[:-1]  # the sort always ends with id
+        indexes = app.artefact(f"query.indexes:{obj.name}", lambda: [
+            (spec.columns, spec.live_only) for spec in desired_indexes(obj.defn).values()])
+        return not keys or any(
+            cols[:len(keys)] == keys and (len(cols) == len(keys) or cols[len(keys)] == "id")
+            and (live or not live_only) for cols, live_only in indexes)
+
+    @staticmethod
+    def _order(t: sa.Table, sort, dialect: str, *, not_null=frozenset()) -> list[sa.ColumnElement]:
+        """``ORDER BY`` terms for ``sort`` with NULL as the largest value: PostgreSQL's own
+        default, so plain ASC/DESC there matches its indexes; spelled out for SQLite, and
+        left out where no NULL can occur."""
+        out = []
+        for name, desc in sort:
+            c = t.c[name]
+            if name in not_null or not t.c[name].nullable or dialect == "postgresql":
+                out.append(c.desc() if desc else c.asc())
+            else:
+                out.append(c.desc().nulls_first() if desc else c.asc().nulls_last())
+        return out
+
+    @staticmethod
+    def _search(obj: CompiledObject, search: Any) -> sa.ColumnElement:
+        if not isinstance(search, str) or len(search) > 200 or "\x00" in search:
+            raise BadQuery("search must be a text of at most 200 characters, without NUL")
+        cols = [obj.table.c[n] for n in obj.defn.search_fields if n in obj.fields]
+        if not cols:
+            raise BadQuery(f"{obj.name} has no search fields")
+        needle = f"%{_like_escape(search.lower())}%"
+        return sa.or_(*(sa.func.lower(c).like(needle, escape="\\") for c in cols))
+
+    @staticmethod
+    def _sort(obj: CompiledObject, sort: Any) -> list[tuple[str, bool]]:
+        """``["-amount", "name"]`` as ``[(name, descending)]``, ending with ``id``.
+
+        ``id`` breaks ties in the direction of the last key (so the default
+        ``-created_at`` walks the ``(created_at, id)`` index backwards); keys after
+        ``id`` could never matter and are dropped.
+        """
+        if isinstance(sort, (str, bytes)) or not isinstance(sort, Sequence):
+            raise BadQuery("sort must be a list of field names, '-' first for descending")
+        if len(sort) > MAX_SORT:
+            raise BadQuery(f"sort takes at most {MAX_SORT} fields")
+        out: list[tuple[str, bool]] = []
+        for item in sort:
+            if not isinstance(item, str) or not item:
+                raise BadQuery("sort entries are field names, '-' first for descending")
+            desc = item.startswith("-")
+            name = item[1:] if item[0] in "-+" else item
+            if name in {n for n, _ in out}:
+                raise BadQuery(f"sort names {name!r} twice")
+            f = obj.fields.get(name)
+            if f is None and name not in _SYSTEM:
+                raise BadQuery(f"sort: unknown field {name!r} of {obj.name}")
+            if f is not None and (f.defn.type in UNSORTABLE_TYPES or not f.ftype.indexable):
+                raise BadQuery(f"sort: a {f.defn.type} field cannot be sorted")
+            out.append((name, desc))
+            if name == "id":
+                return out
+        out.append(("id", out[-1][1] if out else False))
+        return out
+
+    @staticmethod
+    def _columns(obj: CompiledObject, fields: Sequence[str] | None) -> list[sa.Column]:
         t = obj.table
         if fields is None:
             return [c for c in t.columns if c.name != "deleted_at"] + [t.c.deleted_at]
+        if isinstance(fields, (str, bytes)) or not isinstance(fields, Sequence):
+            raise BadQuery("fields must be a list of field names")
         names = ["id", "row_version"]
         for name in fields:
-            if name not in obj.fields and name not in _SYSTEM:
-                raise BadQuery(f"fields: unknown field {name!r}")
+            if not isinstance(name, str) or (name not in obj.fields and name not in _SYSTEM):
+                raise BadQuery(f"fields: unknown field {_show(name)} of {obj.name}")
             if name not in names:
                 names.append(name)
         return [t.c[n] for n in names]
 
-    def _cursor_values(self, obj: CompiledObject, sort, raw_values: list) -> list[Any]:
+    # -- keyset paging ----------------------------------------------------
+    @staticmethod
+    def _cursor_values(app: CompiledApp, obj: CompiledObject, sort, raw_values: list) -> list[Any]:
         if len(raw_values) != len(sort):
-            raise BadQuery("cursor is malformed; use next_cursor from a previous page unchanged")
+            raise BadQuery(_MALFORMED_CURSOR)
         out = []
         for (name, _), raw in zip(sort, raw_values, strict=True):
+            col = obj.table.c[name]
             if raw is None:
+                if not col.nullable:
+                    raise BadQuery(_MALFORMED_CURSOR)
                 out.append(None)
                 continue
             try:
-                if name in _SYSTEM:
-                    kind = _SYSTEM[name][1]
-                    out.append(int(raw) if kind == "int" else dt.datetime.fromisoformat(raw))
-                else:
-                    f = obj.fields[name]
-                    out.append(obj.schema.fields[name].deserialize(raw) if f.defn.type != "autonumber" else str(raw))
-            except (ValueError, TypeError, ma.ValidationError, LoomworkError):
-                raise BadQuery("cursor is malformed; use next_cursor from a previous page unchanged") from None
+                out.append(_parse(_value_field(app, obj, name, choices=False), col, raw, name))
+            except BadQuery:
+                raise BadQuery(_MALFORMED_CURSOR) from None
         return out
 
-    def _after(self, obj: CompiledObject, sort, values) -> sa.ColumnElement:
-        """Rows strictly after the cursor position in the sort order (NULL counts as largest)."""
-        t = obj.table
-        not_null = {"id", "created_at", "updated_at", "row_version"}
+    @staticmethod
+    def _after(t: sa.Table, sort, values, *, not_null=frozenset()) -> sa.ColumnElement:
+        """Rows strictly after ``values`` in the sort order (NULL counts as largest).
+
+        :param not_null: sort keys the caller already restricted to values.
+        """
+        cols = [t.c[n] for n, _ in sort]
+        nullable = [c.nullable and n not in not_null for c, (n, _) in zip(cols, sort, strict=True)]
         directions = {desc for _, desc in sort}
-        if all(n in not_null for n, _ in sort) and len(directions) == 1 and None not in values:
+        if len(directions) == 1 and not any(nullable):
             # Row-value comparison: both dialects walk the sort index with it.
-            left = sa.tuple_(*(t.c[n] for n, _ in sort))
-            right = sa.tuple_(*values)
+            left = sa.tuple_(*cols)
+            right = sa.tuple_(*(sa.literal(v, c.type) for c, v in zip(cols, values, strict=True)))
             return left < right if directions == {True} else left > right
 
         def after(i: int) -> sa.ColumnElement:
-            name, desc = sort[i]
-            c, v = t.c[name], values[i]
-            if i == len(sort) - 1:
-                return c < v if desc else c > v
-            if v is None:
-                beyond = c.is_not(None) if desc else sa.false()
+            c, desc, v = cols[i], sort[i][1], values[i]
+            if v is None:  # only nullable columns: NULL is the largest value
+                beyond = c.is_not(None) if desc else None
                 equal = c.is_(None)
             else:
-                beyond = (c < v) if desc else sa.or_(c > v, c.is_(None))
+                v = sa.literal(v, c.type)  # typed, so booleans compare too
+                beyond = c < v if desc else (sa.or_(c > v, c.is_(None)) if nullable[i] else c > v)
                 equal = c == v
-            return sa.or_(beyond, sa.and_(equal, after(i + 1)))
+            if i == len(sort) - 1:
+                return beyond if beyond is not None else sa.false()
+            rest = sa.and_(equal, after(i + 1))
+            return rest if beyond is None else sa.or_(beyond, rest)
 
-        return after(0)
+        cond = after(0)
+        c, desc, v = cols[0], sort[0][1], values[0]
+        if v is not None and (desc or not nullable[0]):
+            # A redundant range on the first key lets the planner start an index scan there.
+            v = sa.literal(v, c.type)
+            cond = sa.and_(c <= v if desc else c >= v, cond)
+        return cond
 
-    def _count(self, conn, t, source, where, kind: str, filtered: bool) -> int:
+    # -- counts -----------------------------------------------------------
+    def _count(self, conn: sa.Connection, obj: CompiledObject, plan: _Plan, kind: str) -> tuple[int, str]:
+        """All rows the filter matches (whatever page the cursor is on)."""
+        t = obj.table
         if kind == "estimate" and conn.dialect.name == "postgresql":
-            if not filtered:
+            if not plan.filters:
                 est = conn.execute(sa.text("SELECT reltuples::bigint FROM pg_class WHERE oid = CAST(:t AS regclass)"),
                                    {"t": self._qualified(conn, t.name)}).scalar()
                 if est is not None and est >= 0:
-                    return int(est)
-            stmt = sa.select(t.c.id).select_from(source).where(*where)
+                    return int(est), "estimate"
+            stmt = sa.select(t.c.id).select_from(plan.source).where(*plan.where)
             compiled = stmt.compile(
                 dialect=conn.dialect, render_schema_translate=True,
-                schema_translate_map=conn.get_execution_options().get("schema_translate_map"))
-            plan = conn.exec_driver_sql("EXPLAIN (FORMAT JSON) " + str(compiled), compiled.params).scalar()
-            plan = plan if isinstance(plan, list) else orjson.loads(plan)
-            return int(plan[0]["Plan"]["Plan Rows"])
-        return conn.execute(sa.select(sa.func.count()).select_from(source).where(*where)).scalar_one()
+                schema_translate_map=conn.get_execution_options().get("schema_translate_map"),
+                compile_kwargs={"render_postcompile": True})
+            doc = conn.exec_driver_sql("EXPLAIN (FORMAT JSON) " + str(compiled), compiled.params).scalar()
+            doc = doc if isinstance(doc, list) else orjson.loads(doc)
+            return max(0, int(doc[0]["Plan"]["Plan Rows"])), "estimate"
+        stmt = sa.select(sa.func.count()).select_from(plan.source).where(*plan.where)
+        return conn.execute(stmt).scalar_one(), "exact"
 
     @staticmethod
     def _qualified(conn, name: str) -> str:
@@ -511,4 +844,5 @@ class QueryService:
         return f'"{schema}"."{name}"' if schema else f'"{name}"'
 
 
-__all__ = ["ListRequest", "ListResult", "QueryService", "FilterCompiler", "parse_query_string", "TEXT_OPS"]
+__all__ = ["ListRequest", "ListResult", "QueryService", "FilterCompiler", "parse_query_string",
+           "OPERATORS", "VARIABLES", "DEFAULT_LIMIT", "MAX_LIMIT"]

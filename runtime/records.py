@@ -8,6 +8,7 @@ with an optimistic ``row_version`` check.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
@@ -21,7 +22,7 @@ from loomwork.metadata.errors import ConflictError, NotFound, ValidationError
 from loomwork.metadata.model import SYSTEM_COLUMNS
 
 from . import systables
-from .compiled import CompiledApp, CompiledObject, Runtime
+from .compiled import READ_MAX_AGE, CompiledApp, CompiledObject, Runtime
 from .context import Context
 from .fieldtypes import AutonumberType
 from .permissions import Permissions
@@ -46,6 +47,11 @@ def _ma_errors(messages: Any, prefix: str = "") -> dict[str, list[str]]:
 
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _savepoint(conn: sa.Connection, obj: CompiledObject) -> Any:
+    """A savepoint around a write that may hit a unique index; nothing otherwise."""
+    return conn.begin_nested() if obj.has_unique else contextlib.nullcontext()
 
 
 def _metadata_race(method: F) -> F:
@@ -82,7 +88,7 @@ class RecordService:
     # -- reads ------------------------------------------------------------
     def get(self, ctx: Context, object_name: str, record_id: Any) -> dict[str, Any]:
         with ctx.tenant.read() as conn:
-            app = self.runtime.compiled(ctx.tenant, conn)
+            app = self.runtime.compiled(ctx.tenant, conn, max_age=READ_MAX_AGE)
             self.permissions.check(ctx, app, object_name, "read")
             obj = app.object(object_name)
             row = self._row(conn, obj, record_id)
@@ -91,7 +97,7 @@ class RecordService:
     def history(self, ctx: Context, object_name: str, record_id: Any, limit: int = 200) -> list[dict[str, Any]]:
         h = systables.history
         with ctx.tenant.read() as conn:
-            app = self.runtime.compiled(ctx.tenant, conn)
+            app = self.runtime.compiled(ctx.tenant, conn, max_age=READ_MAX_AGE)
             self.permissions.check(ctx, app, object_name, "read")
             obj = app.object(object_name)
             self._row(conn, obj, record_id, include_deleted=True)
@@ -285,7 +291,7 @@ class RecordService:
                 record = {**values, "created_at": now, "updated_at": now, "created_by": ctx.actor.id,
                           "updated_by": ctx.actor.id, "owner_id": ctx.actor.id, "row_version": 1}
                 try:
-                    with conn.begin_nested():
+                    with _savepoint(conn, obj):
                         new_id = conn.execute(obj.table.insert().values(record)).inserted_primary_key[0]
                 except sa.exc.IntegrityError as exc:
                     found = self._unique_errors(conn, obj, values, None, "" if _single else f"{i}.")
@@ -328,7 +334,7 @@ class RecordService:
             stmt = (t.update().where(t.c.id == old["id"], t.c.row_version == old["row_version"])
                     .values(**changed, updated_at=now, updated_by=ctx.actor.id, row_version=old["row_version"] + 1))
             try:
-                with conn.begin_nested():
+                with _savepoint(conn, obj):
                     result = conn.execute(stmt)
             except sa.exc.IntegrityError as exc:
                 found = self._unique_errors(conn, obj, {**old, **changed}, old["id"])

@@ -8,6 +8,8 @@ ever open its own tenant.
 from __future__ import annotations
 
 import hashlib
+import threading
+import time
 import secrets
 from dataclasses import dataclass
 from typing import Any
@@ -78,7 +80,22 @@ def check_password_strength(password: Any) -> None:
         raise ValidationError({"password": ["must be at most 1000 characters"]})
 
 
+#: A verified API token is trusted this long (seconds) without another lookup.
+#: Revoking a token, changing a password or deactivating a user clears the cache
+#: in the process that made the change; other processes notice within this time.
+TOKEN_CACHE_SECONDS = 5.0
+
+
 class UserService:
+    def __init__(self) -> None:
+        self._tokens: dict[tuple[tuple[str, str], str], tuple[User, float, Any]] = {}
+        self._lock = threading.Lock()
+
+    def _forget_tokens(self, ctx: Context) -> None:
+        with self._lock:
+            for key in [k for k in self._tokens if k[0] == ctx.tenant.cache_key]:
+                del self._tokens[key]
+
     def create(self, ctx: Context, username: str, password: str | None, *, roles: tuple[str, ...] = ("user",),
                email: str | None = None, full_name: str = "", locale: str = "en") -> User:
         if not ctx.actor.is_admin:
@@ -153,6 +170,17 @@ class UserService:
                 except (VerificationError, InvalidHashError):
                     raise ValidationError({"old_password": ["is not your current password"]}) from None
             conn.execute(u.update().where(u.c.id == user_id).values(password_hash=_hasher.hash(new_password)))
+        self._forget_tokens(ctx)
+
+    def set_active(self, ctx: Context, user_id: int, active: bool) -> None:
+        """Deactivate (or reactivate) a user: their sessions and tokens stop working."""
+        if not ctx.actor.is_admin:
+            raise PermissionDenied("only administrators may deactivate users")
+        u = systables.users
+        with ctx.tenant.write() as conn:
+            if conn.execute(u.update().where(u.c.id == user_id).values(active=bool(active))).rowcount != 1:
+                raise NotFound(f"no user {user_id}")
+        self._forget_tokens(ctx)
 
     # -- tokens -----------------------------------------------------------
     def create_token(self, ctx: Context, user_id: int, name: str) -> str:
@@ -174,15 +202,24 @@ class UserService:
         t, u = systables.tokens, systables.users
         if not isinstance(token, str) or not token.startswith(f"{TOKEN_PREFIX}{ctx.tenant.name}.") or len(token) > 300:
             raise AuthenticationRequired("invalid API token")
+        key = (ctx.tenant.cache_key, _digest(token))
+        hit = self._tokens.get(key)
+        if hit is not None and time.monotonic() < hit[1] and (hit[2] is None or hit[2] > ctx.now()):
+            return hit[0]
         with ctx.tenant.read() as conn:
             row = conn.execute(
                 sa.select(u, t.c.expires_at, t.c.revoked_at).join(t, t.c.user_id == u.c.id)
-                .where(t.c.token_hash == _digest(token))
+                .where(t.c.token_hash == key[1])
             ).first()
         if row is None or row.revoked_at is not None or not row.active or (
                 row.expires_at is not None and row.expires_at <= ctx.now()):
             raise AuthenticationRequired("invalid API token")
-        return _user(row)
+        user = _user(row)
+        with self._lock:
+            if len(self._tokens) > 10_000:
+                self._tokens.clear()
+            self._tokens[key] = (user, time.monotonic() + TOKEN_CACHE_SECONDS, row.expires_at)
+        return user
 
     def list_tokens(self, ctx: Context, user_id: int) -> list[dict[str, Any]]:
         """A user's tokens without their secrets (the ids are what :meth:`revoke_token` takes)."""
@@ -202,3 +239,4 @@ class UserService:
             if row is None or (row.user_id != ctx.actor.id and not ctx.actor.is_admin):
                 raise NotFound(f"no token {token_id}")
             conn.execute(t.update().where(t.c.id == token_id).values(revoked_at=ctx.now()))
+        self._forget_tokens(ctx)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import time
 
 import pytest
 import sqlalchemy as sa
@@ -206,10 +207,23 @@ def test_revoked_expired_and_inactive_tokens_are_rejected(svc, lw_ctx, ann):
     with pytest.raises(AuthenticationRequired):
         svc.user_for_token(lw_ctx, expire)
     assert svc.user_for_token(lw_ctx, keep).id == ann.id
-    with lw_ctx.tenant.write() as conn:
-        conn.execute(users.update().where(users.c.id == ann.id).values(active=False))
+    svc.set_active(lw_ctx, ann.id, False)
     with pytest.raises(AuthenticationRequired):
         svc.user_for_token(lw_ctx, keep)
+
+
+def test_token_cache_sees_changes_from_other_processes_within_its_ttl(svc, lw_ctx, ann, monkeypatch):
+    from loomwork.runtime import users as users_mod
+
+    token = svc.create_token(as_(lw_ctx, ann), ann.id, "cached")
+    assert svc.user_for_token(lw_ctx, token).id == ann.id
+    with lw_ctx.tenant.write() as conn:  # as another process would: not through this service
+        conn.execute(users.update().where(users.c.id == ann.id).values(active=False))
+    assert svc.user_for_token(lw_ctx, token).id == ann.id  # still cached
+    later = time.monotonic() + users_mod.TOKEN_CACHE_SECONDS + 0.1
+    monkeypatch.setattr(users_mod.time, "monotonic", lambda: later)
+    with pytest.raises(AuthenticationRequired):
+        svc.user_for_token(lw_ctx, token)
 
 
 def test_token_permissions(svc, lw_ctx, ann):

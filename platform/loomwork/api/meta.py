@@ -19,6 +19,7 @@ from flask import request
 
 from loomwork.metadata.errors import BadQuery, NotFound, PermissionDenied, ValidationError
 from loomwork.metadata.validation import SCHEMA_FILES, schema
+from loomwork.runtime.compiled import READ_MAX_AGE
 
 from ..auth import current_context
 from ..state import state
@@ -100,7 +101,7 @@ def meta_current():
 @bp.get("/meta/objects")
 def meta_objects():
     ctx, cur = _current()
-    app = state().services.runtime.compiled(ctx.tenant)
+    app = state().services.runtime.compiled(ctx.tenant, max_age=READ_MAX_AGE)
     readable = set(state().services.permissions.readable_objects(ctx, app))
     return respond({"version": cur.version,
                     "data": [{"name": n, **o} for n, o in cur.doc["objects"].items() if n in readable]})
@@ -109,7 +110,7 @@ def meta_objects():
 @bp.get("/meta/objects/<name>")
 def meta_object(name: str):
     ctx, cur = _current()
-    app = state().services.runtime.compiled(ctx.tenant)
+    app = state().services.runtime.compiled(ctx.tenant, max_age=READ_MAX_AGE)
     if name not in cur.doc["objects"] or name not in state().services.permissions.readable_objects(ctx, app):
         raise NotFound(f"no object {name!r}")
     return respond({"version": cur.version, "name": name, **cur.doc["objects"][name]})

@@ -16,7 +16,7 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 
 import loomwork
 from loomwork.metadata.model import label_text
-from loomwork.runtime.compiled import CompiledApp, CompiledObject
+from loomwork.runtime.compiled import READ_MAX_AGE, CompiledApp, CompiledObject
 from loomwork.runtime.fieldtypes import AwareDateTimeField, ExactDecimalField, JsonValueField
 from loomwork.runtime.query import (
     DEFAULT_LIMIT,
@@ -286,7 +286,7 @@ def openapi_document():
     """The OpenAPI document of the caller's tenant, for the objects the caller may read."""
     ctx = current_context()
     st = state()
-    app = st.services.runtime.compiled(ctx.tenant)
+    app = st.services.runtime.compiled(ctx.tenant, max_age=READ_MAX_AGE)
     readable = st.services.permissions.readable_objects(ctx, app)
     key = "openapi:" + ",".join(readable)
     return respond(app.artefact(key, lambda: build_spec(app, readable)))

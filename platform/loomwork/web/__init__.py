@@ -15,6 +15,7 @@ from loomwork.metadata.errors import (
     ValidationError,
 )
 from loomwork.metadata.model import label_text
+from loomwork.runtime.compiled import READ_MAX_AGE
 from loomwork.runtime.tenancy import TENANT_NAME
 
 from .. import auth
@@ -70,7 +71,7 @@ def home():
     except AuthenticationRequired:
         return redirect(url_for("web.login_form"))
     st = state()
-    app = st.services.runtime.compiled(ctx.tenant)
+    app = st.services.runtime.compiled(ctx.tenant, max_age=READ_MAX_AGE)
     objects = [
         {"name": n, "label": label_text(app.object(n).defn.plural_label or app.object(n).defn.label, ctx.locale, n)}
         for n in st.services.permissions.readable_objects(ctx, app)
