@@ -73,8 +73,11 @@ def index_sources(obj: ObjectDef) -> list[tuple[str, IndexSpec]]:
         elif f.type == "lookup" or f.indexed:
             out.append((f"fields.{f.name}", IndexSpec(index_name("ix", obj.name, f.name), obj.name, (f.name,))))
     for idx in obj.indexes.values():
+        # A non-unique index ends with id, so it also serves keyset pages sorted by its
+        # last column (id is always the final sort key).
+        columns = idx.fields if idx.unique or "id" in idx.fields else (*idx.fields, "id")
         out.append((f"indexes.{idx.name}", IndexSpec(index_name("ux" if idx.unique else "ix", obj.name, idx.name),
-                                                     obj.name, idx.fields, unique=idx.unique,
+                                                     obj.name, columns, unique=idx.unique,
                                                      live_only=idx.unique)))
     return out
 

@@ -60,7 +60,7 @@ from sqlalchemy.dialects import postgresql
 from loomwork.metadata.diff import desired_indexes
 from loomwork.metadata.errors import BadQuery
 
-from .compiled import CompiledApp, CompiledObject
+from .compiled import READ_MAX_AGE, CompiledApp, CompiledObject
 from .context import Context
 from .fieldtypes import COMPARE_OPS, AwareDateTimeField, MultiChoiceType
 from .sqltypes import JSONDoc
@@ -520,7 +520,7 @@ class QueryService:
 
     def list(self, ctx: Context, object_name: str, req: ListRequest) -> ListResult:
         with ctx.tenant.read() as conn:
-            app = self.runtime.compiled(ctx.tenant, conn)
+            app = self.runtime.compiled(ctx.tenant, conn, max_age=READ_MAX_AGE)
             self.permissions.check(ctx, app, object_name, "read")
             obj = app.object(object_name)
             return self._list(ctx, conn, app, obj, req)
@@ -651,7 +651,9 @@ class QueryService:
         elif cur is not None:
             values.append(self._after(t, sort, cur, not_null={first}))
             empties = None if desc else empties
-        arms = [(values, sort), (empties, rest)]
+        # The empties block keeps the (constant) first key in its ORDER BY, so an index
+        # on (filter columns, first key, id) serves "... AND key IS NULL ORDER BY key, id".
+        arms = [(values, sort), (empties, sort)]
         if desc:
             arms.reverse()
         return [_Arm(conds, self._order(t, s, dialect, not_null={first})) for conds, s in arms if conds is not None]

@@ -182,7 +182,7 @@ def test_desired_indexes():
         "ux_deal_code": (("code",), True, True),
         "ix_deal_account": (("account",), False, False),
         "ix_deal_amount": (("amount",), False, False),
-        "ix_deal_stage_amount": (("stage", "amount"), False, False),
+        "ix_deal_stage_amount": (("stage", "amount", "id"), False, False),
         "ux_deal_code_stage": (("code", "stage"), True, True),
     }
     assert desired_indexes(meta.object("account"))["ix_account_sort"].columns == ("created_at", "id")

@@ -303,7 +303,7 @@ def test_indexes_follow_metadata(base, meta, rec, lw_ctx):
     assert partial_where(idx["ux_deal_name"]) == "deleted_at is null"
     assert bool(idx["ix_deal_account"]["unique"]) is False
     assert partial_where(idx["ix_deal_account"]) == ""
-    assert idx["ix_deal_stage_amount"]["column_names"] == ["stage", "amount"]
+    assert idx["ix_deal_stage_amount"]["column_names"] == ["stage", "amount", "id"]  # id ends non-unique indexes
 
     # Drop the declared index and the unique flag; add a unique pair.
     new = copy.deepcopy(doc)
