@@ -68,10 +68,13 @@ def create(conn: sa.Connection) -> None:
     conn.execute(meta_head.insert().values(id=1, version=0))
 
 
+_HEAD = sa.select(meta_head.c.version).where(meta_head.c.id == 1)
+_HEAD_LOCKED = _HEAD.with_for_update()
+
+
 def head(conn: sa.Connection, *, lock: bool = False) -> int:
-    stmt = sa.select(meta_head.c.version).where(meta_head.c.id == 1)
-    if lock and conn.dialect.name == "postgresql":
-        stmt = stmt.with_for_update()
+    """The published version. Every request reads it, so the statements are built once."""
+    stmt = _HEAD_LOCKED if lock and conn.dialect.name == "postgresql" else _HEAD
     return conn.execute(stmt).scalar_one()
 
 

@@ -292,7 +292,7 @@ class RecordService:
                           "updated_by": ctx.actor.id, "owner_id": ctx.actor.id, "row_version": 1}
                 try:
                     with _savepoint(conn, obj):
-                        new_id = conn.execute(obj.table.insert().values(record)).inserted_primary_key[0]
+                        new_id = conn.execute(obj.table.insert(), record).inserted_primary_key[0]
                 except sa.exc.IntegrityError as exc:
                     found = self._unique_errors(conn, obj, values, None, "" if _single else f"{i}.")
                     raise ValidationError(found or {"_schema": ["conflicts with an existing record"]}) from exc
