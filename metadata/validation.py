@@ -252,9 +252,16 @@ def validate_object(
             errors.append((f"{path}.search_fields.{i}", f"unknown field {sf!r}"))
         elif fields[sf].get("type") not in ("text", "long_text", "email", "phone", "url", "autonumber"):
             errors.append((f"{path}.search_fields.{i}", f"field {sf!r} is not a text field"))
+    seen_sort: set[str] = set()
     for i, s in enumerate(odoc.get("default_sort", [])):
-        if s.lstrip("-") not in sortable:
-            errors.append((f"{path}.default_sort.{i}", f"unknown field {s.lstrip('-')!r}"))
+        name = s.lstrip("-")
+        if name not in sortable or name == "deleted_at":
+            errors.append((f"{path}.default_sort.{i}", f"unknown field {name!r}"))
+        elif name in fields and fields[name].get("type") in ("json", "multi_choice", "long_text"):
+            errors.append((f"{path}.default_sort.{i}", f"a {fields[name]['type']} field cannot be sorted"))
+        elif name in seen_sort:
+            errors.append((f"{path}.default_sort.{i}", f"{name!r} is already in the sort"))
+        seen_sort.add(name)
     for iname, idx in odoc.get("indexes", {}).items():
         for j, f in enumerate(idx["fields"]):
             if f not in sortable:

@@ -73,12 +73,16 @@ class ExactDecimal(sa.types.TypeDecorator):
 
 
 class JSONDoc(sa.types.TypeDecorator):
-    """JSON on SQLite, JSONB on PostgreSQL (so containment filters can use ``@>``)."""
+    """JSON on SQLite, JSONB on PostgreSQL (so containment filters can use ``@>``).
 
-    impl = sa.JSON
+    ``None`` is stored as SQL NULL (not JSON ``null``), so an empty field reads the same
+    whether it was omitted or sent as null.
+    """
+
+    impl = sa.JSON(none_as_null=True)
     cache_ok = True
 
     def load_dialect_impl(self, dialect: sa.Dialect) -> Any:
         if dialect.name == "postgresql":
-            return dialect.type_descriptor(postgresql.JSONB())
-        return dialect.type_descriptor(sa.JSON())
+            return dialect.type_descriptor(postgresql.JSONB(none_as_null=True))
+        return dialect.type_descriptor(sa.JSON(none_as_null=True))

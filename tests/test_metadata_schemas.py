@@ -396,3 +396,18 @@ def test_manifest_validation():
         "package.version": [
             "must match ^(0|[1-9][0-9]*)\\.(0|[1-9][0-9]*)\\.(0|[1-9][0-9]*)(-[0-9A-Za-z.-]+)?$"],
     }
+
+
+@pytest.mark.parametrize("sort, message", [
+    (["deleted_at"], "unknown field 'deleted_at'"),
+    (["notes"], "a long_text field cannot be sorted"),
+    (["name", "-name"], "'name' is already in the sort"),
+])
+def test_default_sort_must_be_sortable(lw_runtime, sort, message):
+    from loomwork.metadata.errors import MetadataError
+
+    doc = {"objects": {"deal": {"default_sort": sort, "fields": {
+        "name": {"type": "text"}, "notes": {"type": "long_text"}}}}}
+    with pytest.raises(MetadataError) as exc:
+        lw_runtime.validate(doc)
+    assert any(message in m for msgs in exc.value.errors.values() for m in msgs), exc.value.errors

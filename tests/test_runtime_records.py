@@ -644,3 +644,13 @@ def test_history_of_typed_values_is_json(items, rec, lw_ctx):
     assert hist[1]["new"]["starts"] == "2025-12-31T23:00:00+00:00"
     assert hist[1]["new"]["due"] == "2026-01-01"
     assert hist[1]["new"]["number"].startswith("Q-")
+
+
+def test_empty_json_and_multi_choice_are_sql_null(items, rec, lw_ctx, lw_services):
+    """Sent as null or left out, an empty json field is the same SQL NULL."""
+    sent = rec.create(lw_ctx, "item", {"extra": None})
+    omitted = rec.create(lw_ctx, "item", {})
+    table = lw_services.runtime.compiled(lw_ctx.tenant).object("item").table
+    with lw_ctx.tenant.read() as conn:
+        nulls = conn.execute(sa.select(table.c.id).where(table.c.extra.is_(None))).scalars().all()
+    assert {sent["id"], omitted["id"]} <= set(nulls)
