@@ -75,19 +75,31 @@ class CompiledObject:
     def column(self, name: str) -> sa.Column:
         return self.table.c[name]
 
+    @functools.cached_property
+    def _dump_plan(self) -> tuple[tuple[str, Callable[[Any], Any] | None], ...]:
+        """(column, converter or None for values already JSON-ready), built once."""
+        plan: list[tuple[str, Callable[[Any], Any] | None]] = [
+            (n, _isoformat if n in _DATETIMES else None) for n in _SYSTEM_OUT]
+        for name, f in self.fields.items():
+            same = type(f.ftype).dump is FieldType.dump
+            plan.append((name, None if same else functools.partial(f.ftype.dump, f.defn)))
+        return tuple(plan)
+
     def dump(self, row: Mapping[str, Any]) -> dict[str, Any]:
-        """A database row as the API's JSON-ready record."""
+        """A database row as the API's JSON-ready record (list pages call this per row)."""
         out: dict[str, Any] = {}
-        for name in _SYSTEM_OUT:
+        for name, conv in self._dump_plan:
             if name in row:
                 value = row[name]
-                out[name] = value.isoformat() if name in _DATETIMES and value is not None else value
-        if row.get("deleted_at") is not None:
-            out["deleted_at"] = row["deleted_at"].isoformat()
-        for name, f in self.fields.items():
-            if name in row:
-                out[name] = f.dump(row[name])
+                out[name] = value if conv is None or value is None else conv(value)
+        deleted = row.get("deleted_at")
+        if deleted is not None:
+            out["deleted_at"] = deleted.isoformat()
         return out
+
+
+def _isoformat(value: Any) -> str:
+    return value.isoformat()
 
 
 class CompiledApp:
