@@ -9,6 +9,7 @@ publish made by any other without a restart.
 from __future__ import annotations
 
 import functools
+import operator
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -80,17 +81,16 @@ class CompiledObject:
         """(column, converter or None for values already JSON-ready), built once."""
         plan: list[tuple[str, Callable[[Any], Any] | None]] = [
             (n, _isoformat if n in _DATETIMES else None) for n in _SYSTEM_OUT]
-        for name, f in self.fields.items():
-            same = type(f.ftype).dump is FieldType.dump
-            plan.append((name, None if same else functools.partial(f.ftype.dump, f.defn)))
+        plan.extend((name, f.ftype.converter(f.defn)) for name, f in self.fields.items())
         return tuple(plan)
 
     def dump(self, row: Mapping[str, Any]) -> dict[str, Any]:
         """A database row as the API's JSON-ready record (list pages call this per row)."""
         out: dict[str, Any] = {}
+        get = row.get
         for name, conv in self._dump_plan:
-            if name in row:
-                value = row[name]
+            value = get(name, _MISSING)
+            if value is not _MISSING:
                 out[name] = value if conv is None or value is None else conv(value)
         deleted = row.get("deleted_at")
         if deleted is not None:
@@ -98,8 +98,8 @@ class CompiledObject:
         return out
 
 
-def _isoformat(value: Any) -> str:
-    return value.isoformat()
+_isoformat = operator.methodcaller("isoformat")
+_MISSING = object()
 
 
 class CompiledApp:

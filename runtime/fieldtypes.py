@@ -10,9 +10,11 @@ the built-ins here are registered the same way (see
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
+import operator
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any, ClassVar
 
@@ -31,6 +33,9 @@ TEXT_OPS = frozenset({"eq", "ne", "lt", "lte", "gt", "gte", "in", "nin", "is_nul
 EQ_OPS = frozenset({"eq", "ne", "in", "nin", "is_null"})
 
 _LABEL = {"$ref": "https://loomwork.dev/schemas/common.json#/$defs/label"}
+
+
+_isoformat = operator.methodcaller("isoformat")
 
 
 class FieldType:
@@ -87,6 +92,13 @@ class FieldType:
     def dump(self, field: FieldDef, value: Any) -> Any:
         """Turn a stored value into its JSON form (the API's wire format)."""
         return value
+
+    def converter(self, field: FieldDef) -> Callable[[Any], Any] | None:
+        """A one-argument function turning a stored non-empty value into its JSON form,
+        or ``None`` when the stored value already is (list pages call it per cell)."""
+        if type(self).dump is FieldType.dump:
+            return None
+        return functools.partial(self.dump, field)
 
     def check_value(self, field: FieldDef, value: Any, old: Any) -> str | None:
         """Checks that need the previous value; return an error message or ``None``."""
@@ -235,6 +247,9 @@ class DecimalType(FieldType):
     def dump(self, field, value):
         return None if value is None else str(value)
 
+    def converter(self, field):
+        return str
+
 
 class ExactDecimalField(mf.Field):
     """A decimal that accepts a JSON number or string and rejects lost digits.
@@ -331,6 +346,9 @@ class DateType(FieldType):
     def dump(self, field, value):
         return None if value is None else value.isoformat()
 
+    def converter(self, field):
+        return _isoformat
+
 
 class AwareDateTimeField(mf.DateTime):
     """ISO 8601 with an offset in, UTC out (``2026-01-31T09:30:00+00:00``)."""
@@ -359,6 +377,9 @@ class DateTimeType(FieldType):
     def dump(self, field, value):
         return None if value is None else value.isoformat()
 
+    def converter(self, field):
+        return _isoformat
+
 
 class NaiveTimeField(mf.Time):
     """A time of day: an offset cannot be honoured without a date, so it is refused
@@ -384,6 +405,9 @@ class TimeType(FieldType):
 
     def dump(self, field, value):
         return None if value is None else value.isoformat()
+
+    def converter(self, field):
+        return _isoformat
 
 
 _OPTION = {

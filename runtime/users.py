@@ -8,9 +8,9 @@ ever open its own tenant.
 from __future__ import annotations
 
 import hashlib
+import secrets
 import threading
 import time
-import secrets
 from dataclasses import dataclass
 from typing import Any
 
