@@ -45,7 +45,7 @@ import copy
 import datetime as dt
 import hashlib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -556,7 +556,7 @@ class QueryService:
         return ListResult(data, next_cursor, count, kind)
 
     @staticmethod
-    def _read(conn: sa.Connection, blocks: list[list[sa.Select]], want: int) -> list[dict[str, Any]]:
+    def _read(conn: sa.Connection, blocks: Iterable[list[sa.Select]], want: int) -> list[dict[str, Any]]:
         """Up to ``want`` rows from the blocks in order, the next block only while the
         page is short; each block from the first of its SELECTs that gives all the rows
         still wanted (a short probe proves nothing), else from its last."""
@@ -611,7 +611,7 @@ class QueryService:
         return plan
 
     def _selects(self, app: CompiledApp, obj: CompiledObject, plan: _Plan, dialect: str,
-                 limit: int) -> list[list[sa.Select]]:
+                 limit: int) -> Iterator[list[sa.Select]]:
         """For each block of the page (see :meth:`_arms`), the SELECTs that read it, to
         try in turn; the caller adds ``LIMIT``."""
         t = obj.table
@@ -619,12 +619,11 @@ class QueryService:
         cols = plan.columns + [t.c[n] for n, _ in plan.sort if n not in names]
         probe = (dialect == "sqlite" and bool(plan.filters)
                  and self._index_ordered(app, obj, plan.sort, live=bool(plan.live)))
-        out = []
+        # A generator: the block after the first is only built when the page needs it.
         for arm in self._arms(obj, plan, dialect):
             full = (sa.select(*cols).select_from(plan.source).where(*plan.live, *plan.filters, *arm.conds)
                     .order_by(*arm.order))
-            out.append([self._probe(t, cols, plan, arm, limit), full] if probe else [full])
-        return out
+            yield [self._probe(t, cols, plan, arm, limit), full] if probe else [full]
 
     def _arms(self, obj: CompiledObject, plan: _Plan, dialect: str) -> list[_Arm]:
         """The page as one or two blocks in sort order, rows after the cursor only.

@@ -81,8 +81,12 @@ class Tenant:
 
     @contextmanager
     def read(self) -> Iterator[sa.Connection]:
-        with self.engine.connect() as conn, conn.begin():
-            yield conn
+        """A read: on PostgreSQL a READ COMMITTED transaction; on SQLite autocommit
+        statements (each sees a committed snapshot), so reads never take a lock."""
+        with self.engine.connect() as conn:
+            conn = conn.execution_options(lw_read=True)
+            with conn.begin():
+                yield conn
 
 
 def _sqlite_engine(path: Path) -> sa.Engine:
@@ -104,7 +108,12 @@ def _sqlite_engine(path: Path) -> sa.Engine:
 
     @sa.event.listens_for(engine, "begin")
     def _on_begin(conn: sa.Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("lw_immediate") else "BEGIN")
+        options = conn.get_execution_options()
+        if options.get("lw_read"):
+            # Reads run statement by statement (each its own WAL snapshot), like
+            # PostgreSQL's READ COMMITTED, and save a BEGIN/COMMIT round trip.
+            return
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if options.get("lw_immediate") else "BEGIN")
 
     return engine
 
