@@ -30,6 +30,18 @@ def fast_setup(lw_cheap_passwords, monkeypatch):
 
 
 @pytest.fixture
+def meta(lw_services):
+    """The metadata service."""
+    return lw_services.metadata
+
+
+@pytest.fixture
+def rec(lw_services):
+    """The record service."""
+    return lw_services.records
+
+
+@pytest.fixture
 def app(lw_database_url, tmp_path):
     """An app over a fresh platform with tenant ``main`` and users admin / sam (sales) / vera (viewer)."""
     import secrets

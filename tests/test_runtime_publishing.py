@@ -17,16 +17,6 @@ UTC = dt.UTC
 V1 = {"objects": {"deal": {"fields": {"name": {"type": "text", "label": "Name"}}}}}
 
 
-@pytest.fixture
-def meta(lw_services):
-    return lw_services.metadata
-
-
-@pytest.fixture
-def rec(lw_services):
-    return lw_services.records
-
-
 def as_user(ctx, uid, name, when):
     return Context(ctx.tenant, Actor(uid, name, frozenset({"admin"})), clock=lambda: when)
 

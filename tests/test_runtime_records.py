@@ -51,11 +51,6 @@ def items(lw_publish):
     lw_publish(account={"fields": ACCOUNT}, item={"fields": ITEM})
 
 
-@pytest.fixture
-def rec(lw_services):
-    return lw_services.records
-
-
 def verr(call, *args, **kwargs) -> dict[str, list[str]]:
     with pytest.raises(ValidationError) as info:
         call(*args, **kwargs)

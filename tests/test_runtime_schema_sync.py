@@ -24,16 +24,6 @@ DEAL = {"fields": {
 }}
 
 
-@pytest.fixture
-def meta(lw_services):
-    return lw_services.metadata
-
-
-@pytest.fixture
-def rec(lw_services):
-    return lw_services.records
-
-
 def columns(ctx, table) -> set[str]:
     with ctx.tenant.read() as conn:
         return {c["name"] for c in sa.inspect(conn).get_columns(table, schema=ctx.tenant.schema)}

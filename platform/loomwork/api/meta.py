@@ -116,18 +116,23 @@ def meta_object(name: str):
     return respond({"version": cur.version, "name": name, **cur.doc["objects"][name]})
 
 
+def _put(section: str, key: str, name: str):
+    """Create or replace one element of ``section`` from ``{key: {...}, comment, base_version, dry_run}``."""
+    ctx, cur = _current()
+    _admin(ctx, write=True)
+    data = json_object(body(floats=_FLOATS), (key, *_WRITE_OPTIONS),
+                       f'{{"{key}": {{...}}, "comment", "base_version", "dry_run"}}')
+    if not isinstance(data.get(key), dict):
+        raise ValidationError({key: [f"is required and must be a JSON object (the {key}'s metadata)"]})
+    doc = copy.deepcopy(cur.doc)
+    doc.setdefault(section, {})[name] = data[key]
+    return _publish(ctx, doc, data, base_default=cur.version)
+
+
 @bp.put("/meta/objects/<name>")
 def meta_put_object(name: str):
     """Create or replace one object; ``{"object": {...}, "comment", "base_version", "dry_run"}``."""
-    ctx, cur = _current()
-    _admin(ctx, write=True)
-    data = json_object(body(floats=_FLOATS), ("object", *_WRITE_OPTIONS),
-                       '{"object": {...}, "comment", "base_version", "dry_run"}')
-    if not isinstance(data.get("object"), dict):
-        raise ValidationError({"object": ["is required and must be a JSON object (the object's metadata)"]})
-    doc = copy.deepcopy(cur.doc)
-    doc["objects"][name] = data["object"]
-    return _publish(ctx, doc, data, base_default=cur.version)
+    return _put("objects", "object", name)
 
 
 @bp.delete("/meta/objects/<name>")
@@ -147,15 +152,7 @@ def meta_delete_object(name: str):
 @bp.put("/meta/roles/<name>")
 def meta_put_role(name: str):
     """Create or replace one role; ``{"role": {...}, "comment", "base_version", "dry_run"}``."""
-    ctx, cur = _current()
-    _admin(ctx, write=True)
-    data = json_object(body(floats=_FLOATS), ("role", *_WRITE_OPTIONS),
-                       '{"role": {...}, "comment", "base_version", "dry_run"}')
-    if not isinstance(data.get("role"), dict):
-        raise ValidationError({"role": ["is required and must be a JSON object (the role's metadata)"]})
-    doc = copy.deepcopy(cur.doc)
-    doc.setdefault("roles", {})[name] = data["role"]
-    return _publish(ctx, doc, data, base_default=cur.version)
+    return _put("roles", "role", name)
 
 
 @bp.post("/meta/plan")
