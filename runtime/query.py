@@ -566,7 +566,7 @@ class QueryService:
             for i, stmt in enumerate(tries):
                 result = conn.execute(stmt.limit(need))
                 keys = tuple(result.keys())
-                got = [dict(zip(keys, r)) for r in result]  # Row._asdict is several times slower
+                got = [dict(zip(keys, r, strict=True)) for r in result]  # Row._asdict is several times slower
                 if len(got) == need or i == len(tries) - 1:
                     break
             if rows:  # a row whose sort value was emptied in between must not come twice
