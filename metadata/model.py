@@ -171,10 +171,6 @@ BUILTIN_ROLES: Mapping[str, RoleDef] = MappingProxyType({
 })
 
 
-def empty_app_doc() -> dict[str, Any]:
-    return {"objects": {}, "roles": {}, "packages": {}}
-
-
 @dataclass(frozen=True)
 class AppMetadata:
     """A tenant's metadata at one version."""

@@ -267,5 +267,13 @@ def test_password_change_ends_other_sessions_but_keeps_this_one(crm_app):
     problem(second.get("/api/v1/auth/me"), 401)
 
 
-def test_hsts_only_when_cookies_are_secure(crm_app):
+def test_hsts_only_when_cookies_are_secure(crm_app, tmp_path):
+    from loomwork import create_app
+
     assert "Strict-Transport-Security" not in crm_app.test_client().get("/login").headers
+    secure = create_app({"database_url": f"sqlite:///{tmp_path / 'secure'}", "secret_key": "x",
+                         "instance_dir": str(tmp_path / "secure"), "secure_cookies": True})
+    try:
+        assert secure.test_client().get("/login?tenant=none").headers["Strict-Transport-Security"].startswith("max-age=")
+    finally:
+        secure.extensions["loomwork"].platform.dispose()

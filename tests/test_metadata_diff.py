@@ -10,6 +10,7 @@ from loomwork.metadata.diff import FAST, HEAVY, INSTANT, desired_indexes, doc_di
 from loomwork.metadata.model import AppMetadata
 from loomwork.metadata.validation import validate_app
 from loomwork.plugin_manager import field_types, make_plugin_manager
+from loomwork.testing import with_fields
 
 TYPES = field_types(make_plugin_manager(entry_points=False))
 
@@ -28,14 +29,7 @@ def make_plan(old, new, old_version=4):
 
 def changed(**edits):
     """BASE with ``deal.fields.<name>`` replaced/added (``None`` removes it)."""
-    doc = copy.deepcopy(BASE)
-    fields = doc["objects"]["deal"]["fields"]
-    for name, fdoc in edits.items():
-        if fdoc is None:
-            fields.pop(name)
-        else:
-            fields[name] = fdoc
-    return doc
+    return with_fields(BASE, **edits)
 
 
 def kinds(p):

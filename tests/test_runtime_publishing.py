@@ -126,7 +126,8 @@ def test_base_version_conflict(meta, lw_ctx):
     assert meta.publish(lw_ctx, stale, base_version=1) == 2
 
 
-def test_concurrent_publishes_one_wins(meta, lw_ctx):
+def _publish_race(meta, lw_ctx, **publish_kw) -> list[object]:
+    """Two threads publish V1 plus one field each at the same moment; their results."""
     meta.publish(lw_ctx, V1)
     barrier = threading.Barrier(2)
     results: list[object] = []
@@ -135,8 +136,8 @@ def test_concurrent_publishes_one_wins(meta, lw_ctx):
         doc = edit(V1, lambda d: fields(d).update({name: {"type": "text"}}))
         barrier.wait()
         try:
-            results.append(meta.publish(lw_ctx, doc, base_version=1))
-        except ConflictError as exc:
+            results.append(meta.publish(lw_ctx, doc, **publish_kw))
+        except Exception as exc:  # judged by the caller's assertions
             results.append(exc)
 
     threads = [threading.Thread(target=work, args=(n,)) for n in ("alpha", "beta")]
@@ -144,6 +145,11 @@ def test_concurrent_publishes_one_wins(meta, lw_ctx):
         t.start()
     for t in threads:
         t.join(30)
+    return results
+
+
+def test_concurrent_publishes_one_wins(meta, lw_ctx):
+    results = _publish_race(meta, lw_ctx, base_version=1)
     assert sorted(map(type, results), key=str) == sorted([int, ConflictError], key=str), results
     assert 2 in results
     assert meta.current(lw_ctx).version == 2
@@ -151,23 +157,7 @@ def test_concurrent_publishes_one_wins(meta, lw_ctx):
 
 
 def test_concurrent_publishes_without_base_queue(meta, lw_ctx):
-    meta.publish(lw_ctx, V1)
-    barrier = threading.Barrier(2)
-    results: list[object] = []
-
-    def work(name: str) -> None:
-        doc = edit(V1, lambda d: fields(d).update({name: {"type": "text"}}))
-        barrier.wait()
-        try:
-            results.append(meta.publish(lw_ctx, doc))
-        except Exception as exc:  # reported by the assertion
-            results.append(exc)
-
-    threads = [threading.Thread(target=work, args=(n,)) for n in ("alpha", "beta")]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
+    results = _publish_race(meta, lw_ctx)
     # Each publish was planned against the version before it, so both apply.
     assert sorted(results, key=str) == [2, 3], results
     last = meta.version(lw_ctx, 3)

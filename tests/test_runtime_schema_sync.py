@@ -17,6 +17,7 @@ from loomwork.metadata.errors import (
     ValidationError,
 )
 from loomwork.runtime.systables import dropped
+from loomwork.testing import with_fields
 
 DEAL = {"fields": {
     "name": {"type": "text", "label": "Name"},
@@ -49,17 +50,6 @@ def partial_where(index) -> str:
     opts = index.get("dialect_options", {})
     where = opts.get("postgresql_where") or opts.get("sqlite_where")
     return str(where).strip("()").lower() if where is not None else ""
-
-
-def with_fields(doc, obj="deal", **edits):
-    doc = copy.deepcopy(doc)
-    fields = doc["objects"][obj]["fields"]
-    for name, fdoc in edits.items():
-        if fdoc is None:
-            fields.pop(name)
-        else:
-            fields[name] = fdoc
-    return doc
 
 
 @pytest.fixture

@@ -150,7 +150,7 @@ def current_context() -> Context:
         except NotFound:
             session.clear()
             raise AuthenticationRequired("your session has ended; sign in again") from None
-        if not user.active or session.get("auth_version") != _auth_version(user):
+        if not user.active or session.get("auth_version") != user.stamp:
             session.clear()
             raise AuthenticationRequired("your session has ended; sign in again")
         if request.method not in SAFE_METHODS:
@@ -160,15 +160,10 @@ def current_context() -> Context:
     return ctx
 
 
-def _auth_version(user) -> str:
-    """The user's credential stamp: a password or role change ends other sessions."""
-    return user.stamp
-
-
 def refresh_session(ctx: Context) -> None:
     """Keep the current browser session valid after its own user changed password."""
     if session.get("uid") == ctx.actor.id:
-        session["auth_version"] = _auth_version(state().services.users.get(ctx, ctx.actor.id))
+        session["auth_version"] = state().services.users.get(ctx, ctx.actor.id).stamp
 
 
 def login(tenant_name: str | None, username: str, password: str):
@@ -188,7 +183,7 @@ def login(tenant_name: str | None, username: str, password: str):
     throttle.succeeded(keys[0])
     session.clear()
     session["uid"], session["tenant"] = user.id, tenant_name
-    session["auth_version"] = _auth_version(user)
+    session["auth_version"] = user.stamp
     session.permanent = True
     csrf_token()
     return user

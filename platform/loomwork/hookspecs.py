@@ -5,7 +5,7 @@ Every hook has a typed signature and a docstring; a test fails when one lacks it
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pluggy
 
@@ -36,8 +36,3 @@ def loomwork_register_commands(cli: click.Group) -> None:
 def loomwork_app_created(app: Flask) -> None:
     """Called once ``create_app`` has built the app: register blueprints or hooks."""
 
-
-@hookspec
-def loomwork_settings() -> dict[str, Any]:
-    """Declare plugin settings as ``{name: default}``; they become configurable
-    like core settings (``LOOMWORK_<NAME>`` in the environment)."""

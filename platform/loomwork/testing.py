@@ -131,3 +131,18 @@ def lw_cheap_passwords(monkeypatch) -> None:
     cheap = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
     monkeypatch.setattr("loomwork.runtime.users._hasher", cheap)
     monkeypatch.setattr("loomwork.runtime.users._DUMMY_HASH", cheap.hash("not a password"))
+
+
+def with_fields(doc: dict[str, Any], obj: str = "deal", **edits: Any) -> dict[str, Any]:
+    """A copy of a metadata document with fields of ``obj`` replaced or added
+    (``name=None`` removes one): for tests of schema changes."""
+    import copy
+
+    doc = copy.deepcopy(doc)
+    fields = doc["objects"][obj]["fields"]
+    for name, fdoc in edits.items():
+        if fdoc is None:
+            fields.pop(name)
+        else:
+            fields[name] = fdoc
+    return doc

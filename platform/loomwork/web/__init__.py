@@ -96,5 +96,4 @@ def password():
             message = "Your password has been changed."
         except ValidationError as exc:
             error = "; ".join(f"{k.replace('_', ' ')} {', '.join(v)}" for k, v in exc.errors.items())
-    return render_template("password.html", ctx=ctx, csrf=auth.csrf_token(), message=message, error=error,
-                           session_user=session.get("uid"))
+    return render_template("password.html", ctx=ctx, csrf=auth.csrf_token(), message=message, error=error)
