@@ -22,8 +22,12 @@ SYSTEM_COLUMNS: tuple[str, ...] = (
 
 #: Keys every field accepts whatever its type; a type adds its own through ``properties``.
 COMMON_FIELD_KEYS = frozenset(
-    {"type", "label", "help", "required", "unique", "indexed", "read_only", "default", "renamed_from"}
+    {"type", "label", "help", "required", "unique", "indexed", "read_only", "default", "renamed_from",
+     "default_expr", "visible_if", "required_if", "read_only_if"}
 )
+
+#: The condition keys a field or a section may carry (expressions).
+CONDITION_KEYS = ("visible_if", "required_if", "read_only_if")
 
 
 class FieldTypeSpec(Protocol):
@@ -77,10 +81,18 @@ class FieldDef:
     read_only: bool = False
     default: Any = None
     props: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    default_expr: str | None = None
+    visible_if: str | None = None
+    required_if: str | None = None
+    read_only_if: str | None = None
 
     @classmethod
     def from_doc(cls, name: str, doc: Mapping[str, Any]) -> FieldDef:
         return cls(
+            default_expr=doc.get("default_expr"),
+            visible_if=doc.get("visible_if"),
+            required_if=doc.get("required_if"),
+            read_only_if=doc.get("read_only_if"),
             name=name,
             type=doc["type"],
             label=_freeze(doc.get("label")),
@@ -108,6 +120,43 @@ class IndexDef:
 
 
 @dataclass(frozen=True)
+class ValidationDef:
+    """A validation rule: the record is refused with ``message`` when ``condition`` holds."""
+
+    name: str
+    condition: str
+    message: Any
+    field: str | None = None
+    active: bool = True
+    on: str = "both"  # create, update or both
+
+    @classmethod
+    def from_doc(cls, name: str, doc: Mapping[str, Any]) -> ValidationDef:
+        return cls(name, doc["condition"], _freeze(doc["message"]), doc.get("field"),
+                   bool(doc.get("active", True)), doc.get("on", "both"))
+
+    def applies(self, creating: bool) -> bool:
+        return self.active and (self.on == "both" or (self.on == "create") == creating)
+
+
+@dataclass(frozen=True)
+class SectionDef:
+    """A group of fields; its conditions apply to each field in it."""
+
+    name: str
+    label: Any
+    fields: tuple[str, ...]
+    visible_if: str | None = None
+    required_if: str | None = None
+    read_only_if: str | None = None
+
+    @classmethod
+    def from_doc(cls, name: str, doc: Mapping[str, Any]) -> SectionDef:
+        return cls(name, _freeze(doc.get("label")), tuple(doc.get("fields", ())),
+                   doc.get("visible_if"), doc.get("required_if"), doc.get("read_only_if"))
+
+
+@dataclass(frozen=True)
 class ObjectDef:
     name: str
     label: Any
@@ -117,6 +166,8 @@ class ObjectDef:
     title_field: str | None
     search_fields: tuple[str, ...]
     default_sort: tuple[str, ...]
+    validations: Mapping[str, ValidationDef] = field(default_factory=lambda: MappingProxyType({}))
+    sections: Mapping[str, SectionDef] = field(default_factory=lambda: MappingProxyType({}))
 
     @classmethod
     def from_doc(cls, name: str, doc: Mapping[str, Any]) -> ObjectDef:
@@ -137,6 +188,9 @@ class ObjectDef:
             title_field=title_field,
             search_fields=tuple(doc.get("search_fields", [title_field] if title_field else [])),
             default_sort=tuple(doc.get("default_sort", ["-created_at"])),
+            validations=MappingProxyType({n: ValidationDef.from_doc(n, v)
+                                          for n, v in doc.get("validations", {}).items()}),
+            sections=MappingProxyType({n: SectionDef.from_doc(n, v) for n, v in doc.get("sections", {}).items()}),
         )
 
     def title(self, locale: str = "en") -> str:

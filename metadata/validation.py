@@ -262,6 +262,18 @@ def validate_object(
         elif name in seen_sort:
             errors.append((f"{path}.default_sort.{i}", f"{name!r} is already in the sort"))
         seen_sort.add(name)
+    placed: dict[str, str] = {}
+    for sname, sec in odoc.get("sections", {}).items():
+        for j, f in enumerate(sec["fields"]):
+            if f not in names:
+                errors.append((f"{path}.sections.{sname}.fields.{j}", f"unknown field {f!r}"))
+            elif f in placed:
+                errors.append((f"{path}.sections.{sname}.fields.{j}", f"{f!r} is already in section {placed[f]}"))
+            else:
+                placed[f] = sname
+    for vname, rule in odoc.get("validations", {}).items():
+        if rule.get("field") and rule["field"] not in names:
+            errors.append((f"{path}.validations.{vname}.field", f"unknown field {rule['field']!r}"))
     for iname, idx in odoc.get("indexes", {}).items():
         for j, f in enumerate(idx["fields"]):
             if f not in sortable:

@@ -8,12 +8,14 @@ publish made by any other without a restart.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import operator
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 import marshmallow as ma
@@ -24,7 +26,9 @@ from loomwork.metadata.errors import MetadataError, NotFound
 from loomwork.metadata.model import SYSTEM_COLUMNS, AppMetadata, FieldDef, ObjectDef
 from loomwork.metadata.validation import validate_app
 
+from .expr import Function, builtin_functions
 from .fieldtypes import FieldType
+from .rules import ObjectRules, check_app, compile_app_rules, with_rollup_sources
 from .systables import system_columns
 from .tenancy import Tenant
 
@@ -33,7 +37,8 @@ from .tenancy import Tenant
 class CompiledField:
     defn: FieldDef
     ftype: FieldType
-    column: sa.Column
+    #: None for a virtual formula (computed in SQL when read).
+    column: sa.Column | None
     dump: Callable[[Any], Any]
 
     @property
@@ -61,6 +66,7 @@ class CompiledObject:
     fields: dict[str, CompiledField]
     schema: ma.Schema
     referenced_by: list[Reference] = field(default_factory=list)
+    rules: ObjectRules = field(default_factory=ObjectRules)
 
     @property
     def name(self) -> str:
@@ -72,6 +78,12 @@ class CompiledObject:
         the violation can be explained as a field error)."""
         return any(f.defn.unique for f in self.fields.values()) or any(
             i.unique for i in self.defn.indexes.values())
+
+    @functools.cached_property
+    def rollup_zeroes(self) -> tuple[str, ...]:
+        """Roll-ups that start at 0 rather than empty (counts and sums)."""
+        return tuple(n for n, f in self.fields.items()
+                     if f.defn.type == "rollup" and f.defn.prop("function") in ("count", "sum"))
 
     def column(self, name: str) -> sa.Column:
         return self.table.c[name]
@@ -105,15 +117,23 @@ _MISSING = object()
 class CompiledApp:
     """Everything executable for one (tenant, version). Treat as read-only."""
 
-    def __init__(self, meta: AppMetadata, types: Mapping[str, FieldType]) -> None:
+    def __init__(self, meta: AppMetadata, types: Mapping[str, FieldType],
+                 functions: Mapping[str, Function] | None = None) -> None:
         self.meta = meta
         self.version = meta.version
         self.sa_metadata = sa.MetaData()
         self.objects: dict[str, CompiledObject] = {}
+        self.functions = functions if functions is not None else builtin_functions()
         self._artefacts: dict[str, Any] = {}
         self._artefact_lock = threading.Lock()
+        sources = _rollup_sources(meta, types)
         for obj in meta.objects.values():
-            self.objects[obj.name] = compile_object(obj, types, self.sa_metadata)
+            self.objects[obj.name] = compile_object(obj, types, self.sa_metadata, sources)
+        rules, errors = compile_app_rules(meta, types, self.functions)
+        if errors:  # published versions were checked; this is a plugin function gone missing
+            raise MetadataError({path: [msg] for path, msg in errors})
+        for name, r in rules.items():
+            self.objects[name].rules = r
         for obj in meta.objects.values():
             for f in obj.fields.values():
                 if f.type == "lookup":
@@ -143,14 +163,35 @@ def _dumper(ftype: FieldType, fdef: FieldDef) -> Callable[[Any], Any]:
     return lambda v: ftype.dump(fdef, v)
 
 
-def compile_object(obj: ObjectDef, types: Mapping[str, FieldType], sa_metadata: sa.MetaData) -> CompiledObject:
+def _rollup_sources(meta: AppMetadata, types: Mapping[str, FieldType]) -> dict[tuple[str, str], FieldDef]:
+    """Roll-up fields with the summarised field's type and scale filled in (their column
+    type follows it: a sum of currency is currency)."""
+    out = {}
+    for obj, f, source in with_rollup_sources(meta):
+        props = dict(f.props)
+        if source is not None:
+            stype = types.get(source.type)
+            props["source_type"] = "integer" if source.type == "integer" else (
+                stype.expression_type(source) if stype else "number")
+            if "scale" not in props and source.type in ("decimal", "currency", "percent"):
+                props["scale"] = source.prop("scale", 2)
+            elif "scale" not in props and source.type in ("formula", "rollup"):
+                props["scale"] = source.prop("scale", 2)
+        out[(obj.name, f.name)] = dataclasses.replace(f, props=MappingProxyType(props))
+    return out
+
+
+def compile_object(obj: ObjectDef, types: Mapping[str, FieldType], sa_metadata: sa.MetaData,
+                   overrides: Mapping[tuple[str, str], FieldDef] | None = None) -> CompiledObject:
     fields: dict[str, CompiledField] = {}
     columns = system_columns()
     ma_fields: dict[str, ma.fields.Field] = {}
     for f in obj.fields.values():
+        f = (overrides or {}).get((obj.name, f.name), f)
         ftype = types[f.type]
-        col = sa.Column(f.name, ftype.column_type(f), nullable=True)
-        columns.append(col)
+        col = sa.Column(f.name, ftype.column_type(f), nullable=True) if ftype.has_column(f) else None
+        if col is not None:
+            columns.append(col)
         fields[f.name] = CompiledField(f, ftype, col, _dumper(ftype, f))
         ma_fields[f.name] = ftype.ma_field(f)
     table = sa.Table(obj.name, sa_metadata, *columns)
@@ -165,18 +206,25 @@ READ_MAX_AGE = 0.2
 class Runtime:
     """The runtime of one process: the field-type registry and the compiled cache."""
 
-    def __init__(self, field_types: Mapping[str, FieldType]) -> None:
+    def __init__(self, field_types: Mapping[str, FieldType], functions: Mapping[str, Function] | None = None) -> None:
         self.field_types = dict(field_types)
+        self.functions = dict(functions) if functions is not None else builtin_functions()
         self._cache: dict[tuple[str, str], CompiledApp] = {}
         self._checked: dict[tuple[str, str], float] = {}
         self._lock = threading.Lock()
 
     def validate(self, doc: Mapping[str, Any]) -> None:
-        """Validate a metadata document. :raises MetadataError:"""
+        """Validate a metadata document, its expressions included. :raises MetadataError:"""
         validate_app(doc, self.field_types)
+        errors = check_app(AppMetadata.from_doc(doc), self.field_types, self.functions)
+        if errors:
+            merged: dict[str, list[str]] = {}
+            for path, msg in errors:
+                merged.setdefault(path, []).append(msg)
+            raise MetadataError(merged)
 
     def compile(self, doc: Mapping[str, Any], version: int) -> CompiledApp:
-        return CompiledApp(AppMetadata.from_doc(doc, version), self.field_types)
+        return CompiledApp(AppMetadata.from_doc(doc, version), self.field_types, self.functions)
 
     def expire(self, tenant: Tenant) -> None:
         """Make the next read check the version again (after a publish in this process)."""

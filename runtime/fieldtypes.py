@@ -48,6 +48,21 @@ class FieldType:
     filter_ops: ClassVar[frozenset[str]] = COMPARE_OPS
     #: OpenAPI / JSON type written for this field (informative).
     json_type: ClassVar[str] = "string"
+    #: The expression-language type of the field's values (None: expressions cannot use it).
+    expr_type: ClassVar[str | None] = "text"
+    #: Whether the server computes the value (formula, roll-up): never written by callers.
+    computed: ClassVar[bool] = False
+
+    def expression_type(self, field: FieldDef) -> str | None:
+        return self.expr_type
+
+    def has_column(self, field: FieldDef) -> bool:
+        """Whether the field is stored in a column (a virtual formula is computed in SQL)."""
+        return True
+
+    def field_ops(self, field: FieldDef) -> frozenset[str]:
+        """The filter operators this field supports."""
+        return self.filter_ops
 
     # -- metadata ---------------------------------------------------------
     def bound(self, value: Any) -> Any:
@@ -190,6 +205,7 @@ class UrlType(TextType):
 
 class IntegerType(FieldType):
     name = "integer"
+    expr_type = "number"
     properties = {"min": {"type": "integer"}, "max": {"type": "integer"}}
     json_type = "integer"
     LIMIT = 2**63 - 1
@@ -205,6 +221,7 @@ class IntegerType(FieldType):
 
 class DecimalType(FieldType):
     name = "decimal"
+    expr_type = "decimal"
     properties = {
         "precision": {"type": "integer", "minimum": 1, "maximum": 18},
         "scale": {"type": "integer", "minimum": 0, "maximum": 12},
@@ -306,6 +323,7 @@ class PercentType(DecimalType):
 
 class BooleanType(FieldType):
     name = "boolean"
+    expr_type = "boolean"
     filter_ops = EQ_OPS
     json_type = "boolean"
 
@@ -328,6 +346,7 @@ class StrictBooleanField(mf.Boolean):
 
 class DateType(FieldType):
     name = "date"
+    expr_type = "date"
     properties = {"min": {"type": "string", "format": "date"}, "max": {"type": "string", "format": "date"}}
 
     def bound(self, value):
@@ -367,6 +386,7 @@ class AwareDateTimeField(mf.DateTime):
 
 class DateTimeType(FieldType):
     name = "datetime"
+    expr_type = "datetime"
 
     def column_type(self, field):
         return UTCDateTime()
@@ -396,6 +416,7 @@ class NaiveTimeField(mf.Time):
 
 class TimeType(FieldType):
     name = "time"
+    expr_type = None
 
     def column_type(self, field):
         return sa.Time()
@@ -429,14 +450,67 @@ def _check_options(field, path):
     return [(f"{path}.options", f"duplicate option value {d!r}") for d in dupes]
 
 
+_DEPENDS_ON = {
+    "type": "object",
+    "required": ["field", "options"],
+    "additionalProperties": False,
+    "description": "Dependent choices: the controlling field's value decides which options are allowed.",
+    "properties": {
+        "field": {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,62}$"},
+        "options": {"type": "object", "maxProperties": 1000,
+                    "additionalProperties": {"type": "array", "items": {"type": "string"}, "uniqueItems": True}},
+    },
+}
+
+
+def _check_depends_on(field: Mapping[str, Any], path: str, app_doc: Mapping[str, Any]) -> list[tuple[str, str]]:
+    dep = field.get("depends_on")
+    if not dep:
+        return []
+    parts = path.split(".")
+    fields = app_doc.get("objects", {}).get(parts[1], {}).get("fields", {}) if len(parts) > 3 else {}
+    ctl = fields.get(dep["field"])
+    where = f"{path}.depends_on"
+    if ctl is None or dep["field"] == parts[-1]:
+        return [(f"{where}.field", f"unknown controlling field {dep['field']!r}")]
+    if ctl.get("type") == "choice":
+        allowed_keys = {o["value"] for o in ctl.get("options", [])}
+    elif ctl.get("type") == "boolean":
+        allowed_keys = {"true", "false"}
+    else:
+        return [(f"{where}.field", "the controlling field must be a choice or boolean field")]
+    own = {o["value"] for o in field.get("options", [])}
+    errors = []
+    for key, values in dep["options"].items():
+        if key not in allowed_keys:
+            errors.append((f"{where}.options.{key}", f"{key!r} is not a value of {dep['field']}"))
+        for v in values:
+            if v not in own:
+                errors.append((f"{where}.options.{key}", f"{v!r} is not an option of this field"))
+    return errors
+
+
+def allowed_by_controller(field: FieldDef, controlling_value: Any) -> tuple[str, ...] | None:
+    """The options a dependent choice allows for ``controlling_value`` (None: no dependency)."""
+    dep = field.prop("depends_on")
+    if not dep:
+        return None
+    if isinstance(controlling_value, bool):
+        controlling_value = "true" if controlling_value else "false"
+    return tuple(dep["options"].get(controlling_value, ())) if controlling_value is not None else ()
+
+
 class ChoiceType(FieldType):
     name = "choice"
-    properties = {"options": {"type": "array", "minItems": 1, "maxItems": 1000, "items": _OPTION}}
+    expr_type = "choice"
+    properties = {"options": {"type": "array", "minItems": 1, "maxItems": 1000, "items": _OPTION},
+                  "depends_on": _DEPENDS_ON}
     required_properties = ("options",)
     filter_ops = EQ_OPS
 
     def check(self, field, path, app_doc):
-        return _check_options(field, path) or super().check(field, path, app_doc)
+        return (_check_options(field, path) or _check_depends_on(field, path, app_doc)
+                or super().check(field, path, app_doc))
 
     def ma_field(self, field):
         values = [o["value"] for o in field.prop("options", ())]
@@ -459,6 +533,7 @@ def _no_repeats(values: list) -> None:
 
 class MultiChoiceType(ChoiceType):
     name = "multi_choice"
+    expr_type = "list"
     indexable = False
     filter_ops = frozenset({"contains", "is_null"})
 
@@ -479,6 +554,7 @@ class MultiChoiceType(ChoiceType):
 
 class LookupType(FieldType):
     name = "lookup"
+    expr_type = "number"
     properties = {
         "target": {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,62}$"},
         "on_delete": {"enum": ["restrict", "set_null", "cascade"]},
@@ -554,6 +630,7 @@ class AutonumberType(FieldType):
 
 class JsonType(FieldType):
     name = "json"
+    expr_type = None
     properties = {"max_bytes": {"type": "integer", "minimum": 2, "maximum": 1_000_000}}
     indexable = False
     filter_ops = frozenset({"is_null"})
@@ -613,8 +690,176 @@ class JsonValueField(mf.Raw):
         return value
 
 
+_EXPRESSION = {"type": "string", "minLength": 1, "maxLength": 4000}
+#: Result types a formula may declare, with their column, parser and filter operators.
+RESULT_TYPES = ("text", "number", "decimal", "boolean", "date", "datetime")
+
+
+def _result_parts(result_type: str, scale: int) -> tuple[sa.types.TypeEngine, mf.Field, frozenset[str]]:
+    if result_type == "text":
+        return sa.Text(), mf.String(allow_none=True), TEXT_OPS - {"between"}
+    if result_type == "number":
+        return sa.Float(), mf.Float(allow_none=True, allow_nan=False), COMPARE_OPS
+    if result_type == "decimal":
+        return ExactDecimal(18, scale), ExactDecimalField(18, scale, allow_none=True), COMPARE_OPS
+    if result_type == "boolean":
+        return sa.Boolean(), StrictBooleanField(allow_none=True), EQ_OPS
+    if result_type == "date":
+        return sa.Date(), mf.Date(allow_none=True), COMPARE_OPS
+    return UTCDateTime(), AwareDateTimeField(format="iso", allow_none=True), COMPARE_OPS
+
+
+class ComputedType(FieldType):
+    """Shared by formula and roll-up fields: typed by their result, written by the server."""
+
+    computed = True
+    indexable = True
+
+    def result_type(self, field: FieldDef) -> str:
+        raise NotImplementedError
+
+    def scale(self, field: FieldDef) -> int:
+        return field.prop("scale", 2)
+
+    def expression_type(self, field):
+        return self.result_type(field)
+
+    def column_type(self, field):
+        return _result_parts(self.result_type(field), self.scale(field))[0]
+
+    def ma_field(self, field):
+        return _result_parts(self.result_type(field), self.scale(field))[1]
+
+    def field_ops(self, field):
+        return _result_parts(self.result_type(field), self.scale(field))[2]
+
+    def dump(self, field, value):
+        if value is None:
+            return None
+        if isinstance(value, Decimal):
+            return str(value)
+        if isinstance(value, (dt.date, dt.datetime)):
+            return value.isoformat()
+        return value
+
+    def converter(self, field):
+        return functools.partial(self.dump, field)
+
+    def heavy_change(self, old, new):
+        if old.type != new.type:
+            return super().heavy_change(old, new)
+        if self.has_column(old) and self.has_column(new) and (
+                self.result_type(old) != self.result_type(new) or self.scale(old) != self.scale(new)):
+            return ("changing the result type of a stored value rewrites its column; "
+                    "add a new field and drop this one instead")
+        return None
+
+
+class FormulaType(ComputedType):
+    """A value computed from an expression: ``virtual`` (computed in SQL when read, so
+    always current) or ``stored: true`` (materialised on write and recomputed in
+    batches when the formula changes; filters and sorts use an index)."""
+
+    name = "formula"
+    properties = {
+        "expression": _EXPRESSION,
+        "result_type": {"enum": list(RESULT_TYPES)},
+        "stored": {"type": "boolean"},
+        "scale": {"type": "integer", "minimum": 0, "maximum": 12},
+    }
+    required_properties = ("expression", "result_type")
+
+    def result_type(self, field):
+        return field.prop("result_type")
+
+    def has_column(self, field):
+        return bool(field.prop("stored", False))
+
+    def check(self, field, path, app_doc):
+        errors = []
+        if field.get("unique"):
+            errors.append((f"{path}.unique", "a formula cannot be unique"))
+        if field.get("indexed") and not field.get("stored"):
+            errors.append((f"{path}.indexed", "only a stored formula can be indexed"))
+        for key in ("default", "default_expr", "required"):
+            if field.get(key):
+                errors.append((f"{path}.{key}", "a formula is computed; it takes no default and is never required"))
+        return errors
+
+
+ROLLUP_FUNCTIONS = ("count", "sum", "min", "max", "avg")
+
+
+class RollupType(ComputedType):
+    """An aggregate (count, sum, min, max, avg) over the records of another object that
+    look up to this one, with an optional filter; stored, and kept current by the
+    record service on every child write."""
+
+    name = "rollup"
+    properties = {
+        "object": {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,62}$"},
+        "via": {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,62}$"},
+        "function": {"enum": list(ROLLUP_FUNCTIONS)},
+        "field": {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,62}$"},
+        "filter": _EXPRESSION,
+        # Filled in when compiling from the summarised field; never written by admins.
+        "source_type": {"type": "string"},
+        "scale": {"type": "integer", "minimum": 0, "maximum": 12},
+    }
+    required_properties = ("object", "via", "function")
+    _AGGREGABLE = {"sum": ("number", "decimal"), "avg": ("number", "decimal"),
+                   "min": ("number", "decimal", "date", "datetime"), "max": ("number", "decimal", "date", "datetime")}
+
+    def result_type(self, field):
+        if field.prop("function") == "count":
+            return "number"
+        source = field.prop("source_type", "number")
+        return "number" if source == "integer" else source
+
+    def _integral(self, field: FieldDef) -> bool:
+        fn = field.prop("function")
+        return fn == "count" or (fn in ("sum", "min", "max") and field.prop("source_type") == "integer")
+
+    def column_type(self, field):
+        return sa.BigInteger() if self._integral(field) else super().column_type(field)
+
+    def ma_field(self, field):
+        return mf.Integer(allow_none=True) if self._integral(field) else super().ma_field(field)
+
+    def check(self, field, path, app_doc):
+        parts = path.split(".")
+        here = parts[1] if len(parts) > 3 else None
+        objects = app_doc.get("objects", {})
+        child = objects.get(field.get("object"))
+        where = path
+        if child is None:
+            return [(f"{where}.object", f"unknown object {field.get('object')!r}")]
+        via = child.get("fields", {}).get(field.get("via"))
+        if via is None or via.get("type") != "lookup" or via.get("target") != here:
+            return [(f"{where}.via", f"must be a lookup field of {field['object']} pointing at {here}")]
+        fn = field["function"]
+        errors = []
+        for key in ("default", "default_expr", "required", "unique", "source_type"):
+            if field.get(key):
+                errors.append((f"{where}.{key}", "not allowed on a roll-up"))
+        if fn == "count":
+            if field.get("field"):
+                errors.append((f"{where}.field", "count takes no field"))
+            return errors
+        source = child.get("fields", {}).get(field.get("field") or "")
+        if source is None:
+            return [*errors, (f"{where}.field", f"{fn} needs a field of {field['object']}")]
+        kind = {"integer": "number", "decimal": "decimal", "currency": "decimal", "percent": "decimal",
+                "date": "date", "datetime": "datetime"}.get(source.get("type"))
+        if source.get("type") in ("formula", "rollup"):
+            kind = source.get("result_type") if source.get("type") == "formula" else "number"
+        if kind not in self._AGGREGABLE[fn]:
+            errors.append((f"{where}.field", f"{fn} cannot summarise a {source.get('type')} field"))
+        return errors
+
+
 BUILTIN_TYPES: tuple[type[FieldType], ...] = (
     TextType, LongTextType, IntegerType, DecimalType, CurrencyType, PercentType, BooleanType,
     DateType, DateTimeType, TimeType, EmailType, PhoneType, UrlType, ChoiceType, MultiChoiceType,
-    LookupType, AutonumberType, JsonType,
+    LookupType, AutonumberType, JsonType, FormulaType, RollupType,
 )

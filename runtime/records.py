@@ -21,9 +21,10 @@ from loomwork.metadata import store
 from loomwork.metadata.errors import ConflictError, NotFound, ValidationError
 from loomwork.metadata.model import SYSTEM_COLUMNS
 
-from . import systables
+from . import rollups, systables
 from .compiled import READ_MAX_AGE, CompiledApp, CompiledObject, Runtime
 from .context import Context
+from .evaluation import apply_rules, virtual_values
 from .fieldtypes import AutonumberType
 from .permissions import Permissions
 from .tenancy import json_dumps
@@ -92,7 +93,7 @@ class RecordService:
             self.permissions.check(ctx, app, object_name, "read")
             obj = app.object(object_name)
             row = self._row(conn, obj, record_id)
-            return obj.dump(row)
+            return obj.dump(virtual_values(app, obj, dict(row), ctx, conn))
 
     def history(self, ctx: Context, object_name: str, record_id: Any, limit: int = 200) -> list[dict[str, Any]]:
         h = systables.history
@@ -149,6 +150,8 @@ class RecordService:
                 errors.setdefault(f"{prefix}{key}", []).append("unknown field")
             elif isinstance(f.ftype, AutonumberType):
                 errors.setdefault(f"{prefix}{key}", []).append("is numbered by the system")
+            elif f.ftype.computed:
+                errors.setdefault(f"{prefix}{key}", []).append("is computed by the system")
             elif f.defn.read_only and not ctx.actor.is_admin and old is None:
                 errors.setdefault(f"{prefix}{key}", []).append("is read-only")
             else:
@@ -168,11 +171,6 @@ class RecordService:
             for name, f in obj.fields.items():
                 if name not in values and f.defn.default is not None:
                     values[name] = obj.schema.fields[name].deserialize(f.defn.default)
-        for name, f in obj.fields.items():
-            if not f.defn.required or isinstance(f.ftype, AutonumberType):
-                continue
-            if (name in values or old is None) and values.get(name) in (None, "", [], {}):
-                errors.setdefault(f"{prefix}{name}", []).append("is required")
         for name, value in values.items():
             if value is None:
                 continue
@@ -279,9 +277,13 @@ class RecordService:
                 try:
                     values = self._load(ctx, obj, data, old=None, prefix=prefix)
                     self._check_lookups(ctx, conn, app, obj, values, prefix)
-                    loaded.append(values)
                 except ValidationError as exc:
                     errors.update(exc.errors)
+                    continue
+                errors.update(apply_rules(ctx, conn, app, obj, values, None, set(data), prefix))
+                for name in obj.rollup_zeroes:
+                    values[name] = 0
+                loaded.append(values)
             if errors:
                 raise ValidationError(errors)
             now = ctx.now()
@@ -299,8 +301,10 @@ class RecordService:
                 record["id"] = new_id
                 initial = {k: obj.fields[k].dump(v) for k, v in values.items() if v is not None}
                 self._history(conn, ctx, obj, new_id, "create", [(None, None, initial)])
-                out.append(obj.dump(record))
-            return out
+                out.append(record)
+            if obj.rules.feeds:
+                rollups.maintain(conn, app, obj, [(None, r) for r in out])
+            return [obj.dump(virtual_values(app, obj, r, ctx, conn)) for r in out]
 
     @_metadata_race
     def update(self, ctx: Context, object_name: str, record_id: Any, data: Mapping[str, Any],
@@ -325,9 +329,13 @@ class RecordService:
                     f"{obj.name} {old['id']} was changed by someone else (version {old['row_version']}, "
                     f"you had {expected_version}); reload it and apply your change again")
             values = self._load(ctx, obj, data, old=old)
+            if obj.rules.active:
+                errors = apply_rules(ctx, conn, app, obj, values, old, set(data))
+                if errors:
+                    raise ValidationError(errors)
             changed = {k: v for k, v in values.items() if old.get(k) != v}
             if not changed:
-                return obj.dump(old)
+                return obj.dump(virtual_values(app, obj, dict(old), ctx, conn))
             self._check_lookups(ctx, conn, app, obj, changed)
             t = obj.table
             now = ctx.now()
@@ -345,7 +353,9 @@ class RecordService:
                 (k, obj.fields[k].dump(old.get(k)), obj.fields[k].dump(v)) for k, v in changed.items()])
             new = {**old, **changed, "updated_at": now, "updated_by": ctx.actor.id,
                    "row_version": old["row_version"] + 1}
-            return obj.dump(new)
+            if obj.rules.feeds:
+                rollups.maintain(conn, app, obj, [(old, new)])
+            return obj.dump(virtual_values(app, obj, new, ctx, conn))
 
     @_metadata_race
     def delete(self, ctx: Context, object_name: str, record_id: Any, *, expected_version: int | None = None) -> None:
@@ -379,13 +389,20 @@ class RecordService:
                     f"{len(child_ids)} {child.name} record(s) refer to it through {ref.field}; "
                     f"delete or re-link them first")
             if ref.on_delete == "set_null":
+                before = list(conn.execute(sa.select(ct).where(ct.c.id.in_(child_ids))).mappings()) \
+                    if child.rules.feeds else []
                 conn.execute(ct.update().where(ct.c.id.in_(child_ids)).values(
                     **{ref.field: None}, updated_at=now, updated_by=ctx.actor.id, row_version=ct.c.row_version + 1))
                 for cid, parent in children:
                     self._history(conn, ctx, child, cid, "update", [(ref.field, parent, None)])
+                if before:
+                    rollups.maintain(conn, app, child, [(r, {**r, ref.field: None}) for r in before])
             else:
                 self._soft_delete(ctx, conn, app, child, child_ids, depth + 1)
         t = obj.table
+        if obj.rules.feeds:
+            gone = conn.execute(sa.select(t).where(t.c.id.in_(ids), t.c.deleted_at.is_(None))).mappings()
+            rollups.maintain(conn, app, obj, [(r, None) for r in gone])
         conn.execute(t.update().where(t.c.id.in_(ids), t.c.deleted_at.is_(None)).values(
             deleted_at=now, updated_at=now, updated_by=ctx.actor.id, row_version=t.c.row_version + 1))
         for rid in ids:
@@ -421,5 +438,8 @@ class RecordService:
                 found = self._unique_errors(conn, obj, row, row["id"])
                 raise ValidationError(found or {"_schema": ["conflicts with an existing record"]}) from exc
             self._history(conn, ctx, obj, row["id"], "restore", [(None, None, None)])
-            return obj.dump({**row, "deleted_at": None, "updated_at": now, "updated_by": ctx.actor.id,
-                             "row_version": row["row_version"] + 1})
+            restored = {**row, "deleted_at": None, "updated_at": now, "updated_by": ctx.actor.id,
+                        "row_version": row["row_version"] + 1}
+            if obj.rules.feeds:
+                rollups.maintain(conn, app, obj, [(None, restored)])
+            return obj.dump(virtual_values(app, obj, restored, ctx, conn))

@@ -1,0 +1,217 @@
+"""Applying an object's rules to one record as it is written.
+
+The record service calls :func:`apply_rules` for every record it creates or
+updates, whatever the caller (API, form, bulk write, import, script hook): expression
+defaults, stored formulas, field and section conditions, dependent choices and
+validation rules. Every failing check is collected, so one 422 lists them all.
+
+Conditions are evaluated on the record as it will be saved, except ``read_only_if``
+on an update, which is evaluated on the record as stored: a user cannot unlock a
+field by changing the field that locks it in the same save.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from typing import Any
+
+import marshmallow as ma
+import sqlalchemy as sa
+
+from loomwork.metadata.model import label_text
+
+from .compiled import CompiledApp, CompiledObject
+from .context import Context
+from .expr import Env, EvaluationError
+from .fieldtypes import allowed_by_controller
+
+_BLANK = (None, "", [], {})
+
+
+def fetch_paths(conn: sa.Connection, app: CompiledApp, obj: CompiledObject, rec: Mapping[str, Any],
+                paths: set[str]) -> dict[str, Any]:
+    """Values behind lookups (``account.industry``) for ``rec``; a missing or deleted
+    record on the way makes the value NULL, as in SQL's outer joins."""
+    out: dict[str, Any] = {}
+    rows: dict[tuple[str, int], Mapping[str, Any] | None] = {}
+
+    def row_of(target: CompiledObject, rid: Any) -> Mapping[str, Any] | None:
+        key = (target.name, rid)
+        if key not in rows:
+            t = target.table
+            found = conn.execute(sa.select(t).where(t.c.id == rid, t.c.deleted_at.is_(None))).mappings().first()
+            if found is not None and target.rules.virtual_formulas:
+                found = virtual_values(app, target, dict(found), None)
+            rows[key] = found
+        return rows[key]
+
+    for path in paths:
+        parts = path.split(".")
+        cur_obj, cur = obj, rec
+        for hop in parts[:-1]:
+            rid = cur.get(hop) if cur is not None else None
+            if rid is None:
+                cur = None
+                break
+            cur_obj = app.object(cur_obj.fields[hop].defn.prop("target"))
+            cur = row_of(cur_obj, rid)
+        out[path] = cur.get(parts[-1]) if cur is not None else None
+    return out
+
+
+def make_env(ctx: Context | None, rec: Mapping[str, Any], old: Mapping[str, Any] | None,
+             paths: Mapping[str, Any] | None = None) -> Env:
+    if ctx is None:
+        return Env(rec, old, paths=paths)
+    return Env(rec, old, paths=paths, user_id=ctx.actor.id, user_role=_primary_role(ctx.actor.roles),
+               now=ctx.now())
+
+
+def _primary_role(roles: frozenset[str]) -> str | None:
+    """``$user.role``: the user's own role, not the built-in ``user`` everyone has."""
+    own = sorted(r for r in roles if r != "user")
+    return own[0] if own else ("user" if "user" in roles else None)
+
+
+def coerce(obj: CompiledObject, name: str, value: Any) -> Any:
+    """A computed value in the column's Python type (decimals at the field's scale)."""
+    if value is None:
+        return None
+    f = obj.fields[name]
+    kind = f.ftype.expression_type(f.defn)
+    if kind == "decimal":
+        scale = f.defn.prop("scale", 2)
+        try:
+            q = Decimal(value if not isinstance(value, float) else repr(value)).quantize(
+                Decimal(1).scaleb(-scale), rounding=ROUND_HALF_UP)
+        except InvalidOperation:
+            raise EvaluationError("number out of range") from None
+        if abs(q) >= Decimal(10) ** (18 - scale):
+            raise EvaluationError("number out of range")
+        return q
+    if kind == "number" and not isinstance(value, bool):
+        return value if f.column is not None and isinstance(f.column.type, sa.BigInteger) else float(value)
+    if kind == "date" and isinstance(value, dt.datetime):
+        return value.date()
+    return value
+
+
+def virtual_values(app: CompiledApp, obj: CompiledObject, row: dict[str, Any], ctx: Context | None,
+                   conn: sa.Connection | None = None) -> dict[str, Any]:
+    """``row`` with its virtual formulas computed (for single-record reads and rules)."""
+    rules = obj.rules
+    if not rules.virtual_formulas:
+        return row
+    paths = {}
+    if conn is not None:
+        wanted = {p for _, e in rules.virtual_formulas for p in e.deps.paths if "." in p}
+        if wanted:
+            paths = fetch_paths(conn, app, obj, row, wanted)
+    env = make_env(ctx, row, None, paths)
+    for name, e in rules.virtual_formulas:
+        try:
+            row[name] = coerce(obj, name, e(env))
+        except EvaluationError:
+            row[name] = None  # as SQL would give no value rather than fail a read
+    return row
+
+
+def apply_rules(ctx: Context, conn: sa.Connection, app: CompiledApp, obj: CompiledObject,
+                values: dict[str, Any], old: Mapping[str, Any] | None, given: set[str],
+                prefix: str = "") -> dict[str, list[str]]:
+    """Complete ``values`` (defaults, stored formulas) and check the record's rules.
+
+    :param values: typed values being written (changed in place).
+    :param old: the stored row for an update, ``None`` for a create.
+    :param given: the fields the caller sent (a default never overrides them).
+    :returns: errors keyed ``prefix + field`` (``_schema`` for record-level rules).
+    """
+    rules = obj.rules
+    creating = old is None
+    errors: dict[str, list[str]] = {}
+
+    def fail(name: str | None, message: str) -> None:
+        key = f"{prefix}{name}" if name else (prefix.rstrip(".") or "_schema")
+        errors.setdefault(key, []).append(message)
+
+    rec = {**(old or {}), **values}
+    paths = fetch_paths(conn, app, obj, rec, rules.paths) if rules.paths else {}
+    env = make_env(ctx, rec, old, paths)
+    if creating:
+        for name, e in rules.defaults:
+            if name not in given and values.get(name) is None:
+                try:
+                    value = _typed_default(obj, name, e(env))
+                except (EvaluationError, ValueError, TypeError) as exc:
+                    fail(name, f"default could not be computed: {exc}")
+                    continue
+                values[name] = rec[name] = value
+    for name, e in rules.virtual_formulas:
+        try:
+            rec[name] = coerce(obj, name, e(env))
+        except EvaluationError:
+            rec[name] = None
+    for name, e in rules.stored_formulas:
+        try:
+            rec[name] = values[name] = coerce(obj, name, e(env))
+        except EvaluationError as exc:
+            fail(name, f"cannot be computed: {exc.detail}")
+            rec[name] = values[name] = None
+
+    old_env = make_env(ctx, old, None, paths) if old is not None and rules.read_only else env
+    for name, f in obj.fields.items():
+        if f.ftype.computed:
+            continue
+        visible = all(c(env) is True for c in rules.visible.get(name, ()))
+        conditional = any(c(env) is True for c in rules.required.get(name, ()))
+        if visible and (conditional or (f.defn.required and (creating or name in values))) \
+                and rec.get(name) in _BLANK and not f.ftype.name == "autonumber":
+            fail(name, "is required")
+        if name in given and name in rules.read_only and not ctx.actor.is_admin:
+            if any(c(old_env) is True for c in rules.read_only[name]) and \
+                    values.get(name) != (old or {}).get(name):
+                fail(name, "is read-only here")
+    for name, controller in rules.dependent.items():
+        if name not in values and controller not in values:
+            continue
+        value = rec.get(name)
+        if value in _BLANK:
+            continue
+        allowed = allowed_by_controller(obj.fields[name].defn, rec.get(controller))
+        chosen = value if isinstance(value, list) else [value]
+        bad = [v for v in chosen if v not in (allowed or ())]
+        if bad:
+            shown = rec.get(controller)
+            fail(name, f"{bad[0]!r} is not allowed when {controller} is "
+                       f"{'empty' if shown in _BLANK else repr(shown)}")
+    for rule, e in rules.validations:
+        if not rule.applies(creating):
+            continue
+        try:
+            hit = e(env) is True
+        except EvaluationError as exc:
+            fail(rule.field, f"rule {rule.name} could not be checked: {exc.detail}")
+            continue
+        if hit:
+            fail(rule.field, label_text(rule.message, ctx.locale, rule.name))
+    return errors
+
+
+def _typed_default(obj: CompiledObject, name: str, value: Any) -> Any:
+    """An expression default as the field's value (through its input schema, so a
+    default obeys the same ranges and options as typed input)."""
+    if value is None:
+        return None
+    f = obj.fields[name]
+    if isinstance(value, Decimal):
+        value = str(value)
+    elif isinstance(value, (dt.date, dt.datetime)):
+        value = value.isoformat()
+    elif isinstance(value, float) and f.defn.type == "integer" and value.is_integer():
+        value = int(value)
+    try:
+        return obj.schema.fields[name].deserialize(value)
+    except ma.ValidationError as exc:
+        messages = exc.messages if isinstance(exc.messages, list) else [exc.messages]
+        raise ValueError("; ".join(map(str, messages))) from None
