@@ -206,11 +206,10 @@ def backend(kind: str) -> Iterator[Backend]:
 
 
 def make_services():
-    from loomwork.plugin_manager import field_types, make_plugin_manager
-    from loomwork.runtime.compiled import Runtime
+    from loomwork.plugin_manager import make_plugin_manager, make_runtime
     from loomwork.runtime.services import Services
 
-    return Services(Runtime(field_types(make_plugin_manager(entry_points=False))))
+    return Services(make_runtime(make_plugin_manager(entry_points=False)))
 
 
 def bench_tenant(platform, services, name: str = "bench"):

@@ -163,10 +163,12 @@ def apply_rules(ctx: Context, conn: sa.Connection, app: CompiledApp, obj: Compil
     for name, f in obj.fields.items():
         if f.ftype.computed:
             continue
-        visible = all(c(env) is True for c in rules.visible.get(name, ()))
+        conditions = rules.visible.get(name)
+        visible = conditions is None or all(c(env) is True for c in conditions)
         conditional = any(c(env) is True for c in rules.required.get(name, ()))
-        if visible and (conditional or (f.defn.required and (creating or name in values))) \
-                and rec.get(name) in _BLANK and not f.ftype.name == "autonumber":
+        # A plain ``required`` without a visibility condition was checked with the input.
+        static = f.defn.required and conditions is not None and (creating or name in values)
+        if visible and (conditional or static) and rec.get(name) in _BLANK and f.ftype.name != "autonumber":
             fail(name, "is required")
         if name in given and name in rules.read_only and not ctx.actor.is_admin:
             if any(c(old_env) is True for c in rules.read_only[name]) and \

@@ -14,11 +14,14 @@ import sqlalchemy as sa
 
 from loomwork.metadata import store
 from loomwork.metadata.diff import Plan, doc_diff, plan
-from loomwork.metadata.errors import ConflictError, PermissionDenied
+from loomwork.metadata.errors import ConflictError, NotFound, PermissionDenied
 from loomwork.metadata.model import AppMetadata
 
+from . import recompute
 from .compiled import Runtime
 from .context import Context
+from .dependencies import check_dependents
+from .rules import where_used
 from .schema_sync import SchemaSync
 
 RETRIES = 3
@@ -123,22 +126,55 @@ class MetadataService:
         with ctx.tenant.read() as conn:
             return store.versions(conn, limit)
 
+    def where_used(self, ctx: Context, object_name: str, field_name: str) -> list[dict[str, str]]:
+        """Every expression and roll-up of the published metadata that reads the field."""
+        self._require_admin(ctx)
+        with ctx.tenant.read() as conn:
+            app = self.runtime.compiled(ctx.tenant, conn)
+        obj = app.object(object_name)
+        if field_name not in obj.fields:
+            raise NotFound(f"no field {field_name!r} on {object_name}")
+        return where_used(app.meta, self.runtime.field_types, self.runtime.functions, object_name, field_name)
+
+    def recompute(self, ctx: Context, object_name: str, field_name: str | None = None) -> Mapping[str, int]:
+        """Compute stored formulas and roll-ups of an object again (all, or one field)."""
+        self._require_admin(ctx)
+        with ctx.tenant.read() as conn:
+            app = self.runtime.compiled(ctx.tenant, conn)
+        obj = app.object(object_name)
+        names = [field_name] if field_name else list(obj.fields)
+        targets = []
+        for name in names:
+            f = obj.fields.get(name)
+            if f is None:
+                raise NotFound(f"no field {name!r} on {object_name}")
+            if f.column is not None and f.defn.type in ("formula", "rollup"):
+                targets.append(recompute.Target(object_name, name, f.defn.type))
+            elif field_name:
+                raise ConflictError(f"{object_name}.{name} is not a stored formula or roll-up")
+        return recompute.recompute(ctx, self.runtime, targets)
+
     def diff(self, ctx: Context, a: int, b: int) -> list[dict[str, Any]]:
         with ctx.tenant.read() as conn:
             return doc_diff(store.get(conn, a).doc, store.get(conn, b).doc)
 
-    def _plan(self, conn: sa.Connection, doc: Mapping[str, Any], *,
-              lock: bool = False) -> tuple[store.StoredVersion, Plan, AppMetadata]:
-        self.runtime.validate(doc)
-        doc = _normalise(doc)
+    def _plan(self, conn: sa.Connection, doc: Mapping[str, Any], *, lock: bool = False,
+              update_dependents: bool = False) -> tuple[store.StoredVersion, Plan, AppMetadata, Mapping[str, Any]]:
+        """Check ``doc`` against the head version; return (head, plan, new metadata, the
+        document to store: with dependents rewritten when ``update_dependents``)."""
+        self.runtime.validate(doc, expressions=False)
         # A publish locks the head row first (PostgreSQL; SQLite's write lock does the
         # same), so concurrent publishes queue instead of running DDL side by side.
         current = store.get(conn, store.head(conn, lock=lock))
+        current_meta = AppMetadata.from_doc(current.doc, current.version)
+        doc = check_dependents(current_meta, doc, self.runtime.field_types, self.runtime.functions,
+                               update=update_dependents)
+        self.runtime.validate(doc)
+        doc = _normalise(doc)
         new_meta = AppMetadata.from_doc(doc, current.version + 1)
-        return current, plan(AppMetadata.from_doc(current.doc, current.version), new_meta,
-                             self.runtime.field_types), new_meta
+        return current, plan(current_meta, new_meta, self.runtime.field_types), new_meta, doc
 
-    def preview(self, ctx: Context, doc: Mapping[str, Any]) -> Plan:
+    def preview(self, ctx: Context, doc: Mapping[str, Any], *, update_dependents: bool = False) -> Plan:
         """The plan publishing ``doc`` would apply, after the same checks (nothing is changed).
 
         :raises MetadataError: if ``doc`` is invalid.
@@ -146,24 +182,30 @@ class MetadataService:
         """
         self._require_admin(ctx)
         with ctx.tenant.read() as conn:
-            _, the_plan, new_meta = self._plan(conn, doc)
+            _, the_plan, new_meta, doc = self._plan(conn, doc, update_dependents=update_dependents)
             compiled = self.runtime.compile(_strip_hints(doc), new_meta.version)
             SchemaSync(conn, ctx.tenant.schema).check(the_plan, compiled)
             return the_plan
 
     def publish(self, ctx: Context, doc: Mapping[str, Any], *, comment: str = "",
-                base_version: int | None = None, package: str | None = None) -> int:
-        """Validate ``doc``, apply its plan and store it as the next version, atomically.
+                base_version: int | None = None, package: str | None = None,
+                update_dependents: bool = False) -> int:
+        """Validate ``doc``, apply its plan and store it as the next version, atomically;
+        then compute stored formulas and roll-ups that are new or changed (in batches).
 
         :param base_version: the version the caller edited; a publish in between is a conflict.
         :param package: set when a package install publishes, to record ownership.
+        :param update_dependents: rewrite expressions that use a renamed field instead of
+            refusing the rename.
         :returns: the new version number (the current one if nothing changed).
         """
         self._require_admin(ctx)
         for attempt in range(RETRIES):
             try:
-                version = self._publish_once(ctx, doc, comment, base_version, package)
+                version, targets = self._publish_once(ctx, doc, comment, base_version, package, update_dependents)
                 self.runtime.expire(ctx.tenant)
+                if targets:
+                    recompute.recompute(ctx, self.runtime, targets)
                 return version
             except sa.exc.OperationalError as exc:
                 # PostgreSQL lock_timeout (55P03): someone held the table; try again shortly.
@@ -172,25 +214,27 @@ class MetadataService:
                 time.sleep(0.2 * (attempt + 1))
         raise AssertionError("unreachable")
 
-    def _publish_once(self, ctx, doc, comment, base_version, package) -> int:
+    def _publish_once(self, ctx, doc, comment, base_version, package,
+                      update_dependents) -> tuple[int, list[recompute.Target]]:
         with ctx.tenant.write() as conn:
-            current, the_plan, new_meta = self._plan(conn, doc, lock=True)
+            current, the_plan, new_meta, doc = self._plan(conn, doc, lock=True, update_dependents=update_dependents)
             if base_version is not None and base_version != current.version:
                 raise ConflictError(
                     f"metadata changed since version {base_version} (now {current.version}); reload and try again")
             clean = _strip_hints(doc)
             changes = doc_diff(current.doc, clean)
             if not changes and not the_plan:
-                return current.version
+                return current.version, []
             compiled = self.runtime.compile(clean, new_meta.version)
             now = ctx.now()
             SchemaSync(conn, ctx.tenant.schema).apply(the_plan, compiled, new_meta.version, now)
+            targets = recompute.changed_targets(AppMetadata.from_doc(current.doc, current.version), compiled)
             return store.save(
                 conn, base=current.version, doc=clean,
                 ownership=ownership(current.doc, current.ownership, _normalise(doc), package),
                 diff=changes, plan=[op.as_dict() for op in the_plan.operations],
                 actor=ctx.actor.username, comment=comment, now=now,
-            )
+            ), targets
 
     def rollback_doc(self, ctx: Context, to_version: int) -> dict[str, Any]:
         """The document of ``to_version`` with rename hints that undo later renames.

@@ -171,6 +171,14 @@ class RecordService:
             for name, f in obj.fields.items():
                 if name not in values and f.defn.default is not None:
                     values[name] = obj.schema.fields[name].deserialize(f.defn.default)
+        for name, f in obj.fields.items():
+            # Fields with a visibility condition are checked with the other rules: a
+            # field hidden by its condition is never required.
+            if not f.defn.required or f.ftype.computed or isinstance(f.ftype, AutonumberType) \
+                    or name in obj.rules.visible:
+                continue
+            if (name in values or old is None) and values.get(name) in (None, "", [], {}):
+                errors.setdefault(f"{prefix}{name}", []).append("is required")
         for name, value in values.items():
             if value is None:
                 continue
@@ -329,10 +337,9 @@ class RecordService:
                     f"{obj.name} {old['id']} was changed by someone else (version {old['row_version']}, "
                     f"you had {expected_version}); reload it and apply your change again")
             values = self._load(ctx, obj, data, old=old)
-            if obj.rules.active:
-                errors = apply_rules(ctx, conn, app, obj, values, old, set(data))
-                if errors:
-                    raise ValidationError(errors)
+            errors = apply_rules(ctx, conn, app, obj, values, old, set(data))
+            if errors:
+                raise ValidationError(errors)
             changed = {k: v for k, v in values.items() if old.get(k) != v}
             if not changed:
                 return obj.dump(virtual_values(app, obj, dict(old), ctx, conn))

@@ -95,8 +95,10 @@ def aggregate(app: CompiledApp, r: Rollup, dialect: str, parent_table: sa.Table)
     return sub
 
 
-def recompute(conn: sa.Connection, app: CompiledApp, r: Rollup, after_id: int, batch: int) -> int | None:
-    """Recompute one batch of parents (ids after ``after_id``); return the last id, or None when done."""
+def recompute(conn: sa.Connection, app: CompiledApp, r: Rollup, after_id: int,
+              batch: int) -> tuple[int, int] | None:
+    """Recompute one batch of parents (ids after ``after_id``); return (last id, parents),
+    or None when there are none left."""
     pt = app.object(r.parent).table
     ids = [row[0] for row in conn.execute(sa.select(pt.c.id).where(pt.c.id > after_id)
                                           .order_by(pt.c.id).limit(batch))]
@@ -104,5 +106,5 @@ def recompute(conn: sa.Connection, app: CompiledApp, r: Rollup, after_id: int, b
         return None
     conn.execute(pt.update().where(pt.c.id.between(ids[0], ids[-1])).values(
         {r.field: aggregate(app, r, conn.dialect.name, pt)}))
-    return ids[-1]
+    return ids[-1], len(ids)
 

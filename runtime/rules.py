@@ -55,11 +55,6 @@ class ObjectRules:
     def formulas(self) -> dict[str, Expression]:
         return dict(self.stored_formulas + self.virtual_formulas)
 
-    @property
-    def active(self) -> bool:
-        """Whether a write needs to evaluate anything."""
-        return bool(self.defaults or self.validations or self.visible or self.required or self.read_only
-                    or self.dependent or self.stored_formulas or self.virtual_formulas)
 
 
 def field_info(f: FieldDef, ftype: FieldType | None) -> FieldInfo:

@@ -7,7 +7,6 @@ from typing import Any
 
 from flask import Flask
 
-from loomwork.runtime.compiled import Runtime
 from loomwork.runtime.services import Services
 from loomwork.runtime.tenancy import Platform
 
@@ -15,7 +14,7 @@ from . import api, web
 from .api import errors
 from .auth import LoginThrottle
 from .config import load_settings, secret_key
-from .plugin_manager import field_types, make_plugin_manager
+from .plugin_manager import make_plugin_manager, make_runtime
 from .state import AppState
 
 SECURITY_HEADERS = {
@@ -34,7 +33,7 @@ def create_app(settings: Mapping[str, Any] | None = None) -> Flask:
     """
     cfg = load_settings(settings)
     pm = make_plugin_manager(cfg.plugin_list)
-    services = Services(Runtime(field_types(pm)))
+    services = Services(make_runtime(pm))
     platform = Platform(cfg.database_url, namespace=cfg.namespace)
 
     app = Flask("loomwork", template_folder="web/templates", static_folder="web/static",

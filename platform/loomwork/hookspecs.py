@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     import click
     from flask import Flask
 
+    from loomwork.runtime.expr import Function
     from loomwork.runtime.fieldtypes import FieldType
 
 hookspec = pluggy.HookspecMarker("loomwork")
@@ -24,6 +25,15 @@ def loomwork_field_types() -> list[FieldType]:
 
     A type's ``name`` is what metadata writes in ``type:``; a later plugin may not
     reuse a name already registered (start-up fails with a clear message).
+    """
+
+
+@hookspec
+def loomwork_expression_functions() -> list[Function]:
+    """Return functions for the expression language (formulas, rules, conditions).
+
+    A function declares its parameter type classes and a Python implementation; give it
+    ``sql`` too and it works in list filters on formula fields. Names must be unique.
     """
 
 

@@ -8,6 +8,8 @@ import pluggy
 
 from loomwork.metadata.errors import LoomworkError
 from loomwork.plugins import DEFAULT_PLUGINS
+from loomwork.runtime.compiled import Runtime
+from loomwork.runtime.expr import Function
 from loomwork.runtime.fieldtypes import FieldType
 
 from . import hookspecs
@@ -37,3 +39,19 @@ def field_types(pm: pluggy.PluginManager) -> dict[str, FieldType]:
                 raise LoomworkError(f"field type {ftype.name!r} is registered twice")
             out[ftype.name] = ftype
     return out
+
+
+def expression_functions(pm: pluggy.PluginManager) -> dict[str, Function]:
+    """Every registered expression function by name; a name registered twice is an error."""
+    out: dict[str, Function] = {}
+    for functions in reversed(pm.hook.loomwork_expression_functions()):
+        for fn in functions:
+            if fn.name in out:
+                raise LoomworkError(f"expression function {fn.name!r} is registered twice")
+            out[fn.name] = fn
+    return out
+
+
+def make_runtime(pm: pluggy.PluginManager) -> Runtime:
+    """The runtime with every plugin's field types and expression functions."""
+    return Runtime(field_types(pm), expression_functions(pm))

@@ -49,10 +49,9 @@ def lw_plugin_manager():
 
 @pytest.fixture(scope="session")
 def lw_runtime(lw_plugin_manager):
-    from loomwork.plugin_manager import field_types
-    from loomwork.runtime.compiled import Runtime
+    from loomwork.plugin_manager import make_runtime
 
-    return Runtime(field_types(lw_plugin_manager))
+    return make_runtime(lw_plugin_manager)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -1,0 +1,163 @@
+"""What depends on a field: "where used", and renames or deletions that would break it.
+
+Publishing a document that renames or deletes a field some expression (or roll-up)
+still uses is refused with the list of dependents. For a rename the admin may ask
+for the dependents to be rewritten instead (``update_dependents``): each use of the
+old name is replaced in the expression text, at the position the parser recorded,
+so the rest of the text (spacing, quotes) stays as the admin wrote it.
+"""
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+from loomwork.metadata.errors import MetadataError
+from loomwork.metadata.model import AppMetadata
+
+from .expr import ExpressionError, Function, compile_expression, parse
+from .fieldtypes import FieldType
+from .rules import build_scope, iter_expressions
+
+Key = tuple[str, str]
+
+
+def field_changes(old: AppMetadata, doc: Mapping[str, Any]) -> tuple[dict[Key, str], set[Key]]:
+    """Fields renamed (old key -> new name) and deleted between ``old`` and ``doc``."""
+    renames: dict[Key, str] = {}
+    drops: set[Key] = set()
+    for oname, oobj in old.objects.items():
+        ndoc = doc.get("objects", {}).get(oname)
+        if ndoc is None:
+            continue
+        nfields = ndoc.get("fields", {})
+        renamed = {f.get("renamed_from"): n for n, f in nfields.items()
+                   if f.get("renamed_from") in oobj.fields and n not in oobj.fields}
+        for fname in oobj.fields:
+            if fname in renamed:
+                renames[(oname, fname)] = renamed[fname]
+            elif fname not in nfields:
+                drops.add((oname, fname))
+    return renames, drops
+
+
+def check_dependents(old: AppMetadata, doc: Mapping[str, Any], types: Mapping[str, FieldType],
+                     functions: Mapping[str, Function], *, update: bool = False) -> Mapping[str, Any]:
+    """Refuse renames and deletions of fields still in use, or rewrite the uses of
+    renamed fields when ``update``. Returns the document to publish."""
+    renames, drops = field_changes(old, doc)
+    if not renames and not drops:
+        return doc
+    new = AppMetadata.from_doc(doc)
+    problems: dict[str, list[str]] = {}
+    rewrites: list[tuple[str, str, str]] = []  # (path, object, source)
+    scopes: dict[str, Any] = {}
+    for path, obj, source, _ in iter_expressions(new):
+        if obj not in old.objects:
+            continue
+        scope = scopes.setdefault(obj, build_scope(old, types, obj))
+        try:
+            e = compile_expression(source, scope, functions)
+        except ExpressionError:
+            continue  # already written against the new names (or broken: validation reports it)
+        hits = sorted(k for k in e.deps.fields if k in renames or k in drops)
+        for o, f in hits:
+            if (o, f) in drops:
+                problems.setdefault(path, []).append(f"uses {o}.{f}, which this change deletes; change it first")
+            elif not update:
+                problems.setdefault(path, []).append(
+                    f"uses {o}.{f}, which this change renames to {renames[(o, f)]}; change the expression, "
+                    f"or publish with update_dependents to rewrite it")
+        if hits and update and not any((o, f) in drops for o, f in hits):
+            rewrites.append((path, obj, source))
+    out = copy.deepcopy(dict(doc))
+    for oname, odoc in out.get("objects", {}).items():
+        for fname, fdoc in odoc.get("fields", {}).items():
+            if fdoc.get("type") != "rollup" or fdoc.get("object") not in old.objects:
+                continue
+            for key in ("via", "field"):
+                ref = (fdoc["object"], fdoc.get(key))
+                where = f"objects.{oname}.fields.{fname}.{key}"
+                if ref in drops:
+                    problems.setdefault(where, []).append(f"uses {ref[0]}.{ref[1]}, which this change deletes")
+                elif ref in renames:
+                    if update:
+                        fdoc[key] = renames[ref]
+                    else:
+                        problems.setdefault(where, []).append(
+                            f"uses {ref[0]}.{ref[1]}, which this change renames to {renames[ref]}; "
+                            f"publish with update_dependents to follow the rename")
+    for path, obj, source in rewrites:
+        try:
+            _set(out, path, rename_in_source(source, old, obj, renames))
+        except ValueError as exc:
+            problems.setdefault(path, []).append(str(exc))
+    if problems:
+        raise MetadataError(problems, message=_summary(problems))
+    return out
+
+
+def _summary(problems: Mapping[str, list[str]]) -> str:
+    n = len(problems)
+    return f"{n} expression{'s' if n != 1 else ''} still use{'s' if n == 1 else ''} a renamed or deleted field: " \
+           + ", ".join(sorted(problems))
+
+
+def _set(doc: dict[str, Any], path: str, value: str) -> None:
+    parts = path.split(".")
+    cur = doc
+    for p in parts[:-1]:
+        cur = cur[p]
+    cur[parts[-1]] = value
+
+
+def rename_in_source(source: str, old: AppMetadata, obj: str, renames: Mapping[Key, str]) -> str:
+    """``source`` with every use of a renamed field spelled with its new name."""
+    lines = source.split("\n")
+    edits: list[tuple[int, int, int, str]] = []  # (line, start col, end col, text), 0-based
+
+    def at(node: Mapping[str, Any], text: str, offset: int = 0) -> tuple[int, int]:
+        line, col = node["pos"][0] - 1, node["pos"][1] - 1
+        found = lines[line].find(text, col)
+        if found < 0 or (offset == 0 and found != col):
+            raise ValueError("could not rewrite this expression automatically; please change it by hand")
+        return line, found
+
+    def walk(node: Any) -> None:
+        if isinstance(node, list):
+            for n in node:
+                walk(n)
+            return
+        if not isinstance(node, dict):
+            return
+        kind = node.get("t")
+        if kind == "field":
+            path = node["path"]
+            line, start = at(node, ".".join(path))
+            cur, col = obj, start
+            for seg in path:
+                new = renames.get((cur, seg))
+                if new:
+                    edits.append((line, col, col + len(seg), new))
+                f = old.objects[cur].fields.get(seg) if cur in old.objects else None
+                col += len(seg) + 1
+                cur = f.prop("target") if f is not None and f.type == "lookup" else cur
+        elif kind == "old" and (obj, node["field"]) in renames:
+            line, start = at(node, f"old.{node['field']}")
+            edits.append((line, start + 4, start + 4 + len(node["field"]), renames[(obj, node["field"])]))
+        elif kind == "changed" and (obj, node["field"]) in renames:
+            for quote in ('"', "'"):
+                try:
+                    line, start = at(node, f"{quote}{node['field']}{quote}", offset=1)
+                except ValueError:
+                    continue
+                edits.append((line, start + 1, start + 1 + len(node["field"]), renames[(obj, node["field"])]))
+                break
+        for key, value in node.items():
+            if key not in ("pos", "path"):
+                walk(value)
+
+    walk(parse(source))
+    for line, start, end, text in sorted(edits, reverse=True):
+        lines[line] = lines[line][:start] + text + lines[line][end:]
+    return "\n".join(lines)
