@@ -80,6 +80,11 @@ class CompiledObject:
             i.unique for i in self.defn.indexes.values())
 
     @functools.cached_property
+    def stored_fields(self) -> tuple[str, ...]:
+        """Fields with a column (all but virtual formulas)."""
+        return tuple(n for n, f in self.fields.items() if f.column is not None)
+
+    @functools.cached_property
     def rollup_zeroes(self) -> tuple[str, ...]:
         """Roll-ups that start at 0 rather than empty (counts and sums)."""
         return tuple(n for n, f in self.fields.items()

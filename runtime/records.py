@@ -295,24 +295,50 @@ class RecordService:
             if errors:
                 raise ValidationError(errors)
             now = ctx.now()
+            system = {"created_at": now, "updated_at": now, "created_by": ctx.actor.id,
+                      "updated_by": ctx.actor.id, "owner_id": ctx.actor.id, "row_version": 1}
+            blank = dict.fromkeys(obj.stored_fields)
             out = []
-            for i, values in enumerate(loaded):
+            for values in loaded:
                 self._autonumber(ctx, conn, obj, values)
-                record = {**values, "created_at": now, "updated_at": now, "created_by": ctx.actor.id,
-                          "updated_by": ctx.actor.id, "owner_id": ctx.actor.id, "row_version": 1}
-                try:
-                    with _savepoint(conn, obj):
-                        new_id = conn.execute(obj.table.insert(), record).inserted_primary_key[0]
-                except sa.exc.IntegrityError as exc:
-                    found = self._unique_errors(conn, obj, values, None, "" if _single else f"{i}.")
-                    raise ValidationError(found or {"_schema": ["conflicts with an existing record"]}) from exc
-                record["id"] = new_id
-                initial = {k: obj.fields[k].dump(v) for k, v in values.items() if v is not None}
-                self._history(conn, ctx, obj, new_id, "create", [(None, None, initial)])
-                out.append(record)
+                out.append({**blank, **values, **system})
+            self._insert(conn, obj, out, loaded, _single)
+            h = systables.history
+            conn.execute(h.insert(), [
+                {"object": obj.name, "record_id": record["id"], "action": "create", "field": None, "old": None,
+                 "new": json_dumps({k: obj.fields[k].dump(v) for k, v in values.items() if v is not None}),
+                 "changed_by": ctx.actor.id, "changed_at": now}
+                for record, values in zip(out, loaded, strict=True)])
             if obj.rules.feeds:
                 rollups.maintain(conn, app, obj, [(None, r) for r in out])
             return [obj.dump(virtual_values(app, obj, r, ctx, conn)) for r in out]
+
+    def _insert(self, conn: sa.Connection, obj: CompiledObject, records: list[dict[str, Any]],
+                loaded: list[dict[str, Any]], single: bool) -> None:
+        """Insert ``records`` in one multi-row statement and set their ids. A unique
+        violation is retried row by row to say which record (and field) collided."""
+        t = obj.table
+        stmt = t.insert().returning(t.c.id, sort_by_parameter_order=True)
+        try:
+            with _savepoint(conn, obj):
+                ids = conn.execute(stmt, records).scalars().all() if len(records) > 1 else \
+                    [conn.execute(t.insert(), records[0]).inserted_primary_key[0]]
+        except sa.exc.IntegrityError as exc:
+            if len(records) == 1:
+                found = self._unique_errors(conn, obj, loaded[0], None, "")
+                raise ValidationError(found or {"_schema": ["conflicts with an existing record"]}) from exc
+            ids = []
+            for i, (record, values) in enumerate(zip(records, loaded, strict=True)):
+                try:
+                    with conn.begin_nested():
+                        ids.append(conn.execute(t.insert(), record).inserted_primary_key[0])
+                except sa.exc.IntegrityError as row_exc:
+                    prefix = "" if single else f"{i}."
+                    found = self._unique_errors(conn, obj, values, None, prefix)
+                    raise ValidationError(found or {f"{prefix}_schema".rstrip("."): [
+                        "conflicts with an existing record or another record of this request"]}) from row_exc
+        for record, new_id in zip(records, ids, strict=True):
+            record["id"] = new_id
 
     @_metadata_race
     def update(self, ctx: Context, object_name: str, record_id: Any, data: Mapping[str, Any],

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from loomwork.metadata.model import AppMetadata, FieldDef, ObjectDef, ValidationDef
+from loomwork.metadata.model import AppMetadata, FieldDef, ObjectDef, ValidationDef, label_text
 
 from .expr import Expression, ExpressionError, FieldInfo, Function, Scope, compile_expression
 from .fieldtypes import FieldType
@@ -287,3 +287,27 @@ def iter_expressions(meta: AppMetadata) -> Iterator[tuple[str, str, str, bool]]:
                     yield f"{base}.sections.{sec.name}.{key}", obj.name, getattr(sec, key), True
         for v in obj.validations.values():
             yield f"{base}.validations.{v.name}.condition", obj.name, v.condition, True
+
+
+def rules_document(obj: Any, locale: str = "en") -> dict[str, Any]:
+    """What a form needs to apply the object's rules live: typed trees per field."""
+    rules: ObjectRules = obj.rules
+    fields: dict[str, dict[str, Any]] = {}
+    for key, bucket in (("visible_if", rules.visible), ("required_if", rules.required),
+                        ("read_only_if", rules.read_only)):
+        for name, exprs in bucket.items():
+            fields.setdefault(name, {})[key] = [e.tree for e in exprs]
+    for name, controller in rules.dependent.items():
+        dep = obj.fields[name].defn.prop("depends_on")
+        fields.setdefault(name, {})["depends_on"] = {"field": controller, "options": dep["options"]}
+    for name, e in rules.defaults:
+        fields.setdefault(name, {})["default_expr"] = e.tree
+    for name, e in [*rules.stored_formulas, *rules.virtual_formulas]:
+        fields.setdefault(name, {})["formula"] = e.tree
+    return {
+        "object": obj.name,
+        "fields": fields,
+        "validations": [{"name": v.name, "field": v.field, "on": v.on,
+                         "message": label_text(v.message, locale, v.name), "condition": e.tree}
+                        for v, e in rules.validations],
+    }

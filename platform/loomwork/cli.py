@@ -210,14 +210,42 @@ def meta_plan(env: Env, path: str, tenant: str | None) -> None:
 @click.argument("path", type=click.Path(exists=True, dir_okay=False))
 @tenant_option
 @click.option("--comment", "-m", default="", help="Why (kept in the version history).")
+@click.option("--update-dependents", is_flag=True,
+              help="Rewrite expressions that use a renamed field instead of refusing the rename.")
 @click.pass_obj
-def meta_apply(env: Env, path: str, tenant: str | None, comment: str) -> None:
+def meta_apply(env: Env, path: str, tenant: str | None, comment: str, update_dependents: bool) -> None:
     """Publish PATH: validate, apply its plan and store a new version."""
     ctx = env.ctx(tenant)
     doc = _read_doc(path)
     svc = env.state.services.metadata
-    _print_plan(svc.preview(ctx, doc).as_dict())
-    click.echo(f"metadata version {svc.publish(ctx, doc, comment=comment)}")
+    _print_plan(svc.preview(ctx, doc, update_dependents=update_dependents).as_dict())
+    version = svc.publish(ctx, doc, comment=comment, update_dependents=update_dependents)
+    click.echo(f"metadata version {version}")
+
+
+@meta.command("where-used")
+@click.argument("object_name")
+@click.argument("field")
+@tenant_option
+@click.pass_obj
+def meta_where_used(env: Env, object_name: str, field: str, tenant: str | None) -> None:
+    """List the expressions and roll-ups that read OBJECT_NAME.FIELD."""
+    found = env.state.services.metadata.where_used(env.ctx(tenant), object_name, field)
+    for item in found:
+        click.echo(f"{item['path']}: {item['expression']}")
+    if not found:
+        click.echo(f"nothing uses {object_name}.{field}")
+
+
+@meta.command("recompute")
+@click.argument("object_name")
+@click.option("--field", default=None, help="One stored formula or roll-up (default: all of the object's).")
+@tenant_option
+@click.pass_obj
+def meta_recompute(env: Env, object_name: str, field: str | None, tenant: str | None) -> None:
+    """Compute stored formulas and roll-ups again, in batches (after an interrupted publish)."""
+    for key, rows in env.state.services.metadata.recompute(env.ctx(tenant), object_name, field).items():
+        click.echo(f"{key}: {rows} rows")
 
 
 @meta.command("export")

@@ -20,6 +20,9 @@ from flask import request
 from loomwork.metadata.errors import BadQuery, NotFound, PermissionDenied, ValidationError
 from loomwork.metadata.validation import SCHEMA_FILES, schema
 from loomwork.runtime.compiled import READ_MAX_AGE
+from loomwork.runtime.expr import ExpressionError, compile_expression
+from loomwork.runtime.expr.types import TYPES
+from loomwork.runtime.rules import build_scope, rules_document
 
 from ..auth import current_context
 from ..state import state
@@ -29,7 +32,7 @@ from .jsonio import body, respond
 
 #: Metadata is configuration, not money: its numbers are read as plain JSON numbers.
 _FLOATS = "float"
-_WRITE_OPTIONS = ("comment", "base_version", "dry_run")
+_WRITE_OPTIONS = ("comment", "base_version", "dry_run", "update_dependents")
 _VERSION = re.compile(r"^(0|[1-9][0-9]{0,9})$")
 MAX_VERSION = 2**31 - 1
 
@@ -41,6 +44,10 @@ def _admin(ctx, write: bool = False) -> None:
                                "only administrators may read the whole metadata; use /meta/objects")
 
 
+def app_types():
+    return state().services.runtime.field_types
+
+
 def _current():
     ctx = current_context()
     return ctx, state().services.metadata.current(ctx)
@@ -50,6 +57,8 @@ def _options(data: dict) -> tuple[str, int | None, bool]:
     comment = data.get("comment", "")
     base = data.get("base_version")
     dry = data.get("dry_run", False)
+    if not isinstance(data.get("update_dependents", False), bool):
+        raise ValidationError({"update_dependents": ["must be true or false"]})
     if not isinstance(comment, str) or len(comment) > 2000:
         raise ValidationError({"comment": ["must be a text of at most 2000 characters"]})
     if base is not None and (not isinstance(base, int) or isinstance(base, bool) or base < 0):
@@ -72,12 +81,14 @@ def _published(ctx, version: int, before: int) -> dict[str, Any]:
 
 def _publish(ctx, doc: dict, data: dict, *, base_default: int | None = None):
     comment, base, dry = _options(data)
+    update = data.get("update_dependents", False)
     svc = state().services.metadata
-    plan = svc.preview(ctx, doc)
+    plan = svc.preview(ctx, doc, update_dependents=update)
     if dry:
         return respond({"dry_run": True, "plan": plan.as_dict()})
     before = plan.old_version
-    version = svc.publish(ctx, doc, comment=comment, base_version=base if base is not None else base_default)
+    version = svc.publish(ctx, doc, comment=comment, base_version=base if base is not None else base_default,
+                          update_dependents=update)
     return respond({"version": version, "plan": _published(ctx, version, before)}, 200)
 
 
@@ -114,6 +125,61 @@ def meta_object(name: str):
     if name not in cur.doc["objects"] or name not in state().services.permissions.readable_objects(ctx, app):
         raise NotFound(f"no object {name!r}")
     return respond({"version": cur.version, "name": name, **cur.doc["objects"][name]})
+
+
+@bp.get("/meta/objects/<name>/rules")
+def meta_object_rules(name: str):
+    """The object's conditions, dependent choices, validation rules and formulas as typed
+    expression trees, for forms to evaluate as the user types (the server enforces them
+    again on save)."""
+    ctx = current_context()
+    app = state().services.runtime.compiled(ctx.tenant, max_age=READ_MAX_AGE)
+    if name not in state().services.permissions.readable_objects(ctx, app):
+        raise NotFound(f"no object {name!r}")
+    return respond({"version": app.version, **rules_document(app.object(name), ctx.locale)})
+
+
+@bp.get("/meta/objects/<name>/fields/<field>/where-used")
+def meta_where_used(name: str, field: str):
+    """Every expression and roll-up that reads the field (before renaming or deleting it)."""
+    ctx = current_context()
+    _admin(ctx)
+    return respond({"object": name, "field": field,
+                    "data": state().services.metadata.where_used(ctx, name, field)})
+
+
+@bp.post("/meta/objects/<name>/recompute")
+def meta_recompute(name: str):
+    """Compute the object's stored formulas and roll-ups again: ``{"field": optional}``."""
+    ctx = current_context()
+    _admin(ctx, write=True)
+    data = json_object(body(floats=_FLOATS), ("field",), '{"field": optional name}')
+    field = data.get("field")
+    if field is not None and not isinstance(field, str):
+        raise ValidationError({"field": ["must be a field name"]})
+    return respond({"object": name, "rows": state().services.metadata.recompute(ctx, name, field)})
+
+
+@bp.post("/meta/expressions/check")
+def meta_check_expression():
+    """Check an expression against an object's fields: ``{"object", "expression", "expect"}``.
+    Returns its type, what it reads and its typed tree; a bad one is a 422 with line and column."""
+    ctx = current_context()
+    _admin(ctx)
+    data = json_object(body(floats=_FLOATS), ("object", "expression", "expect"),
+                       '{"object": name, "expression": text, "expect": optional type}')
+    app = state().services.runtime.compiled(ctx.tenant, max_age=READ_MAX_AGE)
+    obj = app.object(data.get("object"))
+    expect = data.get("expect")
+    if expect is not None and expect not in TYPES:
+        raise ValidationError({"expect": [f"must be one of {', '.join(TYPES)}"]})
+    try:
+        e = compile_expression(data.get("expression"), build_scope(app.meta, app_types(), obj.name),
+                               app.functions, expect)
+    except ExpressionError as exc:
+        raise ValidationError({"expression": [exc.message]}) from None
+    return respond({"type": e.type, "tree": e.tree, "reads": sorted(e.deps.paths),
+                    "functions": sorted(e.deps.functions)})
 
 
 def _put(section: str, key: str, name: str):
