@@ -80,6 +80,25 @@ class CompiledObject:
             i.unique for i in self.defn.indexes.values())
 
     @functools.cached_property
+    def plainly_required(self) -> tuple[str, ...]:
+        """Required fields checked with the input. Fields with a visibility condition are
+        checked with the other rules (a field hidden by its condition is never required)."""
+        return tuple(n for n, f in self.fields.items()
+                     if f.defn.required and not f.ftype.computed and f.defn.type != "autonumber"
+                     and n not in self.rules.visible)
+
+    @functools.cached_property
+    def value_checks(self) -> dict[str, CompiledField]:
+        """Fields whose type checks a value against the previous one (inactive options)."""
+        return {n: f for n, f in self.fields.items() if type(f.ftype).check_value is not FieldType.check_value}
+
+    @functools.cached_property
+    def literal_defaults(self) -> dict[str, Any]:
+        """Fields' literal ``default`` values, parsed once."""
+        return {n: self.schema.fields[n].deserialize(f.defn.default)
+                for n, f in self.fields.items() if f.defn.default is not None}
+
+    @functools.cached_property
     def stored_fields(self) -> tuple[str, ...]:
         """Fields with a column (all but virtual formulas)."""
         return tuple(n for n, f in self.fields.items() if f.column is not None)

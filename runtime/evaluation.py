@@ -149,29 +149,28 @@ def apply_rules(ctx: Context, conn: sa.Connection, app: CompiledApp, obj: Compil
                 values[name] = rec[name] = value
     for name, e in rules.virtual_formulas:
         try:
-            rec[name] = coerce(obj, name, e(env))
+            rec[name] = coerce(obj, name, e.evaluate(env))
         except EvaluationError:
             rec[name] = None
     for name, e in rules.stored_formulas:
         try:
-            rec[name] = values[name] = coerce(obj, name, e(env))
+            rec[name] = values[name] = coerce(obj, name, e.evaluate(env))
         except EvaluationError as exc:
             fail(name, f"cannot be computed: {exc.detail}")
             rec[name] = values[name] = None
 
     old_env = make_env(ctx, old, None, paths) if old is not None and rules.read_only else env
-    for name, f in obj.fields.items():
-        if f.ftype.computed:
-            continue
+    for name in rules.condition_fields:
+        f = obj.fields[name]
         conditions = rules.visible.get(name)
-        visible = conditions is None or all(c(env) is True for c in conditions)
-        conditional = any(c(env) is True for c in rules.required.get(name, ()))
+        visible = conditions is None or all(c.evaluate(env) is True for c in conditions)
+        conditional = any(c.evaluate(env) is True for c in rules.required.get(name, ()))
         # A plain ``required`` without a visibility condition was checked with the input.
         static = f.defn.required and conditions is not None and (creating or name in values)
         if visible and (conditional or static) and rec.get(name) in _BLANK and f.ftype.name != "autonumber":
             fail(name, "is required")
         if name in given and name in rules.read_only and not ctx.actor.is_admin:
-            if any(c(old_env) is True for c in rules.read_only[name]) and \
+            if any(c.evaluate(old_env) is True for c in rules.read_only[name]) and \
                     values.get(name) != (old or {}).get(name):
                 fail(name, "is read-only here")
     for name, controller in rules.dependent.items():
@@ -191,7 +190,7 @@ def apply_rules(ctx: Context, conn: sa.Connection, app: CompiledApp, obj: Compil
         if not rule.applies(creating):
             continue
         try:
-            hit = e(env) is True
+            hit = e.evaluate(env) is True
         except EvaluationError as exc:
             fail(rule.field, f"rule {rule.name} could not be checked: {exc.detail}")
             continue

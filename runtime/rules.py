@@ -52,6 +52,11 @@ class ObjectRules:
     paths: set[str] = field(default_factory=set)
 
     @property
+    def condition_fields(self) -> list[str]:
+        """Fields with a visibility, required or read-only condition."""
+        return list(dict.fromkeys([*self.visible, *self.required, *self.read_only]))
+
+    @property
     def formulas(self) -> dict[str, Expression]:
         return dict(self.stored_formulas + self.virtual_formulas)
 

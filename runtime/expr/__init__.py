@@ -31,6 +31,7 @@ class Expression:
     evaluate: Closure
 
     def __call__(self, env: Env) -> Any:
+        """Evaluate; hot loops may call ``self.evaluate`` directly to skip this frame."""
         return self.evaluate(env)
 
 

@@ -56,15 +56,19 @@ def _dec(x: Any) -> Decimal:
     return Decimal(x)
 
 
+_DECIMAL_LIMIT = Decimal("1e18")
+
+
 def _checked(value: Any) -> Any:
-    if isinstance(value, float):
-        if not math.isfinite(value) or abs(value) > MAX_NUMBER:
+    t = type(value)
+    if t is float:
+        if not -MAX_NUMBER <= value <= MAX_NUMBER:  # also false for NaN
             raise EvaluationError("number out of range")
-    elif isinstance(value, int):
-        if abs(value) >= 2**63:
+    elif t is int:
+        if not -(2**63) < value < 2**63:
             raise EvaluationError("number out of range")
-    elif isinstance(value, Decimal):
-        if not value.is_finite() or abs(value) >= Decimal("1e18"):
+    elif t is Decimal:
+        if not value.is_finite() or not -_DECIMAL_LIMIT < value < _DECIMAL_LIMIT:
             raise EvaluationError("number out of range")
     return value
 
@@ -218,9 +222,15 @@ class PythonCompiler:
         return arith
 
     def _cmp(self, node: Mapping[str, Any]) -> Closure:
-        a, b = self.compile(node["a"]), self.compile(node["b"])
+        na, nb = node["a"], node["b"]
+        mixed = {na["ty"], nb["ty"]} == {"number", "decimal"}
+        if mixed and (na["t"] == "lit" or nb["t"] == "lit"):
+            # A decimal compares exactly with an int or a Decimal: convert the literal
+            # once (0.1 as written, not as the nearest binary float) and compare plainly.
+            na, nb = ({**n, "v": _dec(n["v"])} if n["t"] == "lit" else n for n in (na, nb))
+            mixed = False
+        a, b = self.compile(na), self.compile(nb)
         fn = _CMP[node["op"]]
-        mixed = {node["a"]["ty"], node["b"]["ty"]} == {"number", "decimal"}
 
         def cmp(env: Env) -> Any:
             x = a(env)
@@ -262,6 +272,8 @@ class PythonCompiler:
         if fn.literal_args and all(a["t"] == "lit" for a in node["args"]) and fn.name in ("date", "datetime"):
             value = impl(*(a["v"] for a in node["args"]))
             return lambda env: value
+        if fn.name == "case":
+            return self._case(node, args)
         if node["ty"] == "decimal" and fn.returns in ("unify", "case"):
             # A decimal result may mix in number arguments: give one type back.
             inner = self._plain_call(fn, args)
@@ -272,21 +284,59 @@ class PythonCompiler:
             return as_decimal
         return self._plain_call(fn, args)
 
+    def _case(self, node: Mapping[str, Any], args: list[Closure]) -> Closure:
+        """``case``: only the subject and the chosen result are evaluated; with literal
+        match values (the usual form) the choice is one dictionary lookup."""
+        nodes = node["args"]
+        subject, default = args[0], args[-1]
+        decimal = node["ty"] == "decimal"
+
+        def result(closure: Closure) -> Closure:
+            if not decimal:
+                return closure
+            return lambda env: None if (v := closure(env)) is None else _dec(v)
+
+        pairs = [(nodes[i], result(args[i + 1])) for i in range(1, len(nodes) - 1, 2)]
+        default = result(default)
+        if all(m["t"] == "lit" for m, _ in pairs):
+            table: dict[Any, Closure] = {}
+            for m, r in pairs:
+                if m["v"] is not None:
+                    table.setdefault(_dec(m["v"]) if nodes[0]["ty"] == "decimal" else m["v"], r)
+
+            def lookup(env: Env) -> Any:
+                x = subject(env)
+                return table.get(x, default)(env) if x is not None else default(env)
+            return lookup
+        matches = [(self.compile(m), r) for m, r in pairs]
+
+        def scan(env: Env) -> Any:
+            x = subject(env)
+            if x is not None:
+                for m, r in matches:
+                    if m(env) == x:
+                        return r(env)
+            return default(env)
+        return scan
+
     @staticmethod
     def _plain_call(fn: Function, args: list[Closure]) -> Closure:
         impl = fn.python
         name = fn.name
+        # Only numbers can leave their range; text, booleans and dates need no check.
+        check = _checked if fn.returns in ("number", "decimal", "arg0", "unify", "case") else None
 
         def guarded(*values: Any) -> Any:
             try:
-                return _checked(impl(*values))
+                result = impl(*values)
             except EvaluationError:
                 raise
             except (TypeError, ValueError, ArithmeticError, OverflowError) as exc:
                 raise EvaluationError(f"{name}(): {exc}") from None
+            return check(result) if check is not None else result
 
         if fn.null_aware:
-            return lambda env: guarded(*(a(env) for a in args))
+            return lambda env: guarded(*[a(env) for a in args])
         if len(args) == 1:
             (a0,) = args
 
