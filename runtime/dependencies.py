@@ -23,14 +23,18 @@ Key = tuple[str, str]
 
 
 def field_changes(old: AppMetadata, doc: Mapping[str, Any]) -> tuple[dict[Key, str], set[Key]]:
-    """Fields renamed (old key -> new name) and deleted between ``old`` and ``doc``."""
+    """Fields renamed (old key -> new name) and deleted between ``old`` and ``doc``
+    (nothing for a malformed document: validation reports what is wrong with it)."""
     renames: dict[Key, str] = {}
     drops: set[Key] = set()
+    objects = doc.get("objects") if isinstance(doc, Mapping) else None
+    if not isinstance(objects, Mapping):
+        return renames, drops
     for oname, oobj in old.objects.items():
-        ndoc = doc.get("objects", {}).get(oname)
-        if ndoc is None:
+        ndoc = objects.get(oname)
+        nfields = ndoc.get("fields") if isinstance(ndoc, Mapping) else None
+        if not isinstance(nfields, Mapping) or not all(isinstance(f, Mapping) for f in nfields.values()):
             continue
-        nfields = ndoc.get("fields", {})
         renamed = {f.get("renamed_from"): n for n, f in nfields.items()
                    if f.get("renamed_from") in oobj.fields and n not in oobj.fields}
         for fname in oobj.fields:
@@ -48,7 +52,10 @@ def check_dependents(old: AppMetadata, doc: Mapping[str, Any], types: Mapping[st
     renames, drops = field_changes(old, doc)
     if not renames and not drops:
         return doc
-    new = AppMetadata.from_doc(doc)
+    try:
+        new = AppMetadata.from_doc(doc)
+    except (KeyError, TypeError, AttributeError, ValueError):
+        return doc  # malformed: validation reports what is wrong
     problems: dict[str, list[str]] = {}
     rewrites: list[tuple[str, str, str]] = []  # (path, object, source)
     scopes: dict[str, Any] = {}
@@ -70,7 +77,7 @@ def check_dependents(old: AppMetadata, doc: Mapping[str, Any], types: Mapping[st
                     f"or publish with update_dependents to rewrite it")
         if hits and update and not any((o, f) in drops for o, f in hits):
             rewrites.append((path, obj, source))
-    out = copy.deepcopy(dict(doc))
+    out = rewrite_references(old, doc) if update else copy.deepcopy(dict(doc))
     for oname, odoc in out.get("objects", {}).items():
         for fname, fdoc in odoc.get("fields", {}).items():
             if fdoc.get("type") != "rollup" or fdoc.get("object") not in old.objects:
@@ -80,13 +87,10 @@ def check_dependents(old: AppMetadata, doc: Mapping[str, Any], types: Mapping[st
                 where = f"objects.{oname}.fields.{fname}.{key}"
                 if ref in drops:
                     problems.setdefault(where, []).append(f"uses {ref[0]}.{ref[1]}, which this change deletes")
-                elif ref in renames:
-                    if update:
-                        fdoc[key] = renames[ref]
-                    else:
-                        problems.setdefault(where, []).append(
-                            f"uses {ref[0]}.{ref[1]}, which this change renames to {renames[ref]}; "
-                            f"publish with update_dependents to follow the rename")
+                elif ref in renames and not update:
+                    problems.setdefault(where, []).append(
+                        f"uses {ref[0]}.{ref[1]}, which this change renames to {renames[ref]}; "
+                        f"publish with update_dependents to follow the rename")
     for path, obj, source in rewrites:
         try:
             _set(out, path, rename_in_source(source, old, obj, renames))
@@ -94,6 +98,50 @@ def check_dependents(old: AppMetadata, doc: Mapping[str, Any], types: Mapping[st
             problems.setdefault(path, []).append(str(exc))
     if problems:
         raise MetadataError(problems, message=_summary(problems))
+    return out
+
+
+def rewrite_references(old: AppMetadata, doc: Mapping[str, Any]) -> dict[str, Any]:
+    """``doc`` with references by name to renamed fields following the rename: roll-ups,
+    validation targets, sections, dependent choices, title, search and sort fields and
+    indexes. (Expressions are rewritten by :func:`check_dependents`.)"""
+    out = copy.deepcopy(dict(doc))
+    renames, _ = field_changes(old, doc)
+    if not renames:
+        return out
+
+    def new(obj: str, name: Any) -> Any:
+        return renames.get((obj, name), name) if isinstance(name, str) else name
+
+    for oname, odoc in out.get("objects", {}).items():
+        if not isinstance(odoc, dict):
+            continue
+        for fdoc in (odoc.get("fields") or {}).values():
+            if not isinstance(fdoc, dict):
+                continue
+            if fdoc.get("type") == "rollup":
+                for key in ("via", "field"):
+                    if key in fdoc:
+                        fdoc[key] = new(fdoc.get("object"), fdoc[key])
+            if isinstance(fdoc.get("depends_on"), dict):
+                fdoc["depends_on"]["field"] = new(oname, fdoc["depends_on"].get("field"))
+        for rule in (odoc.get("validations") or {}).values():
+            if isinstance(rule, dict) and "field" in rule:
+                rule["field"] = new(oname, rule["field"])
+        for sec in (odoc.get("sections") or {}).values():
+            if isinstance(sec, dict) and isinstance(sec.get("fields"), list):
+                sec["fields"] = [new(oname, f) for f in sec["fields"]]
+        for idx in (odoc.get("indexes") or {}).values():
+            if isinstance(idx, dict) and isinstance(idx.get("fields"), list):
+                idx["fields"] = [new(oname, f) for f in idx["fields"]]
+        if "title_field" in odoc:
+            odoc["title_field"] = new(oname, odoc["title_field"])
+        if isinstance(odoc.get("search_fields"), list):
+            odoc["search_fields"] = [new(oname, f) for f in odoc["search_fields"]]
+        if isinstance(odoc.get("default_sort"), list):
+            odoc["default_sort"] = [
+                ("-" if isinstance(s, str) and s.startswith("-") else "") + new(oname, s.lstrip("-"))
+                if isinstance(s, str) else s for s in odoc["default_sort"]]
     return out
 
 

@@ -64,11 +64,11 @@ def make_env(ctx: Context | None, rec: Mapping[str, Any], old: Mapping[str, Any]
              paths: Mapping[str, Any] | None = None) -> Env:
     if ctx is None:
         return Env(rec, old, paths=paths)
-    return Env(rec, old, paths=paths, user_id=ctx.actor.id, user_role=_primary_role(ctx.actor.roles),
+    return Env(rec, old, paths=paths, user_id=ctx.actor.id, user_role=primary_role(ctx.actor.roles),
                now=ctx.now())
 
 
-def _primary_role(roles: frozenset[str]) -> str | None:
+def primary_role(roles: frozenset[str]) -> str | None:
     """``$user.role``: the user's own role, not the built-in ``user`` everyone has."""
     own = sorted(r for r in roles if r != "user")
     return own[0] if own else ("user" if "user" in roles else None)

@@ -15,7 +15,7 @@ import math
 import operator
 import re
 from collections.abc import Callable, Mapping
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any, ClassVar
 
 import marshmallow as ma
@@ -737,9 +737,11 @@ class ComputedType(FieldType):
         if value is None:
             return None
         if isinstance(value, Decimal):
-            return str(value)
+            return str(value.quantize(Decimal(1).scaleb(-self.scale(field)), rounding=ROUND_HALF_UP))
         if isinstance(value, (dt.date, dt.datetime)):
             return value.isoformat()
+        if isinstance(value, float) and self.result_type(field) == "decimal":
+            return self.dump(field, Decimal(repr(value)))
         return value
 
     def converter(self, field):

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from .compiled import CompiledApp, CompiledObject
 from .expr import ExpressionError
-from .expr.sql import SqlEnv, to_sql
+from .expr.sql import SqlEnv, result_type, to_sql
 from .sqltypes import ExactDecimal
 
 Resolver = Callable[[list[str]], sa.ColumnElement]
@@ -48,3 +48,71 @@ def expression_sql(app: CompiledApp, obj: CompiledObject, table: sa.FromClause, 
         return resolve(path)
 
     return to_sql(tree, column, dialect, app.functions, env or SqlEnv())
+
+
+def path_sql(app: CompiledApp, obj: CompiledObject, table: sa.FromClause, path: list[str], dialect: str,
+             env: SqlEnv) -> sa.ColumnElement:
+    """A lookup path (``account.industry``) read with a correlated subquery per hop: a
+    missing or deleted record on the way gives NULL, as an outer join would."""
+    hop, rest = path[0], path[1:]
+    target = app.object(obj.fields[hop].defn.prop("target"))
+    tt = target.table.alias()
+    if len(rest) == 1:
+        inner = column_sql(app, target, tt, rest[0], dialect,
+                           resolve=lambda p: path_sql(app, target, tt, p, dialect, env), env=env)
+    else:
+        inner = path_sql(app, target, tt, rest, dialect, env)
+    return sa.select(inner).where(tt.c.id == table.c[hop], tt.c.deleted_at.is_(None)).scalar_subquery()
+
+
+def query_source(app: CompiledApp, obj: CompiledObject, dialect: str, env: SqlEnv) -> sa.FromClause:
+    """What list queries read ``obj`` from: its table, or, when it has virtual formulas,
+    a subquery adding them as columns. Both databases flatten the subquery, so filters
+    and sorts on stored fields still use their indexes; a filter or sort on a virtual
+    formula is computed per row."""
+    virtual = obj.rules.virtual_formulas
+    if not virtual:
+        return obj.table
+    if app.artefact("query.deterministic", lambda: all(
+            e.deps.deterministic for o in app.objects.values() for _, e in o.rules.virtual_formulas)):
+        return app.artefact(f"query.source:{obj.name}:{dialect}", lambda: formula_source(app, obj, dialect, SqlEnv()))
+    return formula_source(app, obj, dialect, env)
+
+
+def sql_problems(app: CompiledApp, obj: CompiledObject, dialect: str) -> dict[str, str]:
+    """Virtual formulas the database cannot compute (a plugin function without SQL, a
+    regular expression PostgreSQL cannot run), with the reason. Lists compute them in
+    Python for the page; they cannot be filtered or sorted on."""
+
+    def build() -> dict[str, str]:
+        out = {}
+        t = obj.table
+        env = SqlEnv()
+        for name, _ in obj.rules.virtual_formulas:
+            try:
+                column_sql(app, obj, t, name, dialect, env=env, resolve=lambda p: path_sql(app, obj, t, p, dialect, env))
+            except ExpressionError as exc:
+                out[name] = exc.message
+        return out
+
+    return app.artefact(f"query.sql_problems:{obj.name}:{dialect}", build)
+
+
+def formula_source(app: CompiledApp, obj: CompiledObject, dialect: str, env: SqlEnv,
+                   alias: str | None = None) -> sa.FromClause:
+    """``obj``'s table with its virtual formulas as columns, as a subquery named ``alias``."""
+    t = obj.table
+    cols: list[Any] = [t]
+    problems = sql_problems(app, obj, dialect)
+    for name, e in obj.rules.virtual_formulas:
+        if name in problems:
+            cols.append(sa.type_coerce(sa.null(), result_type(e.type)).label(name))
+            continue
+        expr = column_sql(app, obj, t, name, dialect, env=env,
+                          resolve=lambda p: path_sql(app, obj, t, p, dialect, env))
+        f = obj.fields[name]
+        if f.ftype.expression_type(f.defn) == "decimal":
+            # Values at the field's scale, as the record service computes them.
+            expr = sa.type_coerce(sa.func.round(expr, f.defn.prop("scale", 2)), expr.type)
+        cols.append(expr.label(name))
+    return sa.select(*cols).subquery(alias or f"lw_v_{obj.name}")

@@ -162,11 +162,14 @@ class MetadataService:
               update_dependents: bool = False) -> tuple[store.StoredVersion, Plan, AppMetadata, Mapping[str, Any]]:
         """Check ``doc`` against the head version; return (head, plan, new metadata, the
         document to store: with dependents rewritten when ``update_dependents``)."""
-        self.runtime.validate(doc, expressions=False)
+        if not isinstance(doc, Mapping):
+            self.runtime.validate(doc)  # raises the usual "must be an object"
         # A publish locks the head row first (PostgreSQL; SQLite's write lock does the
         # same), so concurrent publishes queue instead of running DDL side by side.
         current = store.get(conn, store.head(conn, lock=lock))
         current_meta = AppMetadata.from_doc(current.doc, current.version)
+        # Uses of renamed or deleted fields first: they explain what validation would
+        # only call unknown names.
         doc = check_dependents(current_meta, doc, self.runtime.field_types, self.runtime.functions,
                                update=update_dependents)
         self.runtime.validate(doc)

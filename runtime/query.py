@@ -45,7 +45,7 @@ import copy
 import datetime as dt
 import hashlib
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -62,8 +62,25 @@ from loomwork.metadata.errors import BadQuery
 
 from .compiled import READ_MAX_AGE, CompiledApp, CompiledObject
 from .context import Context
+from .evaluation import primary_role, virtual_values
+from .expr.sql import SqlEnv
 from .fieldtypes import COMPARE_OPS, AwareDateTimeField, MultiChoiceType
+from .formula_sql import formula_source, query_source, sql_problems
 from .sqltypes import JSONDoc
+
+#: ``source(obj, alias=None)``: what a query reads an object from.
+Source = Callable[..., sa.FromClause]
+
+
+def _computable(app: CompiledApp, obj: CompiledObject, name: str, dialect: str, purpose: str) -> None:
+    """Refuse a filter or sort on a formula the database cannot compute."""
+    f = obj.fields.get(name)
+    if f is None or f.column is not None or not obj.rules.virtual_formulas:
+        return
+    reason = sql_problems(app, obj, dialect).get(name)
+    if reason:
+        raise BadQuery(f"{purpose}: formula {obj.name}.{name} cannot be computed by the database "
+                       f"({reason}), so it cannot be used to {'sort' if purpose == 'sort' else 'filter'}")
 
 OPERATORS = ("eq", "ne", "lt", "lte", "gt", "gte", "in", "nin", "contains", "icontains",
              "starts_with", "is_null", "between")
@@ -184,7 +201,7 @@ class Resolved:
     @property
     def ops(self) -> frozenset[str]:
         f = self.object.fields.get(self.name)
-        return f.ftype.filter_ops if f else COMPARE_OPS
+        return f.ftype.field_ops(f.defn) if f else COMPARE_OPS
 
     @property
     def multi(self) -> bool:
@@ -196,9 +213,11 @@ class FilterCompiler:
     """Compiles filter ASTs against one object, collecting the joins their paths need."""
 
     def __init__(self, app: CompiledApp, obj: CompiledObject, ctx: Context, can_read,
-                 dialect: str = "sqlite") -> None:
+                 dialect: str = "sqlite", source: Source | None = None) -> None:
         self.app, self.obj, self.ctx, self.can_read = app, obj, ctx, can_read
         self.dialect = dialect
+        #: What an object is read from (its table, or a subquery adding virtual formulas).
+        self.source: Source = source or (lambda o, alias=None: o.table if alias is None else o.table.alias(alias))
         self.joins: dict[str, tuple[sa.FromClause, sa.ColumnElement]] = {}
         self.conditions = 0
 
@@ -208,7 +227,7 @@ class FilterCompiler:
         return self._node(node, 0)
 
     def select_from(self) -> sa.FromClause:
-        src: sa.FromClause = self.obj.table
+        src: sa.FromClause = self.source(self.obj)
         for alias, on in self.joins.values():
             src = src.outerjoin(alias, on)
         return src
@@ -220,7 +239,7 @@ class FilterCompiler:
         parts = path.split(".")
         if len(parts) - 1 > MAX_PATH_HOPS:
             raise BadQuery(f"{purpose}: path {path!r} has more than {MAX_PATH_HOPS} hops")
-        obj, table, prefix = self.obj, self.obj.table, ""
+        obj, table, prefix = self.obj, self.source(self.obj), ""
         for hop in parts[:-1]:
             f = obj.fields.get(hop)
             if f is None or f.defn.type != "lookup":
@@ -232,7 +251,7 @@ class FilterCompiler:
             if prefix not in self.joins:
                 # A missing or soft-deleted parent makes every value behind it empty. The
                 # alias is in the reserved lw_ namespace, so no object table is named alike.
-                alias = target.table.alias(f"lw_j{len(self.joins) + 1}")
+                alias = self.source(target, f"lw_j{len(self.joins) + 1}")
                 on = sa.and_(alias.c.id == table.c[hop], alias.c.deleted_at.is_(None))
                 self.joins[prefix] = (alias, on)
             table, obj = self.joins[prefix][0], target
@@ -240,6 +259,7 @@ class FilterCompiler:
         if name not in obj.fields and name not in _SYSTEM:
             hint = " (compact filters are written path__op=value)" if "__" in name else ""
             raise BadQuery(f"{purpose}: unknown field {path!r} of {obj.name}{hint}")
+        _computable(self.app, obj, name, self.dialect, purpose)
         return Resolved(path, table.c[name], obj, name, _value_field(self.app, obj, name, choices=True))
 
     # -- values -----------------------------------------------------------
@@ -487,6 +507,7 @@ class _Plan:
     columns: list[sa.Column]
     query_key: str
     cursor: list[Any] | None = None  # the sort values of the last row already read
+    table: Any = None  # the object's table, or the subquery adding its virtual formulas
 
     @property
     def where(self) -> list[sa.ColumnElement]:
@@ -545,6 +566,9 @@ class QueryService:
             rows_out = [{k: v for k, v in r.items() if k in wanted} for r in rows]
         else:
             rows_out = rows
+        python_only = sql_problems(app, obj, conn.dialect.name) if obj.rules.virtual_formulas else {}
+        if python_only and wanted & set(python_only):
+            rows_out = [self._python_formulas(ctx, conn, app, obj, r, wanted) for r in rows_out]
         data = [obj.dump(r) for r in rows_out]
         next_cursor = None
         if more:
@@ -584,8 +608,10 @@ class QueryService:
         if req.count not in ("none", "exact", "estimate"):
             raise BadQuery("count must be exact, estimate or none")
         dialect = conn.dialect.name
-        fc = FilterCompiler(app, obj, ctx, lambda name: self.permissions.allowed(ctx, app, name, "read"), dialect)
-        t = obj.table
+        source = self._sources(app, ctx, dialect)
+        fc = FilterCompiler(app, obj, ctx, lambda name: self.permissions.allowed(ctx, app, name, "read"), dialect,
+                            source)
+        t = source(obj)
         filters = []
         if req.filter is not None:
             filters.append(fc.compile(req.filter))
@@ -593,30 +619,32 @@ class QueryService:
         if row_filter is not None:
             filters.append(fc.compile(row_filter))
         if req.search is not None and req.search != "":
-            filters.append(self._search(obj, req.search))
+            filters.append(self._search(obj, t, req.search))
         sort = self._sort(obj, req.sort or obj.defn.default_sort)
+        for name, _ in sort:
+            _computable(app, obj, name, dialect, "sort")
         try:
             key = orjson.dumps([obj.name, req.filter, req.search or "", bool(req.include_deleted)],
                                option=orjson.OPT_SORT_KEYS, default=str)
         except TypeError:
             raise BadQuery("filter must be plain JSON") from None
         live = [] if req.include_deleted else [t.c.deleted_at.is_(None)]
-        plan = _Plan(fc.select_from(), live, filters, sort, self._columns(obj, req.fields),
-                     hashlib.sha1(key).hexdigest()[:12])
+        plan = _Plan(fc.select_from(), live, filters, sort, self._columns(obj, t, req.fields),
+                     hashlib.sha1(key).hexdigest()[:12], table=t)
         if req.cursor:
             data = _decode_cursor(req.cursor)
             if data["s"] != plan.spec:
                 raise BadQuery("cursor belongs to another sort order; start again without a cursor")
             if data["q"] != plan.query_key:
                 raise BadQuery("cursor belongs to another filter or search; start again without a cursor")
-            plan.cursor = self._cursor_values(app, obj, sort, data["v"])
+            plan.cursor = self._cursor_values(app, obj, t, sort, data["v"])
         return plan
 
     def _selects(self, app: CompiledApp, obj: CompiledObject, plan: _Plan, dialect: str,
                  limit: int) -> Iterator[list[sa.Select]]:
         """For each block of the page (see :meth:`_arms`), the SELECTs that read it, to
         try in turn; the caller adds ``LIMIT``."""
-        t = obj.table
+        t = plan.table
         names = {c.name for c in plan.columns}
         cols = plan.columns + [t.c[n] for n, _ in plan.sort if n not in names]
         if len(cols) == len(t.columns):
@@ -624,7 +652,7 @@ class QueryService:
             # far faster than that of a list of columns (it is part of every request).
             cols = [t]
         probe = (dialect == "sqlite" and bool(plan.filters)
-                 and self._index_ordered(app, obj, plan.sort, live=bool(plan.live)))
+                 and self._index_ordered(app, obj, t, plan.sort, live=bool(plan.live)))
         # A generator: the block after the first is only built when the page needs it.
         for arm in self._arms(obj, plan, dialect):
             full = (sa.select(*cols).select_from(plan.source).where(*plan.live, *plan.filters, *arm.conds)
@@ -641,7 +669,7 @@ class QueryService:
         from (PostgreSQL cannot start one at "``> v`` or empty"), and the block after the
         cursor is only read when the first leaves the page short.
         """
-        t = obj.table
+        t = plan.table
         sort, cur = plan.sort, plan.cursor
         (first, desc), rest = sort[0], sort[1:]
         c0 = t.c[first]
@@ -682,13 +710,14 @@ class QueryService:
                 .order_by(*arm.order))
 
     @staticmethod
-    def _index_ordered(app: CompiledApp, obj: CompiledObject, sort, *, live: bool) -> bool:
+    def _index_ordered(app: CompiledApp, obj: CompiledObject, t: sa.FromClause, sort, *, live: bool) -> bool:
         """Whether an index of ``obj`` lists rows in ``sort`` order on SQLite: same
         direction throughout, no NULL ordering to honour after the first key (its empty
         block is read apart), and an index on the keys before ``id`` (SQLite ends every
         index with the rowid, which is ``id``)."""
         names = tuple(n for n, _ in sort)
-        if len({d for _, d in sort}) != 1 or any(obj.table.c[n].nullable for n in names[1:]):
+        if len({d for _, d in sort}) != 1 or any(t.c[n].nullable for n in names[1:]) \
+                or any(n in obj.fields and obj.fields[n].column is None for n in names):
             return False
         keys = names[:-1]  # the sort always ends with id
         indexes = app.artefact(f"query.indexes:{obj.name}", lambda: [
@@ -712,10 +741,10 @@ class QueryService:
         return out
 
     @staticmethod
-    def _search(obj: CompiledObject, search: Any) -> sa.ColumnElement:
+    def _search(obj: CompiledObject, t: sa.FromClause, search: Any) -> sa.ColumnElement:
         if not isinstance(search, str) or len(search) > 200 or "\x00" in search:
             raise BadQuery("search must be a text of at most 200 characters, without NUL")
-        cols = [obj.table.c[n] for n in obj.defn.search_fields if n in obj.fields]
+        cols = [t.c[n] for n in obj.defn.search_fields if n in obj.fields]
         if not cols:
             raise BadQuery(f"{obj.name} has no search fields")
         needle = f"%{_like_escape(search.lower())}%"
@@ -753,8 +782,7 @@ class QueryService:
         return out
 
     @staticmethod
-    def _columns(obj: CompiledObject, fields: Sequence[str] | None) -> list[sa.Column]:
-        t = obj.table
+    def _columns(obj: CompiledObject, t: sa.FromClause, fields: Sequence[str] | None) -> list[sa.Column]:
         if fields is None:
             return [c for c in t.columns if c.name != "deleted_at"] + [t.c.deleted_at]
         if isinstance(fields, (str, bytes)) or not isinstance(fields, Sequence):
@@ -765,16 +793,21 @@ class QueryService:
                 raise BadQuery(f"fields: unknown field {_show(name)} of {obj.name}")
             if name not in names:
                 names.append(name)
-        return [t.c[n] for n in names]
+        cols = [t.c[n] for n in names]
+        # A formula computed in Python after the read needs its inputs read too.
+        formulas = obj.rules.formulas
+        extra = [dep for n in names if n in formulas and obj.fields[n].column is None
+                 for o, dep in formulas[n].deps.fields if o == obj.name and dep not in names]
+        return cols + [t.c[n] for n in dict.fromkeys(extra)]
 
     # -- keyset paging ----------------------------------------------------
     @staticmethod
-    def _cursor_values(app: CompiledApp, obj: CompiledObject, sort, raw_values: list) -> list[Any]:
+    def _cursor_values(app: CompiledApp, obj: CompiledObject, t: sa.FromClause, sort, raw_values: list) -> list[Any]:
         if len(raw_values) != len(sort):
             raise BadQuery(_MALFORMED_CURSOR)
         out = []
         for (name, _), raw in zip(sort, raw_values, strict=True):
-            col = obj.table.c[name]
+            col = t.c[name]
             if raw is None:
                 if not col.nullable:
                     raise BadQuery(_MALFORMED_CURSOR)
@@ -822,6 +855,28 @@ class QueryService:
             v = sa.literal(v, c.type)
             cond = sa.and_(c <= v if desc else c >= v, cond)
         return cond
+
+    @staticmethod
+    def _python_formulas(ctx, conn, app, obj, row: dict[str, Any], wanted: set[str]) -> dict[str, Any]:
+        """A row with the formulas the database could not compute filled in by Python
+        (their inputs were selected with the page; see :meth:`_columns`)."""
+        full = virtual_values(app, obj, dict(row), ctx, conn)
+        return {k: v for k, v in full.items() if k in wanted}
+
+    # -- sources ----------------------------------------------------------
+    @staticmethod
+    def _sources(app: CompiledApp, ctx: Context, dialect: str) -> Source:
+        """How this request reads each object: its table, or its table plus virtual formulas."""
+        env = SqlEnv(user_id=ctx.actor.id, user_role=primary_role(ctx.actor.roles), now=ctx.now())
+
+        def source(obj: CompiledObject, alias: str | None = None) -> sa.FromClause:
+            if not obj.rules.virtual_formulas:
+                return obj.table if alias is None else obj.table.alias(alias)
+            if alias is None:
+                return query_source(app, obj, dialect, env)
+            return formula_source(app, obj, dialect, env, alias)
+
+        return source
 
     # -- counts -----------------------------------------------------------
     def _count(self, conn: sa.Connection, obj: CompiledObject, plan: _Plan, kind: str) -> tuple[int, str]:

@@ -25,7 +25,7 @@ from loomwork.metadata.model import SYSTEM_COLUMNS
 from . import rollups, systables
 from .compiled import READ_MAX_AGE, CompiledApp, CompiledObject, Runtime
 from .context import Context
-from .evaluation import apply_rules, virtual_values
+from .evaluation import apply_rules, coerce, virtual_values
 from .fieldtypes import AutonumberType
 from .permissions import Permissions
 from .tenancy import json_dumps
@@ -299,7 +299,7 @@ class RecordService:
                     continue
                 errors.update(apply_rules(ctx, conn, app, obj, values, None, set(data), prefix))
                 for name in obj.rollup_zeroes:
-                    values[name] = 0
+                    values[name] = coerce(obj, name, 0)
                 loaded.append(values)
             if errors:
                 raise ValidationError(errors)
@@ -454,11 +454,12 @@ class RecordService:
             else:
                 self._soft_delete(ctx, conn, app, child, child_ids, depth + 1)
         t = obj.table
-        if obj.rules.feeds:
-            gone = conn.execute(sa.select(t).where(t.c.id.in_(ids), t.c.deleted_at.is_(None))).mappings()
-            rollups.maintain(conn, app, obj, [(r, None) for r in gone])
+        gone = list(conn.execute(sa.select(t).where(t.c.id.in_(ids), t.c.deleted_at.is_(None))).mappings()) \
+            if obj.rules.feeds else []
         conn.execute(t.update().where(t.c.id.in_(ids), t.c.deleted_at.is_(None)).values(
             deleted_at=now, updated_at=now, updated_by=ctx.actor.id, row_version=t.c.row_version + 1))
+        if gone:
+            rollups.maintain(conn, app, obj, [(r, None) for r in gone])
         for rid in ids:
             self._history(conn, ctx, obj, rid, "delete", [(None, None, None)])
 

@@ -168,10 +168,7 @@ class _Compiler:
                              expect=f.prop("result_type"), allow_old=False)
             if e:
                 compiled[f.name] = e
-        order = self._order(obj, compiled)
-        if order is None:
-            return
-        for name in order:
+        for name in self._order(obj, compiled):
             f = obj.fields[name]
             e = compiled[name]
             if f.prop("stored"):
@@ -183,8 +180,8 @@ class _Compiler:
             else:
                 rules.virtual_formulas.append((name, e))
 
-    def _order(self, obj: ObjectDef, compiled: Mapping[str, Expression]) -> list[str] | None:
-        """Formulas in dependency order; a cycle is an error."""
+    def _order(self, obj: ObjectDef, compiled: Mapping[str, Expression]) -> list[str]:
+        """Formulas in dependency order; a cycle is an error (its formulas are left out)."""
         order: list[str] = []
         state: dict[str, int] = {}
 
@@ -192,21 +189,24 @@ class _Compiler:
             if state.get(name) == 2:
                 return True
             if state.get(name) == 1:
+                state[name] = 3
                 ring = [*trail[trail.index(name):], name]
                 self.errors.append((f"objects.{obj.name}.fields.{name}.expression",
                                     f"formulas refer to each other in a cycle: {' -> '.join(ring)}"))
                 return False
+            if state.get(name) == 3:  # already part of a reported cycle
+                return False
             state[name] = 1
             for dep_obj, dep in compiled[name].deps.fields:
                 if dep_obj == obj.name and dep in compiled and not visit(dep, [*trail, name]):
+                    state[name] = 3
                     return False
             state[name] = 2
             order.append(name)
             return True
 
         for name in compiled:
-            if not visit(name, []):
-                return None
+            visit(name, [])
         return order
 
     def _not_storable(self, obj: ObjectDef, name: str, compiled: Mapping[str, Expression],

@@ -30,6 +30,7 @@ from loomwork.metadata import store
 from loomwork.metadata.errors import ConflictError, LoomworkError, NotFound
 
 from . import systables
+from .expr.sqlite_functions import register as register_expression_functions
 
 TENANT_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 
@@ -107,6 +108,8 @@ def _sqlite_engine(path: Path) -> sa.Engine:
                        "mmap_size=1073741824"):
             cur.execute(f"PRAGMA {pragma}")
         cur.close()
+        # Functions the expression language's SQL back end needs (runtime/expr/sql.py).
+        register_expression_functions(dbapi_conn)
 
     @sa.event.listens_for(engine, "begin")
     def _on_begin(conn: sa.Connection) -> None:
