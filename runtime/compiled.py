@@ -149,7 +149,7 @@ class CompiledApp:
         self.objects: dict[str, CompiledObject] = {}
         self.functions = functions if functions is not None else builtin_functions()
         self._artefacts: dict[str, Any] = {}
-        self._artefact_lock = threading.Lock()
+        self._artefact_lock = threading.RLock()  # builders may need other artefacts
         sources = _rollup_sources(meta, types)
         for obj in meta.objects.values():
             self.objects[obj.name] = compile_object(obj, types, self.sa_metadata, sources)

@@ -111,8 +111,10 @@ def formula_source(app: CompiledApp, obj: CompiledObject, dialect: str, env: Sql
         expr = column_sql(app, obj, t, name, dialect, env=env,
                           resolve=lambda p: path_sql(app, obj, t, p, dialect, env))
         f = obj.fields[name]
-        if f.ftype.expression_type(f.defn) == "decimal":
+        declared = f.ftype.expression_type(f.defn)
+        if declared == "decimal":
             # Values at the field's scale, as the record service computes them.
-            expr = sa.type_coerce(sa.func.round(expr, f.defn.prop("scale", 2)), expr.type)
-        cols.append(expr.label(name))
+            expr = sa.func.round(expr, f.defn.prop("scale", 2))
+        # Read back as the declared type (a decimal expression may feed a number formula).
+        cols.append(sa.type_coerce(expr, result_type(declared)).label(name))
     return sa.select(*cols).subquery(alias or f"lw_v_{obj.name}")

@@ -72,6 +72,11 @@ from .sqltypes import JSONDoc
 Source = Callable[..., sa.FromClause]
 
 
+def _nullable(col: sa.ColumnElement) -> bool:
+    """Whether a column may be NULL (a computed column of a formula always may)."""
+    return getattr(col, "nullable", True)
+
+
 def _computable(app: CompiledApp, obj: CompiledObject, name: str, dialect: str, purpose: str) -> None:
     """Refuse a filter or sort on a formula the database cannot compute."""
     f = obj.fields.get(name)
@@ -673,7 +678,7 @@ class QueryService:
         sort, cur = plan.sort, plan.cursor
         (first, desc), rest = sort[0], sort[1:]
         c0 = t.c[first]
-        if not c0.nullable:
+        if not _nullable(c0):
             conds = [] if cur is None else [self._after(t, sort, cur)]
             return [_Arm(conds, self._order(t, sort, dialect))]
         values: list | None = [c0.is_not(None)]
@@ -716,7 +721,7 @@ class QueryService:
         block is read apart), and an index on the keys before ``id`` (SQLite ends every
         index with the rowid, which is ``id``)."""
         names = tuple(n for n, _ in sort)
-        if len({d for _, d in sort}) != 1 or any(t.c[n].nullable for n in names[1:]) \
+        if len({d for _, d in sort}) != 1 or any(_nullable(t.c[n]) for n in names[1:]) \
                 or any(n in obj.fields and obj.fields[n].column is None for n in names):
             return False
         keys = names[:-1]  # the sort always ends with id
@@ -734,7 +739,7 @@ class QueryService:
         out = []
         for name, desc in sort:
             c = t.c[name]
-            if name in not_null or not t.c[name].nullable or dialect == "postgresql":
+            if name in not_null or not _nullable(t.c[name]) or dialect == "postgresql":
                 out.append(c.desc() if desc else c.asc())
             else:
                 out.append(c.desc().nulls_first() if desc else c.asc().nulls_last())
@@ -809,7 +814,7 @@ class QueryService:
         for (name, _), raw in zip(sort, raw_values, strict=True):
             col = t.c[name]
             if raw is None:
-                if not col.nullable:
+                if not _nullable(col):
                     raise BadQuery(_MALFORMED_CURSOR)
                 out.append(None)
                 continue
@@ -826,7 +831,7 @@ class QueryService:
         :param not_null: sort keys the caller already restricted to values.
         """
         cols = [t.c[n] for n, _ in sort]
-        nullable = [c.nullable and n not in not_null for c, (n, _) in zip(cols, sort, strict=True)]
+        nullable = [_nullable(c) and n not in not_null for c, (n, _) in zip(cols, sort, strict=True)]
         directions = {desc for _, desc in sort}
         if len(directions) == 1 and not any(nullable):
             # Row-value comparison: both dialects walk the sort index with it.

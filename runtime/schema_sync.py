@@ -146,7 +146,9 @@ class SchemaSync:
             self.conn.execute(t.update().where(t.c.object == old).values(object=op.object))
 
     def _op_add_field(self, op, new, version, now):
-        col = new.object(op.object).table.c[op.field]
+        col = new.object(op.object).table.c.get(op.field)
+        if col is None:  # a virtual formula: computed when read, no column
+            return
         if op.field in self._columns(op.object):
             hidden = self._hidden(op.object, op.field)
             if hidden is None:
@@ -159,14 +161,25 @@ class SchemaSync:
             return
         self.ops.add_column(op.object, _fresh(col), schema=self.schema)
 
+    def _op_change_field(self, op, new, version, now):
+        """Settings only, except a formula that becomes stored: it gains its column (the
+        values are computed after the publish, see :mod:`.recompute`)."""
+        col = new.object(op.object).table.c.get(op.field)
+        if col is not None and op.field not in self._columns(op.object):
+            self.ops.add_column(op.object, _fresh(col), schema=self.schema)
+
     def _op_drop_field(self, op, new, version, now):
         self.conn.execute(systables.dropped.insert().values(
             object=op.object, field=op.field, type=op.detail["type"], version=version, dropped_at=now))
 
     def _op_rename_field(self, op, new, version, now):
-        if op.field in self._columns(op.object):
+        columns = self._columns(op.object)
+        if op.field in columns:
             raise MetadataError({f"objects.{op.object}.fields.{op.field}": [
                 "a hidden column of that name still holds data; pick another name"]})
+        if op.detail["old"] not in columns:  # a virtual formula had no column
+            self._op_change_field(op, new, version, now)
+            return
         self.ops.alter_column(op.object, op.detail["old"], new_column_name=op.field, schema=self.schema)
         h = systables.history
         self.conn.execute(h.update().where(h.c.object == op.object, h.c.field == op.detail["old"])

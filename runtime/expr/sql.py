@@ -29,23 +29,34 @@ selected here is the value Python computes, NULLs included. How each trap is met
   so the pattern is translated to an equivalent advanced regular expression: ``.``,
   ``\\d``, ``\\w``, ``\\s`` and ``\\b`` keep RE2's ASCII meaning, ``(?i)`` is spelt
   out letter by letter (with RE2's case-folding orbits, ``k`` = ``K`` = KELVIN SIGN).
-  A pattern outside the translatable subset (``\\pL``, POSIX classes, scoped ``(?m)``,
-  case-insensitive non-ASCII letters, repeats above 255...) is an
-  :class:`ExpressionError` on PostgreSQL only.
+  RE2 searches UTF-8 bytes, so an empty match may start inside a character, where
+  ``\\B`` holds; a pattern that can match that way also matches any non-ASCII
+  character on PostgreSQL. A pattern outside the translatable subset (``\\pL``, POSIX
+  classes, scoped ``(?m)``, case-insensitive non-ASCII letters other than ``ſ`` and
+  the Kelvin sign, repeats above 255...) is an :class:`ExpressionError` on
+  PostgreSQL only.
 * ``min``/``max`` are NULL when any argument is; ``concat`` reads NULL as ``''``.
 * Registered SQLite functions are in :mod:`.sqlite_functions`, deterministic and
-  NULL-safe; :func:`loomwork.runtime.tenancy` registers them on every connection.
+  NULL-safe; ``runtime/tenancy.py`` registers them on every connection.
+* Text results carry no collation of their own (except after ``upper``, ``lower``,
+  ``min`` and ``max``, which give ``COLLATE "C"``): to *sort* by code point on
+  PostgreSQL as SQLite does, the caller adds ``.collate("C")``.
 
-Where SQL still differs: the *caps* Python enforces while evaluating (text results
-over 100,000 characters, numbers beyond 1e300 or 2**63, decimals beyond 1e18,
-exponents beyond 1000, ``round`` digits or day counts out of range given as
-expressions, a non-whole ``add_days``/``add_months`` count given as an expression,
-dates outside the years 1-9999) raise :class:`EvaluationError` in Python but are left
-to the database: PostgreSQL raises on integer and float overflow and on float
-underflow (where Python gives 0.0), SQLite turns integer overflow into a REAL and
-gives NULL for dates out of range. An expression that raises on some row fails the
-whole statement in SQL, also where ``and``/``or`` would have short-circuited in
-Python. Integers beyond 2**53 compared with floats are compared as floats.
+Where SQL still differs, it is in errors, not values. Python raises
+:class:`EvaluationError` at its caps (text over 100,000 characters, numbers beyond
+1e300 or 2**63, decimals beyond 1e18, exponents beyond 1000, ``round`` digits beyond
+18, day or month counts beyond the years 1-9999 or not whole). On SQLite the
+registered functions enforce the same caps (text repetition, ``**``, ``round``,
+``floor``/``ceil``, date arithmetic, ``regex_match``) and fail the statement; the rest
+are left to the database: integer overflow becomes a REAL on SQLite and an error on
+PostgreSQL, which also raises on float overflow and underflow (where Python gives
+0.0), accepts any ``round`` digits and truncates a fractional day or month count
+given as an expression. Literal arguments out of range are an
+:class:`ExpressionError` here already. SQL evaluates every operand, so an operand
+that fails fails the statement even where Python would not have evaluated it (after
+a NULL left operand, or past a deciding ``and``/``or`` argument). Decimal quotients
+carry PostgreSQL's precision (at least 16 significant digits) rather than Python's
+28, and integers beyond 2**53 meeting floats are compared as floats.
 
 Expressions are bounded (500 nodes), but a few translations repeat an argument
 (``CASE WHEN a IS NULL ...``); the compiled size is counted and capped at
@@ -401,7 +412,7 @@ class _Compiler:
         digits = self.compile(digits_node) if len(args) > 1 else self.literal(0)
         if not self.pg:
             return sa.func.lw_round(x, digits)
-        d = self.pg_int(digits_node, digits, None)
+        d = self.pg_int(digits_node, digits, -1000, 1000)  # no cast overflow next to a NULL
         if args[0]["ty"] == "decimal":
             return sa.func.round(x, d)
         rounded = sa.func.round(self.as_decimal(args[0], x), d)
@@ -677,6 +688,9 @@ def _orbit(c: str) -> str:
             low = c.lower()
             return low + low.upper() + _FOLD_EXTRA.get(low, "")
         return c
+    for low, extra in _FOLD_EXTRA.items():
+        if c == extra:
+            return low + low.upper() + extra
     if _cased(c):
         raise ValueError(f"case-insensitive matching of {c!r} is not supported")
     return c
@@ -782,6 +796,27 @@ def _translate(seq: Any, icase: bool, dotall: bool) -> str:
     return "".join(out)
 
 
+def _empty_inside_a_character(seq: Any) -> bool:
+    """Whether ``seq`` can match the empty text between two bytes of a character, where
+    ``^``, ``$``, ``\\A`` and ``\\b`` fail and ``\\B`` holds."""
+    for op, av in seq:
+        if op is sre.AT:
+            if av is not sre.AT_NON_BOUNDARY:
+                return False
+        elif op is sre.BRANCH:
+            if not any(_empty_inside_a_character(alt) for alt in av[1]):
+                return False
+        elif op is sre.SUBPATTERN:
+            if not _empty_inside_a_character(av[3]):
+                return False
+        elif op in (sre.MAX_REPEAT, sre.MIN_REPEAT):
+            if av[0] > 0 and not _empty_inside_a_character(av[2]):
+                return False
+        else:  # consumes a character
+            return False
+    return True
+
+
 def _unescaped(pattern: str, pair: str) -> bool:
     """Whether ``pair`` occurs in ``pattern`` with its first character not escaped."""
     i = 0
@@ -812,6 +847,11 @@ def pg_regex(pattern: str) -> str:
         raise ValueError(f"unsupported syntax ({exc})") from None
     flags = tree.state.flags
     body = _translate(tree, bool(flags & sre.SRE_FLAG_IGNORECASE), bool(flags & sre.SRE_FLAG_DOTALL))
+    if "\\B" in pattern and _empty_inside_a_character(tree):
+        # RE2 searches UTF-8 bytes, and an empty match may start between the bytes of one
+        # character, where \B holds (no word character on either side): such a pattern
+        # matches any text with a non-ASCII character.
+        body = f"(?:{body})|[^{_ch(chr(1))}-{_ch(chr(127))}]"
     # (?w): ^ and $ also match at newlines, nothing else changes (RE2's (?m)).
     return ("(?w)" if flags & sre.SRE_FLAG_MULTILINE else "") + body
 
