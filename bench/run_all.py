@@ -1,6 +1,6 @@
 """Run every Loomwork benchmark and print one line per metric.
 
-    python bench/run_all.py [--quick] [--only api,list,add_field] [--backends sqlite,postgres]
+    python bench/run_all.py [--quick] [--only api,list,add_field,expr] [--backends sqlite,postgres]
                             [--rows N] [--json results.json] [--strict]
 
 ``make bench`` runs it at 1,000,000 rows, ``make bench QUICK=1`` at 100,000. Progress
@@ -26,10 +26,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_add_field  # noqa: E402
 import bench_api  # noqa: E402
+import bench_expr  # noqa: E402
 import bench_list  # noqa: E402
 from bench_common import Result, header, log, pg_available  # noqa: E402
 
-SUITES = ("api", "list", "add_field")
+SUITES = ("api", "list", "add_field", "expr")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
 
     for kind in backends:
         if kind == "postgres" and pg_problem:
-            emit([Result(f"{s}.postgres", "not run", "-", "-", None, {"reason": pg_problem}) for s in suites])
+            emit([Result(f"{s}.postgres", "not run", "-", "-", None, {"reason": pg_problem})
+                  for s in suites if s != "expr"])
             continue
         if "api" in suites:
             emit(bench_api.run(kind, args.quick))
@@ -74,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
         if "list" in suites or "add_field" in suites:
             emit(bench_list.run(kind, rows, args.quick, with_list="list" in suites,
                                 with_add_field="add_field" in suites, add_field=bench_add_field.run))
+
+    if "expr" in suites:  # in-process, no database: once, whatever the backends
+        emit(bench_expr.run(args.quick))
 
     failed = [r.name for r in results if r.ok is False]
     log(f"done in {time.time() - started:.0f} s; {len(results)} metrics, {len(failed)} below target"

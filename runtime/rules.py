@@ -304,7 +304,8 @@ def rules_document(obj: Any, locale: str = "en") -> dict[str, Any]:
             fields.setdefault(name, {})[key] = [e.tree for e in exprs]
     for name, controller in rules.dependent.items():
         dep = obj.fields[name].defn.prop("depends_on")
-        fields.setdefault(name, {})["depends_on"] = {"field": controller, "options": dep["options"]}
+        fields.setdefault(name, {})["depends_on"] = {
+            "field": controller, "options": {k: list(v) for k, v in dep["options"].items()}}
     for name, e in rules.defaults:
         fields.setdefault(name, {})["default_expr"] = e.tree
     for name, e in [*rules.stored_formulas, *rules.virtual_formulas]:

@@ -200,10 +200,12 @@ def _print_plan(plan: dict) -> None:
 @meta.command("plan")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False))
 @tenant_option
+@click.option("--update-dependents", is_flag=True, help="Plan as if expressions using renamed fields were rewritten.")
 @click.pass_obj
-def meta_plan(env: Env, path: str, tenant: str | None) -> None:
+def meta_plan(env: Env, path: str, tenant: str | None, update_dependents: bool) -> None:
     """Show what publishing PATH would change."""
-    _print_plan(env.state.services.metadata.preview(env.ctx(tenant), _read_doc(path)).as_dict())
+    svc = env.state.services.metadata
+    _print_plan(svc.preview(env.ctx(tenant), _read_doc(path), update_dependents=update_dependents).as_dict())
 
 
 @meta.command("apply")

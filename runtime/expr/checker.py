@@ -100,7 +100,8 @@ class Checker:
     def _changed(self, node: dict[str, Any]) -> str:
         if not self.scope.allow_old:
             raise self.error(node, "changed() is not available here")
-        self._field_info(node, self.scope.object, node["field"], node["field"])
+        info = self._field_info(node, self.scope.object, node["field"], node["field"])
+        node["fty"] = info.type  # how the browser compares old and new values
         self.deps.uses_old = True
         self.deps.fields.add((self.scope.object, node["field"]))
         self.deps.paths.add(node["field"])
@@ -213,7 +214,7 @@ class Checker:
             for i in fn.literal_args:
                 if i < len(node["args"]):
                     _check_literal(fn, node["args"][i]["v"], i)
-        except ValueError as exc:
+        except (ValueError, OverflowError) as exc:
             raise self.error(node, str(exc)) from None
         return "number" if ty == "null" and fn.returns == "arg0" else ty
 

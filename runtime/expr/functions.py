@@ -15,7 +15,7 @@ import datetime as dt
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
 import re2
@@ -106,13 +106,19 @@ def _describe(spec: str) -> str:
 
 
 # -- math -----------------------------------------------------------------
+_QUANTA = {n: Decimal(1).scaleb(-n) for n in range(-18, 19)}
+
+
 def _round(x: Any, digits: Any = 0) -> Any:
     """Half away from zero, as SQL does (Python's round() would round half to even)."""
     digits = int(digits)
     if not -18 <= digits <= 18:
         raise EvaluationError("round() takes -18 to 18 digits")
     d = x if isinstance(x, Decimal) else Decimal(repr(x)) if isinstance(x, float) else Decimal(x)
-    q = d.quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP) if d.is_finite() else d
+    try:
+        q = d.quantize(_QUANTA[digits], rounding=ROUND_HALF_UP) if d.is_finite() else d
+    except InvalidOperation:
+        raise EvaluationError("round(): number out of range") from None
     if isinstance(x, Decimal):
         return q
     if isinstance(x, int) and digits >= 0:
@@ -208,7 +214,10 @@ def _datetime_literal(text: str) -> dt.datetime:
     value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     if value.tzinfo is None:
         raise ValueError(f"{text!r} needs a time zone offset, for example 2026-01-31T09:30:00+08:00")
-    return value.astimezone(dt.UTC)
+    try:
+        return value.astimezone(dt.UTC)
+    except OverflowError:  # 0001-01-01T00:00+01:00 has no UTC time
+        raise ValueError(f"{text!r} is outside the years 1 to 9999 in UTC") from None
 
 
 def _date_diff(start: Any, end: Any) -> int:
@@ -221,7 +230,12 @@ def _date_diff(start: Any, end: Any) -> int:
     return (end - start).days
 
 
+def _utc(value: Any) -> Any:
+    return value.astimezone(dt.UTC) if isinstance(value, dt.datetime) else value
+
+
 def _add_days(value: Any, days: Any) -> Any:
+    value = _utc(value)
     try:
         return value + dt.timedelta(days=_whole(days, "add_days"))
     except OverflowError:
@@ -231,6 +245,7 @@ def _add_days(value: Any, days: Any) -> Any:
 def _add_months(value: Any, months: Any) -> Any:
     """Calendar months; the day is clipped to the month's end (31 Jan + 1 month = 28/29 Feb)."""
     n = _whole(months, "add_months")
+    value = _utc(value)  # calendar months of UTC, as year() and month() read them
     total = value.year * 12 + value.month - 1 + n
     year, month = divmod(total, 12)
     if not 1 <= year <= 9999:

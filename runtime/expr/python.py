@@ -73,6 +73,15 @@ def _checked(value: Any) -> Any:
     return value
 
 
+def _as_decimal(closure: Closure) -> Closure:
+    return lambda env: None if (v := closure(env)) is None else _dec(v)
+
+
+def decimal_compare(*types: str) -> bool:
+    """Whether numbers and decimals meet (then both sides are compared as decimals)."""
+    return "decimal" in types and "number" in types
+
+
 def _arith(op: str, ty: str) -> Callable[[Any, Any], Any]:
     if ty == "text":
         if op == "+":
@@ -84,6 +93,8 @@ def _arith(op: str, ty: str) -> Callable[[Any, Any], Any]:
 
         def repeat(a: Any, b: Any) -> Any:
             n = max(int(b), 0)
+            if not a:
+                return ""
             if len(a) * n > MAX_TEXT_RESULT:
                 raise EvaluationError(f"repeating text beyond {MAX_TEXT_RESULT} characters")
             return a * n
@@ -208,7 +219,11 @@ class PythonCompiler:
         return or_
 
     def _arith(self, node: Mapping[str, Any]) -> Closure:
-        a, b = self.compile(node["a"]), self.compile(node["b"])
+        na, nb = node["a"], node["b"]
+        if node["ty"] == "decimal" and node["op"] != "**":
+            # Literals become decimals once, not at every evaluation.
+            na, nb = ({**n, "v": _dec(n["v"])} if n["t"] == "lit" and n["v"] is not None else n for n in (na, nb))
+        a, b = self.compile(na), self.compile(nb)
         fn = _arith(node["op"], node["ty"])
 
         def arith(env: Env) -> Any:
@@ -259,6 +274,8 @@ class PythonCompiler:
 
     def _if(self, node: Mapping[str, Any]) -> Closure:
         c, a, b = self.compile(node["c"]), self.compile(node["a"]), self.compile(node["b"])
+        if node["ty"] == "decimal":  # a number branch gives a decimal too
+            a, b = (_as_decimal(x) if n["ty"] == "number" else x for x, n in ((a, node["a"]), (b, node["b"])))
         return lambda env: a(env) if c(env) is True else b(env)
 
     def _call(self, node: Mapping[str, Any]) -> Closure:
@@ -292,13 +309,12 @@ class PythonCompiler:
         decimal = node["ty"] == "decimal"
 
         def result(closure: Closure) -> Closure:
-            if not decimal:
-                return closure
-            return lambda env: None if (v := closure(env)) is None else _dec(v)
+            return _as_decimal(closure) if decimal else closure
 
         pairs = [(nodes[i], result(args[i + 1])) for i in range(1, len(nodes) - 1, 2)]
         default = result(default)
-        if all(m["t"] == "lit" for m, _ in pairs):
+        mixed = decimal_compare(nodes[0]["ty"], *(m["ty"] for m, _ in pairs))
+        if nodes[0]["ty"] != "list" and all(m["t"] == "lit" for m, _ in pairs):
             table: dict[Any, Closure] = {}
             for m, r in pairs:
                 if m["v"] is not None:
@@ -313,8 +329,11 @@ class PythonCompiler:
         def scan(env: Env) -> Any:
             x = subject(env)
             if x is not None:
+                if mixed:
+                    x = _dec(x)
                 for m, r in matches:
-                    if m(env) == x:
+                    v = m(env)
+                    if v is not None and (_dec(v) if mixed else v) == x:
                         return r(env)
             return default(env)
         return scan

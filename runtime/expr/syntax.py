@@ -19,6 +19,7 @@ evaluated in Python, compiled to SQL and shipped to the browser. Every node has
 from __future__ import annotations
 
 import ast
+import warnings
 from typing import Any
 
 from loomwork.metadata.errors import LoomworkError
@@ -54,6 +55,14 @@ class EvaluationError(ExpressionError):
     """A cap hit while evaluating (text too long for a regex, a huge power...)."""
 
 
+def _valid_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 _ARITH = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.Pow: "**"}
 _CMP = {ast.Eq: "==", ast.NotEq: "!=", ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">="}
 
@@ -62,20 +71,33 @@ def _mask_dollars(source: str) -> tuple[str, set[tuple[int, int]]]:
     """Replace ``$`` outside string literals by ``_``; return the (line, byte col) marks."""
     out, marks = [], set()
     line, col = 1, 0
-    quote: str | None = None
+    quote: str | None = None  # the open string's delimiter: ', ", ''' or """
     i = 0
-    while i < len(source):
+    n = len(source)
+    while i < n:
         ch = source[i]
         if quote:
-            if ch == "\\" and i + 1 < len(source):
-                out.append(source[i:i + 2])
-                col += len(source[i:i + 2].encode())
+            if ch == "\\" and i + 1 < n:
+                pair = source[i:i + 2]
+                out.append(pair)
+                if pair[1] == "\n":  # an escaped line break still ends the line
+                    line, col = line + 1, 0
+                else:
+                    col += len(pair.encode())
                 i += 2
                 continue
-            if ch == quote:
+            if source.startswith(quote, i):
+                out.append(quote)
+                col += len(quote)
+                i += len(quote)
                 quote = None
+                continue
         elif ch in "'\"":
-            quote = ch
+            quote = ch * 3 if source.startswith(ch * 3, i) else ch
+            out.append(quote)
+            col += len(quote)
+            i += len(quote)
+            continue
         elif ch == "$":
             marks.add((line, col))
             ch = "_"
@@ -98,6 +120,8 @@ class _Parser:
     def pos(self, node: ast.AST) -> list[int]:
         line = getattr(node, "lineno", 1)
         col = getattr(node, "col_offset", 0)
+        if line < 1:  # on the parenthesis parse() adds: the start of the text
+            return [1, 1]
         text = self.lines[line - 1] if 0 < line <= len(self.lines) else ""
         # ast gives UTF-8 byte offsets; users count characters.
         return [line, len(text.encode()[:col].decode(errors="ignore")) + 1]
@@ -177,6 +201,8 @@ class _Parser:
                 raise self.error(f"text is longer than {MAX_TEXT} characters", node)
             if "\x00" in v:
                 raise self.error("text must not contain NUL characters", node)
+            if not _valid_unicode(v):
+                raise self.error("text must be valid Unicode (no lone surrogates)", node)
             return self.make(node, "lit", v=v)
         raise self.error(f"{type(v).__name__} literals are not allowed", node)
 
@@ -215,6 +241,8 @@ class _Parser:
         left = self.walk(node.left, d)
         parts = []
         for op, right_node in zip(node.ops, node.comparators, strict=True):
+            if left is None:
+                raise self.error("'in' cannot be chained with another comparison", node)
             if isinstance(op, (ast.In, ast.NotIn)):
                 if not isinstance(right_node, (ast.List, ast.Tuple, ast.Set)):
                     raise self.error("'in' needs a literal list such as ['won', 'lost']", right_node)
@@ -229,8 +257,6 @@ class _Parser:
                 continue
             if isinstance(op, (ast.Is, ast.IsNot)):
                 raise self.error("use is_blank(x) to test for an empty value", node)
-            if left is None:
-                raise self.error("'in' cannot be chained with another comparison", node)
             right = self.walk(right_node, d)
             parts.append(self.make(node, "cmp", op=_CMP[type(op)], a=left, b=right))
             left = right
@@ -273,10 +299,17 @@ def parse(source: Any) -> dict[str, Any]:
         raise ExpressionError("the expression is empty", 1, 1)
     if len(source) > MAX_SOURCE:
         raise ExpressionError(f"expression is longer than {MAX_SOURCE} characters", 1, 1)
+    if not _valid_unicode(source):
+        raise ExpressionError("the expression must be valid Unicode (no lone surrogates)", 1, 1)
+    source = source.replace("\r\n", "\n").replace("\r", "\n")
     masked, marks = _mask_dollars(source)
     # Newlines are allowed for readability; parenthesise so Python accepts them.
     try:
-        tree = ast.parse(f"(\n{masked}\n)", mode="eval")
+        with warnings.catch_warnings():
+            # Python warns about odd escapes such as "\d"; the result must not depend on
+            # the process's warning filters.
+            warnings.simplefilter("ignore")
+            tree = ast.parse(f"(\n{masked}\n)", mode="eval")
     except SyntaxError as exc:
         lines = source.split("\n")
         line = (exc.lineno or 2) - 1
