@@ -128,15 +128,15 @@ class ValidationDef:
     message: Any
     field: str | None = None
     active: bool = True
-    on: str = "both"  # create, update or both
+    applies_on: str = "both"  # create, update or both
 
     @classmethod
     def from_doc(cls, name: str, doc: Mapping[str, Any]) -> ValidationDef:
         return cls(name, doc["condition"], _freeze(doc["message"]), doc.get("field"),
-                   bool(doc.get("active", True)), doc.get("on", "both"))
+                   bool(doc.get("active", True)), doc.get("applies_on", "both"))
 
     def applies(self, creating: bool) -> bool:
-        return self.active and (self.on == "both" or (self.on == "create") == creating)
+        return self.active and (self.applies_on == "both" or (self.applies_on == "create") == creating)
 
 
 @dataclass(frozen=True)

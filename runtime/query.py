@@ -874,12 +874,20 @@ class QueryService:
         """How this request reads each object: its table, or its table plus virtual formulas."""
         env = SqlEnv(user_id=ctx.actor.id, user_role=primary_role(ctx.actor.roles), now=ctx.now())
 
+        built: dict[tuple[str, str | None], sa.FromClause] = {}
+
         def source(obj: CompiledObject, alias: str | None = None) -> sa.FromClause:
-            if not obj.rules.virtual_formulas:
-                return obj.table if alias is None else obj.table.alias(alias)
-            if alias is None:
-                return query_source(app, obj, dialect, env)
-            return formula_source(app, obj, dialect, env, alias)
+            # One object per (object, alias) for the whole request: columns taken from one
+            # must be read from that same one.
+            key = (obj.name, alias)
+            if key not in built:
+                if not obj.rules.virtual_formulas:
+                    built[key] = obj.table if alias is None else obj.table.alias(alias)
+                elif alias is None:
+                    built[key] = query_source(app, obj, dialect, env)
+                else:
+                    built[key] = formula_source(app, obj, dialect, env, alias)
+            return built[key]
 
         return source
 

@@ -313,7 +313,7 @@ def rules_document(obj: Any, locale: str = "en") -> dict[str, Any]:
     return {
         "object": obj.name,
         "fields": fields,
-        "validations": [{"name": v.name, "field": v.field, "on": v.on,
+        "validations": [{"name": v.name, "field": v.field, "applies_on": v.applies_on,
                          "message": label_text(v.message, locale, v.name), "condition": e.tree}
                         for v, e in rules.validations],
     }

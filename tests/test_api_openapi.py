@@ -114,7 +114,7 @@ def test_deal_schemas(api):
     schemas = spec_of(api)["components"]["schemas"]
     deal, deal_in, deal_patch = schemas["Deal"], schemas["DealInput"], schemas["DealPatch"]
     fields = {"number", "name", "account", "contact", "amount", "stage", "probability", "close_date",
-              "next_step_at", "tags", "notes", "details"}
+              "next_step_at", "tags", "notes", "details", "weighted_amount", "days_to_close", "lost_reason"}
     system = {"id", "created_at", "created_by", "updated_at", "updated_by", "owner_id", "row_version"}
     assert fields | system <= set(deal["properties"])
     assert set(deal_in["properties"]) == fields
@@ -134,6 +134,11 @@ def test_deal_schemas(api):
     assert props["name"]["description"] == "Deal name"
     assert "icontains" in props["name"]["x-filter-ops"] and props["details"]["x-filter-ops"] == ["is_null"]
     assert {o["value"] for o in props["stage"]["x-options"]} >= {"won", "lost"}
+    # Formulas are read-only and say how they are computed; conditions are described.
+    assert props["weighted_amount"]["readOnly"] is True and props["weighted_amount"]["x-stored"] is True
+    assert props["days_to_close"]["x-formula"].startswith("date_diff(today(), close_date)")
+    assert props["lost_reason"]["x-required-if"] == 'stage == "lost"'
+    assert props["probability"]["x-default-expr"].startswith("case(stage")
 
 
 def test_filter_grammar_is_described(api):

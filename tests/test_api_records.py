@@ -44,7 +44,7 @@ def test_create_one_and_many(api, acme):
 
     many = api.post("/api/v1/data/deal", json=[
         {"name": "A", "account": acme["id"], "amount": "10"},
-        {"name": "B", "account": acme["id"], "stage": "won", "tags": ["upsell"]},
+        {"name": "B", "account": acme["id"], "stage": "won", "amount": "5", "tags": ["upsell"]},
     ])
     assert many.status_code == 201, many.json
     assert [r["name"] for r in many.json["data"]] == ["A", "B"]
@@ -109,7 +109,7 @@ def test_patch_with_if_match_and_row_version(api, acme):
 
 
 def test_delete_restore_and_history(api, acme):
-    deal = api.post("/api/v1/data/deal", json={"name": "D", "account": acme["id"]}).json
+    deal = api.post("/api/v1/data/deal", json={"name": "D", "account": acme["id"], "amount": "1"}).json
     path = f"/api/v1/data/deal/{deal['id']}"
     api.patch(path, json={"stage": "won"})
     problem(api.delete(path, headers={"If-Match": f'"{deal["id"]}-1"'}), 409)
@@ -146,7 +146,8 @@ def pipeline(api):
             ("Epsilon", "Globex", "2500", "qualification"), ("Zeta", "Initech", "50", "won"),
             ("Eta", "Acme", "9000", "negotiation")]
     resp = api.post("/api/v1/data/deal", json=[
-        {"name": n, "account": ids[a], "amount": amt, "stage": s} for n, a, amt, s in rows])
+        {"name": n, "account": ids[a], "amount": amt, "stage": s, **({"lost_reason": "price"} if s == "lost" else {})}
+        for n, a, amt, s in rows])
     assert resp.status_code == 201, resp.json
     return ids
 

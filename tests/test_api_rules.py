@@ -41,7 +41,7 @@ OPP = {
                          "message": {"en": "Discount above 50%", "zh-CN": "折扣不能超过 50%"}},
         "lost_amount": {"condition": 'stage == "lost" and is_blank(amount)',
                         "message": {"en": "A lost deal needs its amount", "zh-CN": "输单需要金额"}},
-        "no_reopen": {"condition": 'old.stage == "won" and stage != "won"', "on": "update",
+        "no_reopen": {"condition": 'old.stage == "won" and stage != "won"', "applies_on": "update",
                       "message": "A won deal stays won", "field": "stage"},
         "no_tests": {"condition": 'starts_with(lower(name), "test")', "message": "No test deals"},
     },
@@ -310,7 +310,7 @@ def test_rules_endpoint_gives_typed_trees(api, api_as):
                                         "a": {"t": "field", "pos": [1, 1], "path": ["net"], "ty": "decimal"},
                                         "b": {"t": "lit", "pos": [1, 7], "v": 1000, "ty": "number"}}
     assert fields["sector"]["formula"]["args"][0]["path"] == ["account", "industry"]
-    assert {v["name"]: (v["field"], v["on"], v["message"], v["condition"]["ty"]) for v in rules["validations"]} == {
+    assert {v["name"]: (v["field"], v["applies_on"], v["message"], v["condition"]["ty"]) for v in rules["validations"]} == {
         "discount_cap": ("discount", "both", "Discount above 50%", "boolean"),
         "lost_amount": (None, "both", "A lost deal needs its amount", "boolean"),
         "no_reopen": ("stage", "update", "A won deal stays won", "boolean"),
@@ -524,7 +524,8 @@ def test_recompute(rapi, acme):
     assert resp.json == {"object": "account", "rows": {"account.pipeline": 1}}
     assert rollups_of(rapi, acme) == (9, "150.00", "0.00")
     resp = rapi.post(f"{META}/objects/account/recompute", json={})
-    assert set(resp.json["rows"]) == {"account.opp_count", "account.pipeline", "account.won_total"}
+    assert set(resp.json["rows"]) == {"account.opp_count", "account.pipeline", "account.won_total",
+                                      "account.open_deals", "account.won_amount"}  # the last two: sample package
     assert rollups_of(rapi, acme) == (2, "150.00", "0.00")
     # Idempotent.
     assert rapi.post(f"{META}/objects/opp/recompute", json={}).json["rows"] == {"opp.net": 0}

@@ -61,6 +61,8 @@ def sample_records(n: int, seed: int = 7) -> dict[str, list[dict[str, Any]]]:
                       "probability": {"won": "100", "lost": "0"}.get(stage, str(rnd.choice([10, 25, 50, 75]))),
                       "close_date": (today + dt.timedelta(days=rnd.randint(-60, 120))).isoformat(),
                       "tags": rnd.sample(["strategic", "renewal", "upsell"], rnd.randint(0, 2))})
+        if stage == "lost":
+            deals[-1]["lost_reason"] = rnd.choice(["price", "competitor", "timing", "no_decision"])
     return {"account": accounts, "contact": contacts, "deal": deals}
 
 

@@ -117,8 +117,14 @@ def _field_properties(obj: CompiledObject, converter, locale: str) -> dict[str, 
                     prop[f"x-{bound}imum"] = str(f.defn.prop(bound))
         if isinstance(field, JsonValueField):
             prop.pop("type", None)
-        if f.defn.type == "autonumber":
+        if f.defn.type == "autonumber" or f.ftype.computed:
             prop["readOnly"] = True
+        if f.defn.type == "formula":
+            prop["x-formula"] = f.defn.prop("expression")
+            prop["x-stored"] = bool(f.defn.prop("stored", False))
+        for key in ("visible_if", "required_if", "read_only_if", "default_expr"):
+            if getattr(f.defn, key):
+                prop[f"x-{key.replace('_', '-')}"] = getattr(f.defn, key)
         if f.defn.read_only:
             prop["x-read-only-for-non-admins"] = True
         if f.defn.type in ("choice", "multi_choice"):
@@ -126,7 +132,7 @@ def _field_properties(obj: CompiledObject, converter, locale: str) -> dict[str, 
                                  for o in f.defn.prop("options", ())]
         if f.defn.type == "lookup":
             prop["x-lookup"] = f.defn.prop("target")
-        prop["x-filter-ops"] = sorted(f.ftype.filter_ops)
+        prop["x-filter-ops"] = sorted(f.ftype.field_ops(f.defn))
         prop.pop("default", None)
         out[name] = prop
     return out
@@ -136,7 +142,8 @@ def _schemas(obj: CompiledObject, converter, locale: str) -> tuple[dict, dict, d
     """(record, create body, patch body) schemas of one object."""
     props = _field_properties(obj, converter, locale)
     required = [n for n, f in obj.fields.items()
-                if f.defn.required and f.defn.default is None and f.defn.type != "autonumber"]
+                if f.defn.required and f.defn.default is None and f.defn.type != "autonumber"
+                and not f.defn.default_expr and not f.defn.visible_if]
     create_props = {n: (_not_null(p) if n in required else p) for n, p in props.items()}
     record = {"type": "object", "properties": {**_system_properties(), **props}, "required": ["id", "row_version"],
               "description": label_text(obj.defn.label, locale, obj.name)}
