@@ -186,9 +186,7 @@ def apply_rules(ctx: Context, conn: sa.Connection, app: CompiledApp, obj: Compil
             shown = rec.get(controller)
             fail(name, f"{bad[0]!r} is not allowed when {controller} is "
                        f"{'empty' if shown in _BLANK else repr(shown)}")
-    for rule, e in rules.validations:
-        if not rule.applies(creating):
-            continue
+    for rule, e in rules.on_create if creating else rules.on_update:
         try:
             hit = e.evaluate(env) is True
         except EvaluationError as exc:

@@ -30,6 +30,8 @@ from .fieldtypes import AutonumberType
 from .permissions import Permissions
 from .tenancy import json_dumps
 
+_SYSTEM = frozenset(SYSTEM_COLUMNS)
+
 #: Bulk requests larger than this are refused rather than held in one transaction.
 MAX_BULK = 1000
 
@@ -152,7 +154,7 @@ class RecordService:
         read_only: list[str] = []
         for key, value in data.items():
             f = obj.fields.get(key)
-            if key in SYSTEM_COLUMNS:
+            if key in _SYSTEM:
                 if key != "row_version":
                     errors.setdefault(f"{prefix}{key}", []).append("is set by the system")
             elif f is None:
@@ -340,10 +342,12 @@ class RecordService:
                         record["id"] = new_id
                     conn.execute(t.insert(), records)
                 else:
-                    # SQLAlchemy cannot tie SQLite's RETURNING rows to their parameters and
-                    # would fall back to one INSERT per row. It need not: the write lock is
-                    # held and one INSERT numbers its rows in VALUES order.
-                    ids = sorted(conn.execute(t.insert().returning(t.c.id), records).scalars().all())
+                    # SQLite under the write lock gives each new row the largest rowid + 1
+                    # (no AUTOINCREMENT), so an executemany numbers the rows consecutively
+                    # and the last id gives them all; no RETURNING round trip needed.
+                    conn.execute(t.insert(), records)
+                    last = conn.exec_driver_sql("SELECT last_insert_rowid()").scalar_one()
+                    ids = list(range(last - len(records) + 1, last + 1))
         except sa.exc.IntegrityError as exc:
             if len(records) == 1:
                 found = self._unique_errors(conn, obj, loaded[0], None, "")

@@ -9,6 +9,7 @@ and column inside the expression.
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,10 +52,19 @@ class ObjectRules:
     #: Dotted lookup paths the write-time expressions read (fetched before evaluating).
     paths: set[str] = field(default_factory=set)
 
-    @property
-    def condition_fields(self) -> list[str]:
+    @functools.cached_property
+    def condition_fields(self) -> tuple[str, ...]:
         """Fields with a visibility, required or read-only condition."""
-        return list(dict.fromkeys([*self.visible, *self.required, *self.read_only]))
+        return tuple(dict.fromkeys([*self.visible, *self.required, *self.read_only]))
+
+    @functools.cached_property
+    def on_create(self) -> tuple[tuple[ValidationDef, Expression], ...]:
+        """Active validation rules that apply when creating."""
+        return tuple((v, e) for v, e in self.validations if v.applies(True))
+
+    @functools.cached_property
+    def on_update(self) -> tuple[tuple[ValidationDef, Expression], ...]:
+        return tuple((v, e) for v, e in self.validations if v.applies(False))
 
     @property
     def formulas(self) -> dict[str, Expression]:

@@ -44,7 +44,7 @@ def crm() -> dict:
                              "message": {"en": "Discount above 50%", "zh-CN": "折扣不能超过 50%"}},
             "lost_amount": {"condition": 'stage == "lost" and is_blank(amount)',
                             "message": "A lost deal needs its amount"},
-            "no_reopen": {"condition": 'old.stage == "won" and stage != "won"', "on": "update",
+            "no_reopen": {"condition": 'old.stage == "won" and stage != "won"', "applies_on": "update",
                           "message": "A won deal stays won", "field": "stage"},
             "off": {"condition": "True", "active": False, "message": "never"},
         }},
@@ -99,6 +99,10 @@ def test_every_failing_rule_is_reported_together(lw_publish, rec, ctx):
                                                     {"discount": "1"}])
     assert errs == {"1.discount": ["Discount above 50%"], "2.name": ["is required"]}
     assert rec.create(ctx, "deal", {"name": "fine", "stage": "lost", "amount": "5", "lost_reason": "price"})
+    # A bulk create answers with each record under the id the database gave it.
+    made = rec.bulk_create(ctx, "deal", [{"name": f"n{i}", "amount": str(i)} for i in range(25)])
+    assert all(rec.get(ctx, "deal", m["id"])["name"] == m["name"] == f"n{i}" for i, m in enumerate(made))
+    assert [m["net"] for m in made[:2]] == ["0.00", "1.00"]
 
 
 def test_update_only_rules_and_old_values(lw_publish, rec, ctx):
