@@ -60,6 +60,9 @@ def maintain(conn: sa.Connection, app: CompiledApp, child: CompiledObject, pairs
                 conn.execute(pt.update().where(pt.c.id == sa.bindparam("lw_pid")).values(
                     {r.field: sa.func.coalesce(col, 0) + sa.bindparam("lw_delta", type_=col.type)}), items)
             continue
+        if r.function in ("min", "max"):
+            _extremes(conn, app, child, r, pt, pairs)
+            continue
         touched = set()
         for before, after in pairs:
             for row in (before, after):
@@ -68,6 +71,38 @@ def maintain(conn: sa.Connection, app: CompiledApp, child: CompiledObject, pairs
         if touched:
             conn.execute(pt.update().where(pt.c.id.in_(sorted(touched))).values(
                 {r.field: aggregate(app, r, conn.dialect.name, pt)}))
+
+
+def _extremes(conn: sa.Connection, app: CompiledApp, child: CompiledObject, r: Rollup, pt: sa.Table,
+              pairs: list[Pair]) -> None:
+    """Min and max without reading the children unless the extreme itself left.
+
+    A value that leaves a parent (deleted, changed, moved) triggers the aggregate only
+    where it *was* the parent's extreme; a value that arrives just wins or loses
+    against the stored one.
+    """
+    col = pt.c[r.field]
+    gone: list[dict[str, Any]] = []
+    came: list[dict[str, Any]] = []
+    for before, after in pairs:
+        old = (before[r.via], before.get(r.source)) if _counts(app, child, r, before) else None  # type: ignore[index]
+        new = (after[r.via], after.get(r.source)) if _counts(app, child, r, after) else None  # type: ignore[index]
+        if old == new:
+            continue
+        if old is not None and old[1] is not None:
+            gone.append({"lw_pid": old[0], "lw_value": old[1]})
+        if new is not None and new[1] is not None:
+            came.append({"lw_pid": new[0], "lw_value": new[1]})
+    value = sa.bindparam("lw_value", type_=col.type)
+    if gone:
+        gone.sort(key=lambda p: p["lw_pid"])
+        conn.execute(pt.update().where(pt.c.id == sa.bindparam("lw_pid"), col == value).values(
+            {r.field: aggregate(app, r, conn.dialect.name, pt)}), gone)
+    if came:
+        came.sort(key=lambda p: p["lw_pid"])
+        beats = value > col if r.function == "max" else value < col
+        conn.execute(pt.update().where(pt.c.id == sa.bindparam("lw_pid"), sa.or_(col.is_(None), beats))
+                     .values({r.field: value}), came)
 
 
 def aggregate(app: CompiledApp, r: Rollup, dialect: str, parent_table: sa.Table) -> sa.ColumnElement:
