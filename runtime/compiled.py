@@ -80,6 +80,16 @@ class CompiledObject:
             i.unique for i in self.defn.indexes.values())
 
     @functools.cached_property
+    def inputs(self) -> dict[str, tuple[str | None, ma.fields.Field, bool]]:
+        """Per field a caller may name: (why it is refused or None, its parser, read-only)."""
+        out = {}
+        for n, f in self.fields.items():
+            refusal = ("is numbered by the system" if f.defn.type == "autonumber"
+                       else "is computed by the system" if f.ftype.computed else None)
+            out[n] = (refusal, self.schema.fields[n], f.defn.read_only)
+        return out
+
+    @functools.cached_property
     def plainly_required(self) -> tuple[str, ...]:
         """Required fields checked with the input. Fields with a visibility condition are
         checked with the other rules (a field hidden by its condition is never required)."""

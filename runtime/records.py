@@ -150,32 +150,30 @@ class RecordService:
         if not isinstance(data, Mapping):
             raise ValidationError({prefix.rstrip(".") or "_schema": ["must be a JSON object of field values"]})
         errors: dict[str, list[str]] = {}
-        clean_in = {}
         read_only: list[str] = []
-        for key, value in data.items():
-            f = obj.fields.get(key)
-            if key in _SYSTEM:
-                if key != "row_version":
-                    errors.setdefault(f"{prefix}{key}", []).append("is set by the system")
-            elif f is None:
-                errors.setdefault(f"{prefix}{key}", []).append("unknown field")
-            elif isinstance(f.ftype, AutonumberType):
-                errors.setdefault(f"{prefix}{key}", []).append("is numbered by the system")
-            elif f.ftype.computed:
-                errors.setdefault(f"{prefix}{key}", []).append("is computed by the system")
-            elif f.defn.read_only and not ctx.actor.is_admin and old is None:
-                errors.setdefault(f"{prefix}{key}", []).append("is read-only")
-            else:
-                if f.defn.read_only and not ctx.actor.is_admin:
-                    read_only.append(key)  # allowed only unchanged, compared once typed ("1.0" == 1.00)
-                clean_in[key] = value
+        values = {}
+        admin = ctx.actor.is_admin
+        inputs = obj.inputs
         # Field by field rather than Schema.load: the same checks, without the schema's
         # per-call machinery (bulk writes pay it per record).
-        parsers = obj.schema.fields
-        values = {}
-        for key, value in clean_in.items():
+        for key, value in data.items():
+            entry = inputs.get(key)
+            if entry is None:
+                if key != "row_version":
+                    message = "is set by the system" if key in _SYSTEM else "unknown field"
+                    errors.setdefault(f"{prefix}{key}", []).append(message)
+                continue
+            refusal, parser, locked = entry
+            if refusal is None and locked and not admin:
+                if old is None:
+                    refusal = "is read-only"
+                else:
+                    read_only.append(key)  # allowed only unchanged, compared once typed ("1.0" == 1.00)
+            if refusal is not None:
+                errors.setdefault(f"{prefix}{key}", []).append(refusal)
+                continue
             try:
-                values[key] = parsers[key].deserialize(value)
+                values[key] = parser.deserialize(value)
             except ma.ValidationError as exc:
                 errors.update(_ma_errors({key: exc.messages}, prefix))
         for key in read_only:
