@@ -1,6 +1,7 @@
 """Run every Loomwork benchmark and print one line per metric.
 
-    python bench/run_all.py [--quick] [--only api,list,add_field,expr] [--backends sqlite,postgres]
+    python bench/run_all.py [--quick] [--only api,list,add_field,expr,rules,rollup,formula_list]
+                            [--backends sqlite,postgres]
                             [--rows N] [--json results.json] [--strict]
 
 ``make bench`` runs it at 1,000,000 rows, ``make bench QUICK=1`` at 100,000. Progress
@@ -27,10 +28,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_add_field  # noqa: E402
 import bench_api  # noqa: E402
 import bench_expr  # noqa: E402
+import bench_formula_list  # noqa: E402
 import bench_list  # noqa: E402
+import bench_rollup  # noqa: E402
+import bench_rules  # noqa: E402
 from bench_common import Result, header, log, pg_available  # noqa: E402
 
-SUITES = ("api", "list", "add_field", "expr")
+SUITES = ("api", "list", "add_field", "expr", "rules", "rollup", "formula_list")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="100,000 rows instead of 1,000,000 and shorter rounds")
     ap.add_argument("--only", default=",".join(SUITES), help=f"comma-separated subset of {', '.join(SUITES)}")
     ap.add_argument("--backends", default="sqlite,postgres", help="comma-separated: sqlite, postgres")
-    ap.add_argument("--rows", type=int, help="rows for the list and add-field benchmarks (overrides --quick)")
+    ap.add_argument("--rows", type=int, help="rows for the list, add-field and formula-list benchmarks (overrides --quick; "
+                    "rules inserts 20,000 quick, 100,000 full)")
     ap.add_argument("--json", type=Path, help="also write every result with its raw samples to this file")
     ap.add_argument("--strict", action="store_true", help="exit with status 1 when a metric misses its target")
     args = ap.parse_args(argv)
@@ -76,6 +81,12 @@ def main(argv: list[str] | None = None) -> int:
         if "list" in suites or "add_field" in suites:
             emit(bench_list.run(kind, rows, args.quick, with_list="list" in suites,
                                 with_add_field="add_field" in suites, add_field=bench_add_field.run))
+        if "rules" in suites:
+            emit(bench_rules.run(kind, args.quick))
+        if "rollup" in suites:
+            emit(bench_rollup.run(kind, args.quick))
+        if "formula_list" in suites:
+            emit(bench_formula_list.run(kind, rows, args.quick))
 
     if "expr" in suites:  # in-process, no database: once, whatever the backends
         emit(bench_expr.run(args.quick))
