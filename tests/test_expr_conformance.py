@@ -46,8 +46,8 @@ Known, documented differences, excluded as the per-back-end suites exclude them:
   suites: they are not case matrices.
 * ``KNOWN`` below lists the fixed cases where a back end disagrees today, each with
   its reason; they are strict (an xfail that starts to agree fails the test):
-  ``not (b and b2) or n > 0`` on SQLite and PostgreSQL (lost parentheses), and
-  ``round(f, i)`` in JavaScript (``round(10**15, 15)``).
+  ``round(f, i)`` in JavaScript (``round(10**15, 15)``). (``not (b and b2) or n > 0``
+  lost its parentheses in SQL until the SQL back end grouped AND/OR: fixed.)
 
 JavaScript is skipped, with the reason, when ``node`` is not on PATH, unless
 ``CI=true``, which makes it a failure.
@@ -433,10 +433,6 @@ class Known:
 
 # Where the back ends disagree today (strict xfails: fixing one makes the suite say so).
 KNOWN: list[Known] = [
-    Known("js", "not (b and b2) or n > 0", ("sqlite", "postgresql"),
-          "runtime/expr/sql.py: NOT over and/or loses its parentheses, and so does = or != with an and/or "
-          "operand: condition() wraps sa.and_/sa.or_ in type_coerce, which SQLAlchemy does not group; "
-          "'not (b and b2)' becomes 'NOT x.b AND x.b2' (PostgreSQL), 'x.b = 1 AND x.b2 = 1 = 0' (SQLite)"),
     Known("sql", "round(f, i)", ("js",),
           "functions._round quantizes before it returns an int unchanged, so round(10**15, 15) raises "
           "'number out of range' (31 digits); lw-expr.js returns 10**15 (f = 1e15 arrives as an int over JSON)"),

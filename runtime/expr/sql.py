@@ -287,7 +287,9 @@ class _Compiler:
         return sa.case(*whens, else_=sa.cast(sa.func.trunc(self.float_(expr)), sa.Integer()))
 
     def typed(self, expr: sa.ColumnElement, ty: str) -> sa.ColumnElement:
-        return sa.type_coerce(expr, result_type(ty))
+        # Group first: SQLAlchemy does not parenthesise a type-coerced AND/OR inside
+        # NOT or "=", which would change the meaning.
+        return sa.type_coerce(expr.self_group(), result_type(ty))
 
     # -- leaves -------------------------------------------------------------
     def _lit(self, node: Mapping[str, Any]) -> sa.ColumnElement:
