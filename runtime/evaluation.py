@@ -25,24 +25,32 @@ from .compiled import CompiledApp, CompiledObject
 from .context import Context
 from .expr import Env, EvaluationError
 from .fieldtypes import allowed_by_controller
+from .permissions import Permissions
 
 _BLANK = (None, "", [], {})
 
 
+_PERMISSIONS = Permissions()
+
+
 def fetch_paths(conn: sa.Connection, app: CompiledApp, obj: CompiledObject, rec: Mapping[str, Any],
-                paths: set[str]) -> dict[str, Any]:
+                paths: set[str], ctx: Context | None = None) -> dict[str, Any]:
     """Values behind lookups (``account.industry``) for ``rec``; a missing or deleted
-    record on the way makes the value NULL, as in SQL's outer joins."""
+    record on the way makes the value NULL, as in SQL's outer joins, and so does an
+    object ``ctx``'s actor may not read (a formula must not show what a filter may not)."""
     out: dict[str, Any] = {}
     rows: dict[tuple[str, int], Mapping[str, Any] | None] = {}
 
     def row_of(target: CompiledObject, rid: Any) -> Mapping[str, Any] | None:
         key = (target.name, rid)
         if key not in rows:
+            if ctx is not None and not _PERMISSIONS.allowed(ctx, app, target.name, "read"):
+                rows[key] = None
+                return None
             t = target.table
             found = conn.execute(sa.select(t).where(t.c.id == rid, t.c.deleted_at.is_(None))).mappings().first()
             if found is not None and target.rules.virtual_formulas:
-                found = virtual_values(app, target, dict(found), None)
+                found = virtual_values(app, target, dict(found), ctx, conn)
             rows[key] = found
         return rows[key]
 
@@ -107,7 +115,7 @@ def virtual_values(app: CompiledApp, obj: CompiledObject, row: dict[str, Any], c
     if conn is not None:
         wanted = {p for _, e in rules.virtual_formulas for p in e.deps.paths if "." in p}
         if wanted:
-            paths = fetch_paths(conn, app, obj, row, wanted)
+            paths = fetch_paths(conn, app, obj, row, wanted, ctx)
     env = make_env(ctx, row, None, paths)
     for name, e in rules.virtual_formulas:
         try:
@@ -136,7 +144,7 @@ def apply_rules(ctx: Context, conn: sa.Connection, app: CompiledApp, obj: Compil
         errors.setdefault(key, []).append(message)
 
     rec = {**(old or {}), **values}
-    paths = fetch_paths(conn, app, obj, rec, rules.paths) if rules.paths else {}
+    paths = fetch_paths(conn, app, obj, rec, rules.paths, ctx) if rules.paths else {}
     env = make_env(ctx, rec, old, paths)
     if creating:
         for name, e in rules.defaults:
@@ -163,16 +171,20 @@ def apply_rules(ctx: Context, conn: sa.Connection, app: CompiledApp, obj: Compil
     for name in rules.condition_fields:
         f = obj.fields[name]
         conditions = rules.visible.get(name)
-        visible = conditions is None or all(c.evaluate(env) is True for c in conditions)
-        conditional = any(c.evaluate(env) is True for c in rules.required.get(name, ()))
+        try:
+            visible = conditions is None or all(c.evaluate(env) is True for c in conditions)
+            conditional = any(c.evaluate(env) is True for c in rules.required.get(name, ()))
+            locked = name in given and name in rules.read_only and not ctx.actor.is_admin and any(
+                c.evaluate(old_env) is True for c in rules.read_only[name])
+        except EvaluationError as exc:
+            fail(name, f"its conditions could not be checked: {exc.detail}")
+            continue
         # A plain ``required`` without a visibility condition was checked with the input.
         static = f.defn.required and conditions is not None and (creating or name in values)
         if visible and (conditional or static) and rec.get(name) in _BLANK and f.ftype.name != "autonumber":
             fail(name, "is required")
-        if name in given and name in rules.read_only and not ctx.actor.is_admin:
-            if any(c.evaluate(old_env) is True for c in rules.read_only[name]) and \
-                    values.get(name) != (old or {}).get(name):
-                fail(name, "is read-only here")
+        if locked and values.get(name) != (old or {}).get(name):
+            fail(name, "is read-only here")
     for name, controller in rules.dependent.items():
         if name not in values and controller not in values:
             continue

@@ -853,6 +853,8 @@ class RollupType(ComputedType):
             return [*errors, (f"{where}.field", f"{fn} needs a field of {field['object']}")]
         kind = {"integer": "number", "decimal": "decimal", "currency": "decimal", "percent": "decimal",
                 "date": "date", "datetime": "datetime"}.get(source.get("type"))
+        if source.get("type") == "rollup":
+            return [*errors, (f"{where}.field", "a roll-up cannot summarise another roll-up")]
         if source.get("type") == "formula" and not source.get("stored"):
             return [*errors, (f"{where}.field", "a roll-up can summarise a stored formula, not a virtual one")]
         if source.get("type") in ("formula", "rollup"):

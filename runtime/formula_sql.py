@@ -51,21 +51,25 @@ def expression_sql(app: CompiledApp, obj: CompiledObject, table: sa.FromClause, 
 
 
 def path_sql(app: CompiledApp, obj: CompiledObject, table: sa.FromClause, path: list[str], dialect: str,
-             env: SqlEnv) -> sa.ColumnElement:
+             env: SqlEnv, readable: frozenset[str] | None = None) -> sa.ColumnElement:
     """A lookup path (``account.industry``) read with a correlated subquery per hop: a
-    missing or deleted record on the way gives NULL, as an outer join would."""
+    missing or deleted record on the way gives NULL, as an outer join would, and so does
+    an object outside ``readable`` (a formula must not show what a filter may not)."""
     hop, rest = path[0], path[1:]
     target = app.object(obj.fields[hop].defn.prop("target"))
     tt = target.table.alias()
     if len(rest) == 1:
         inner = column_sql(app, target, tt, rest[0], dialect,
-                           resolve=lambda p: path_sql(app, target, tt, p, dialect, env), env=env)
+                           resolve=lambda p: path_sql(app, target, tt, p, dialect, env, readable), env=env)
     else:
-        inner = path_sql(app, target, tt, rest, dialect, env)
+        inner = path_sql(app, target, tt, rest, dialect, env, readable)
+    if readable is not None and target.name not in readable:
+        return sa.type_coerce(sa.null(), inner.type)
     return sa.select(inner).where(tt.c.id == table.c[hop], tt.c.deleted_at.is_(None)).scalar_subquery()
 
 
-def query_source(app: CompiledApp, obj: CompiledObject, dialect: str, env: SqlEnv) -> sa.FromClause:
+def query_source(app: CompiledApp, obj: CompiledObject, dialect: str, env: SqlEnv,
+                 readable: frozenset[str] | None = None) -> sa.FromClause:
     """What list queries read ``obj`` from: its table, or, when it has virtual formulas,
     a subquery adding them as columns. Both databases flatten the subquery, so filters
     and sorts on stored fields still use their indexes; a filter or sort on a virtual
@@ -75,8 +79,10 @@ def query_source(app: CompiledApp, obj: CompiledObject, dialect: str, env: SqlEn
         return obj.table
     if app.artefact("query.deterministic", lambda: all(
             e.deps.deterministic for o in app.objects.values() for _, e in o.rules.virtual_formulas)):
-        return app.artefact(f"query.source:{obj.name}:{dialect}", lambda: formula_source(app, obj, dialect, SqlEnv()))
-    return formula_source(app, obj, dialect, env)
+        key = ",".join(sorted(readable)) if readable is not None else "*"
+        return app.artefact(f"query.source:{obj.name}:{dialect}:{key}",
+                            lambda: formula_source(app, obj, dialect, SqlEnv(), readable=readable))
+    return formula_source(app, obj, dialect, env, readable=readable)
 
 
 def sql_problems(app: CompiledApp, obj: CompiledObject, dialect: str) -> dict[str, str]:
@@ -99,7 +105,7 @@ def sql_problems(app: CompiledApp, obj: CompiledObject, dialect: str) -> dict[st
 
 
 def formula_source(app: CompiledApp, obj: CompiledObject, dialect: str, env: SqlEnv,
-                   alias: str | None = None) -> sa.FromClause:
+                   alias: str | None = None, readable: frozenset[str] | None = None) -> sa.FromClause:
     """``obj``'s table with its virtual formulas as columns, as a subquery named ``alias``."""
     t = obj.table
     cols: list[Any] = [t]
@@ -109,7 +115,7 @@ def formula_source(app: CompiledApp, obj: CompiledObject, dialect: str, env: Sql
             cols.append(sa.type_coerce(sa.null(), result_type(e.type)).label(name))
             continue
         expr = column_sql(app, obj, t, name, dialect, env=env,
-                          resolve=lambda p: path_sql(app, obj, t, p, dialect, env))
+                          resolve=lambda p: path_sql(app, obj, t, p, dialect, env, readable))
         f = obj.fields[name]
         declared = f.ftype.expression_type(f.defn)
         if declared == "decimal":

@@ -6,6 +6,7 @@ This is the only way metadata changes. Saving a draft elsewhere never runs DDL;
 from __future__ import annotations
 
 import copy
+import logging
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -23,6 +24,8 @@ from .context import Context
 from .dependencies import check_dependents
 from .rules import where_used
 from .schema_sync import SchemaSync
+
+log = logging.getLogger(__name__)
 
 RETRIES = 3
 
@@ -207,15 +210,24 @@ class MetadataService:
             try:
                 version, targets = self._publish_once(ctx, doc, comment, base_version, package, update_dependents)
                 self.runtime.expire(ctx.tenant)
-                if targets:
-                    recompute.recompute(ctx, self.runtime, targets)
-                return version
+                break
             except sa.exc.OperationalError as exc:
                 # PostgreSQL lock_timeout (55P03): someone held the table; try again shortly.
                 if getattr(exc.orig, "sqlstate", None) != "55P03" or attempt == RETRIES - 1:
                     raise
                 time.sleep(0.2 * (attempt + 1))
-        raise AssertionError("unreachable")
+        else:
+            raise AssertionError("unreachable")
+        if targets:
+            # The publish has committed: a failure here leaves old values, which
+            # ``loomwork meta recompute`` (or the API) computes again; it is logged, not
+            # reported as a failed publish.
+            try:
+                recompute.recompute(ctx, self.runtime, targets)
+            except Exception:  # noqa: BLE001 - logged with its traceback; the version stands
+                log.exception("recomputing %s after publishing version %s failed",
+                              ", ".join(f"{t.object}.{t.field}" for t in targets), version)
+        return version
 
     def _publish_once(self, ctx, doc, comment, base_version, package,
                       update_dependents) -> tuple[int, list[recompute.Target]]:

@@ -549,7 +549,18 @@ class QueryService:
             app = self.runtime.compiled(ctx.tenant, conn, max_age=READ_MAX_AGE)
             self.permissions.check(ctx, app, object_name, "read")
             obj = app.object(object_name)
-            return self._list(ctx, conn, app, obj, req)
+            if not obj.rules.virtual_formulas:
+                return self._list(ctx, conn, app, obj, req)
+            try:
+                return self._list(ctx, conn, app, obj, req)
+            except (sa.exc.DataError, sa.exc.OperationalError) as exc:
+                # A virtual formula the database cannot compute for some stored values
+                # (an overflow, say): the database refuses the whole statement.
+                if isinstance(exc, sa.exc.OperationalError) and "user-defined function" not in str(exc.orig):
+                    raise
+                raise BadQuery(f"a formula of {obj.name} could not be computed for some record "
+                               f"({str(exc.orig).splitlines()[0][:160]}); list without it (fields=...) "
+                               f"or fix the record") from None
 
     def page_selects(self, ctx: Context, conn: sa.Connection, object_name: str, req: ListRequest) -> list[sa.Select]:
         """The SELECTs :meth:`list` may run for ``req``, in the order it tries them (for
@@ -869,12 +880,12 @@ class QueryService:
         return {k: v for k, v in full.items() if k in wanted}
 
     # -- sources ----------------------------------------------------------
-    @staticmethod
-    def _sources(app: CompiledApp, ctx: Context, dialect: str) -> Source:
+    def _sources(self, app: CompiledApp, ctx: Context, dialect: str) -> Source:
         """How this request reads each object: its table, or its table plus virtual formulas."""
         env = SqlEnv(user_id=ctx.actor.id, user_role=primary_role(ctx.actor.roles), now=ctx.now())
 
         built: dict[tuple[str, str | None], sa.FromClause] = {}
+        readable = frozenset(self.permissions.readable_objects(ctx, app))
 
         def source(obj: CompiledObject, alias: str | None = None) -> sa.FromClause:
             # One object per (object, alias) for the whole request: columns taken from one
@@ -884,9 +895,9 @@ class QueryService:
                 if not obj.rules.virtual_formulas:
                     built[key] = obj.table if alias is None else obj.table.alias(alias)
                 elif alias is None:
-                    built[key] = query_source(app, obj, dialect, env)
+                    built[key] = query_source(app, obj, dialect, env, readable)
                 else:
-                    built[key] = formula_source(app, obj, dialect, env, alias)
+                    built[key] = formula_source(app, obj, dialect, env, alias, readable)
             return built[key]
 
         return source

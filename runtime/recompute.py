@@ -75,14 +75,16 @@ def recompute_formulas(ctx: Context, runtime: Runtime, object_name: str, batch: 
                     if value != row[name]:
                         change[name] = value
                 if change:
-                    updates.append((row["id"], change))
+                    updates.append((row["id"], row["row_version"], change))
             # One statement per set of changed columns keeps executemany batches whole.
             by_cols: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-            for rid, change in updates:
+            for rid, version, change in updates:
                 by_cols.setdefault(tuple(sorted(change)), []).append(
-                    {"lw_id": rid, **{f"lw_{k}": v for k, v in change.items()}})
+                    {"lw_id": rid, "lw_rv": version, **{f"lw_{k}": v for k, v in change.items()}})
             for cols, params in by_cols.items():
-                conn.execute(t.update().where(t.c.id == sa.bindparam("lw_id")).values(
+                # A row changed since it was read was computed by that write itself.
+                conn.execute(t.update().where(t.c.id == sa.bindparam("lw_id"),
+                                              t.c.row_version == sa.bindparam("lw_rv")).values(
                     {c: sa.bindparam(f"lw_{c}", type_=t.c[c].type) for c in cols}), params)
             done += len(updates)
             last = rows[-1]["id"]
@@ -115,6 +117,12 @@ def recompute(ctx: Context, runtime: Runtime, targets: list[Target], batch: int 
             if target.object not in formulas_done:
                 out[key] = recompute_formulas(ctx, runtime, target.object, batch)
                 formulas_done.add(target.object)
+                # Roll-ups over the recomputed object may sum or filter on its formulas.
+                app = runtime.compiled(ctx.tenant)
+                for r in app.object(target.object).rules.feeds:
+                    rkey = f"{r.parent}.{r.field}"
+                    if rkey not in out:
+                        out[rkey] = recompute_rollup(ctx, runtime, r.parent, r.field, batch)
         else:
             out[key] = recompute_rollup(ctx, runtime, target.object, target.field, batch)
     return out

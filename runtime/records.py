@@ -386,13 +386,15 @@ class RecordService:
                     f"{obj.name} {old['id']} was changed by someone else (version {old['row_version']}, "
                     f"you had {expected_version}); reload it and apply your change again")
             values = self._load(ctx, obj, data, old=old)
+            # Lookups first: rules may follow them, and must not through an id the
+            # caller may not use.
+            self._check_lookups(ctx, conn, app, obj, {k: v for k, v in values.items() if old.get(k) != v})
             errors = apply_rules(ctx, conn, app, obj, values, old, set(data))
             if errors:
                 raise ValidationError(errors)
             changed = {k: v for k, v in values.items() if old.get(k) != v}
             if not changed:
                 return obj.dump(virtual_values(app, obj, dict(old), ctx, conn))
-            self._check_lookups(ctx, conn, app, obj, changed)
             t = obj.table
             now = ctx.now()
             stmt = (t.update().where(t.c.id == old["id"], t.c.row_version == old["row_version"])

@@ -69,6 +69,7 @@ def maintain(conn: sa.Connection, app: CompiledApp, child: CompiledObject, pairs
                 if row is not None and row.get(r.via) is not None:
                     touched.add(row[r.via])
         if touched:
+            _lock(conn, pt, touched)
             conn.execute(pt.update().where(pt.c.id.in_(sorted(touched))).values(
                 {r.field: aggregate(app, r, conn.dialect.name, pt)}))
 
@@ -96,6 +97,7 @@ def _extremes(conn: sa.Connection, app: CompiledApp, child: CompiledObject, r: R
     value = sa.bindparam("lw_value", type_=col.type)
     if gone:
         gone.sort(key=lambda p: p["lw_pid"])
+        _lock(conn, pt, {p["lw_pid"] for p in gone})
         conn.execute(pt.update().where(pt.c.id == sa.bindparam("lw_pid"), col == value).values(
             {r.field: aggregate(app, r, conn.dialect.name, pt)}), gone)
     if came:
@@ -103,6 +105,17 @@ def _extremes(conn: sa.Connection, app: CompiledApp, child: CompiledObject, r: R
         beats = value > col if r.function == "max" else value < col
         conn.execute(pt.update().where(pt.c.id == sa.bindparam("lw_pid"), sa.or_(col.is_(None), beats))
                      .values({r.field: value}), came)
+
+
+def _lock(conn: sa.Connection, pt: sa.Table, ids: set[int]) -> None:
+    """PostgreSQL: lock the parents (in id order) before an aggregate over their children.
+
+    An UPDATE that waits for another writer's parent lock re-checks the parent row but
+    not its subquery, which keeps the snapshot taken before the wait and would miss that
+    writer's child change. Locked first, the aggregate runs in a statement of its own,
+    with a snapshot that has it. (SQLite writers are serialised already.)"""
+    if conn.dialect.name == "postgresql" and ids:
+        conn.execute(sa.select(pt.c.id).where(pt.c.id.in_(sorted(ids))).order_by(pt.c.id).with_for_update())
 
 
 def aggregate(app: CompiledApp, r: Rollup, dialect: str, parent_table: sa.Table) -> sa.ColumnElement:
@@ -139,6 +152,7 @@ def recompute(conn: sa.Connection, app: CompiledApp, r: Rollup, after_id: int,
                                           .order_by(pt.c.id).limit(batch))]
     if not ids:
         return None
+    _lock(conn, pt, set(ids))
     conn.execute(pt.update().where(pt.c.id.between(ids[0], ids[-1])).values(
         {r.field: aggregate(app, r, conn.dialect.name, pt)}))
     return ids[-1], len(ids)

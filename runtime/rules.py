@@ -229,6 +229,10 @@ class _Compiler:
         if not e.deps.deterministic:
             return "a stored formula cannot use today(), now() or $user; make it virtual"
         for dep_obj, dep in e.deps.fields:
+            if dep_obj == obj.name and dep in obj.fields and obj.fields[dep].type == "rollup":
+                # Roll-ups move by direct updates; nothing would recompute the formula.
+                return f"a stored formula cannot use the roll-up {dep}; make it virtual"
+        for dep_obj, dep in e.deps.fields:
             if dep_obj == obj.name and dep in compiled and dep not in seen:
                 reason = self._not_storable(obj, dep, compiled, seen)
                 if reason:
@@ -242,8 +246,15 @@ class _Compiler:
             flt = None
             if f.prop("filter"):
                 flt = self.compile(f.prop("filter"), f.prop("object"), path, expect="boolean", allow_old=False)
-                if flt is not None and (any("." in p for p in flt.deps.paths) or not flt.deps.deterministic):
-                    self.errors.append((path, "a roll-up filter may use only the summarised record's own fields"))
+                child = self.meta.objects[f.prop("object")]
+                computed = [d for o, d in (flt.deps.fields if flt else ()) if o == child.name
+                            and d in child.fields and (child.fields[d].type == "rollup" or (
+                                child.fields[d].type == "formula" and not child.fields[d].prop("stored")))]
+                if flt is not None and (any("." in p for p in flt.deps.paths) or not flt.deps.deterministic
+                                        or computed):
+                    self.errors.append((path, "a roll-up filter may use only the summarised record's own "
+                                              "stored fields (no lookups, clock, user, virtual formulas or "
+                                              "roll-ups)"))
                     continue
             out.append(Rollup(obj.name, f.name, f.prop("object"), f.prop("via"), f.prop("function"),
                               f.prop("field"), flt))
