@@ -117,3 +117,29 @@ def test_a_formula_can_become_stored_and_be_renamed(data, lw_services, lw_ctx, l
     f["per_item"] = {**f.pop("per_unit"), "renamed_from": "per_unit"}  # virtual: no column to rename
     lw_publish(renamed)
     assert rec.get(lw_ctx, "deal", data[0]["id"])["per_item"] == 10.0
+
+
+def test_formulas_never_show_objects_the_user_may_not_read(data, lw_services, lw_ctx, lw_publish):
+    from loomwork.runtime.context import Actor, Context
+
+    doc = {"objects": DOC["objects"], "roles": {"dealer": {"permissions": {"deal": ["read"]}}}}
+    lw_publish(doc)
+    dealer = Context(lw_ctx.tenant, Actor(9, "d", frozenset({"dealer"})))
+    row = lw_services.records.get(dealer, "deal", data[0]["id"])
+    assert row["label"] == "A / none"  # account.tier reads as empty, as a filter on it is refused
+    page = lw_services.query.list(dealer, "deal", ListRequest(
+        filter={"field": "label", "op": "eq", "value": "A / gold"}))
+    assert page.data == []
+    assert listing(lw_services, lw_ctx, filter={"field": "label", "op": "eq", "value": "A / gold"}).data
+
+
+def test_a_formula_failing_on_one_record_is_a_bad_query_not_a_crash(lw_publish, rec, lw_services, lw_ctx):
+    lw_publish({"objects": {"n": {"fields": {"x": {"type": "integer"}, "sq": {
+        "type": "formula", "result_type": "number", "expression": "x * x * x"}}}}})
+    rec.create(lw_ctx, "n", {"x": 2**40})
+    try:
+        page = lw_services.query.list(lw_ctx, "n", ListRequest(filter={"field": "sq", "op": "gt", "value": 0}))
+    except BadQuery as exc:  # PostgreSQL: bigint out of range
+        assert "could not be computed" in str(exc)
+    else:  # SQLite: integer overflow becomes a REAL
+        assert len(page.data) == 1

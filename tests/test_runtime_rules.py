@@ -295,3 +295,24 @@ def test_rename_rewrites_paths_old_and_changed(lw_publish, lw_services, lw_ctx):
     assert cur["validations"]["moved"]["condition"] == \
         "changed('phase') and old.phase == \"won\" and account.sector_code == \"tech\""
     assert cur["fields"]["sector"]["expression"] == "upper(account.sector_code)"
+
+
+def test_roll_ups_that_could_go_stale_are_refused(lw_publish):
+    doc = crm()
+    doc["objects"]["region"] = {"fields": {"total": {
+        "type": "rollup", "object": "account", "via": "region", "function": "sum", "field": "total"}}}
+    doc["objects"]["account"]["fields"]["region"] = {"type": "lookup", "target": "region"}
+    doc["objects"]["account"]["fields"]["avg_stored"] = {
+        "type": "formula", "result_type": "decimal", "stored": True, "expression": "total / deals"}
+    doc["objects"]["account"]["fields"]["big_ones"] = {
+        "type": "rollup", "object": "deal", "via": "account", "function": "count", "filter": "big"}
+    with pytest.raises(MetadataError) as info:
+        lw_publish(doc)
+    assert info.value.errors["objects.region.fields.total.field"] == ["a roll-up cannot summarise another roll-up"]
+    del doc["objects"]["region"]
+    del doc["objects"]["account"]["fields"]["region"]
+    with pytest.raises(MetadataError) as info:
+        lw_publish(doc)
+    errs = info.value.errors
+    assert "cannot use the roll-up total" in errs["objects.account.fields.avg_stored.stored"][0]
+    assert "no lookups, clock, user, virtual formulas" in errs["objects.account.fields.big_ones.filter"][0]
