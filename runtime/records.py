@@ -25,7 +25,8 @@ from loomwork.metadata.model import SYSTEM_COLUMNS
 from . import rollups, systables
 from .compiled import READ_MAX_AGE, CompiledApp, CompiledObject, Runtime
 from .context import Context
-from .evaluation import apply_rules, coerce, virtual_values
+from .evaluation import apply_rules, coerce, make_env, virtual_values
+from .expr import EvaluationError
 from .fieldtypes import AutonumberType
 from .permissions import Permissions
 from .tenancy import json_dumps
@@ -448,13 +449,14 @@ class RecordService:
                     f"delete or re-link them first")
             if ref.on_delete == "set_null":
                 before = list(conn.execute(sa.select(ct).where(ct.c.id.in_(child_ids))).mappings()) \
-                    if child.rules.feeds else []
+                    if child.rules.feeds or child.rules.stored_formulas else []
                 conn.execute(ct.update().where(ct.c.id.in_(child_ids)).values(
                     **{ref.field: None}, updated_at=now, updated_by=ctx.actor.id, row_version=ct.c.row_version + 1))
                 for cid, parent in children:
                     self._history(conn, ctx, child, cid, "update", [(ref.field, parent, None)])
-                if before:
-                    rollups.maintain(conn, app, child, [(r, {**r, ref.field: None}) for r in before])
+                after = [self._restored_formulas(ctx, conn, child, {**r, ref.field: None}) for r in before]
+                if before and child.rules.feeds:
+                    rollups.maintain(conn, app, child, list(zip(before, after, strict=True)))
             else:
                 self._soft_delete(ctx, conn, app, child, child_ids, depth + 1)
         t = obj.table
@@ -466,6 +468,25 @@ class RecordService:
             rollups.maintain(conn, app, obj, [(r, None) for r in gone])
         for rid in ids:
             self._history(conn, ctx, obj, rid, "delete", [(None, None, None)])
+
+    @staticmethod
+    def _restored_formulas(ctx: Context, conn: sa.Connection, obj: CompiledObject,
+                           row: dict[str, Any]) -> dict[str, Any]:
+        """``row`` (changed by a cascade, not by its own write) with its stored formulas
+        computed again and saved."""
+        changed = {}
+        env = make_env(ctx, row, None)
+        for name, e in obj.rules.stored_formulas:
+            try:
+                value = coerce(obj, name, e.evaluate(env))
+            except EvaluationError:
+                value = None
+            if value != row.get(name):
+                row[name] = changed[name] = value
+        if changed:
+            t = obj.table
+            conn.execute(t.update().where(t.c.id == row["id"]).values(**changed))
+        return row
 
     @_metadata_race
     def restore(self, ctx: Context, object_name: str, record_id: Any) -> dict[str, Any]:

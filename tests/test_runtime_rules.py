@@ -314,5 +314,18 @@ def test_roll_ups_that_could_go_stale_are_refused(lw_publish):
     with pytest.raises(MetadataError) as info:
         lw_publish(doc)
     errs = info.value.errors
-    assert "cannot use the roll-up total" in errs["objects.account.fields.avg_stored.stored"][0]
+    assert "a stored formula cannot use the roll-up" in errs["objects.account.fields.avg_stored.stored"][0]
     assert "no lookups, clock, user, virtual formulas" in errs["objects.account.fields.big_ones.filter"][0]
+
+
+def test_set_null_cascade_recomputes_stored_formulas(lw_publish, rec, ctx):
+    doc = crm()
+    deal = doc["objects"]["deal"]["fields"]
+    deal["account"]["on_delete"] = "set_null"
+    deal["linked"] = {"type": "formula", "result_type": "boolean", "stored": True, "expression": "not is_blank(account)"}
+    lw_publish(doc)
+    a = rec.create(ctx, "account", {"name": "A"})
+    d = rec.create(ctx, "deal", {"name": "x", "account": a["id"], "amount": "5"})
+    assert d["linked"] is True
+    rec.delete(ctx, "account", a["id"])
+    assert rec.get(ctx, "deal", d["id"])["linked"] is False
