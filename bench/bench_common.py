@@ -132,13 +132,13 @@ def create_bodies(n: int, seed: int = SEED + 1) -> list[dict[str, Any]]:
 
 
 def bulk_load(tenant, table: sa.Table, n: int, *, seed: int = SEED, batch: int = 10_000,
-              progress: bool = True) -> float:
+              progress: bool = True, rows: Iterator[dict[str, Any]] | None = None) -> float:
     """Insert ``n`` rows with Core ``executemany`` in batches; returns seconds taken.
 
     This is setup, not a measurement: it bypasses the record service on purpose.
     """
     t0 = time.perf_counter()
-    rows = deal_rows(n, seed)
+    rows = rows if rows is not None else deal_rows(n, seed)
     done = 0
     while done < n:
         chunk = [next(rows) for _ in range(min(batch, n - done))]

@@ -44,6 +44,7 @@ from bench_common import (  # noqa: E402
     SEED,
     Result,
     backend,
+    bulk_load,
     deal_rows,
     header,
     log,
@@ -91,19 +92,9 @@ def rows_with_formula(n: int, seed: int = SEED) -> Iterator[dict[str, Any]]:
         yield row
 
 
-def load(tenant, table: sa.Table, n: int, *, batch: int = 10_000) -> float:
+def load(tenant, table: sa.Table, n: int) -> float:
     """:func:`bench_common.bulk_load` with the stored formula filled in; seconds taken."""
-    t0 = time.perf_counter()
-    rows = rows_with_formula(n)
-    done = 0
-    while done < n:
-        chunk = [next(rows) for _ in range(min(batch, n - done))]
-        with tenant.write() as conn:
-            conn.execute(table.insert(), chunk)
-        done += len(chunk)
-        if (done % 200_000 == 0 or done == n) and n >= 200_000:
-            log(f"  loaded {done:,}/{n:,} rows ({time.perf_counter() - t0:.0f} s)")
-    return time.perf_counter() - t0
+    return bulk_load(tenant, table, n, rows=rows_with_formula(n))
 
 
 def _dec(value: Any) -> Decimal | None:

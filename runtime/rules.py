@@ -66,7 +66,7 @@ class ObjectRules:
     def on_update(self) -> tuple[tuple[ValidationDef, Expression], ...]:
         return tuple((v, e) for v, e in self.validations if v.applies(False))
 
-    @property
+    @functools.cached_property
     def formulas(self) -> dict[str, Expression]:
         return dict(self.stored_formulas + self.virtual_formulas)
 

@@ -29,27 +29,26 @@ def make_plugin_manager(extra: Iterable[object] = (), *, entry_points: bool = Tr
     return pm
 
 
+def _by_name(results: list[list], kind: str) -> dict:
+    """Plugin-provided items by ``name``; a name registered twice is an error."""
+    out: dict = {}
+    # pluggy calls the last-registered first; reverse so built-ins claim their names.
+    for items in reversed(results):
+        for item in items:
+            if item.name in out:
+                raise LoomworkError(f"{kind} {item.name!r} is registered twice")
+            out[item.name] = item
+    return out
+
+
 def field_types(pm: pluggy.PluginManager) -> dict[str, FieldType]:
     """Every registered field type by name; a name registered twice is an error."""
-    out: dict[str, FieldType] = {}
-    # pluggy calls the last-registered first; reverse so built-ins claim their names.
-    for types in reversed(pm.hook.loomwork_field_types()):
-        for ftype in types:
-            if ftype.name in out:
-                raise LoomworkError(f"field type {ftype.name!r} is registered twice")
-            out[ftype.name] = ftype
-    return out
+    return _by_name(pm.hook.loomwork_field_types(), "field type")
 
 
 def expression_functions(pm: pluggy.PluginManager) -> dict[str, Function]:
     """Every registered expression function by name; a name registered twice is an error."""
-    out: dict[str, Function] = {}
-    for functions in reversed(pm.hook.loomwork_expression_functions()):
-        for fn in functions:
-            if fn.name in out:
-                raise LoomworkError(f"expression function {fn.name!r} is registered twice")
-            out[fn.name] = fn
-    return out
+    return _by_name(pm.hook.loomwork_expression_functions(), "expression function")
 
 
 def make_runtime(pm: pluggy.PluginManager) -> Runtime:

@@ -76,6 +76,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
+from ..sqltypes import JSONDoc, UTCDateTime
 from .functions import BUILTIN_FUNCTIONS, Function, compile_regex
 from .syntax import ExpressionError
 from .types import NUMERIC, TEXTUAL
@@ -113,7 +114,7 @@ class SqlEnv:
 
 
 # -- result types ------------------------------------------------------------
-# (runtime.sqltypes sits in a higher layer, so the two small types needed are here.)
+# Datetimes and lists come back as the columns store them (runtime.sqltypes).
 class SqlNumber(sa.types.TypeDecorator):
     """A ``number`` result: integers stay ``int``, anything else becomes ``float``."""
 
@@ -151,41 +152,10 @@ class SqlDecimal(sa.types.TypeDecorator):
         return Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
 
 
-class SqlDateTime(sa.types.TypeDecorator):
-    """A ``datetime`` result; stored like ``runtime.sqltypes.UTCDateTime`` (naive UTC
-    text on SQLite, ``timestamptz`` on PostgreSQL), read back as aware UTC."""
-
-    impl = sa.DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: Any, dialect: sa.Dialect) -> Any:
-        if value is None:
-            return None
-        value = value.astimezone(dt.UTC)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
-
-    def process_result_value(self, value: Any, dialect: sa.Dialect) -> Any:
-        if value is None:
-            return None
-        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
-
-
-class SqlList(sa.types.TypeDecorator):
-    """A ``list`` (multi-choice) result: JSON on SQLite, JSONB on PostgreSQL."""
-
-    impl = sa.JSON(none_as_null=True)
-    cache_ok = True
-
-    def load_dialect_impl(self, dialect: sa.Dialect) -> Any:
-        if dialect.name == "postgresql":
-            return dialect.type_descriptor(postgresql.JSONB(none_as_null=True))
-        return dialect.type_descriptor(sa.JSON(none_as_null=True))
-
-
 def result_type(ty: str) -> sa.types.TypeEngine:
     """The SQLAlchemy type of an expression of type ``ty``."""
     return {"text": sa.Text(), "choice": sa.Text(), "number": SqlNumber(), "decimal": SqlDecimal(),
-            "boolean": sa.Boolean(), "date": sa.Date(), "datetime": SqlDateTime(), "list": SqlList(),
+            "boolean": sa.Boolean(), "date": sa.Date(), "datetime": UTCDateTime(), "list": JSONDoc(),
             }.get(ty, sa.types.NullType())
 
 
@@ -543,13 +513,13 @@ class _Compiler:
         return sa.literal(self.env.today, sa.Date())
 
     def _fn_now(self, node: Mapping[str, Any], args: Sequence[Mapping[str, Any]]) -> sa.ColumnElement:
-        return sa.literal(self.env.now, SqlDateTime())
+        return sa.literal(self.env.now, UTCDateTime())
 
     def _fn_date(self, node: Mapping[str, Any], args: Sequence[Mapping[str, Any]]) -> sa.ColumnElement:
         return sa.literal(self._literal_call(node, args), sa.Date())
 
     def _fn_datetime(self, node: Mapping[str, Any], args: Sequence[Mapping[str, Any]]) -> sa.ColumnElement:
-        return sa.literal(self._literal_call(node, args), SqlDateTime())
+        return sa.literal(self._literal_call(node, args), UTCDateTime())
 
     def _literal_call(self, node: Mapping[str, Any], args: Sequence[Mapping[str, Any]]) -> Any:
         try:
@@ -592,7 +562,7 @@ class _Compiler:
         step = n.op("*", return_type=postgresql.INTERVAL())(
             sa.literal_column(f"INTERVAL '1 {unit}'", type_=postgresql.INTERVAL()))
         if args[0]["ty"] == "datetime":  # calendar arithmetic in UTC, whatever the session's zone
-            return sa.func.timezone("UTC", self.utc_wall(value).op("+")(step), type_=SqlDateTime())
+            return sa.func.timezone("UTC", self.utc_wall(value).op("+")(step), type_=UTCDateTime())
         if unit == "day":
             return value.op("+", return_type=sa.Date())(n)
         return sa.cast(value.op("+")(step), sa.Date())
@@ -875,5 +845,5 @@ def to_sql(tree: Mapping[str, Any], column: Callable[[list[str]], sa.ColumnEleme
     return sa.type_coerce(_Compiler(column, dialect, functions, env).compile(tree), result_type(tree["ty"]))
 
 
-__all__ = ["MAX_SQL_WEIGHT", "SqlDateTime", "SqlDecimal", "SqlEnv", "SqlList", "SqlNumber", "pg_regex",
+__all__ = ["MAX_SQL_WEIGHT", "SqlDecimal", "SqlEnv", "SqlNumber", "pg_regex",
            "result_type", "to_sql"]
