@@ -3,7 +3,8 @@
 :func:`doc_diff` lists what changed, path by path, for version history and review.
 :func:`plan` turns two versions into typed operations, each classed *instant*
 (metadata only), *fast* (DDL that touches no rows) or *heavy* (a rewrite of stored
-data, which the runtime refuses inside a request). Nothing here touches a database;
+data, which the runtime refuses inside a request). Roles, forms and views are always
+instant. Nothing here touches a database;
 :mod:`loomwork.runtime.schema_sync` checks data preconditions and applies the plan.
 """
 from __future__ import annotations
@@ -188,7 +189,25 @@ def plan(old: AppMetadata, new: AppMetadata, types: Mapping[str, ChangeAwareFiel
         if changes:
             instant.append(Operation(f"change_{section}", INSTANT, "*", f"Change {section}",
                                      detail={"changes": changes}))
+    for kind in ("form", "view"):
+        instant.extend(_plan_layouts(kind, old.doc.get(f"{kind}s", {}), new.doc.get(f"{kind}s", {})))
     return Plan(old.version, tuple(drops_idx + structure + instant + adds_idx))
+
+
+def _plan_layouts(kind: str, old: Mapping[str, Any], new: Mapping[str, Any]) -> list[Operation]:
+    """One instant ``change_form`` / ``change_view`` per form or view added, changed or
+    removed: they are metadata only, and the runtime reads them from the new version."""
+    out = []
+    for name in [*old, *(n for n in new if n not in old)]:
+        before, after = old.get(name), new.get(name)
+        if before == after:
+            continue
+        what = "Add" if before is None else "Remove" if after is None else "Change"
+        out.append(Operation(f"change_{kind}", INSTANT, (after or before).get("object", "*"),
+                             f"{what} {kind} {name}",
+                             detail={"name": name, "op": what.lower(),
+                                     "changes": doc_diff(before or {}, after or {})}))
+    return out
 
 
 def _add_index(spec: IndexSpec) -> Operation:

@@ -4,12 +4,14 @@ Documents arrive as plain JSON-like dicts (from YAML packages, the API or the st
 :func:`loomwork.metadata.validation.validate_app` checks them and
 :meth:`AppMetadata.from_doc` turns a valid document into frozen dataclasses that the
 runtime compiles. Field-type specific settings stay in :attr:`FieldDef.props` because
-plugins add field types with properties the core does not know.
+plugins add field types with properties the core does not know. Form layouts
+(:class:`FormDef`) and saved list views (:class:`ViewDef`) refer to objects by name;
+:meth:`AppMetadata.forms_for` and :meth:`AppMetadata.views_for` find an object's.
 """
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Protocol
@@ -66,6 +68,15 @@ def _freeze(value: Any) -> Any:
         return MappingProxyType({k: _freeze(v) for k, v in value.items()})
     if isinstance(value, list):
         return tuple(_freeze(v) for v in value)
+    return value
+
+
+def _thaw(value: Any) -> Any:
+    """Plain JSON again from :func:`_freeze`'s mappings and tuples."""
+    if isinstance(value, Mapping):
+        return {k: _thaw(v) for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return [_thaw(v) for v in value]
     return value
 
 
@@ -215,6 +226,165 @@ class RoleDef:
         return op in ops
 
 
+@dataclass(frozen=True)
+class FormFieldDef:
+    """A field placed in a form section, with optional overrides of how it shows."""
+
+    field: str
+    widget: str | None = None  # None: the field type's own widget
+    span: int | None = None  # columns taken; None: the widget's default
+    label: Any = None
+    help: Any = None
+
+    @classmethod
+    def from_doc(cls, doc: str | Mapping[str, Any]) -> FormFieldDef:
+        if isinstance(doc, str):
+            return cls(doc)
+        return cls(doc["field"], doc.get("widget"), doc.get("span"), _freeze(doc.get("label")),
+                   _freeze(doc.get("help")))
+
+
+@dataclass(frozen=True)
+class FormSectionDef:
+    """A section of a form tab.
+
+    When it shows an object-level section (``section``) and lists no fields of its own,
+    :attr:`fields` are that section's fields and a missing label is that section's
+    label; the object section's conditions apply either way (they live on the object).
+    """
+
+    name: str
+    label: Any
+    fields: tuple[FormFieldDef, ...]
+    columns: int = 2
+    collapsible: bool = False
+    collapsed: bool = False
+    section: str | None = None
+
+    @classmethod
+    def from_doc(cls, doc: Mapping[str, Any], obj: ObjectDef | None) -> FormSectionDef:
+        shared = obj.sections.get(doc["section"]) if obj is not None and doc.get("section") else None
+        if doc.get("fields"):
+            fields = tuple(FormFieldDef.from_doc(f) for f in doc["fields"])
+        else:
+            fields = tuple(FormFieldDef(f) for f in (shared.fields if shared else ()))
+        label = _freeze(doc["label"]) if "label" in doc else (shared.label if shared else None)
+        return cls(doc["name"], label, fields, int(doc.get("columns", 2)), bool(doc.get("collapsible", False)),
+                   bool(doc.get("collapsed", False)), doc.get("section"))
+
+
+@dataclass(frozen=True)
+class RelatedDef:
+    """A list of the records of ``object`` whose lookup ``via`` points at the record shown."""
+
+    object: str
+    via: str
+    label: Any = None
+    fields: tuple[str, ...] = ()  # empty: the runtime picks a few summary fields
+    sort: tuple[str, ...] = ()  # empty: the child object's default sort
+    limit: int = 5
+
+    @classmethod
+    def from_doc(cls, doc: Mapping[str, Any]) -> RelatedDef:
+        return cls(doc["object"], doc["via"], _freeze(doc.get("label")), tuple(doc.get("fields", ())),
+                   tuple(doc.get("sort", ())), int(doc.get("limit", 5)))
+
+
+@dataclass(frozen=True)
+class TabDef:
+    name: str
+    label: Any
+    sections: tuple[FormSectionDef, ...] = ()
+    related: tuple[RelatedDef, ...] = ()
+
+
+@dataclass(frozen=True)
+class FormDef:
+    """A record page / edit form layout of one object (a ``form`` document).
+
+    ``roles`` empty: the layout for everyone without a more specific one.
+    """
+
+    name: str
+    object: str
+    label: Any
+    tabs: tuple[TabDef, ...]
+    description: str | None = None
+    roles: tuple[str, ...] = ()
+    priority: int = 0
+
+    @classmethod
+    def from_doc(cls, name: str, doc: Mapping[str, Any], obj: ObjectDef | None = None) -> FormDef:
+        tabs = tuple(
+            TabDef(t["name"], _freeze(t.get("label")),
+                   tuple(FormSectionDef.from_doc(s, obj) for s in t.get("sections", ())),
+                   tuple(RelatedDef.from_doc(r) for r in t.get("related", ())))
+            for t in doc["tabs"]
+        )
+        return cls(name, doc["object"], _freeze(doc.get("label")), tabs, doc.get("description"),
+                   tuple(doc.get("roles", ())), int(doc.get("priority", 0)))
+
+    def sections(self) -> Iterator[FormSectionDef]:
+        for tab in self.tabs:
+            yield from tab.sections
+
+    def field_names(self) -> list[str]:
+        """The object's fields this form shows, in order."""
+        return [f.field for sec in self.sections() for f in sec.fields]
+
+    def applies_to(self, roles: Iterable[str]) -> bool:
+        """Whether a user with ``roles`` may get this layout (unassigned forms fit everyone)."""
+        return not self.roles or not set(self.roles).isdisjoint(roles)
+
+    def choice_key(self) -> tuple[bool, int, str]:
+        """Sort key among fitting forms: assigned before unassigned, then priority, then name."""
+        return (not self.roles, -self.priority, self.name)
+
+    def title(self, locale: str = "en") -> str:
+        return label_text(self.label, locale, self.name.replace("_", " ").capitalize())
+
+
+@dataclass(frozen=True)
+class ViewDef:
+    """A saved list view of one object (a ``view`` document).
+
+    ``filter`` is the frozen filter AST (mappings and tuples); hand
+    :meth:`filter_ast` to the query engine, which wants plain JSON.
+    """
+
+    name: str
+    object: str
+    label: Any
+    columns: tuple[str, ...] = ()
+    filter: Any = None
+    sort: tuple[str, ...] = ()
+    page_size: int = 50
+    search: str | None = None
+    roles: tuple[str, ...] = ()
+    default: bool = False
+    description: str | None = None
+
+    @classmethod
+    def from_doc(cls, name: str, doc: Mapping[str, Any]) -> ViewDef:
+        return cls(name, doc["object"], _freeze(doc.get("label")), tuple(doc.get("columns", ())),
+                   _freeze(doc.get("filter")), tuple(doc.get("sort", ())), int(doc.get("page_size", 50)),
+                   doc.get("search") or None, tuple(doc.get("roles", ())), bool(doc.get("default", False)),
+                   doc.get("description"))
+
+    def filter_ast(self) -> dict[str, Any] | None:
+        """The filter as plain JSON (a fresh copy the caller may change)."""
+        return _thaw(self.filter)
+
+    def visible_to(self, roles: Iterable[str]) -> bool:
+        """Whether a user with ``roles`` sees this view (administrators see every view;
+        reading the object is checked elsewhere)."""
+        roles = set(roles)
+        return not self.roles or "admin" in roles or not roles.isdisjoint(self.roles)
+
+    def title(self, locale: str = "en") -> str:
+        return label_text(self.label, locale, self.name.replace("_", " ").capitalize())
+
+
 ALL_OPS = frozenset({"create", "read", "update", "delete"})
 
 #: Built-in roles. ``admin`` may do everything; ``user`` is every signed-in user's
@@ -234,18 +404,24 @@ class AppMetadata:
     objects: Mapping[str, ObjectDef]
     roles: Mapping[str, RoleDef]
     packages: Mapping[str, Mapping[str, Any]]
+    forms: Mapping[str, FormDef] = field(default_factory=lambda: MappingProxyType({}))
+    views: Mapping[str, ViewDef] = field(default_factory=lambda: MappingProxyType({}))
 
     @classmethod
     def from_doc(cls, doc: Mapping[str, Any], version: int = 0) -> AppMetadata:
         objects = {n: ObjectDef.from_doc(n, o) for n, o in doc.get("objects", {}).items()}
         roles = dict(BUILTIN_ROLES)
         roles.update({n: RoleDef.from_doc(n, r) for n, r in doc.get("roles", {}).items()})
+        forms = {n: FormDef.from_doc(n, f, objects.get(f["object"])) for n, f in doc.get("forms", {}).items()}
+        views = {n: ViewDef.from_doc(n, v) for n, v in doc.get("views", {}).items()}
         return cls(
             version=version,
             doc=copy.deepcopy(dict(doc)),
             objects=MappingProxyType(objects),
             roles=MappingProxyType(roles),
             packages=_freeze(dict(doc.get("packages", {}))),
+            forms=MappingProxyType(forms),
+            views=MappingProxyType(views),
         )
 
     def object(self, name: str) -> ObjectDef:
@@ -255,6 +431,21 @@ class AppMetadata:
         for obj in self.objects.values():
             for f in obj.fields.values():
                 yield obj, f
+
+    def forms_for(self, object_name: str) -> list[FormDef]:
+        """The forms of an object in the order they are chosen: assigned to roles before
+        unassigned, then highest priority, then name."""
+        return sorted((f for f in self.forms.values() if f.object == object_name), key=FormDef.choice_key)
+
+    def form_for(self, object_name: str, roles: Iterable[str]) -> FormDef | None:
+        """The form a user with ``roles`` gets for ``object_name`` (None: generate one)."""
+        roles = frozenset(roles)
+        return next((f for f in self.forms_for(object_name) if f.applies_to(roles)), None)
+
+    def views_for(self, object_name: str) -> list[ViewDef]:
+        """The views of an object: the default view first, then by name."""
+        return sorted((v for v in self.views.values() if v.object == object_name),
+                      key=lambda v: (not v.default, v.name))
 
 
 class ChangeAwareFieldTypeSpec(FieldTypeSpec, Protocol):

@@ -1,8 +1,9 @@
 """Load a package: a folder of YAML files plus a ``package.yaml`` manifest.
 
 Every file other than the manifest holds one or more YAML documents, each with a
-``kind`` (``object`` or ``role``) and a ``name``. Errors name the file and the path
-inside the document.
+``kind`` (``object``, ``role``, ``form`` or ``view``) and a ``name``. Errors name the
+file and the path inside the document. Cross-references (a form's fields, a view's
+filter) are checked when the package is installed, against the tenant's metadata.
 """
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from .errors import MetadataError
 from .validation import schema_errors, validate_manifest
 
 MAX_FILE_BYTES = 1_000_000
-KINDS = {"object": "objects", "role": "roles"}
+#: Document kind -> the section of the app document (and the :class:`Package` attribute) it goes to.
+KINDS = {"object": "objects", "role": "roles", "form": "forms", "view": "views"}
 
 
 @dataclass
@@ -24,6 +26,8 @@ class Package:
     manifest: dict[str, Any]
     objects: dict[str, dict[str, Any]] = field(default_factory=dict)
     roles: dict[str, dict[str, Any]] = field(default_factory=dict)
+    forms: dict[str, dict[str, Any]] = field(default_factory=dict)
+    views: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -93,7 +97,7 @@ def load_package(folder: str | Path) -> Package:
         for i, doc in enumerate(_read_yaml(path, rel)):
             where = f"{rel}#{i + 1}" if i else rel
             if not isinstance(doc, dict) or doc.get("kind") not in KINDS or not isinstance(doc.get("name"), str):
-                errors.setdefault(where, []).append("each document needs kind (object or role) and name")
+                errors.setdefault(where, []).append("each document needs kind (object, role, form or view) and name")
                 continue
             kind, name = doc["kind"], doc["name"]
             section = getattr(pkg, KINDS[kind])

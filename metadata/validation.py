@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -18,7 +18,7 @@ from referencing import Registry, Resource
 from .errors import MetadataError
 from .model import COMMON_FIELD_KEYS, SYSTEM_COLUMNS, FieldTypeSpec
 
-SCHEMA_FILES = ("common", "object", "role", "package", "app")
+SCHEMA_FILES = ("common", "object", "role", "form", "view", "package", "app")
 
 #: Words that would make generated SQL or API payloads ambiguous; names may not use them.
 RESERVED_NAMES = frozenset(SYSTEM_COLUMNS) | frozenset(
@@ -47,7 +47,8 @@ def _registry() -> tuple[Registry, dict[str, dict]]:
 
 
 def schema(kind: str) -> dict:
-    """The JSON Schema document of a metadata kind (``object``, ``role``, ``package``, ``app``)."""
+    """The JSON Schema document of a metadata kind (``object``, ``role``, ``form``, ``view``,
+    ``package``, ``app``)."""
     return _registry()[1][kind]
 
 
@@ -311,6 +312,9 @@ def validate_app(doc: Any, types: Mapping[str, FieldTypeSpec]) -> None:
         errors.extend(_lookup_cycles(doc))
     if not errors:
         errors.extend(_index_clashes(objects))
+    if not errors:
+        # Layouts and views refer to fields; check them once the objects are sound.
+        errors.extend(layout_errors(doc))
     _raise(errors)
 
 
@@ -365,3 +369,341 @@ def _name_ok(name: Any) -> bool:
 
 def validate_manifest(doc: Any, prefix: str = "package") -> None:
     _raise(schema_errors("package", doc, prefix))
+
+
+# -- forms and views ---------------------------------------------------------
+
+#: System columns a view or related list may show, sort and filter on (``deleted_at``
+#: is internal: deleted records are never listed).
+LIST_SYSTEM_COLUMNS = tuple(c for c in SYSTEM_COLUMNS if c != "deleted_at")
+#: Field types a list cannot be sorted by (the same as for an object's ``default_sort``).
+UNSORTABLE_TYPES = frozenset({"json", "multi_choice", "long_text"})
+MAX_FILTER_DEPTH = 20
+MAX_FILTER_CONDITIONS = 200
+_PATH = re.compile(r"[a-z][a-z0-9_]{0,62}(\.[a-z][a-z0-9_]{0,62}){0,2}")
+
+_NUMERIC = frozenset({"number", "decimal", "currency", "percent"})
+#: The form widgets that fit a field of each type; ``readonly`` fits every field. A
+#: field type a plugin adds (not listed) takes only ``readonly`` as an override.
+WIDGETS: Mapping[str, frozenset[str]] = {
+    "text": frozenset({"text", "textarea"}),
+    "long_text": frozenset({"textarea", "text"}),
+    "email": frozenset({"email", "text"}),
+    "phone": frozenset({"phone", "text"}),
+    "url": frozenset({"url", "text"}),
+    "autonumber": frozenset({"text"}),
+    "integer": frozenset({"number"}),
+    "decimal": _NUMERIC, "currency": _NUMERIC, "percent": _NUMERIC,
+    "boolean": frozenset({"checkbox", "toggle"}),
+    "date": frozenset({"date"}),
+    "datetime": frozenset({"datetime"}),
+    "time": frozenset({"time"}),
+    "choice": frozenset({"select", "radio"}),
+    "multi_choice": frozenset({"multiselect", "checkboxes"}),
+    "lookup": frozenset({"lookup"}),
+    "json": frozenset({"json"}),
+    # Computed fields are shown, never edited: by what they compute.
+    "rollup": _NUMERIC | {"date", "datetime"},
+}
+#: A formula's widgets by its ``result_type``.
+RESULT_WIDGETS: Mapping[str, frozenset[str]] = {
+    "text": frozenset({"text", "textarea"}), "number": frozenset({"number"}), "decimal": _NUMERIC,
+    "boolean": frozenset({"checkbox", "toggle"}), "date": frozenset({"date"}), "datetime": frozenset({"datetime"}),
+}
+
+
+def widgets_for(fdoc: Mapping[str, Any]) -> frozenset[str]:
+    """The widgets a form may show field document ``fdoc`` with."""
+    if fdoc.get("type") == "formula":
+        fitting = RESULT_WIDGETS.get(fdoc.get("result_type"), frozenset())
+    else:
+        fitting = WIDGETS.get(fdoc.get("type"), frozenset())
+    return fitting | {"readonly"}
+
+
+def _resolve(objects: Mapping[str, Any], obj: str, path: str, *,
+             system: bool = True) -> tuple[str | None, Mapping[str, Any] | None]:
+    """Follow a field path (``stage``, ``account.industry``) from object ``obj``.
+
+    :returns: ``(problem, field document)``; the document is None for a system column.
+    """
+    parts = path.split(".")
+    for hop in parts[:-1]:
+        f = objects[obj].get("fields", {}).get(hop)
+        if not isinstance(f, Mapping) or f.get("type") != "lookup" or f.get("target") not in objects:
+            return f"{hop!r} in {path!r} is not a lookup field of {obj}", None
+        obj = f["target"]
+    last, fields = parts[-1], objects[obj].get("fields", {})
+    if last in fields:
+        return None, fields[last]
+    if system and last in LIST_SYSTEM_COLUMNS:
+        return None, None
+    where = f" (in {path!r})" if len(parts) > 1 else ""
+    return f"unknown field {last!r} of {obj}{where}", None
+
+
+def _filter_walk(node: Any, path: str) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """Check a filter AST's shape, depth and size without recursion (it comes from
+    users). :returns: ``(errors, [(path of a field key, field path)])``."""
+    errors: list[tuple[str, str]] = []
+    refs: list[tuple[str, str]] = []
+    stack: list[tuple[Any, str, int]] = [(node, path, 1)]
+    conditions = 0
+    while stack:
+        n, p, depth = stack.pop()
+        if depth > MAX_FILTER_DEPTH:
+            errors.append((p, f"the filter is nested deeper than {MAX_FILTER_DEPTH} levels"))
+            break
+        keys = set(n) if isinstance(n, Mapping) else set()
+        if keys in ({"and"}, {"or"}):
+            (kind, items), = n.items()
+            if not isinstance(items, list) or not items:
+                errors.append((f"{p}.{kind}", "must be a non-empty list of conditions"))
+            else:
+                stack.extend((x, f"{p}.{kind}.{i}", depth + 1) for i, x in reversed(list(enumerate(items))))
+        elif keys == {"not"}:
+            stack.append((n["not"], f"{p}.not", depth + 1))
+        elif {"field", "op"} <= keys <= {"field", "op", "value"}:
+            conditions += 1
+            if not isinstance(n["field"], str) or not _PATH.fullmatch(n["field"]):
+                errors.append((f"{p}.field", "must be a field name or a path through at most two lookups"))
+            else:
+                refs.append((f"{p}.field", n["field"]))
+            if not isinstance(n["op"], str) or not n["op"]:
+                errors.append((f"{p}.op", "must be an operator name"))
+        else:
+            errors.append((p, "must be {and: [...]}, {or: [...]}, {not: {...}} or {field, op, value}"))
+    if conditions > MAX_FILTER_CONDITIONS:
+        errors.append((path, f"has more than {MAX_FILTER_CONDITIONS} conditions"))
+    return errors, refs
+
+
+def layout_refs(doc: Mapping[str, Any]) -> Iterator[tuple[str, str, str, str]]:
+    """Every field a form or view names, as ``(path, object, field path, use)``.
+
+    ``use`` is ``field`` (a form field: object fields only), ``via`` (a related list's
+    lookup), ``column`` or ``sort`` (lists: system columns too). Malformed filters
+    yield what can be found; :func:`layout_errors` reports their shape.
+    """
+    for fname, form in doc.get("forms", {}).items():
+        base = f"forms.{fname}"
+        for ti, tab in enumerate(form.get("tabs", ())):
+            for si, sec in enumerate(tab.get("sections", ())):
+                for fi, item in enumerate(sec.get("fields", ())):
+                    where = f"{base}.tabs.{ti}.sections.{si}.fields.{fi}"
+                    if isinstance(item, str):
+                        yield where, form["object"], item, "field"
+                    else:
+                        yield f"{where}.field", form["object"], item["field"], "field"
+            for ri, rel in enumerate(tab.get("related", ())):
+                where = f"{base}.tabs.{ti}.related.{ri}"
+                yield f"{where}.via", rel["object"], rel["via"], "via"
+                for j, f in enumerate(rel.get("fields", ())):
+                    yield f"{where}.fields.{j}", rel["object"], f, "column"
+                for j, s in enumerate(rel.get("sort", ())):
+                    yield f"{where}.sort.{j}", rel["object"], s.lstrip("-"), "sort"
+    for vname, view in doc.get("views", {}).items():
+        base = f"views.{vname}"
+        for j, c in enumerate(view.get("columns", ())):
+            yield f"{base}.columns.{j}", view["object"], c, "column"
+        for j, s in enumerate(view.get("sort", ())):
+            yield f"{base}.sort.{j}", view["object"], s.lstrip("-"), "sort"
+        if "filter" in view:
+            for where, ref in _filter_walk(view["filter"], f"{base}.filter")[1]:
+                yield where, view["object"], ref, "column"
+
+
+def layout_errors(doc: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Semantic problems of the forms and views of a document whose objects are valid."""
+    objects = doc.get("objects", {})
+    roles = set(doc.get("roles", {})) | {"admin", "user"}
+    errors: list[tuple[str, str]] = []
+    for name, form in doc.get("forms", {}).items():
+        errors.extend(_form_errors(name, form, objects, roles))
+    defaults: dict[str, str] = {}
+    for name, view in doc.get("views", {}).items():
+        errors.extend(_view_errors(name, view, objects, roles))
+        if view.get("default") and view["object"] in objects:
+            if view["object"] in defaults:
+                errors.append((f"views.{name}.default",
+                               f"view {defaults[view['object']]!r} is already the default view of {view['object']}"))
+            else:
+                defaults[view["object"]] = name
+    for path, obj, ref, use in layout_refs(doc):
+        if obj not in objects:
+            continue  # reported at the element's ``object``
+        problem, fdoc = _resolve(objects, obj, ref, system=use in ("column", "sort"))
+        if problem:
+            errors.append((path, problem))
+        elif use == "sort" and fdoc is not None and fdoc.get("type") in UNSORTABLE_TYPES:
+            errors.append((path, f"a {fdoc['type']} field cannot be sorted"))
+    return errors
+
+
+def _element_errors(section: str, name: str, edoc: Mapping[str, Any], objects: Mapping[str, Any],
+                    roles: set[str]) -> list[tuple[str, str]]:
+    """Checks every form and view gets: its name, its object and its roles."""
+    path = f"{section}.{name}"
+    errors: list[tuple[str, str]] = []
+    _check_name(name, path, errors)
+    if "name" in edoc and edoc["name"] != name:
+        errors.append((f"{path}.name", f"must be {name!r}, the {section[:-1]}'s key"))
+    if edoc["object"] not in objects:
+        errors.append((f"{path}.object", f"unknown object {edoc['object']!r}"))
+    for i, role in enumerate(edoc.get("roles", ())):
+        if role not in roles:
+            errors.append((f"{path}.roles.{i}", f"unknown role {role!r}"))
+    return errors
+
+
+def _sort_repeats(items: Iterable[str], path: str) -> list[tuple[str, str]]:
+    seen: set[str] = set()
+    errors = []
+    for i, s in enumerate(items):
+        if s.lstrip("-") in seen:
+            errors.append((f"{path}.{i}", f"{s.lstrip('-')!r} is already in the sort"))
+        seen.add(s.lstrip("-"))
+    return errors
+
+
+def _form_errors(name: str, form: Mapping[str, Any], objects: Mapping[str, Any],
+                 roles: set[str]) -> list[tuple[str, str]]:
+    """A form's own checks (its field names are resolved by :func:`layout_errors`)."""
+    errors = _element_errors("forms", name, form, objects, roles)
+    odoc = objects.get(form["object"])
+    if odoc is None:
+        return errors
+    fields, obj_sections = odoc.get("fields", {}), odoc.get("sections", {})
+    base = f"forms.{name}"
+    tabs: set[str] = set()
+    sections: dict[str, str] = {}
+    placed: dict[str, str] = {}  # field -> where the form shows it first
+    for ti, tab in enumerate(form["tabs"]):
+        tpath = f"{base}.tabs.{ti}"
+        if tab["name"] in tabs:
+            errors.append((f"{tpath}.name", f"tab {tab['name']!r} is already in the form"))
+        tabs.add(tab["name"])
+        for si, sec in enumerate(tab.get("sections", ())):
+            spath = f"{tpath}.sections.{si}"
+            if sec["name"] in sections:
+                errors.append((f"{spath}.name", f"section {sec['name']!r} is already in the form at "
+                                                f"{sections[sec['name']]}"))
+            sections.setdefault(sec["name"], spath)
+            shared = sec.get("section")
+            if shared is not None and shared not in obj_sections:
+                errors.append((f"{spath}.section", f"unknown section {shared!r} of {form['object']}"))
+            if sec.get("fields"):
+                items = [(f"{spath}.fields.{fi}", item if isinstance(item, str) else item["field"],
+                          None if isinstance(item, str) else item.get("widget"))
+                         for fi, item in enumerate(sec["fields"])]
+            elif shared is None:
+                errors.append((spath, "needs fields, or a section of the object to show"))
+                items = []
+            else:
+                items = [(f"{spath}.section", f, None) for f in obj_sections.get(shared, {}).get("fields", ())]
+            for where, fname, widget in items:
+                if fname not in fields:
+                    continue  # reported by layout_errors
+                if fname in placed:
+                    errors.append((where, f"{fname!r} is already in the form at {placed[fname]}"))
+                else:
+                    placed[fname] = where
+                if widget is not None and widget not in widgets_for(fields[fname]):
+                    fitting = ", ".join(sorted(widgets_for(fields[fname])))
+                    errors.append((f"{where}.widget", f"widget {widget!r} does not fit a {fields[fname]['type']} "
+                                                      f"field; use one of {fitting}"))
+        for ri, rel in enumerate(tab.get("related", ())):
+            rpath = f"{tpath}.related.{ri}"
+            child = objects.get(rel["object"])
+            if child is None:
+                errors.append((f"{rpath}.object", f"unknown object {rel['object']!r}"))
+                continue
+            via = child.get("fields", {}).get(rel["via"])
+            if via is not None and (via.get("type") != "lookup" or via.get("target") != form["object"]):
+                errors.append((f"{rpath}.via", f"must be a lookup field of {rel['object']} "
+                                               f"pointing at {form['object']}"))
+            errors.extend(_sort_repeats(rel.get("sort", ()), f"{rpath}.sort"))
+    return errors
+
+
+def _view_errors(name: str, view: Mapping[str, Any], objects: Mapping[str, Any],
+                 roles: set[str]) -> list[tuple[str, str]]:
+    """A view's own checks (its paths are resolved by :func:`layout_errors`)."""
+    errors = _element_errors("views", name, view, objects, roles)
+    errors.extend(_sort_repeats(view.get("sort", ()), f"views.{name}.sort"))
+    if "filter" in view:
+        errors.extend(_filter_walk(view["filter"], f"views.{name}.filter")[0])
+    return errors
+
+
+def layout_dependents(old_doc: Mapping[str, Any], new_doc: Mapping[str, Any]) -> dict[str, list[str]]:
+    """Forms and views of ``new_doc`` that use a field or object which ``new_doc``
+    deletes (or renames) relative to ``old_doc``, keyed by path.
+
+    Publishing checks this before validation, so the admin reads which form or view
+    to change first rather than an unknown name. (Forms and views are not rewritten
+    to follow renames.) A malformed document yields nothing: validation reports it.
+    """
+    try:
+        return _layout_dependents(old_doc, new_doc)
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return {}
+
+
+def _layout_dependents(old_doc: Mapping[str, Any], new_doc: Mapping[str, Any]) -> dict[str, list[str]]:
+    old_objects, new_objects = old_doc.get("objects", {}), new_doc.get("objects", {})
+    renamed_objects = {o["renamed_from"]: n for n, o in new_objects.items()
+                       if o.get("renamed_from") in old_objects and n not in old_objects}
+    gone = {o: f"which this change renames to {renamed_objects[o]}" if o in renamed_objects
+            else "which this change deletes" for o in old_objects if o not in new_objects}
+    changed: dict[tuple[str, str], str] = {}  # (object, field) -> what happens to it
+    for oname, odoc in old_objects.items():
+        if oname not in new_objects:
+            continue
+        nfields = new_objects[oname].get("fields", {})
+        renames = {f.get("renamed_from"): n for n, f in nfields.items() if n not in odoc.get("fields", {})}
+        for fname in odoc.get("fields", {}):
+            if fname in renames:
+                changed[(oname, fname)] = f"which this change renames to {renames[fname]}"
+            elif fname not in nfields:
+                changed[(oname, fname)] = "which this change deletes"
+    problems: dict[str, list[str]] = {}
+    if not gone and not changed:
+        return problems
+
+    def owner(path: str) -> str:
+        section, name = path.split(".")[:2]
+        return f"{section[:-1]} {name}"
+
+    for section in ("forms", "views"):
+        for name, edoc in new_doc.get(section, {}).items():
+            uses = [(f"{section}.{name}.object", edoc.get("object"))]
+            uses += [(f"{section}.{name}.tabs.{ti}.related.{ri}.object", rel.get("object"))
+                     for ti, tab in enumerate(edoc.get("tabs", ())) for ri, rel in enumerate(tab.get("related", ()))]
+            for path, obj in uses:
+                if obj in gone:
+                    problems.setdefault(path, []).append(
+                        f"uses object {obj}, {gone[obj]}; change {section[:-1]} {name} first")
+    for path, obj, ref, _ in layout_refs(new_doc):
+        if obj in gone:
+            continue  # reported at its ``object``
+        for seg in ref.split("."):
+            if (obj, seg) in changed:
+                problems.setdefault(path, []).append(
+                    f"uses {obj}.{seg}, {changed[(obj, seg)]}; change {owner(path)} first")
+                break
+            f = old_objects.get(obj, {}).get("fields", {}).get(seg)
+            if not isinstance(f, Mapping) or f.get("type") != "lookup":
+                break
+            obj = f.get("target")
+    return problems
+
+
+def check_layout_dependents(old_doc: Mapping[str, Any], new_doc: Mapping[str, Any]) -> None:
+    """:raises MetadataError: naming every form and view that uses a deleted or renamed field."""
+    problems = layout_dependents(old_doc, new_doc)
+    if problems:
+        n = len(problems)
+        raise MetadataError(problems, message=f"{n} form or view setting{'s' if n != 1 else ''} "
+                                              f"still use{'s' if n == 1 else ''} a renamed or deleted field or "
+                                              f"object: " + ", ".join(sorted(problems)))

@@ -159,6 +159,8 @@ class CompiledApp:
         self.objects: dict[str, CompiledObject] = {}
         self.functions = functions if functions is not None else builtin_functions()
         self._artefacts: dict[str, Any] = {}
+        #: Element path -> {"package", "customized"} (navigation groups objects by package).
+        self.ownership: Mapping[str, Mapping[str, Any]] = {}
         self._artefact_lock = threading.RLock()  # builders may need other artefacts
         sources = _rollup_sources(meta, types)
         for obj in meta.objects.values():
@@ -296,6 +298,7 @@ class Runtime:
             app = self.compile(stored.doc, version)
         except KeyError as exc:  # a field type whose plugin is not installed here
             raise MetadataError({"": [f"field type {exc.args[0]!r} is not installed"]}) from exc
+        app.ownership = stored.ownership
         with self._lock:
             current = self._cache.get(tenant.cache_key)
             if current is None or current.version < version:

@@ -52,6 +52,8 @@ class FieldType:
     expr_type: ClassVar[str | None] = "text"
     #: Whether the server computes the value (formula, roll-up): never written by callers.
     computed: ClassVar[bool] = False
+    #: The form widget a field of this type gets unless a layout overrides it.
+    widget: ClassVar[str] = "text"
 
     def expression_type(self, field: FieldDef) -> str | None:
         return self.expr_type
@@ -170,6 +172,7 @@ class TextType(FieldType):
 
 class LongTextType(TextType):
     name = "long_text"
+    widget = "textarea"
     properties = {"max_length": {"type": "integer", "minimum": 1, "maximum": 1_000_000},
                   "min_length": {"type": "integer", "minimum": 0}}
     indexable = False
@@ -179,6 +182,7 @@ class LongTextType(TextType):
 
 class EmailType(TextType):
     name = "email"
+    widget = "email"
     properties = {"max_length": {"type": "integer", "minimum": 3, "maximum": 320}}
 
     def ma_field(self, field):
@@ -187,6 +191,7 @@ class EmailType(TextType):
 
 class PhoneType(TextType):
     name = "phone"
+    widget = "phone"
     properties = {"max_length": {"type": "integer", "minimum": 3, "maximum": 40}}
     _re = r"^\+?[0-9 ()./-]{3,40}$"
 
@@ -197,6 +202,7 @@ class PhoneType(TextType):
 
 class UrlType(TextType):
     name = "url"
+    widget = "url"
     properties = {"max_length": {"type": "integer", "minimum": 8, "maximum": 2000}}
 
     def ma_field(self, field):
@@ -205,6 +211,7 @@ class UrlType(TextType):
 
 class IntegerType(FieldType):
     name = "integer"
+    widget = "number"
     expr_type = "number"
     properties = {"min": {"type": "integer"}, "max": {"type": "integer"}}
     json_type = "integer"
@@ -221,6 +228,7 @@ class IntegerType(FieldType):
 
 class DecimalType(FieldType):
     name = "decimal"
+    widget = "decimal"
     expr_type = "decimal"
     properties = {
         "precision": {"type": "integer", "minimum": 1, "maximum": 18},
@@ -312,17 +320,20 @@ class ExactDecimalField(mf.Field):
 
 class CurrencyType(DecimalType):
     name = "currency"
+    widget = "currency"
     properties = {**DecimalType.properties,
                   "currency": {"type": "string", "pattern": "^[A-Z]{3}$"}}
 
 
 class PercentType(DecimalType):
     name = "percent"
+    widget = "percent"
     default_precision, default_scale = 7, 2
 
 
 class BooleanType(FieldType):
     name = "boolean"
+    widget = "checkbox"
     expr_type = "boolean"
     filter_ops = EQ_OPS
     json_type = "boolean"
@@ -346,6 +357,7 @@ class StrictBooleanField(mf.Boolean):
 
 class DateType(FieldType):
     name = "date"
+    widget = "date"
     expr_type = "date"
     properties = {"min": {"type": "string", "format": "date"}, "max": {"type": "string", "format": "date"}}
 
@@ -386,6 +398,7 @@ class AwareDateTimeField(mf.DateTime):
 
 class DateTimeType(FieldType):
     name = "datetime"
+    widget = "datetime"
     expr_type = "datetime"
 
     def column_type(self, field):
@@ -416,6 +429,7 @@ class NaiveTimeField(mf.Time):
 
 class TimeType(FieldType):
     name = "time"
+    widget = "time"
     expr_type = None
 
     def column_type(self, field):
@@ -502,6 +516,7 @@ def allowed_by_controller(field: FieldDef, controlling_value: Any) -> tuple[str,
 
 class ChoiceType(FieldType):
     name = "choice"
+    widget = "select"
     expr_type = "choice"
     properties = {"options": {"type": "array", "minItems": 1, "maxItems": 1000, "items": _OPTION},
                   "depends_on": _DEPENDS_ON}
@@ -533,6 +548,7 @@ def _no_repeats(values: list) -> None:
 
 class MultiChoiceType(ChoiceType):
     name = "multi_choice"
+    widget = "checkboxes"
     expr_type = "list"
     indexable = False
     filter_ops = frozenset({"contains", "is_null"})
@@ -554,6 +570,7 @@ class MultiChoiceType(ChoiceType):
 
 class LookupType(FieldType):
     name = "lookup"
+    widget = "lookup"
     expr_type = "number"
     properties = {
         "target": {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,62}$"},
@@ -594,6 +611,7 @@ class AutonumberType(FieldType):
     taken inside the write transaction.
     """
 
+    widget = "readonly"
     name = "autonumber"
     properties = {"pattern": {"type": "string", "pattern": "\\{0+\\}", "maxLength": 60}}
     required_properties = ("pattern",)
@@ -630,6 +648,7 @@ class AutonumberType(FieldType):
 
 class JsonType(FieldType):
     name = "json"
+    widget = "json"
     expr_type = None
     properties = {"max_bytes": {"type": "integer", "minimum": 2, "maximum": 1_000_000}}
     indexable = False
@@ -712,6 +731,7 @@ def _result_parts(result_type: str, scale: int) -> tuple[sa.types.TypeEngine, mf
 class ComputedType(FieldType):
     """Shared by formula and roll-up fields: typed by their result, written by the server."""
 
+    widget = "readonly"
     computed = True
     indexable = True
 

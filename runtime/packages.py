@@ -1,8 +1,8 @@
 """Install a package into a tenant: merge its elements, then publish like any change.
 
-An element the tenant customised since the package last installed it is kept as the
-tenant has it; fields the tenant added stay. (Full three-way template upgrades build
-on the same ownership map.)
+An element (object, field, role, form or view) the tenant customised since the
+package last installed it is kept as the tenant has it; fields the tenant added stay.
+(Full three-way template upgrades build on the same ownership map.)
 """
 from __future__ import annotations
 
@@ -76,10 +76,13 @@ class PackageService:
                     if fname in fields and own.get(fpath) is None:
                         raise ConflictError(f"{fpath} already exists in this tenant")
                     fields[fname] = copy.deepcopy(fdoc)
-        roles = doc.setdefault("roles", {})
-        for name, rdoc in pkg.roles.items():
-            if name not in roles or mine(f"roles.{name}"):
-                roles[name] = copy.deepcopy(rdoc)
+        # Roles, forms and views are whole elements: the package's version replaces its
+        # own uncustomised one; a customised one stays as the tenant has it.
+        for section in ("roles", "forms", "views"):
+            have = doc.setdefault(section, {})
+            for name, edoc in getattr(pkg, section).items():
+                if name not in have or mine(f"{section}.{name}"):
+                    have[name] = copy.deepcopy(edoc)
         doc.setdefault("packages", {})[pkg.name] = dict(pkg.manifest)
         return doc, current.version
 

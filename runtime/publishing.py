@@ -17,6 +17,7 @@ from loomwork.metadata import store
 from loomwork.metadata.diff import Plan, doc_diff, plan
 from loomwork.metadata.errors import ConflictError, NotFound, PermissionDenied
 from loomwork.metadata.model import AppMetadata
+from loomwork.metadata.validation import check_layout_dependents
 
 from . import recompute
 from .compiled import Runtime
@@ -28,6 +29,8 @@ from .schema_sync import SchemaSync
 log = logging.getLogger(__name__)
 
 RETRIES = 3
+#: The sections every stored document has (empty when unused).
+SECTIONS = ("objects", "roles", "forms", "views", "packages")
 
 
 def _normalise(doc: Mapping[str, Any]) -> dict[str, Any]:
@@ -35,10 +38,9 @@ def _normalise(doc: Mapping[str, Any]) -> dict[str, Any]:
     package files carry (they repeat the document's place), so the same metadata
     always compares equal. ``renamed_from`` hints stay."""
     out = copy.deepcopy(dict(doc))
-    out.setdefault("objects", {})
-    out.setdefault("roles", {})
-    out.setdefault("packages", {})
-    for section in ("objects", "roles"):
+    for section in SECTIONS:
+        out.setdefault(section, {})
+    for section in ("objects", "roles", "forms", "views"):
         for edoc in out[section].values():
             edoc.pop("name", None)
             edoc.pop("kind", None)
@@ -56,14 +58,15 @@ def _strip_hints(doc: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _elements(doc: Mapping[str, Any]) -> dict[str, Any]:
-    """Ownable elements by path: objects (without their fields), fields and roles."""
+    """Ownable elements by path: objects (without their fields), fields, roles, forms and views."""
     out: dict[str, Any] = {}
     for oname, odoc in doc.get("objects", {}).items():
         out[f"objects.{oname}"] = {k: v for k, v in odoc.items() if k not in ("fields", "renamed_from")}
         for fname, fdoc in odoc.get("fields", {}).items():
             out[f"objects.{oname}.fields.{fname}"] = {k: v for k, v in fdoc.items() if k != "renamed_from"}
-    for rname, rdoc in doc.get("roles", {}).items():
-        out[f"roles.{rname}"] = rdoc
+    for section in ("roles", "forms", "views"):
+        for name, edoc in doc.get(section, {}).items():
+            out[f"{section}.{name}"] = edoc
     return out
 
 
@@ -159,7 +162,8 @@ class MetadataService:
 
     def diff(self, ctx: Context, a: int, b: int) -> list[dict[str, Any]]:
         with ctx.tenant.read() as conn:
-            return doc_diff(store.get(conn, a).doc, store.get(conn, b).doc)
+            # Normalised: a version stored before a section existed lacks it, which is no change.
+            return doc_diff(_normalise(store.get(conn, a).doc), _normalise(store.get(conn, b).doc))
 
     def _plan(self, conn: sa.Connection, doc: Mapping[str, Any], *, lock: bool = False,
               update_dependents: bool = False) -> tuple[store.StoredVersion, Plan, AppMetadata, Mapping[str, Any]]:
@@ -175,6 +179,7 @@ class MetadataService:
         # only call unknown names.
         doc = check_dependents(current_meta, doc, self.runtime.field_types, self.runtime.functions,
                                update=update_dependents)
+        check_layout_dependents(current.doc, doc)
         self.runtime.validate(doc)
         doc = _normalise(doc)
         new_meta = AppMetadata.from_doc(doc, current.version + 1)
@@ -237,7 +242,7 @@ class MetadataService:
                 raise ConflictError(
                     f"metadata changed since version {base_version} (now {current.version}); reload and try again")
             clean = _strip_hints(doc)
-            changes = doc_diff(current.doc, clean)
+            changes = doc_diff(_normalise(current.doc), clean)
             if not changes and not the_plan:
                 return current.version, []
             compiled = self.runtime.compile(clean, new_meta.version)

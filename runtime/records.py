@@ -28,6 +28,7 @@ from .context import Context
 from .evaluation import apply_rules, coerce, make_env, virtual_values
 from .expr import EvaluationError
 from .fieldtypes import AutonumberType
+from .forms import FieldStates, field_states
 from .permissions import Permissions
 from .tenancy import json_dumps
 
@@ -120,6 +121,19 @@ class RecordService:
                      "old": orjson.loads(r.old) if r.old is not None else None,
                      "new": orjson.loads(r.new) if r.new is not None else None,
                      "changed_by": r.changed_by, "changed_at": r.changed_at.isoformat()} for r in rows]
+
+    def for_form(self, ctx: Context, object_name: str, record_id: Any | None) -> tuple[dict[str, Any], FieldStates]:
+        """A record (or, for ``None``, the literal defaults of a new one) with how its
+        conditions come out, for a record page or an edit form."""
+        with ctx.tenant.read() as conn:
+            app = self.runtime.compiled(ctx.tenant, conn, max_age=READ_MAX_AGE)
+            self.permissions.check(ctx, app, object_name, "read" if record_id is not None else "create")
+            obj = app.object(object_name)
+            if record_id is None:
+                row = dict(obj.literal_defaults)
+            else:
+                row = virtual_values(app, obj, dict(self._row(conn, obj, record_id)), ctx, conn)
+            return obj.dump(row), field_states(ctx, conn, app, obj, row)
 
     @staticmethod
     def _id(record_id: Any) -> int:

@@ -8,6 +8,7 @@ from .publishing import MetadataService
 from .query import QueryService
 from .records import RecordService
 from .users import UserService
+from .views import ViewService
 
 
 class Services:
@@ -21,3 +22,4 @@ class Services:
         self.query = QueryService(runtime, self.permissions)
         self.users = UserService()
         self.packages = PackageService(self.metadata)
+        self.views = ViewService(runtime, self.permissions, self.query)

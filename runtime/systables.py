@@ -69,7 +69,24 @@ dropped = sa.Table(
 )
 
 
+#: List views users saved from a list page: personal, or shared by an admin. Views
+#: shipped in packages are metadata (``views``); these are data, so saving one does not
+#: publish a metadata version (decision D31).
+saved_views = sa.Table(
+    "lw_view", system_metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("object", sa.String(63), nullable=False),
+    sa.Column("owner_id", sa.Integer, nullable=False),
+    sa.Column("shared", sa.Boolean, nullable=False, default=False),
+    sa.Column("definition", sa.Text, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Index("ix_lw_view_object", "object", "owner_id"),
+)
+
+
 def create(conn: sa.Connection) -> None:
+    """Create the system tables that are missing (new ones appear in existing tenants too)."""
     system_metadata.create_all(conn)
 
 

@@ -194,7 +194,13 @@ class Platform:
         if not isinstance(name, str) or not TENANT_NAME.match(name) or not self.exists(name):
             raise NotFound(f"no tenant {name!r}")
         with self._lock:
-            return self._tenants.setdefault(name, self._open(name))
+            found = self._tenants.get(name)
+            if found is None:
+                found = self._open(name)
+                with found.write() as conn:  # system tables added since the tenant was created
+                    systables.create(conn)
+                self._tenants[name] = found
+            return found
 
     def create_tenant(self, name: str, title: str | None = None) -> Tenant:
         """Create a tenant's namespace with its system tables, at metadata version 0."""

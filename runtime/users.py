@@ -129,6 +129,23 @@ class UserService:
         with ctx.tenant.read() as conn:
             return [_user(r) for r in conn.execute(sa.select(u).order_by(u.c.username))]
 
+    def names(self, ctx: Context, ids: set[int]) -> dict[int, str]:
+        """Display names (full name, else username) of the users among ``ids``."""
+        u = systables.users
+        with ctx.tenant.read() as conn:
+            rows = conn.execute(sa.select(u.c.id, u.c.username, u.c.full_name).where(u.c.id.in_(sorted(ids))))
+            return {r.id: r.full_name or r.username for r in rows}
+
+    def set_locale(self, ctx: Context, user_id: int, locale: str, supported: Any) -> None:
+        """Change a user's language. :raises ValidationError: for a language not offered."""
+        if locale not in supported:
+            raise ValidationError({"locale": [f"must be one of {', '.join(supported)}"]})
+        u = systables.users
+        with ctx.tenant.write() as conn:
+            if conn.execute(u.update().where(u.c.id == user_id).values(locale=locale)).rowcount != 1:
+                raise NotFound(f"no user {user_id}")
+        self._forget_tokens(ctx)
+
     def authenticate(self, ctx: Context, username: str, password: str) -> User:
         """:raises AuthenticationRequired: on a wrong name or password (same message, same time)."""
         u = systables.users

@@ -153,7 +153,7 @@ def test_login_throttling(crm_app, anon):
     form = {"csrf_token": form_csrf(page.get_data(as_text=True)), "username": "sam", "password": "sales-password"}
     page = anon.client.post("/login", data=form)
     assert page.status_code == 429 and int(page.headers["Retry-After"]) >= 1
-    assert "too many failed sign-ins" in page.get_data(as_text=True)
+    assert "Too many failed sign-ins" in page.get_data(as_text=True)
 
 
 def test_address_throttle_is_wider_than_per_account(crm_app, anon):
@@ -178,14 +178,14 @@ def test_html_login_form(anon):
     assert web.post("/login", data=creds).status_code == 403  # no CSRF field
     assert web.post("/login", data={**creds, "csrf_token": "forged"}).status_code == 403
     bad = web.post("/login", data={**creds, "password": "wrong", "csrf_token": csrf})
-    assert bad.status_code == 401 and "wrong tenant, username or password" in bad.get_data(as_text=True)
+    assert bad.status_code == 401 and "Wrong workspace, username or password." in bad.get_data(as_text=True)
     assert 'value="admin"' in bad.get_data(as_text=True)  # the username is kept
     ok = web.post("/login", data={**creds, "csrf_token": csrf})
     assert ok.status_code == 302 and ok.headers["Location"] == "/"
     home = web.get("/")
     text = home.get_data(as_text=True)
     assert home.status_code == 200
-    for label in ("Accounts", "Contacts", "Deals", "/api/v1/data/deal", "admin"):
+    for label in ("Accounts", "Contacts", "Deals", "/app/deal", "/api/v1/openapi.json", "admin"):
         assert label in text
     # The session also works for the API, and sign-out needs the form's token.
     assert anon.get("/api/v1/auth/me").json["user"]["username"] == "admin"
@@ -198,18 +198,20 @@ def test_html_login_form(anon):
 
 def test_html_password_page(anon):
     web = anon.client
-    assert web.get("/password").status_code == 302
+    assert web.get("/profile").status_code == 302
+    assert web.get("/password").headers["Location"].endswith("/profile")
     csrf = form_csrf(web.get("/login").get_data(as_text=True))
     web.post("/login", data={"username": "vera", "password": "viewer-password", "csrf_token": csrf})
-    page = web.get("/password")
+    page = web.get("/profile")
     assert page.status_code == 200
     csrf = form_csrf(page.get_data(as_text=True))
-    change = {"old_password": "viewer-password", "new_password": "another-password"}
-    assert web.post("/password", data=change).status_code == 403
-    wrong = web.post("/password", data={**change, "old_password": "nope", "csrf_token": csrf})
-    assert "is not your current password" in wrong.get_data(as_text=True)
-    done = web.post("/password", data={**change, "csrf_token": csrf})
-    assert done.status_code == 200 and "has been changed" in done.get_data(as_text=True)
+    change = {"form": "password", "old_password": "viewer-password", "new_password": "another-password"}
+    assert web.post("/profile", data=change).status_code == 403
+    wrong = web.post("/profile", data={**change, "old_password": "nope", "csrf_token": csrf})
+    assert wrong.status_code == 422 and "is not your current password" in wrong.get_data(as_text=True)
+    done = web.post("/profile", data={**change, "csrf_token": csrf})
+    assert done.status_code == 302
+    assert "has been changed" in web.get("/profile").get_data(as_text=True)
 
 
 def test_security_headers_everywhere(anon, api):

@@ -148,8 +148,8 @@ def test_schema_errors_name_file_and_path(tmp_path):
         "deal.yaml: objects.deal.fields.Amount": [
             "name 'Amount' is not allowed (lower-case letters, digits and _, starting with a letter, "
             "at most 63 characters)"],
-        "junk.yaml": ["each document needs kind (object or role) and name"],
-        "nokind.yaml": ["each document needs kind (object or role) and name"],
+        "junk.yaml": ["each document needs kind (object, role, form or view) and name"],
+        "nokind.yaml": ["each document needs kind (object, role, form or view) and name"],
         "roles.yaml: roles.rep.permissions.deal.0": ["must be one of create, read, update, delete"],
     }
 

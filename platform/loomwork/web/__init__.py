@@ -1,27 +1,77 @@
-"""Browser pages of the shell: sign-in, sign-out, password change and the start page.
+"""The end-user UI: sign-in, profile, and pages generated from metadata.
 
-The generated end-user UI (forms, lists, record pages) comes with the UI issue; this
-is the minimum a person needs to sign in and find the API.
+Server-rendered Jinja pages with small JavaScript modules on top (ARCHITECTURE §9):
+:mod:`.lists` (list views), :mod:`.records` (record pages and forms). This module
+holds the blueprint, the pages about the user themselves and the error pages.
 """
 from __future__ import annotations
 
-from flask import Blueprint, redirect, render_template, request, session, url_for
+from flask import Blueprint, current_app, flash, g, redirect, render_template, request, session, url_for
 from werkzeug.exceptions import Forbidden
 
 from loomwork.metadata.errors import (
     AuthenticationRequired,
     LoomworkError,
+    NotFound,
     PermissionDenied,
     ValidationError,
 )
 from loomwork.metadata.model import label_text
-from loomwork.runtime.compiled import READ_MAX_AGE
 from loomwork.runtime.tenancy import TENANT_NAME
 
 from .. import auth
 from ..state import state
+from . import i18n
+from .common import _, compiled, locale, navigation, set_locale, signed_in
+from .present import choice_css
 
 bp = Blueprint("web", __name__)
+
+
+@bp.record_once
+def _setup(setup_state) -> None:
+    i18n.install(setup_state.app.jinja_env)
+
+
+@bp.app_context_processor
+def _page_globals():
+    return {"locales": i18n.SUPPORTED, "messages_js": i18n.js_messages, "lang": locale(),
+            "ctx_version": g.get("lw_version", 0)}
+
+
+@bp.app_template_filter("label")
+def _label_filter(label) -> str:
+    """A translatable metadata label in the page's language."""
+    return label_text(label, locale(), "")
+
+
+@bp.get("/ui/choices.css")
+def choice_styles():
+    """Colours of choice options as classes (the CSP allows no inline styles), per version."""
+    ctx = signed_in()
+    app = compiled(ctx)
+    css = app.artefact("choices.css", lambda: choice_css(app))
+    resp = current_app.response_class(css, mimetype="text/css")
+    resp.headers["Cache-Control"] = "private, max-age=86400"  # the URL carries the version
+    return resp
+
+
+@bp.errorhandler(LoomworkError)
+def _page_error(exc: LoomworkError):
+    """Pages answer errors as pages: sign-in for a lost session, else an error page."""
+    if isinstance(exc, AuthenticationRequired):
+        return redirect(url_for("web.login_form", next=request.full_path.rstrip("?")))
+    try:
+        ctx = auth.current_context()
+        set_locale(ctx)
+        nav = navigation(ctx, compiled(ctx))
+    except LoomworkError:
+        ctx, nav = None, []
+        set_locale(None)
+    title = (_("Not found") if isinstance(exc, NotFound) else _("Not allowed") if isinstance(exc, PermissionDenied)
+             else _("Something is not right"))
+    return render_template("error.html", ctx=ctx, nav=nav, csrf=auth.csrf_token(), title=title,
+                           message=exc.message), exc.status
 
 
 def _workspace(raw: str | None) -> str:
@@ -32,25 +82,37 @@ def _workspace(raw: str | None) -> str:
     return raw if raw and TENANT_NAME.match(raw) else state().settings.default_tenant
 
 
+def _next_url(raw: str | None) -> str:
+    """Where to go after signing in: a path on this site only (never another host)."""
+    if raw and raw.startswith("/") and not raw.startswith("//") and "\\" not in raw:
+        return raw
+    return url_for("web.home")
+
+
 @bp.get("/login")
 def login_form():
+    set_locale(None)
     tenant = _workspace(request.args.get("tenant"))
-    return render_template("login.html", csrf=auth.csrf_token(), error=None, tenants=[tenant],
-                           default_tenant=tenant)
+    return render_template("login.html", csrf=auth.csrf_token(), error=None, tenant=tenant,
+                           next=request.args.get("next", ""))
 
 
 @bp.post("/login")
 def login_submit():
+    set_locale(None)
     asked = request.form.get("tenant") or None  # a bad name fails like a wrong password
     tenant = _workspace(asked)
     try:
         auth.check_csrf(request.form.get("csrf_token"))
         auth.login(asked, request.form.get("username", ""), request.form.get("password", ""))
     except LoomworkError as exc:
-        return render_template("login.html", csrf=auth.csrf_token(), error=exc.message, tenants=[tenant],
-                               default_tenant=tenant, username=request.form.get("username", "")), \
+        message = (_("Wrong workspace, username or password.") if isinstance(exc, AuthenticationRequired)
+                   else _("Too many failed sign-ins; wait a few minutes and try again.")
+                   if exc.status == 429 else _("Your session expired; please try again."))
+        return render_template("login.html", csrf=auth.csrf_token(), error=message, tenant=tenant,
+                               username=request.form.get("username", ""), next=request.form.get("next", "")), \
             exc.status, getattr(exc, "headers", {})
-    return redirect(url_for("web.home"))
+    return redirect(_next_url(request.form.get("next")))
 
 
 @bp.post("/logout")
@@ -67,33 +129,48 @@ def logout_submit():
 @bp.get("/")
 def home():
     try:
-        ctx = auth.current_context()
+        ctx = signed_in()
     except AuthenticationRequired:
         return redirect(url_for("web.login_form"))
-    st = state()
-    app = st.services.runtime.compiled(ctx.tenant, max_age=READ_MAX_AGE)
-    objects = [
-        {"name": n, "label": label_text(app.object(n).defn.plural_label or app.object(n).defn.label, ctx.locale, n)}
-        for n in st.services.permissions.readable_objects(ctx, app)
-    ]
-    return render_template("home.html", ctx=ctx, objects=objects, csrf=auth.csrf_token(), version=app.version)
+    app = compiled(ctx)
+    return render_template("home.html", ctx=ctx, nav=navigation(ctx, app), csrf=auth.csrf_token(),
+                           version=app.version)
 
 
-@bp.route("/password", methods=["GET", "POST"])
-def password():
+@bp.route("/profile", methods=["GET", "POST"])
+def profile():
+    """The user's language and password."""
     try:
-        ctx = auth.current_context()
+        ctx = signed_in()
     except AuthenticationRequired:
         return redirect(url_for("web.login_form"))
     except PermissionDenied as exc:  # a POST without the form's CSRF token
         raise Forbidden(exc.message) from None
-    message, error = None, None
+    users = state().services.users
+    errors: dict[str, str] = {}
     if request.method == "POST":
         try:
-            state().services.users.set_password(ctx, ctx.actor.id, request.form.get("new_password", ""),
-                                                old_password=request.form.get("old_password", ""))
+            if request.form.get("form") == "language":
+                users.set_locale(ctx, ctx.actor.id, request.form.get("locale", ""), i18n.SUPPORTED)
+                flash(_("Language saved."), "ok")
+                return redirect(url_for("web.profile"))
+            users.set_password(ctx, ctx.actor.id, request.form.get("new_password", ""),
+                               old_password=request.form.get("old_password", ""))
             auth.refresh_session(ctx)
-            message = "Your password has been changed."
+            flash(_("Your password has been changed."), "ok")
+            return redirect(url_for("web.profile"))
         except ValidationError as exc:
-            error = "; ".join(f"{k.replace('_', ' ')} {', '.join(v)}" for k, v in exc.errors.items())
-    return render_template("password.html", ctx=ctx, csrf=auth.csrf_token(), message=message, error=error)
+            errors = {k: "; ".join(v) for k, v in exc.errors.items()}
+        except AuthenticationRequired:
+            errors = {"old_password": _("The current password is wrong.")}
+    user = users.get(ctx, ctx.actor.id)
+    return render_template("profile.html", ctx=ctx, nav=navigation(ctx, compiled(ctx)), csrf=auth.csrf_token(),
+                           user=user, errors=errors), 422 if errors else 200
+
+
+@bp.get("/password")
+def password():
+    return redirect(url_for("web.profile"))
+
+
+from . import lists, records  # noqa: E402,F401  (routes register on import)

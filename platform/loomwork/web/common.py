@@ -1,0 +1,71 @@
+"""What every generated page needs: the signed-in context, its locale, translated
+strings and the navigation (the objects the user may read, grouped by package)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from flask import g, request
+
+from loomwork.metadata.model import label_text
+from loomwork.runtime.compiled import READ_MAX_AGE, CompiledApp
+from loomwork.runtime.context import Context
+
+from .. import auth
+from ..state import state
+from . import i18n
+
+
+def _(message: str, **values: Any) -> str:
+    """``message`` in the current request's language (Babel finds the literal here)."""
+    return i18n.gettext(locale(), message, **values)
+
+
+def locale() -> str:
+    return g.get("lw_locale") or "en"
+
+
+def set_locale(ctx: Context | None) -> None:
+    """Signed-in users read their chosen language; visitors the browser's (or ``?lang=``)."""
+    chosen = ctx.locale if ctx is not None else (request.args.get("lang") or
+                                                 i18n.negotiate(request.headers.get("Accept-Language", "")))
+    g.lw_locale = chosen if chosen in i18n.SUPPORTED else "en"
+
+
+def signed_in() -> Context:
+    """The caller's context with the page locale set. :raises AuthenticationRequired:"""
+    ctx = auth.current_context()
+    set_locale(ctx)
+    return ctx
+
+
+def compiled(ctx: Context) -> CompiledApp:
+    app = state().services.runtime.compiled(ctx.tenant, max_age=READ_MAX_AGE)
+    g.lw_version = app.version
+    return app
+
+
+@dataclass(frozen=True)
+class NavGroup:
+    label: str
+    objects: list[dict[str, str]]
+
+
+def object_label(app: CompiledApp, name: str, *, plural: bool = False) -> str:
+    defn = app.object(name).defn
+    return label_text((defn.plural_label or defn.label) if plural else defn.label, locale(),
+                      name.replace("_", " ").capitalize())
+
+
+def navigation(ctx: Context, app: CompiledApp) -> list[NavGroup]:
+    """Readable objects grouped by the package that brought them; the tenant's own last."""
+    groups: dict[str | None, list[dict[str, str]]] = {}
+    for name in state().services.permissions.readable_objects(ctx, app):
+        owner = app.ownership.get(f"objects.{name}", {}).get("package")
+        groups.setdefault(owner, []).append({"name": name, "label": object_label(app, name, plural=True)})
+    out = []
+    for package in sorted(groups, key=lambda p: (p is None, p or "")):
+        manifest = app.meta.packages.get(package, {}) if package else {}
+        title = label_text(manifest.get("title") or manifest.get("label"), locale(), package) if package else _("My objects")
+        out.append(NavGroup(title, sorted(groups[package], key=lambda o: o["label"])))
+    return out

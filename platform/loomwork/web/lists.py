@@ -1,0 +1,328 @@
+"""List pages: columns, click-to-sort, the filter builder's AST, search, keyset
+paging, saved views and bulk actions — all through the query and record services.
+
+The URL holds the whole state (``view``, ``filter``, ``sort``, ``q``, ``columns``,
+``page_size``, ``cursor``), so a list can be bookmarked and shared; a saved view is
+that state under a name.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from flask import flash, redirect, render_template, request, url_for
+from werkzeug.datastructures import MultiDict
+
+from loomwork.metadata.errors import LoomworkError, ValidationError
+from loomwork.metadata.model import SYSTEM_COLUMNS, label_text
+from loomwork.runtime.compiled import CompiledApp, CompiledObject
+from loomwork.runtime.query import MAX_LIMIT, ListRequest, parse_query_string
+
+from .. import auth
+from ..state import state
+from . import bp
+from .common import _, compiled, locale, navigation, object_label, signed_in
+from .present import choice_labels, display, format_plain, parse_form
+from .titles import Titles, user_names
+
+PAGE_SIZES = (10, 25, 50, 100, 200)
+#: Query parameters of the page itself; any other parameter is the compact filter form.
+PAGE_PARAMS = frozenset({"view", "filter", "sort", "q", "columns", "page_size", "cursor", "lang"})
+#: Columns a list shows when neither the URL nor a view chooses them.
+DEFAULT_COLUMNS = 6
+USER_COLUMNS = ("created_by", "updated_by", "owner_id")
+UNSORTABLE = frozenset({"json", "multi_choice", "long_text"})
+
+
+def _columns(obj: CompiledObject, wanted: list[str]) -> list[str]:
+    """Known columns among ``wanted`` (one-hop lookup paths allowed), or a default set."""
+    out = []
+    for name in wanted:
+        head, _sep, rest = name.partition(".")
+        if head in obj.fields or head in SYSTEM_COLUMNS:
+            if not rest or (head in obj.fields and obj.fields[head].ftype.name == "lookup" and "." not in rest):
+                out.append(name)
+    if out:
+        return list(dict.fromkeys(out))
+    title = obj.defn.title_field
+    short = [n for n, f in obj.fields.items() if n != title and f.ftype.widget not in ("textarea", "json")]
+    return ([title] if title else []) + short[: DEFAULT_COLUMNS - (1 if title else 0)]
+
+
+def _label(app: CompiledApp, obj: CompiledObject, path: str) -> str:
+    head, _sep, rest = path.partition(".")
+    if head in SYSTEM_COLUMNS:
+        return {"id": _("ID"), "created_at": _("Created"), "updated_at": _("Last modified"),
+                "created_by": _("Created by"), "updated_by": _("Last modified by"), "owner_id": _("Owner"),
+                "row_version": _("Version")}.get(head, head)
+    f = obj.fields[head]
+    text = label_text(f.defn.label, locale(), head)
+    if rest:
+        target = app.object(f.defn.prop("target"))
+        sub = target.fields.get(rest)
+        text += " › " + (label_text(sub.defn.label, locale(), rest) if sub else rest)
+    return text
+
+
+def _state(obj: CompiledObject, views: list, args: MultiDict) -> dict[str, Any]:
+    """The list's state from the URL, completed by the chosen (or default) view."""
+    key = args.get("view")
+    view = next((v for v in views if v.key == key), None)
+    explicit = any(k in args for k in ("filter", "sort", "q", "columns")) or any(
+        k not in PAGE_PARAMS for k in args)
+    if view is None and key is None and not explicit:
+        view = next((v for v in views if v.definition.get("default")), None)
+    d = view.definition if view else {}
+    flt: Any = None
+    if args.get("filter"):
+        try:
+            flt = orjson.loads(args["filter"])
+        except orjson.JSONDecodeError:
+            flt = {"invalid": args["filter"]}  # the query service explains what is wrong
+    else:
+        flt = parse_query_string([(k, v) for k, v in args.items(multi=True) if k not in PAGE_PARAMS])
+    if flt is None and not args.get("filter"):
+        flt = d.get("filter")
+    columns = [c for raw in args.getlist("columns") for c in raw.split(",") if c] or list(d.get("columns", ()))
+    try:
+        size = int(args.get("page_size") or d.get("page_size") or 50)
+    except ValueError:
+        size = 50
+    return {
+        "view": view, "filter": flt, "search": args.get("q", d.get("search") or ""),
+        "sort": [s for s in (args.get("sort") or ",".join(d.get("sort", ()))).split(",") if s]
+        or list(obj.defn.default_sort),
+        "columns": _columns(obj, columns), "page_size": max(1, min(size, MAX_LIMIT)),
+        "cursor": args.get("cursor") or None,
+    }
+
+
+def _filter_fields(app: CompiledApp, obj: CompiledObject) -> dict[str, Any]:
+    """Fields the filter builder offers, with their operators and choices."""
+    out = {}
+    for name, f in obj.fields.items():
+        ops = sorted(f.ftype.field_ops(f.defn))
+        if not ops:
+            continue
+        entry = {"label": label_text(f.defn.label, locale(), name), "type": _kind(f), "ops": ops}
+        if f.ftype.name in ("choice", "multi_choice"):
+            entry["choices"] = [{"value": v, "label": lbl} for v, lbl in choice_labels(f, locale()).items()]
+        out[name] = entry
+    for name in ("created_at", "updated_at"):
+        out[name] = {"label": _label(app, obj, name), "type": "datetime",
+                     "ops": ["between", "eq", "gt", "gte", "is_null", "lt", "lte", "ne"]}
+    return out
+
+
+def _kind(f: Any) -> str:
+    return f.ftype.result_type(f.defn) if f.ftype.computed else f.ftype.name
+
+
+def _op_labels() -> dict[str, str]:
+    return {"eq": _("is"), "ne": _("is not"), "lt": _("less than"), "lte": _("at most"), "gt": _("greater than"),
+            "gte": _("at least"), "in": _("is any of"), "nin": _("is none of"), "contains": _("contains"),
+            "icontains": _("contains (any case)"), "starts_with": _("starts with"), "is_null": _("is empty"),
+            "between": _("between")}
+
+
+@bp.get("/app/<object_name>")
+def list_page(object_name: str):
+    ctx = signed_in()
+    services = state().services
+    app = compiled(ctx)
+    obj = app.object(object_name)
+    views = services.views.list(ctx, object_name)
+    st = _state(obj, views, request.args)
+    plain = [c.split(".")[0] for c in st["columns"]]
+    req = ListRequest(filter=st["filter"], sort=st["sort"], fields=list(dict.fromkeys(plain)),
+                      limit=st["page_size"], cursor=st["cursor"], search=st["search"] or None)
+    error = None
+    try:
+        result = services.query.list(ctx, object_name, req)
+        rows, next_cursor = result.data, result.next_cursor
+    except LoomworkError as exc:
+        rows, next_cursor, error = [], None, exc.message
+    rows_view = _rows(ctx, app, obj, rows, st["columns"])
+    perms = services.permissions
+    return render_template(
+        "list.html", ctx=ctx, nav=navigation(ctx, app), csrf=auth.csrf_token(), object=obj.name,
+        object_label=object_label(app, obj.name), object_plural=object_label(app, obj.name, plural=True),
+        can={op: perms.allowed(ctx, app, obj.name, op) for op in ("create", "update", "delete")},
+        columns=[{"name": c, "label": _label(app, obj, c), "sortable": "." not in c and
+                  (c in SYSTEM_COLUMNS or obj.fields[c].ftype.name not in UNSORTABLE)} for c in st["columns"]],
+        all_columns=[{"name": n, "label": _label(app, obj, n)} for n in [*obj.fields, "created_at", "updated_at"]],
+        rows=rows_view, state=st, views=views, error=error, next_cursor=next_cursor,
+        page_sizes=PAGE_SIZES, query=_query(st), filter_json=orjson.dumps(st["filter"]).decode()
+        if st["filter"] is not None else "",
+        list_data={"object": obj.name, "fields": _filter_fields(app, obj), "op_labels": _op_labels(),
+                   "filter": st["filter"]},
+        bulk_fields=[{"name": n, "label": _label(app, obj, n), "type": f.ftype.name}
+                     for n, f in obj.fields.items()
+                     if not f.ftype.computed and f.ftype.name not in ("autonumber", "json", "lookup")
+                     and not f.defn.read_only],
+    )
+
+
+def _query(st: dict[str, Any]) -> dict[str, Any]:
+    """The list's current URL parameters (for sort links, paging and saving a view)."""
+    q: dict[str, Any] = {}
+    if st["view"] is not None:
+        q["view"] = st["view"].key
+    if st["filter"] is not None:
+        q["filter"] = orjson.dumps(st["filter"]).decode()
+    if st["search"]:
+        q["q"] = st["search"]
+    q["sort"] = ",".join(st["sort"])
+    q["columns"] = ",".join(st["columns"])
+    q["page_size"] = st["page_size"]
+    return q
+
+
+def _rows(ctx, app: CompiledApp, obj: CompiledObject, rows: list[dict[str, Any]], columns: list[str]):
+    titles = Titles(ctx, app)
+    for c in columns:
+        head, _sep, rest = c.partition(".")
+        if head in obj.fields and obj.fields[head].ftype.name == "lookup":
+            titles.want(obj.fields[head].defn.prop("target"), [r.get(head) for r in rows], [rest] if rest else ())
+    titles.fetch()
+    users = user_names(ctx, {r.get(c) for r in rows for c in columns if c in USER_COLUMNS})
+    loc = locale()
+    out = []
+    for r in rows:
+        cells = []
+        for c in columns:
+            head, _sep, rest = c.partition(".")
+            value = r.get(head)
+            if head in USER_COLUMNS:
+                cells.append(users.get(value, "") if value is not None else "")
+            elif head in ("created_at", "updated_at"):
+                cells.append(format_plain("datetime", value, loc) if value else "")
+            elif head in SYSTEM_COLUMNS:
+                cells.append("" if value is None else str(value))
+            else:
+                f = obj.fields[head]
+                if rest:
+                    target = app.object(f.defn.prop("target"))
+                    sub = target.fields.get(rest)
+                    v = titles.value(target.name, value, rest)
+                    cells.append(display(sub, v, loc) if sub is not None else "")
+                elif f.ftype.name == "lookup":
+                    target = f.defn.prop("target")
+                    cells.append(display(f, value, loc, title=titles.title(target, value),
+                                         link=titles.link(target, value)))
+                else:
+                    cells.append(display(f, value, loc))
+        out.append({"id": r["id"], "cells": cells})
+    return out
+
+
+@bp.post("/app/<object_name>/views")
+def save_view(object_name: str):
+    ctx = signed_in()
+    form = request.form
+    label = form.get("label", "").strip()
+    definition: dict[str, Any] = {"label": label}
+    try:
+        if form.get("filter"):
+            definition["filter"] = orjson.loads(form["filter"])
+    except orjson.JSONDecodeError:
+        flash(_("The filter could not be read; the view was not saved."), "error")
+        return redirect(url_for("web.list_page", object_name=object_name))
+    for key in ("columns", "sort"):
+        if form.get(key):
+            definition[key] = [c for c in form[key].split(",") if c]
+    if form.get("q"):
+        definition["search"] = form["q"]
+    if form.get("page_size", "").isdigit():
+        definition["page_size"] = int(form["page_size"])
+    if not label:
+        flash(_("Give the view a name."), "error")
+        return redirect(url_for("web.list_page", object_name=object_name, **_args_of(definition)))
+    try:
+        view = state().services.views.save(ctx, object_name, definition, shared=form.get("shared") == "1")
+    except LoomworkError as exc:
+        flash(_("The view was not saved: %(reason)s", reason=exc.message), "error")
+        return redirect(url_for("web.list_page", object_name=object_name, **_args_of(definition)))
+    flash(_("View “%(label)s” saved.", label=label), "ok")
+    return redirect(url_for("web.list_page", object_name=object_name, view=view.key))
+
+
+def _args_of(definition: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if "filter" in definition:
+        out["filter"] = orjson.dumps(definition["filter"]).decode()
+    for key in ("columns", "sort"):
+        if key in definition:
+            out[key] = ",".join(definition[key])
+    if "search" in definition:
+        out["q"] = definition["search"]
+    return out
+
+
+@bp.post("/app/<object_name>/views/<key>/delete")
+def delete_view(object_name: str, key: str):
+    ctx = signed_in()
+    state().services.views.delete(ctx, object_name, key)
+    flash(_("View deleted."), "ok")
+    return redirect(url_for("web.list_page", object_name=object_name))
+
+
+@bp.post("/app/<object_name>/bulk")
+def bulk_action(object_name: str):
+    """Delete or update the selected records, one transaction each, and say how it went."""
+    ctx = signed_in()
+    services = state().services
+    app = compiled(ctx)
+    obj = app.object(object_name)
+    ids = [int(i) for i in request.form.getlist("ids") if i.isdigit() and len(i) < 19]
+    back = request.form.get("back") or url_for("web.list_page", object_name=object_name)
+    if not back.startswith("/") or back.startswith("//"):
+        back = url_for("web.list_page", object_name=object_name)
+    if not ids:
+        flash(_("Select at least one record first."), "error")
+        return redirect(back)
+    action = request.form.get("action")
+    if action == "delete" and request.form.get("confirm") != "1":
+        services.permissions.check(ctx, app, object_name, "delete")
+        return render_template(
+            "confirm.html", ctx=ctx, nav=navigation(ctx, app), csrf=auth.csrf_token(), object=obj.name,
+            object_label=object_label(app, obj.name), object_plural=object_label(app, obj.name, plural=True),
+            question=_("Delete %(n)s selected records? An administrator can restore them.", n=len(ids)),
+            action=url_for("web.bulk_action", object_name=object_name),
+            hidden=[("action", "delete"), ("confirm", "1"), ("back", back), *(("ids", i) for i in ids)],
+            cancel=back, confirm_label=_("Delete"))
+    done, failed = 0, []
+    if action == "delete":
+        for rid in ids:
+            try:
+                services.records.delete(ctx, object_name, rid)
+                done += 1
+            except LoomworkError as exc:
+                failed.append(f"#{rid}: {exc.message}")
+        flash(_("%(n)s records deleted.", n=done), "ok")
+    elif action == "update":
+        name = request.form.get("field", "")
+        if name not in obj.fields:
+            flash(_("Choose a field to update."), "error")
+            return redirect(back)
+        values = MultiDict([(name, v) for v in request.form.getlist("value")])
+        if obj.fields[name].ftype.name == "multi_choice":
+            values.add(f"{name}__present", "1")
+        data, _raw, errors = parse_form(obj.fields, [name], values)
+        if errors or name not in data:
+            flash("; ".join(m for ms in errors.values() for m in ms) or _("Choose a value."), "error")
+            return redirect(back)
+        for rid in ids:
+            try:
+                services.records.update(ctx, object_name, rid, data)
+                done += 1
+            except ValidationError as exc:
+                failed.append(f"#{rid}: " + "; ".join(f"{k}: {m}" for k, ms in exc.errors.items() for m in ms))
+            except LoomworkError as exc:
+                failed.append(f"#{rid}: {exc.message}")
+        flash(_("%(n)s records updated.", n=done), "ok")
+    else:
+        flash(_("Unknown action."), "error")
+    if failed:
+        flash(_("%(n)s records were not changed: %(details)s", n=len(failed), details="; ".join(failed[:10])), "error")
+    return redirect(back)

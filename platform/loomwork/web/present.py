@@ -1,0 +1,173 @@
+"""Field values between the record service's JSON form and the browser.
+
+Three directions, one table of field types: ``display`` formats a value for reading
+(per locale, links for email/phone/URL, localised choice labels); ``input_value``
+gives the text a form control starts with; ``parse_form`` turns a submitted form
+back into the JSON the record service takes. Parsing only translates the browser's
+encoding (empty boxes, checkbox pairs, ``datetime-local`` without an offset); every
+check stays in the record service, so a form can never accept what the API refuses.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from collections.abc import Mapping
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from markupsafe import Markup, escape
+from werkzeug.datastructures import MultiDict
+
+from loomwork.metadata.model import label_text
+from loomwork.runtime.compiled import CompiledApp, CompiledField
+
+from . import i18n
+from .common import _
+
+NUMERIC = frozenset({"integer", "decimal", "currency", "percent"})
+LINKS = {"email": "mailto:", "phone": "tel:", "url": ""}
+
+
+def value_type(f: CompiledField) -> str:
+    """The type a value of ``f`` has: a formula or roll-up shows as its result type."""
+    return f.ftype.result_type(f.defn) if f.ftype.computed else f.ftype.name
+
+
+def scale(f: CompiledField) -> int | None:
+    if f.ftype.computed:
+        return f.ftype.scale(f.defn) if value_type(f) in ("decimal", "currency") else None
+    return f.defn.prop("scale", 2) if f.ftype.name in ("decimal", "currency", "percent") else None
+
+
+def choice_labels(f: CompiledField, locale: str) -> dict[str, str]:
+    return {o["value"]: label_text(o.get("label"), locale, o["value"]) for o in f.defn.prop("options", ())}
+
+
+def display(f: CompiledField, value: Any, locale: str, *, title: str | None = None,
+            link: str | None = None) -> Markup:
+    """``value`` (the API's JSON form) formatted for reading; empty values are ''."""
+    if value is None or value == [] or value == "":
+        return Markup("")
+    kind = value_type(f)
+    if kind == "lookup":
+        text = escape(title if title is not None else f"#{value}")
+        return Markup(f'<a href="{escape(link)}">{text}</a>') if link else text
+    if kind in LINKS:
+        return Markup(f'<a href="{escape(LINKS[kind] + str(value))}" rel="noopener">{escape(value)}</a>')
+    if kind == "choice":
+        return _chip(f, value, choice_labels(f, locale).get(value, value))
+    if kind == "multi_choice":
+        labels = choice_labels(f, locale)
+        return Markup(" ").join(_chip(f, v, labels.get(v, v)) for v in value)
+    if kind == "boolean":
+        return escape(_("Yes") if value else _("No"))
+    if kind == "json":
+        return Markup(f'<pre class="lw-json">{escape(json.dumps(value, indent=2, ensure_ascii=False)[:4000])}</pre>')
+    if kind == "long_text":
+        return Markup(f'<span class="lw-multiline">{escape(value)}</span>')
+    return escape(format_plain(kind, value, locale, scale(f), f.defn.prop("currency")))
+
+
+def format_plain(kind: str, value: Any, locale: str, places: int | None = None, currency: str | None = None) -> str:
+    """Numbers, dates and times per locale; other values as text."""
+    try:
+        if kind == "integer":
+            return i18n.format_integer(int(value), locale)
+        if kind in ("decimal", "number"):
+            return i18n.format_decimal(Decimal(str(value)), locale, scale=places)
+        if kind == "currency":
+            return i18n.format_currency(Decimal(str(value)), currency or "USD", locale, scale=places)
+        if kind == "percent":
+            return i18n.format_percent(Decimal(str(value)), locale)
+        if kind == "date":
+            return i18n.format_date(dt.date.fromisoformat(value), locale)
+        if kind == "datetime":
+            return i18n.format_datetime(dt.datetime.fromisoformat(value), locale)
+        if kind == "time":
+            return i18n.format_time(dt.time.fromisoformat(value), locale)
+    except (ValueError, TypeError, InvalidOperation):
+        pass  # a value stored before its field's type changed: show it as it is
+    return str(value)
+
+
+def _chip(f: CompiledField, value: str, label: str) -> Markup:
+    colour = next((o.get("color") for o in f.defn.prop("options", ()) if o["value"] == value), None)
+    cls = f" chip-{colour[1:].lower()}" if isinstance(colour, str) and _COLOUR.match(colour) else ""
+    return Markup(f'<span class="lw-chip{cls}">{escape(label)}</span>')
+
+
+def choice_css(app: CompiledApp) -> str:
+    """A class per colour the tenant's choice options use (chips name their colour)."""
+    colours = {o["color"][1:].lower() for obj in app.objects.values() for f in obj.fields.values()
+               if f.ftype.name in ("choice", "multi_choice") for o in f.defn.prop("options", ())
+               if isinstance(o.get("color"), str) and _COLOUR.match(o["color"])}
+    return "".join(f".chip-{c}{{--chip:#{c}}}\n" for c in sorted(colours))
+
+
+_COLOUR = re.compile(r"^#[0-9a-fA-F]{3,8}$")
+
+
+def input_value(f: CompiledField, value: Any) -> Any:
+    """What a form control holds for ``value``: text, a bool (checkbox) or a list (multi)."""
+    kind = f.ftype.name
+    if kind == "multi_choice":
+        return list(value or ())
+    if kind == "boolean":
+        return bool(value)
+    if value is None:
+        return ""
+    if kind == "datetime":
+        return dt.datetime.fromisoformat(value).astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M")
+    if kind == "json":
+        return json.dumps(value, indent=2, ensure_ascii=False)
+    return str(value)
+
+
+def parse_form(fields: Mapping[str, CompiledField], names: list[str], form: MultiDict
+               ) -> tuple[dict[str, Any], dict[str, str], dict[str, list[str]]]:
+    """The record data in a submitted form, for the fields ``names`` the form showed.
+
+    Returns ``(data, raw, errors)``: values for the record service, what the user typed
+    (to show it again when the save fails), and errors the browser encoding itself
+    causes (a JSON box that is not JSON). Fields absent from the form are left out, so
+    a control the browser did not send never clears a value.
+    """
+    data: dict[str, Any] = {}
+    raw: dict[str, Any] = {}
+    errors: dict[str, list[str]] = {}
+    for name in names:
+        f = fields[name]
+        kind = f.ftype.name
+        if name not in form:
+            if kind == "multi_choice" and f"{name}__present" in form:
+                data[name], raw[name] = [], []
+            continue
+        values = form.getlist(name)
+        if kind == "boolean":
+            data[name] = raw[name] = "true" in values
+            continue
+        if kind == "multi_choice":
+            data[name] = raw[name] = [v for v in values if v]
+            continue
+        text = values[-1].strip() if kind not in ("long_text", "json") else values[-1]
+        raw[name] = text
+        if text.strip() == "":
+            data[name] = None
+        elif kind in ("integer", "lookup"):
+            data[name] = int(text) if text.lstrip("-").isdigit() and len(text) < 20 else text
+        elif kind == "datetime":
+            data[name] = text if _has_offset(text) else (text + ":00Z" if len(text) == 16 else text + "Z")
+        elif kind == "json":
+            try:
+                data[name] = json.loads(text)
+            except ValueError as exc:
+                errors[name] = [_("Not valid JSON: %(reason)s", reason=str(exc))]
+        else:
+            data[name] = text
+    return data, raw, errors
+
+
+def _has_offset(text: str) -> bool:
+    tail = text[10:]
+    return tail.endswith("Z") or "+" in tail or "-" in tail

@@ -1,0 +1,305 @@
+"""Record pages and create/edit forms, generated from the object's form layout.
+
+Every write goes through the record service: a form post is parsed into the same
+JSON the API takes, and the service's 422 errors come back inline at their fields.
+The browser re-evaluates conditions as the user types (lw-form.js); the page is
+complete without JavaScript.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from flask import abort, flash, redirect, render_template, request, url_for
+
+from loomwork.metadata.errors import ConflictError, LoomworkError, ValidationError
+from loomwork.metadata.model import label_text
+from loomwork.runtime.compiled import CompiledApp, CompiledObject
+from loomwork.runtime.evaluation import primary_role
+from loomwork.runtime.forms import FieldStates, Layout, layout_for
+from loomwork.runtime.query import ListRequest
+from loomwork.runtime.rules import rules_document
+
+from .. import auth
+from ..state import state
+from . import bp
+from .common import _, compiled, locale, navigation, object_label, signed_in
+from .present import choice_labels, display, input_value, parse_form
+from .titles import Titles, user_names
+
+#: How many history entries a record page shows.
+HISTORY_LIMIT = 50
+
+
+def _record_id(raw: str) -> int:
+    if not raw.isdigit() or len(raw) > 18 or raw.startswith("0"):
+        abort(404)
+    return int(raw)
+
+
+def _editable(obj: CompiledObject, layout: Layout) -> list[str]:
+    """The fields a form for ``layout`` sends: placed, and neither computed nor numbered."""
+    return [s.field for s in layout.slots()
+            if s.widget != "readonly" and not obj.fields[s.field].ftype.computed
+            and obj.fields[s.field].ftype.name != "autonumber" and not obj.fields[s.field].defn.read_only]
+
+
+def _field_view(app: CompiledApp, obj: CompiledObject, slot: Any, record: dict[str, Any], states: FieldStates,
+                titles: Titles, raw: dict[str, Any] | None, errors: dict[str, list[str]]) -> dict[str, Any]:
+    f = obj.fields[slot.field]
+    loc = locale()
+    value = record.get(f.name)
+    system_set = f.ftype.computed or f.ftype.name == "autonumber"  # shown, never typed in
+    view = {
+        "name": f.name, "id": f"f-{f.name}", "type": f.ftype.name, "widget": "readonly" if system_set else slot.widget,
+        "span": slot.span,
+        "label": label_text(slot.label or f.defn.label, loc, f.name.replace("_", " ").capitalize()),
+        "help": label_text(slot.help or f.defn.prop("help"), loc, ""),
+        "required": bool(f.defn.required) or f.name in states.required,
+        "read_only": slot.widget == "readonly" or f.ftype.computed or f.ftype.name == "autonumber"
+        or bool(f.defn.read_only) or f.name in states.read_only,
+        "hidden": f.name in states.hidden,
+        "value": raw[f.name] if raw is not None and f.name in raw else input_value(f, value),
+        "errors": errors.get(f.name, []),
+        "scale": f.defn.prop("scale"), "currency": f.defn.prop("currency"),
+    }
+    if f.ftype.name in ("choice", "multi_choice"):
+        view["choices"] = list(choice_labels(f, loc).items())
+    if f.ftype.name == "lookup":
+        target = app.object(f.defn.prop("target"))
+        view["lookup"] = {"object": target.name, "title_field": target.defn.title_field or "id",
+                          "title": titles.title(target.name, view["value"]) if view["value"] else ""}
+    link = titles.link(f.defn.prop("target"), value) if f.ftype.name == "lookup" else None
+    view["display"] = display(f, value, loc, title=titles.title(f.defn.prop("target"), value)
+                              if f.ftype.name == "lookup" else None, link=link)
+    return view
+
+
+def _tabs(app, obj, layout: Layout, record, states, titles, raw=None, errors=None) -> list[dict[str, Any]]:
+    tabs = []
+    for tab in layout.tabs:
+        sections = []
+        for sec in tab.sections:
+            fields = [_field_view(app, obj, s, record, states, titles, raw, errors or {}) for s in sec.slots]
+            sections.append({"name": sec.name, "label": label_text(sec.label, locale(), ""), "columns": sec.columns,
+                             "collapsible": sec.collapsible, "collapsed": sec.collapsed, "fields": fields,
+                             "hidden": bool(fields) and all(f["hidden"] for f in fields)})
+        tabs.append({"name": tab.name, "label": label_text(tab.label, locale(), _("Details")),
+                     "sections": sections, "related": tab.related})
+    return tabs
+
+
+def _form_data(ctx, app: CompiledApp, obj: CompiledObject, layout: Layout, tabs, record, states: FieldStates,
+               editing: bool) -> dict[str, Any]:
+    """What lw-form.js needs: the typed condition trees, the environment and the fields."""
+    now = ctx.now()
+    lookups: dict[str, list[str]] = {}
+    for path in obj.rules.paths:
+        head, _sep, rest = path.partition(".")
+        lookups.setdefault(head, []).append(rest.split(".")[0])
+    fields = {}
+    for tab in tabs:
+        for sec in tab["sections"]:
+            for fv in sec["fields"]:
+                entry = {k: fv[k] for k in ("type", "widget", "required", "read_only", "label")}
+                entry["required"] = bool(obj.fields[fv["name"]].defn.required)
+                entry["read_only"] = fv["read_only"] and fv["name"] not in states.read_only
+                if "choices" in fv:
+                    entry["choices"] = [{"value": v, "label": lbl} for v, lbl in fv["choices"]]
+                if "lookup" in fv:
+                    entry["lookup"] = {"object": fv["lookup"]["object"], "title_field": fv["lookup"]["title_field"],
+                                       "fields": sorted(set(lookups.get(fv["name"], ())))}
+                fields[fv["name"]] = entry
+    return {
+        "rules": rules_document(obj, locale()),
+        "env": {"old": record if editing else None, "paths": states.paths, "user_id": ctx.actor.id,
+                "is_admin": ctx.actor.is_admin,
+                "user_role": primary_role(ctx.actor.roles), "now": now.astimezone(dt.UTC).isoformat(),
+                "today": now.astimezone(dt.UTC).date().isoformat()},
+        "fields": fields,
+        "editing": editing,
+    }
+
+
+def _page(template: str, ctx, app: CompiledApp, obj: CompiledObject, **values: Any):
+    perms = state().services.permissions
+    return render_template(
+        template, ctx=ctx, nav=navigation(ctx, app), object=obj.name, csrf=auth.csrf_token(),
+        object_label=object_label(app, obj.name), object_plural=object_label(app, obj.name, plural=True),
+        can={op: perms.allowed(ctx, app, obj.name, op) for op in ("create", "read", "update", "delete")},
+        **values)
+
+
+@bp.get("/app/<object_name>/<raw_id>")
+def record_page(object_name: str, raw_id: str):
+    ctx = signed_in()
+    rid = _record_id(raw_id)
+    services = state().services
+    record, states = services.records.for_form(ctx, object_name, rid)
+    app = compiled(ctx)
+    obj = app.object(object_name)
+    layout = layout_for(app, object_name, ctx.actor.roles)
+    history = services.records.history(ctx, object_name, rid, limit=HISTORY_LIMIT)
+    titles = Titles(ctx, app)
+    titles.want_record(obj, record)
+    related = {f"{r.object}:{r.via}": _related(ctx, app, r, rid, titles) for r in layout.related
+               if services.permissions.allowed(ctx, app, r.object, "read")}
+    for entry in history:
+        f = obj.fields.get(entry["field"] or "")
+        if f is not None and f.ftype.name == "lookup":
+            titles.want(f.defn.prop("target"), [entry["old"], entry["new"]])
+    titles.fetch()
+    users = user_names(ctx, {record.get("created_by"), record.get("updated_by"), record.get("owner_id"),
+                             *(h["changed_by"] for h in history)})
+    tabs = _tabs(app, obj, layout, record, states, titles)
+
+    def present(child: CompiledObject, name: str, row: dict[str, Any]) -> Any:
+        f = child.fields[name]
+        target = f.defn.prop("target") if f.ftype.name == "lookup" else None
+        return display(f, row.get(name), locale(), title=titles.title(target, row.get(name)) if target else None)
+
+    return _page("record.html", ctx, app, obj, record=record, tabs=tabs, related=related, present=present,
+                 history=_history(obj, history, titles, users), users=users,
+                 title=titles.title(obj.name, rid) or f"#{rid}",
+                 created_at=_when(record.get("created_at")), updated_at=_when(record.get("updated_at")))
+
+
+def _when(value: str | None) -> str:
+    from .present import format_plain
+    return format_plain("datetime", value, locale()) if value else ""
+
+
+def _history(obj: CompiledObject, entries: list[dict[str, Any]], titles: Titles, users: dict[int, str]):
+    out = []
+    for e in entries:
+        f = obj.fields.get(e["field"] or "")
+        label = label_text(f.defn.label, locale(), f.name) if f is not None else (e["field"] or "")
+
+        def show(v: Any, _f=f) -> Any:
+            if _f is None:
+                return "" if v is None else str(v)
+            target = _f.defn.prop("target") if _f.ftype.name == "lookup" else None
+            return display(_f, v, locale(), title=titles.title(target, v) if target else None)
+        out.append({"action": e["action"], "field": label, "old": show(e["old"]), "new": show(e["new"]),
+                    "by": users.get(e["changed_by"], _("system")), "at": _when(e["changed_at"])})
+    return out
+
+
+def _related(ctx, app: CompiledApp, rel: Any, rid: int, titles: Titles) -> dict[str, Any]:
+    child = app.object(rel.object)
+    flt = {"field": rel.via, "op": "eq", "value": rid}
+    try:
+        result = state().services.query.list(ctx, rel.object, ListRequest(
+            filter=flt, sort=list(rel.sort), fields=list(rel.fields), limit=rel.limit))
+        rows, error = result.data, None
+        more = result.next_cursor is not None
+    except LoomworkError as exc:
+        rows, error, more = [], exc.message, False
+    for row in rows:
+        titles.want_record(child, row)
+    columns = [{"name": n, "label": label_text(child.fields[n].defn.label, locale(), n)} for n in rel.fields]
+    return {"object": rel.object, "via": rel.via, "rows": rows, "columns": columns, "error": error, "more": more,
+            "label": label_text(rel.label, locale(), rel.object), "filter": flt, "child": child}
+
+
+@bp.route("/app/<object_name>/new", methods=["GET", "POST"])
+def create_form(object_name: str):
+    ctx = signed_in()
+    services = state().services
+    record, states = services.records.for_form(ctx, object_name, None)
+    app = compiled(ctx)
+    obj = app.object(object_name)
+    layout = layout_for(app, object_name, ctx.actor.roles)
+    for key, value in request.args.items():  # "New deal" from an account's related list
+        if key in obj.fields and obj.fields[key].ftype.name == "lookup" and value.isdigit():
+            record[key] = int(value)
+    raw, errors, banner = None, {}, None
+    if request.method == "POST":
+        data, raw, errors = parse_form(obj.fields, _editable(obj, layout), request.form)
+        if not errors:
+            try:
+                created = services.records.create(ctx, object_name, data)
+            except ValidationError as exc:
+                errors, banner = exc.errors, _("Please correct the errors below.")
+            else:
+                flash(_("%(object)s created.", object=object_label(app, object_name)), "ok")
+                return redirect(url_for("web.record_page", object_name=object_name, raw_id=created["id"]))
+        else:
+            banner = _("Please correct the errors below.")
+    return _form_page(ctx, app, obj, layout, record, states, raw, errors, banner, editing=False)
+
+
+@bp.route("/app/<object_name>/<raw_id>/edit", methods=["GET", "POST"])
+def edit_form(object_name: str, raw_id: str):
+    ctx = signed_in()
+    rid = _record_id(raw_id)
+    services = state().services
+    app = compiled(ctx)
+    services.permissions.check(ctx, app, object_name, "update")
+    record, states = services.records.for_form(ctx, object_name, rid)
+    obj = app.object(object_name)
+    layout = layout_for(app, object_name, ctx.actor.roles)
+    raw, errors, banner, stale = None, {}, None, False
+    if request.method == "POST":
+        data, raw, errors = parse_form(obj.fields, _editable(obj, layout), request.form)
+        version = request.form.get("row_version", "")
+        if not errors:
+            try:
+                services.records.update(ctx, object_name, rid, data,
+                                        expected_version=int(version) if version.isdigit() else None)
+            except ValidationError as exc:
+                errors, banner = exc.errors, _("Please correct the errors below.")
+            except ConflictError:
+                stale = True
+            else:
+                flash(_("Changes saved."), "ok")
+                return redirect(url_for("web.record_page", object_name=object_name, raw_id=rid))
+        else:
+            banner = _("Please correct the errors below.")
+        if not stale:
+            record["row_version"] = int(version) if version.isdigit() else record["row_version"]
+    return _form_page(ctx, app, obj, layout, record, states, raw, errors, banner, editing=True, stale=stale)
+
+
+def _form_page(ctx, app, obj, layout, record, states, raw, errors, banner, *, editing: bool, stale: bool = False):
+    titles = Titles(ctx, app)
+    titles.want_record(obj, record)
+    if raw:
+        for name, value in raw.items():
+            f = obj.fields[name]
+            if f.ftype.name == "lookup" and isinstance(value, str) and value.isdigit():
+                titles.want(f.defn.prop("target"), [int(value)])
+    titles.fetch()
+    tabs = _tabs(app, obj, layout, record, states, titles, raw, errors)
+    placed = {s.field for s in layout.slots()}
+    other_errors = [f"{k}: {m}" if k != "_schema" else m
+                    for k, msgs in errors.items() if k not in placed for m in msgs]
+    status = 409 if stale else 422 if errors else 200
+    return _page("form.html", ctx, app, obj, record=record, tabs=tabs, editing=editing, banner=banner,
+                 stale=stale, other_errors=other_errors,
+                 title=titles.title(obj.name, record.get("id")) if editing else "",
+                 form_data=_form_data(ctx, app, obj, layout, tabs, record, states, editing)), status
+
+
+@bp.route("/app/<object_name>/<raw_id>/delete", methods=["GET", "POST"])
+def delete_record(object_name: str, raw_id: str):
+    ctx = signed_in()
+    rid = _record_id(raw_id)
+    services = state().services
+    app = compiled(ctx)
+    obj = app.object(object_name)
+    if request.method == "POST":
+        services.records.delete(ctx, object_name, rid)
+        flash(_("%(object)s deleted.", object=object_label(app, object_name)), "ok")
+        return redirect(url_for("web.list_page", object_name=object_name))
+    services.permissions.check(ctx, app, object_name, "delete")
+    record = services.records.get(ctx, object_name, rid)
+    titles = Titles(ctx, app)
+    titles.want(obj.name, [rid])
+    titles.fetch()
+    return _page("confirm.html", ctx, app, obj, question=_(
+        "Delete %(object)s “%(title)s”? It can be restored by an administrator.",
+        object=object_label(app, object_name), title=titles.title(obj.name, rid) or f"#{rid}"),
+        action=url_for("web.delete_record", object_name=object_name, raw_id=rid), hidden=[],
+        cancel=url_for("web.record_page", object_name=object_name, raw_id=rid), record=record,
+        confirm_label=_("Delete"))
