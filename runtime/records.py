@@ -200,7 +200,9 @@ class RecordService:
                 if name not in values:
                     values[name] = copy.copy(default)
         for name in obj.plainly_required:
-            if (name in values or old is None) and values.get(name) in (None, "", [], {}):
+            # A value refused above is not also "missing": one message says what is wrong.
+            if (name in values or old is None) and values.get(name) in (None, "", [], {}) \
+                    and f"{prefix}{name}" not in errors:
                 errors.setdefault(f"{prefix}{name}", []).append("is required")
         for name, f in obj.value_checks.items():
             value = values.get(name)

@@ -23,6 +23,7 @@ from .. import auth
 from ..state import state
 from . import i18n
 from .common import _, compiled, locale, navigation, set_locale, signed_in
+from .messages import translate_all
 from .present import choice_css
 
 bp = Blueprint("web", __name__)
@@ -160,7 +161,7 @@ def profile():
             flash(_("Your password has been changed."), "ok")
             return redirect(url_for("web.profile"))
         except ValidationError as exc:
-            errors = {k: "; ".join(v) for k, v in exc.errors.items()}
+            errors = {k: "; ".join(v) for k, v in translate_all(exc.errors).items()}
         except AuthenticationRequired:
             errors = {"old_password": _("The current password is wrong.")}
     user = users.get(ctx, ctx.actor.id)

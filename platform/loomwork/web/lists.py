@@ -22,6 +22,7 @@ from .. import auth
 from ..state import state
 from . import bp
 from .common import _, compiled, locale, navigation, object_label, signed_in
+from .messages import translate_all
 from .present import choice_labels, display, format_plain, parse_form
 from .titles import Titles, user_names
 
@@ -317,7 +318,8 @@ def bulk_action(object_name: str):
                 services.records.update(ctx, object_name, rid, data)
                 done += 1
             except ValidationError as exc:
-                failed.append(f"#{rid}: " + "; ".join(f"{k}: {m}" for k, ms in exc.errors.items() for m in ms))
+                failed.append(f"#{rid}: " + "; ".join(f"{_label(app, obj, k) if k in obj.fields else k}: {m}"
+                                                      for k, ms in translate_all(exc.errors).items() for m in ms))
             except LoomworkError as exc:
                 failed.append(f"#{rid}: {exc.message}")
         flash(_("%(n)s records updated.", n=done), "ok")

@@ -24,6 +24,7 @@ from .. import auth
 from ..state import state
 from . import bp
 from .common import _, compiled, locale, navigation, object_label, signed_in
+from .messages import translate_all
 from .present import choice_labels, display, input_value, parse_form
 from .titles import Titles, user_names
 
@@ -220,7 +221,7 @@ def create_form(object_name: str):
             try:
                 created = services.records.create(ctx, object_name, data)
             except ValidationError as exc:
-                errors, banner = exc.errors, _("Please correct the errors below.")
+                errors, banner = translate_all(exc.errors), _("Please correct the errors below.")
             else:
                 flash(_("%(object)s created.", object=object_label(app, object_name)), "ok")
                 return redirect(url_for("web.record_page", object_name=object_name, raw_id=created["id"]))
@@ -248,7 +249,7 @@ def edit_form(object_name: str, raw_id: str):
                 services.records.update(ctx, object_name, rid, data,
                                         expected_version=int(version) if version.isdigit() else None)
             except ValidationError as exc:
-                errors, banner = exc.errors, _("Please correct the errors below.")
+                errors, banner = translate_all(exc.errors), _("Please correct the errors below.")
             except ConflictError:
                 stale = True
             else:

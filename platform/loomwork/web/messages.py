@@ -1,0 +1,57 @@
+"""The record service's field errors in the page's language.
+
+The runtime speaks English to every caller (the API's problem documents are English
+by design, apart from validation-rule messages, which metadata translates). Pages
+show the same errors in the user's language: each known message shape maps to a
+catalog entry, with its numbers and names carried over; an unknown one is shown as
+the runtime wrote it rather than hidden.
+"""
+from __future__ import annotations
+
+import re
+
+from .common import _
+
+
+def N_(message: str) -> str:  # noqa: N802  (Babel's marker for strings translated later)
+    return message
+
+
+_EXACT = {m: m for m in (
+    N_("is required"), N_("is read-only"), N_("is read-only here"), N_("unknown field"),
+    N_("Not a valid number"), N_("Not a valid integer"), N_("Not a valid date"), N_("Not a valid datetime"),
+    N_("Not a valid time"), N_("Not a valid email address"), N_("Not a valid URL"), N_("Not a valid boolean"),
+    N_("is not your current password"), N_("must be at least 10 characters"), N_("is numbered by the system"),
+    N_("is computed by the system"), N_("conflicts with an existing record"),
+)}
+
+_PATTERNS = [(re.compile(p), m) for p, m in (
+    (r"^Must be greater than or equal to (?P<min>\S+) and less than or equal to (?P<max>\S+)$",
+     N_("must be between %(min)s and %(max)s")),
+    (r"^Must be greater than or equal to (?P<min>\S+) and less than (?P<max>\S+)$",
+     N_("must be at least %(min)s and less than %(max)s")),
+    (r"^Must be greater than or equal to (?P<min>\S+)$", N_("must be at least %(min)s")),
+    (r"^Must be less than or equal to (?P<max>\S+)$", N_("must be at most %(max)s")),
+    (r"^Longer than maximum length (?P<n>\d+)$", N_("must be at most %(n)s characters")),
+    (r"^Shorter than minimum length (?P<n>\d+)$", N_("must be at least %(n)s characters")),
+    (r"^Too many decimal places \(at most (?P<n>\d+)\)$", N_("too many decimal places (at most %(n)s)")),
+    (r"^Too many digits \(at most (?P<n>\d+)\)$", N_("too many digits (at most %(n)s)")),
+    (r"^must be one of: (?P<choices>.+)$", N_("must be one of: %(choices)s")),
+    (r"^must be unique: another record has this value$", N_("must be unique: another record has this value")),
+)]
+
+
+def translate(message: str) -> str:
+    """``message`` in the current page's language when it is one we know."""
+    exact = _EXACT.get(message.rstrip("."))
+    if exact is not None:
+        return _(exact)
+    for pattern, msgid in _PATTERNS:
+        m = pattern.match(message.rstrip("."))
+        if m:
+            return _(msgid, **m.groupdict())
+    return message
+
+
+def translate_all(errors: dict[str, list[str]]) -> dict[str, list[str]]:
+    return {k: [translate(m) for m in msgs] for k, msgs in errors.items()}
