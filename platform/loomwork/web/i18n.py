@@ -1,60 +1,185 @@
-"""TEMPORARY stand-in while the real i18n module is written (lead's scaffolding)."""
+"""English and Simplified Chinese for the end-user UI, with Babel.
+
+UI strings are gettext msgids in templates (``{{ _("Save") }}``), Python (``_()`` in
+:mod:`.common`) and the JavaScript modules (``_("…")`` in ``static/*.js``). Their
+translations live in ``translations/<locale>/LC_MESSAGES/messages.po``; the catalog is
+compiled in memory the first time a locale is used, so there is no build step and no
+binary file in the repository (``make messages`` extracts and merges new msgids).
+Numbers, money, dates and times are formatted by Babel's CLDR data for the locale.
+Metadata labels are not here: they carry their own translations (``label_text``).
+"""
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import io
+import threading
+from decimal import Decimal
+from gettext import NullTranslations
+from pathlib import Path
+from typing import Any
 
-from babel import dates, numbers
+from babel import Locale, dates, numbers
+from babel.messages.extract import extract
+from babel.messages.mofile import write_mo
+from babel.messages.pofile import read_po
+from babel.support import Translations
 from flask import g
+from werkzeug.datastructures import LanguageAccept
+from werkzeug.http import parse_accept_header
 
+#: Our locale tags and their names, as a language menu shows them.
 SUPPORTED = {"en": "English", "zh-CN": "简体中文"}
+#: Our tag -> the catalog folder and the CLDR locale for formatting.
+_CATALOG = {"zh-CN": "zh_CN"}
+_CLDR = {"en": Locale.parse("en_US"), "zh-CN": Locale.parse("zh_Hans_CN")}
+ROOT = Path(__file__).resolve().parent
+TRANSLATIONS = ROOT / "translations"
+STATIC = ROOT / "static"
+
+_lock = threading.Lock()
+_loaded: dict[str, NullTranslations] = {}
 
 
-def _b(locale):
-    return "zh_Hans_CN" if locale == "zh-CN" else "en_US"
+def translations(locale: str) -> NullTranslations:
+    """The compiled catalog of ``locale`` (English is the msgids themselves)."""
+    found = _loaded.get(locale)
+    if found is not None:
+        return found
+    with _lock:
+        if locale not in _loaded:
+            _loaded[locale] = _compile(locale)
+        return _loaded[locale]
 
 
-def gettext(locale, msg, **vars):
-    return msg % vars if vars else msg
+def _compile(locale: str) -> NullTranslations:
+    folder = _CATALOG.get(locale)
+    po = TRANSLATIONS / folder / "LC_MESSAGES" / "messages.po" if folder else None
+    if po is None or not po.is_file():
+        return NullTranslations()
+    with po.open("rb") as fh:
+        catalog = read_po(fh, locale=folder)
+    buf = io.BytesIO()
+    write_mo(buf, catalog, use_fuzzy=False)
+    buf.seek(0)
+    return Translations(buf)
 
 
-def negotiate(header):
-    return "zh-CN" if header.lower().startswith("zh") else "en"
+def gettext(locale: str, message: str, **values: Any) -> str:
+    """``message`` translated; ``%(name)s`` placeholders filled from ``values``."""
+    text = translations(locale).gettext(message)
+    return text % values if values else text
 
 
-def install(env):
+def ngettext(locale: str, singular: str, plural: str, n: int, **values: Any) -> str:
+    text = translations(locale).ngettext(singular, plural, n)
+    return text % {"num": n, **values}
+
+
+def _page_locale() -> str:
+    return g.get("lw_locale") or "en"
+
+
+def install(env: Any) -> None:
+    """Give a Jinja environment ``_``/``gettext``/``ngettext`` in the request's language."""
     env.add_extension("jinja2.ext.i18n")
-    env.install_gettext_callables(lambda m, **kw: gettext(g.get("lw_locale", "en"), m, **kw),
-                                  lambda s, p, n, **kw: gettext("en", s if n == 1 else p, **kw), newstyle=True)
+    env.install_gettext_callables(
+        lambda message, **values: gettext(_page_locale(), message, **values),
+        lambda singular, plural, n, **values: ngettext(_page_locale(), singular, plural, n, **values),
+        newstyle=True)
 
 
-def format_integer(v, locale):
-    return numbers.format_decimal(v, locale=_b(locale))
+def negotiate(header: str) -> str:
+    """The supported locale an ``Accept-Language`` header prefers (English by default)."""
+    accept = parse_accept_header(header or "", LanguageAccept)
+    for tag, _quality in accept:
+        primary = tag.lower().replace("_", "-").split("-")[0]
+        if primary == "zh":
+            return "zh-CN"
+        if primary == "en":
+            return "en"
+    return "en"
 
 
-def format_decimal(v, locale, scale=None):
-    fmt = None if scale is None else "#,##0." + "0" * scale if scale else "#,##0"
-    return numbers.format_decimal(v, format=fmt, locale=_b(locale), decimal_quantization=scale is not None)
+def cldr(locale: str) -> Locale:
+    return _CLDR.get(locale, _CLDR["en"])
 
 
-def format_currency(v, code, locale, scale=None):
-    return numbers.format_currency(v, code, locale=_b(locale))
+# -- formatting --------------------------------------------------------------
+def format_integer(value: int, locale: str) -> str:
+    return numbers.format_decimal(value, locale=cldr(locale))
 
 
-def format_percent(v, locale):
-    return numbers.format_percent(v / 100, locale=_b(locale))
+@functools.lru_cache(maxsize=32)
+def _fixed(scale: int) -> str:
+    return "#,##0." + "0" * scale if scale else "#,##0"
 
 
-def format_date(d, locale):
-    return dates.format_date(d, "medium", locale=_b(locale))
+def format_decimal(value: Decimal | float, locale: str, scale: int | None = None) -> str:
+    """Grouped digits; exactly ``scale`` decimals when given, else as many as the value has."""
+    if scale is None:
+        return numbers.format_decimal(value, locale=cldr(locale), decimal_quantization=False)
+    return numbers.format_decimal(value, format=_fixed(scale), locale=cldr(locale))
 
 
-def format_datetime(d, locale, tz="UTC"):
-    return dates.format_datetime(d, "medium", tzinfo=dt.UTC, locale=_b(locale))
+def format_currency(value: Decimal, code: str, locale: str, scale: int | None = None) -> str:
+    """Money with the locale's symbol and pattern, with ``scale`` decimals when given."""
+    loc = cldr(locale)
+    pattern = loc.currency_formats["standard"].pattern
+    if scale is None or "0.00" not in pattern:
+        return numbers.format_currency(value, code, locale=loc)
+    fixed = pattern.replace("0.00", "0." + "0" * scale if scale else "0")
+    return numbers.format_currency(value, code, format=fixed, locale=loc, currency_digits=False)
 
 
-def format_time(t, locale):
-    return dates.format_time(t, "short", locale=_b(locale))
+def format_percent(value: Decimal | float, locale: str) -> str:
+    """A percentage stored as a number of percent (25 means 25 %)."""
+    return numbers.format_percent(Decimal(str(value)) / 100, locale=cldr(locale), decimal_quantization=False)
 
 
-def js_messages(locale):
-    return {}
+def format_date(value: dt.date, locale: str) -> str:
+    return dates.format_date(value, "medium", locale=cldr(locale))
+
+
+def format_datetime(value: dt.datetime, locale: str, tz: str = "UTC") -> str:
+    """Medium date, short time and the zone (times are shown in UTC, decision D33)."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    loc = cldr(locale)
+    when = value.astimezone(dt.UTC)
+    return f"{dates.format_date(when, 'medium', locale=loc)} {dates.format_time(when, 'short', locale=loc)} {tz}"
+
+
+def format_time(value: dt.time, locale: str) -> str:
+    return dates.format_time(value, "short", locale=cldr(locale))
+
+
+def format_relative(value: dt.datetime, now: dt.datetime, locale: str) -> str:
+    """``3 hours ago`` / ``3小时前``."""
+    return dates.format_timedelta(value - now, add_direction=True, locale=cldr(locale))
+
+
+# -- strings for the JavaScript modules -------------------------------------
+@functools.cache
+def js_msgids() -> tuple[str, ...]:
+    """Every ``_("…")`` msgid in the static JavaScript modules."""
+    found: dict[str, None] = {}
+    for path in sorted(STATIC.glob("*.js")):
+        with path.open("rb") as fh:
+            for _lineno, message, _comments, _context in extract("javascript", fh, keywords={"_": None}):
+                if isinstance(message, str):
+                    found[message] = None
+    return tuple(found)
+
+
+def js_messages(locale: str) -> dict[str, str]:
+    """msgid -> translation for the JavaScript modules (empty for English)."""
+    if locale not in _CATALOG:
+        return {}
+    return _js_messages(locale)
+
+
+@functools.cache
+def _js_messages(locale: str) -> dict[str, str]:
+    t = translations(locale)
+    return {m: t.gettext(m) for m in js_msgids()}
