@@ -145,6 +145,17 @@ class ViewService:
     def _check(self, ctx: Context, object_name: str, definition: dict[str, Any]) -> None:
         """Compile the view for the object: unknown fields or bad filters fail here, not
         when someone opens the view. Runs the query for a single row."""
+        app = self.runtime.compiled(ctx.tenant, max_age=READ_MAX_AGE)
+        obj = app.object(object_name)
+        for i, column in enumerate(definition.get("columns", ())):
+            head, _sep, rest = column.partition(".")
+            if not rest:
+                continue
+            f = obj.fields.get(head)
+            if f is None or f.ftype.name != "lookup" or "." in rest or \
+                    rest not in app.object(f.defn.prop("target")).fields:
+                raise ValidationError({f"columns.{i}": [f"{column!r} is not a field of a record {head!r} looks up "
+                                                        f"(one step through a lookup)"]})
         plain = [c for c in definition.get("columns", ()) if "." not in c]
         req = SavedView("", None, definition, "personal").request(fields=plain, limit=1)
         self.query.list(ctx, object_name, req)

@@ -5,8 +5,6 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 
-from flask import request
-
 from loomwork.metadata.errors import ValidationError
 from loomwork.runtime.forms import layout_for
 from loomwork.runtime.views import SavedView

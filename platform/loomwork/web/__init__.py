@@ -6,7 +6,17 @@ holds the blueprint, the pages about the user themselves and the error pages.
 """
 from __future__ import annotations
 
-from flask import Blueprint, current_app, flash, g, redirect, render_template, request, session, url_for
+from flask import (
+    Blueprint,
+    current_app,
+    flash,
+    g,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 from werkzeug.exceptions import Forbidden
 
 from loomwork.metadata.errors import (
