@@ -106,8 +106,9 @@ def test_list_page_columns_sort_filter_search_and_paging(crm):
     second = web.text(next_href)
     assert re.findall(r'class="row-link"[^>]*>([^<]+)<', second) == ["Renewal"]
     assert 'rel="next"' not in second
-    bad = web.text("/app/deal?view=&filter=" + json.dumps({"field": "nope", "op": "eq", "value": 1}))
+    bad = web.text("/app/deal?view=&filter=" + json.dumps({"field": "nope", "op": "eq", "value": 1}), 400)
     assert "nope" in bad and 'role="alert"' in bad
+    assert "not valid JSON" in web.text("/app/deal?view=&filter={oops", 400)
 
 
 def test_default_view_and_saved_views(crm):

@@ -75,11 +75,12 @@ def _state(obj: CompiledObject, views: list, args: MultiDict) -> dict[str, Any]:
         view = next((v for v in views if v.definition.get("default")), None)
     d = view.definition if view else {}
     flt: Any = None
+    error = None
     if args.get("filter"):
         try:
             flt = orjson.loads(args["filter"])
         except orjson.JSONDecodeError:
-            flt = {"invalid": args["filter"]}  # the query service explains what is wrong
+            error = _("The filter in the address is not valid JSON.")
     else:
         flt = parse_query_string([(k, v) for k, v in args.items(multi=True) if k not in PAGE_PARAMS])
     if flt is None and not args.get("filter"):
@@ -94,7 +95,7 @@ def _state(obj: CompiledObject, views: list, args: MultiDict) -> dict[str, Any]:
         "sort": [s for s in (args.get("sort") or ",".join(d.get("sort", ()))).split(",") if s]
         or list(obj.defn.default_sort),
         "columns": _columns(obj, columns), "page_size": max(1, min(size, MAX_LIMIT)),
-        "cursor": args.get("cursor") or None,
+        "cursor": args.get("cursor") or None, "error": error,
     }
 
 
@@ -137,12 +138,13 @@ def list_page(object_name: str):
     plain = [c.split(".")[0] for c in st["columns"]]
     req = ListRequest(filter=st["filter"], sort=st["sort"], fields=list(dict.fromkeys(plain)),
                       limit=st["page_size"], cursor=st["cursor"], search=st["search"] or None)
-    error = None
-    try:
-        result = services.query.list(ctx, object_name, req)
-        rows, next_cursor = result.data, result.next_cursor
-    except LoomworkError as exc:
-        rows, next_cursor, error = [], None, exc.message
+    rows, next_cursor, error = [], None, st["error"]
+    if error is None:
+        try:
+            result = services.query.list(ctx, object_name, req)
+            rows, next_cursor = result.data, result.next_cursor
+        except LoomworkError as exc:
+            error = exc.message
     rows_view = _rows(ctx, app, obj, rows, st["columns"])
     perms = services.permissions
     return render_template(
@@ -161,7 +163,7 @@ def list_page(object_name: str):
                      for n, f in obj.fields.items()
                      if not f.ftype.computed and f.ftype.name not in ("autonumber", "json", "lookup")
                      and not f.defn.read_only],
-    )
+    ), 400 if error else 200
 
 
 def _query(st: dict[str, Any]) -> dict[str, Any]:
