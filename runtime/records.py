@@ -122,6 +122,22 @@ class RecordService:
                      "new": orjson.loads(r.new) if r.new is not None else None,
                      "changed_by": r.changed_by, "changed_at": r.changed_at.isoformat()} for r in rows]
 
+    def recent(self, ctx: Context, limit: int = 8) -> list[tuple[str, int, Any]]:
+        """``(object, id, when)`` of the records the actor changed last, newest first,
+        among objects they may still read (a start page's "recently changed")."""
+        h = systables.history
+        app = self.runtime.compiled(ctx.tenant, max_age=READ_MAX_AGE)
+        readable = [n for n in app.objects if self.permissions.allowed(ctx, app, n, "read")]
+        if ctx.actor.id is None or not readable:
+            return []
+        last = sa.func.max(h.c.id).label("last")
+        with ctx.tenant.read() as conn:
+            rows = conn.execute(
+                sa.select(h.c.object, h.c.record_id, sa.func.max(h.c.changed_at), last)
+                .where(h.c.changed_by == ctx.actor.id, h.c.object.in_(readable), h.c.action != "delete")
+                .group_by(h.c.object, h.c.record_id).order_by(last.desc()).limit(limit))
+            return [(r[0], r[1], r[2]) for r in rows]
+
     def for_form(self, ctx: Context, object_name: str, record_id: Any | None) -> tuple[dict[str, Any], FieldStates]:
         """A record (or, for ``None``, the literal defaults of a new one) with how its
         conditions come out, for a record page or an edit form."""

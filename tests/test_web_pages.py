@@ -292,3 +292,13 @@ def test_choice_colours_are_a_stylesheet(crm):
     assert css.status_code == 200 and css.mimetype == "text/css"
     assert ".chip-059669{--chip:#059669}" in css.get_data(as_text=True)
     assert "chip-059669" in web.text("/app/deal?view=&columns=name,stage&stage=won")
+
+
+def test_start_page_lists_what_you_changed(crm):
+    app, data = crm
+    html = Browser(app, "sam", "sales-password").text("/")
+    recent = html[html.index('id="recent-title"'):]
+    assert "Expansion" in recent and "Acme Corp" in recent and f'/app/deal/{data["deals"][2]["id"]}' in recent
+    assert recent.index("Expansion") < recent.index("Acme Corp")  # newest first
+    vera = Browser(app, "vera", "viewer-password").text("/")
+    assert 'id="recent-title"' not in vera  # she changed nothing

@@ -32,9 +32,10 @@ from loomwork.runtime.tenancy import TENANT_NAME
 from .. import auth
 from ..state import state
 from . import i18n
-from .common import _, compiled, locale, navigation, set_locale, signed_in
+from .common import _, compiled, locale, navigation, object_label, set_locale, signed_in
 from .messages import translate_all
-from .present import choice_css
+from .present import choice_css, format_plain
+from .titles import Titles
 
 bp = Blueprint("web", __name__)
 
@@ -144,8 +145,17 @@ def home():
     except AuthenticationRequired:
         return redirect(url_for("web.login_form"))
     app = compiled(ctx)
+    recent = state().services.records.recent(ctx)
+    titles = Titles(ctx, app)
+    for name, rid, _when in recent:
+        titles.want(name, [rid])
+    titles.fetch()
+    loc = locale()
+    recent_view = [{"object": object_label(app, name), "title": titles.title(name, rid),
+                    "link": titles.link(name, rid), "when": format_plain("datetime", when.isoformat(), loc)}
+                   for name, rid, when in recent if name in app.objects]
     return render_template("home.html", ctx=ctx, nav=navigation(ctx, app), csrf=auth.csrf_token(),
-                           version=app.version)
+                           version=app.version, recent=recent_view)
 
 
 @bp.route("/profile", methods=["GET", "POST"])
