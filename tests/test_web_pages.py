@@ -302,3 +302,32 @@ def test_start_page_lists_what_you_changed(crm):
     assert recent.index("Expansion") < recent.index("Acme Corp")  # newest first
     vera = Browser(app, "vera", "viewer-password").text("/")
     assert 'id="recent-title"' not in vera  # she changed nothing
+
+
+def test_empty_fields_of_a_new_record_take_their_defaults_and_layout_widgets_format(crm):
+    app, data = crm
+    web = Browser(app, "sam", "sales-password")
+    resp = web.post("/app/deal/new", {"name": "Defaulted", "account": str(data["acme"]["id"]),
+                                      "stage": "negotiation", "amount": "1000", "probability": ""})
+    assert resp.status_code == 302, resp.get_data(as_text=True)[:2000]
+    html = web.text(resp.headers["Location"])
+    # probability came from default_expr (negotiation → 75), not the empty box
+    assert re.search(r'data-field="probability".*?<dd>\s*75%', html, re.S)
+    # the layout shows the decimal formula weighted_amount with the currency widget
+    assert re.search(r'data-field="weighted_amount".*?<dd>\s*\$750\.00', html, re.S)
+    # on edit, emptying the field clears it: the default is for new records only
+    deal = int(resp.headers["Location"].rsplit("/", 1)[1])
+    resp = web.post(f"/app/deal/{deal}/edit", {"name": "Defaulted", "account": str(data["acme"]["id"]),
+                                               "stage": "negotiation", "probability": "", "row_version": "1"})
+    assert resp.status_code == 302, resp.get_data(as_text=True)[:2000]
+    assert not re.search(r'data-field="probability".*?<dd>\s*75%', web.text(f"/app/deal/{deal}"), re.S)
+
+
+def test_language_saved_notice_is_in_the_chosen_language(crm):
+    app, _data = crm
+    web = Browser(app, "sam", "sales-password")
+    resp = web.post("/profile", {"form": "language", "locale": "zh-CN"})
+    assert resp.status_code == 302
+    html = web.text("/profile")
+    assert 'lang="zh-CN"' in html and 'class="notice notice-ok' in html and "Language saved." not in html
+    assert web.post("/profile", {"form": "language", "locale": "en"}).status_code == 302

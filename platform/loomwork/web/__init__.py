@@ -155,7 +155,7 @@ def home():
                     "link": titles.link(name, rid), "when": format_plain("datetime", when.isoformat(), loc)}
                    for name, rid, when in recent if name in app.objects]
     return render_template("home.html", ctx=ctx, nav=navigation(ctx, app), csrf=auth.csrf_token(),
-                           version=app.version, recent=recent_view)
+                           version=app.version, recent=recent_view, home=True)
 
 
 @bp.route("/profile", methods=["GET", "POST"])
@@ -172,7 +172,9 @@ def profile():
     if request.method == "POST":
         try:
             if request.form.get("form") == "language":
-                users.set_locale(ctx, ctx.actor.id, request.form.get("locale", ""), i18n.SUPPORTED)
+                chosen = request.form.get("locale", "")
+                users.set_locale(ctx, ctx.actor.id, chosen, i18n.SUPPORTED)
+                g.lw_locale = chosen  # the notice is read in the language just chosen
                 flash(_("Language saved."), "ok")
                 return redirect(url_for("web.profile"))
             users.set_password(ctx, ctx.actor.id, request.form.get("new_password", ""),

@@ -44,12 +44,24 @@ def choice_labels(f: CompiledField, locale: str) -> dict[str, str]:
     return {o["value"]: label_text(o.get("label"), locale, o["value"]) for o in f.defn.prop("options", ())}
 
 
+# A layout may show a value of one type as another it can stand for: a formula's
+# decimal result as money, a text as a link.
+_SHOWN_AS = {"decimal": {"currency", "percent"}, "number": {"decimal", "currency", "percent"},
+             "integer": {"currency", "percent"}, "text": {"email", "phone", "url"}}
+
+
 def display(f: CompiledField, value: Any, locale: str, *, title: str | None = None,
-            link: str | None = None) -> Markup:
-    """``value`` (the API's JSON form) formatted for reading; empty values are ''."""
+            link: str | None = None, widget: str | None = None) -> Markup:
+    """``value`` (the API's JSON form) formatted for reading; empty values are ''.
+
+    ``widget`` is the layout's widget for the field, which picks the format when it
+    suits the value's type (see ``_SHOWN_AS``).
+    """
     if value is None or value == [] or value == "":
         return Markup("")
     kind = value_type(f)
+    if widget in _SHOWN_AS.get(kind, ()):
+        kind = widget
     if kind == "lookup":
         text = escape(title if title is not None else f"#{value}")
         return Markup(f'<a href="{escape(link)}">{text}</a>') if link else text

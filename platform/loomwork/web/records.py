@@ -72,7 +72,7 @@ def _field_view(app: CompiledApp, obj: CompiledObject, slot: Any, record: dict[s
                           "title": titles.title(target.name, view["value"]) if view["value"] else ""}
     link = titles.link(f.defn.prop("target"), value) if f.ftype.name == "lookup" else None
     view["display"] = display(f, value, loc, title=titles.title(f.defn.prop("target"), value)
-                              if f.ftype.name == "lookup" else None, link=link)
+                              if f.ftype.name == "lookup" else None, link=link, widget=slot.widget)
     return view
 
 
@@ -218,8 +218,11 @@ def create_form(object_name: str):
     if request.method == "POST":
         data, raw, errors = parse_form(obj.fields, _editable(obj, layout), request.form)
         if not errors:
+            # A field left empty on a new record is not given, so its default (or
+            # default_expr, which may depend on what the user did fill in) applies.
+            given = {k: v for k, v in data.items() if v is not None and v != []}
             try:
-                created = services.records.create(ctx, object_name, data)
+                created = services.records.create(ctx, object_name, given)
             except ValidationError as exc:
                 errors, banner = translate_all(exc.errors), _("Please correct the errors below.")
             else:
