@@ -132,11 +132,18 @@ class RecordService:
             return []
         last = sa.func.max(h.c.id).label("last")
         with ctx.tenant.read() as conn:
+            # A few more than asked for: some may have been deleted since (by anyone).
             rows = conn.execute(
                 sa.select(h.c.object, h.c.record_id, sa.func.max(h.c.changed_at), last)
                 .where(h.c.changed_by == ctx.actor.id, h.c.object.in_(readable), h.c.action != "delete")
-                .group_by(h.c.object, h.c.record_id).order_by(last.desc()).limit(limit))
-            return [(r[0], r[1], r[2]) for r in rows]
+                .group_by(h.c.object, h.c.record_id).order_by(last.desc()).limit(limit * 3)).all()
+            live: set[tuple[str, int]] = set()
+            for name in {r[0] for r in rows}:
+                t = app.object(name).table
+                ids = [r[1] for r in rows if r[0] == name]
+                live.update((name, i) for i in conn.execute(
+                    sa.select(t.c.id).where(t.c.id.in_(ids), t.c.deleted_at.is_(None))).scalars())
+            return [(r[0], r[1], r[2]) for r in rows if (r[0], r[1]) in live][:limit]
 
     def for_form(self, ctx: Context, object_name: str, record_id: Any | None) -> tuple[dict[str, Any], FieldStates]:
         """A record (or, for ``None``, the literal defaults of a new one) with how its

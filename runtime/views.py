@@ -132,7 +132,7 @@ class ViewService:
 
     def _own_row(self, ctx: Context, conn: sa.Connection, object_name: str, key: str) -> Any:
         """The saved view ``key`` if the actor may change it (theirs, or shared and an admin)."""
-        if not key.isdigit():
+        if not (key.isascii() and key.isdigit()):
             raise PermissionDenied("views that come with a package are changed in the designer")
         v = systables.saved_views
         row = conn.execute(sa.select(v).where(v.c.id == int(key), v.c.object == object_name)).first()

@@ -76,6 +76,13 @@ def test_pages_need_sign_in_and_come_back(crm):
     evil = other.post("/login", data={"username": "sam", "password": "sales-password",
                                       "csrf_token": csrf_of(page), "next": "//evil.example/x"})
     assert evil.headers["Location"] == "/"
+    for disguised in ("/\t/evil.example", "/\\evil.example", "/\n/x", "http://evil.example"):
+        page = app.test_client().get("/login").get_data(as_text=True)
+        c = app.test_client()
+        page = c.get("/login").get_data(as_text=True)
+        resp = c.post("/login", data={"username": "sam", "password": "sales-password",
+                                      "csrf_token": csrf_of(page), "next": disguised})
+        assert resp.status_code == 302 and resp.headers["Location"] == "/", disguised
 
 
 def test_navigation_groups_readable_objects_by_package(crm):
@@ -302,6 +309,42 @@ def test_start_page_lists_what_you_changed(crm):
     assert recent.index("Expansion") < recent.index("Acme Corp")  # newest first
     vera = Browser(app, "vera", "viewer-password").text("/")
     assert 'id="recent-title"' not in vera  # she changed nothing
+    st = app.extensions["loomwork"]
+    st.services.records.delete(data["ctx"], "deal", data["deals"][2]["id"])
+    html = Browser(app, "sam", "sales-password").text("/")
+    assert "Expansion" not in html[html.index('id="recent-title"'):]  # deleted since
+
+
+def test_odd_numbers_in_urls_and_forms_are_not_found_or_refused_not_errors(crm):
+    app, data = crm
+    web = Browser(app, "sam", "sales-password")
+    deal = data["deals"][0]["id"]
+    for path in ("/app/deal/\u00b2", "/app/deal/\u00b2/edit"):
+        assert web.get(path).status_code == 404, path
+    assert web.get("/app/deal/new?account=\u00b2").status_code == 200
+    resp = web.post(f"/app/deal/{deal}/edit", {"name": "Pilot", "row_version": "\u00b2", "account": "\u00b2"})
+    assert resp.status_code == 422
+    assert web.post("/app/deal/bulk", {"ids": "\u00b2", "action": "delete"}).status_code == 302
+    assert web.post("/app/deal/views/\u00b2/delete").status_code in (302, 403, 404)
+
+
+def test_an_unchanged_edit_form_changes_nothing(crm):
+    app, data = crm
+    st = app.extensions["loomwork"]
+    deal = data["deals"][0]["id"]
+    st.services.records.update(data["ctx"], "deal", deal, {"next_step_at": "2026-01-02T10:30:45Z"})
+    web = Browser(app, "sam", "sales-password")
+    html = web.text(f"/app/deal/{deal}/edit")
+    assert 'value="2026-01-02T10:30:45"' in html
+    form = dict(re.findall(r'<input type="(?:text|datetime-local|date)"[^>]*?name="(\w+)"[^>]*?value="([^"]*)"', html))
+    form.update(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)"', html))
+    form.pop("csrf_token", None)
+    before = len(st.services.records.history(data["ctx"], "deal", deal))
+    resp = web.post(f"/app/deal/{deal}/edit", form)
+    assert resp.status_code == 302, resp.get_data(as_text=True)[:2000]
+    record = st.services.records.get(data["ctx"], "deal", deal)
+    assert record["next_step_at"].startswith("2026-01-02T10:30:45")
+    assert len(st.services.records.history(data["ctx"], "deal", deal)) == before
 
 
 def test_empty_fields_of_a_new_record_take_their_defaults_and_layout_widgets_format(crm):

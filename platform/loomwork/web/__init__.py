@@ -32,7 +32,7 @@ from loomwork.runtime.tenancy import TENANT_NAME
 from .. import auth
 from ..state import state
 from . import i18n
-from .common import _, compiled, locale, navigation, object_label, set_locale, signed_in
+from .common import _, compiled, local_path, locale, navigation, object_label, set_locale, signed_in
 from .messages import translate_all
 from .present import choice_css, format_plain
 from .titles import Titles
@@ -96,9 +96,7 @@ def _workspace(raw: str | None) -> str:
 
 def _next_url(raw: str | None) -> str:
     """Where to go after signing in: a path on this site only (never another host)."""
-    if raw and raw.startswith("/") and not raw.startswith("//") and "\\" not in raw:
-        return raw
-    return url_for("web.home")
+    return local_path(raw) or url_for("web.home")
 
 
 @bp.get("/login")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import g, request
 
@@ -23,6 +24,23 @@ def _(message: str, **values: Any) -> str:
 
 def locale() -> str:
     return g.get("lw_locale") or "en"
+
+
+def digits(text: str) -> bool:
+    """Whether ``text`` is a plain number: ASCII digits only (``str.isdigit`` also
+    takes "²", which ``int`` refuses)."""
+    return text.isascii() and text.isdigit()
+
+
+def local_path(raw: str | None) -> str | None:
+    """``raw`` if it is a path on this site, else None: where a page may send the
+    browser back to (never another host, however the URL is disguised)."""
+    if not raw or not raw.startswith("/") or any(c < " " or c in "\\\x7f" for c in raw):
+        return None
+    parts = urlsplit(raw)
+    if parts.scheme or parts.netloc or raw.startswith("//"):
+        return None
+    return raw
 
 
 def set_locale(ctx: Context | None) -> None:

@@ -21,7 +21,7 @@ from loomwork.runtime.query import MAX_LIMIT, ListRequest, parse_query_string
 from .. import auth
 from ..state import state
 from . import bp
-from .common import _, compiled, locale, navigation, object_label, signed_in
+from .common import _, compiled, digits, local_path, locale, navigation, object_label, signed_in
 from .messages import translate_all
 from .present import choice_labels, display, format_plain, parse_form
 from .titles import Titles, user_names
@@ -236,7 +236,7 @@ def save_view(object_name: str):
             definition[key] = [c for c in form[key].split(",") if c]
     if form.get("q"):
         definition["search"] = form["q"]
-    if form.get("page_size", "").isdigit():
+    if digits(form.get("page_size", "")):
         definition["page_size"] = int(form["page_size"])
     if not label:
         flash(_("Give the view a name."), "error")
@@ -277,10 +277,8 @@ def bulk_action(object_name: str):
     services = state().services
     app = compiled(ctx)
     obj = app.object(object_name)
-    ids = [int(i) for i in request.form.getlist("ids") if i.isdigit() and len(i) < 19]
-    back = request.form.get("back") or url_for("web.list_page", object_name=object_name)
-    if not back.startswith("/") or back.startswith("//"):
-        back = url_for("web.list_page", object_name=object_name)
+    ids = [int(i) for i in request.form.getlist("ids") if digits(i) and len(i) < 19]
+    back = local_path(request.form.get("back")) or url_for("web.list_page", object_name=object_name)
     if not ids:
         flash(_("Select at least one record first."), "error")
         return redirect(back)

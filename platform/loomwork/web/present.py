@@ -23,7 +23,7 @@ from loomwork.metadata.model import label_text
 from loomwork.runtime.compiled import CompiledApp, CompiledField
 
 from . import i18n
-from .common import _
+from .common import _, digits
 
 NUMERIC = frozenset({"integer", "decimal", "currency", "percent"})
 LINKS = {"email": "mailto:", "phone": "tel:", "url": ""}
@@ -66,7 +66,10 @@ def display(f: CompiledField, value: Any, locale: str, *, title: str | None = No
         text = escape(title if title is not None else f"#{value}")
         return Markup(f'<a href="{escape(link)}">{text}</a>') if link else text
     if kind in LINKS:
-        return Markup(f'<a href="{escape(LINKS[kind] + str(value))}" rel="noopener">{escape(value)}</a>')
+        href = LINKS[kind] + str(value)
+        if kind == "url" and not href.lower().startswith(("http://", "https://")):
+            return escape(value)  # never a javascript: or data: link
+        return Markup(f'<a href="{escape(href)}" rel="noopener">{escape(value)}</a>')
     if kind == "choice":
         return _chip(f, value, choice_labels(f, locale).get(value, value))
     if kind == "multi_choice":
@@ -130,7 +133,8 @@ def input_value(f: CompiledField, value: Any) -> Any:
     if value is None:
         return ""
     if kind == "datetime":
-        return dt.datetime.fromisoformat(value).astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M")
+        # Seconds too: an edit form saved unchanged must not round the stored time.
+        return dt.datetime.fromisoformat(value).astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
     if kind == "json":
         return json.dumps(value, indent=2, ensure_ascii=False)
     return str(value)
@@ -167,7 +171,7 @@ def parse_form(fields: Mapping[str, CompiledField], names: list[str], form: Mult
         if text.strip() == "":
             data[name] = None
         elif kind in ("integer", "lookup"):
-            data[name] = int(text) if text.lstrip("-").isdigit() and len(text) < 20 else text
+            data[name] = int(text) if digits(text.removeprefix("-")) and len(text) < 20 else text
         elif kind == "datetime":
             data[name] = text if _has_offset(text) else (text + ":00Z" if len(text) == 16 else text + "Z")
         elif kind == "json":

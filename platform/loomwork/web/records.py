@@ -23,7 +23,7 @@ from loomwork.runtime.rules import rules_document
 from .. import auth
 from ..state import state
 from . import bp
-from .common import _, compiled, locale, navigation, object_label, signed_in
+from .common import _, compiled, digits, locale, navigation, object_label, signed_in
 from .messages import translate_all
 from .present import choice_labels, display, input_value, parse_form
 from .titles import Titles, user_names
@@ -33,7 +33,7 @@ HISTORY_LIMIT = 50
 
 
 def _record_id(raw: str) -> int:
-    if not raw.isdigit() or len(raw) > 18 or raw.startswith("0"):
+    if not digits(raw) or len(raw) > 18 or raw.startswith("0"):
         abort(404)
     return int(raw)
 
@@ -212,7 +212,7 @@ def create_form(object_name: str):
     obj = app.object(object_name)
     layout = layout_for(app, object_name, ctx.actor.roles)
     for key, value in request.args.items():  # "New deal" from an account's related list
-        if key in obj.fields and obj.fields[key].ftype.name == "lookup" and value.isdigit():
+        if key in obj.fields and obj.fields[key].ftype.name == "lookup" and digits(value):
             record[key] = int(value)
     raw, errors, banner = None, {}, None
     if request.method == "POST":
@@ -247,10 +247,12 @@ def edit_form(object_name: str, raw_id: str):
     if request.method == "POST":
         data, raw, errors = parse_form(obj.fields, _editable(obj, layout), request.form)
         version = request.form.get("row_version", "")
+        # An empty box for an empty field is no change (a form cannot tell null from []).
+        data = {k: v for k, v in data.items() if not (v in (None, []) and record.get(k) in (None, []))}
         if not errors:
             try:
                 services.records.update(ctx, object_name, rid, data,
-                                        expected_version=int(version) if version.isdigit() else None)
+                                        expected_version=int(version) if digits(version) else None)
             except ValidationError as exc:
                 errors, banner = translate_all(exc.errors), _("Please correct the errors below.")
             except ConflictError:
@@ -261,7 +263,7 @@ def edit_form(object_name: str, raw_id: str):
         else:
             banner = _("Please correct the errors below.")
         if not stale:
-            record["row_version"] = int(version) if version.isdigit() else record["row_version"]
+            record["row_version"] = int(version) if digits(version) else record["row_version"]
     return _form_page(ctx, app, obj, layout, record, states, raw, errors, banner, editing=True, stale=stale)
 
 
@@ -271,7 +273,7 @@ def _form_page(ctx, app, obj, layout, record, states, raw, errors, banner, *, ed
     if raw:
         for name, value in raw.items():
             f = obj.fields[name]
-            if f.ftype.name == "lookup" and isinstance(value, str) and value.isdigit():
+            if f.ftype.name == "lookup" and isinstance(value, str) and digits(value):
                 titles.want(f.defn.prop("target"), [int(value)])
     titles.fetch()
     tabs = _tabs(app, obj, layout, record, states, titles, raw, errors)
