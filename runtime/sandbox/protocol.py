@@ -1,0 +1,180 @@
+"""What crosses between the host and a sandbox worker: JSON frames, never pickle.
+
+A frame is a 4-byte big-endian length and that many bytes of JSON. Both sides cap
+the size; values are converted to and from plain JSON data here, with a depth and
+size cap, so nothing but dicts, lists, strings, numbers, booleans and null crosses.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import math
+import os
+import select
+import struct
+import time
+from decimal import Decimal
+from typing import Any
+
+import orjson
+
+MAX_FRAME = 16 * 1024 * 1024
+MAX_DEPTH = 32
+_HEADER = struct.Struct(">I")
+
+
+class ProtocolError(Exception):
+    """A frame that is too big, not JSON, or cut short (the other side died)."""
+
+
+def encode(message: Any) -> bytes:
+    body = orjson.dumps(message)
+    if len(body) > MAX_FRAME:
+        raise ProtocolError(f"a message of {len(body)} bytes is over the {MAX_FRAME}-byte cap")
+    return _HEADER.pack(len(body)) + body
+
+
+def write_frame(fd: int, message: Any) -> None:
+    view = memoryview(encode(message))
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def read_frame(stream: Any) -> Any:
+    """The next frame from a buffered binary ``stream`` (one read call for small frames)."""
+    header = stream.read(_HEADER.size)
+    if len(header) < _HEADER.size:
+        raise ProtocolError("the other side closed the pipe")
+    (length,) = _HEADER.unpack(header)
+    if length > MAX_FRAME:
+        raise ProtocolError(f"a message of {length} bytes is over the {MAX_FRAME}-byte cap")
+    body = stream.read(length)
+    if len(body) < length:
+        raise ProtocolError("the other side closed the pipe")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ProtocolError(f"a message is not JSON: {exc}") from None
+
+
+class FrameReader:
+    """Frames from a pipe, waiting no longer than a deadline (the host's side)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        os.set_blocking(fd, False)
+        self.buffer = bytearray()
+
+    #: How long to poll before sleeping in select: a short script answers within it,
+    #: and polling saves the wake-up of a sleeping thread (most of a hook's round trip).
+    SPIN_S = 0.0005
+
+    def _fill(self, deadline: float) -> bool:
+        chunk = None
+        spin_until = min(time.monotonic() + self.SPIN_S, deadline)
+        while time.monotonic() < spin_until:
+            try:
+                chunk = os.read(self.fd, 1 << 16)
+                break
+            except BlockingIOError:
+                continue
+        if chunk is None:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self.fd], [], [], left)[0]:
+                return False
+            chunk = os.read(self.fd, 1 << 16)
+        if not chunk:
+            raise ProtocolError("the other side closed the pipe")
+        self.buffer += chunk
+        return True
+
+    def read(self, deadline: float) -> Any | None:
+        """The next frame, or None when ``deadline`` (``time.monotonic()``) passes first."""
+        while len(self.buffer) < _HEADER.size:
+            if not self._fill(deadline):
+                return None
+        (length,) = _HEADER.unpack_from(self.buffer)
+        if length > MAX_FRAME:
+            raise ProtocolError(f"a message of {length} bytes is over the {MAX_FRAME}-byte cap")
+        while len(self.buffer) < _HEADER.size + length:
+            if not self._fill(deadline):
+                return None
+        body = bytes(self.buffer[_HEADER.size:_HEADER.size + length])
+        del self.buffer[:_HEADER.size + length]
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise ProtocolError(f"a message is not JSON: {exc}") from None
+
+
+class PlainError(ValueError):
+    """A value that is not plain data (or too deep) where plain data is needed."""
+
+
+def plain(value: Any, *, tick: Any = None, max_depth: int = MAX_DEPTH) -> Any:
+    """``value`` as JSON-ready data: Decimal → str, dates → ISO text, tuples → lists.
+
+    Only the exact built-in types are accepted (a subclass could lie in ``__eq__`` or
+    ``__str__``), walked without recursion; ``tick`` is called per item so a huge
+    result is paid for in the caller's step budget.
+    """
+    root: list[Any] = [None]
+    stack: list[tuple[Any, Any, Any, int]] = [(value, root, 0, 0)]
+    while stack:
+        item, parent, key, depth = stack.pop()
+        if tick is not None:
+            tick()
+        kind = type(item)
+        if item is None or kind is bool or kind is str:
+            out = item
+        elif kind is int:
+            if item.bit_length() > 1024:
+                raise PlainError("a whole number is too large to return")
+            out = item
+        elif kind is float:
+            if not math.isfinite(item):
+                raise PlainError("a number is not finite")
+            out = item
+        elif kind is Decimal:
+            if not item.is_finite():
+                raise PlainError("a decimal is not finite")
+            out = str(item)
+        elif kind is dt.date or kind is dt.datetime or kind is dt.time:
+            out = item.isoformat()
+        elif kind is list or kind is tuple:
+            if depth >= max_depth:
+                raise PlainError(f"a value is nested more than {max_depth} levels deep")
+            out = [None] * len(item)
+            stack.extend((child, out, i, depth + 1) for i, child in enumerate(item))
+        elif kind is dict:
+            if depth >= max_depth:
+                raise PlainError(f"a value is nested more than {max_depth} levels deep")
+            out = {}
+            for k, child in item.items():
+                if type(k) is not str:
+                    raise PlainError("dictionary keys must be text")
+                out[k] = None
+                stack.append((child, out, k, depth + 1))
+        else:
+            raise PlainError(f"a {kind.__name__} cannot be passed on (only text, numbers, booleans, None, "
+                             f"Decimal, dates, lists and dictionaries)")
+        parent[key] = out
+    return root[0]
+
+
+def typed(record: dict[str, Any], types: dict[str, str]) -> dict[str, Any]:
+    """``record`` (JSON form) with decimals as Decimal and dates as date/datetime."""
+    for name, kind in types.items():
+        value = record.get(name)
+        if value is None:
+            continue
+        try:
+            if kind in ("decimal", "currency", "percent"):
+                record[name] = Decimal(str(value))
+            elif kind == "date":
+                record[name] = dt.date.fromisoformat(value)
+            elif kind == "datetime":
+                record[name] = dt.datetime.fromisoformat(value)
+        except (ValueError, TypeError, ArithmeticError):
+            pass  # left as it came: the record service will say what is wrong with it
+    return record
