@@ -385,6 +385,34 @@ class ViewDef:
         return label_text(self.label, locale, self.name.replace("_", " ").capitalize())
 
 
+@dataclass(frozen=True)
+class ScriptDef:
+    """A sandboxed script (a ``script`` document): a record event hook, an action or a
+    scheduled job. ``event``, ``action`` and ``schedule`` say which (one is set)."""
+
+    name: str
+    object: str | None
+    source: str
+    event: str | None = None
+    action: bool = False
+    schedule: str | None = None
+    active: bool = True
+    order: int = 0
+    run_as: str | None = None
+    budget: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+    label: Any = None
+
+    @classmethod
+    def from_doc(cls, name: str, doc: Mapping[str, Any]) -> ScriptDef:
+        trigger = doc.get("trigger", {})
+        return cls(name, doc.get("object"), doc["source"], trigger.get("event"), bool(trigger.get("action")),
+                   trigger.get("schedule"), bool(doc.get("active", True)), int(doc.get("order", 0)),
+                   doc.get("run_as"), MappingProxyType(dict(doc.get("budget", {}))), _freeze(doc.get("label")))
+
+    def title(self, locale: str = "en") -> str:
+        return label_text(self.label, locale, self.name.replace("_", " ").capitalize())
+
+
 ALL_OPS = frozenset({"create", "read", "update", "delete"})
 
 #: Built-in roles. ``admin`` may do everything; ``user`` is every signed-in user's
@@ -406,6 +434,7 @@ class AppMetadata:
     packages: Mapping[str, Mapping[str, Any]]
     forms: Mapping[str, FormDef] = field(default_factory=lambda: MappingProxyType({}))
     views: Mapping[str, ViewDef] = field(default_factory=lambda: MappingProxyType({}))
+    scripts: Mapping[str, ScriptDef] = field(default_factory=lambda: MappingProxyType({}))
 
     @classmethod
     def from_doc(cls, doc: Mapping[str, Any], version: int = 0) -> AppMetadata:
@@ -422,6 +451,7 @@ class AppMetadata:
             packages=_freeze(dict(doc.get("packages", {}))),
             forms=MappingProxyType(forms),
             views=MappingProxyType(views),
+            scripts=MappingProxyType({n: ScriptDef.from_doc(n, s) for n, s in doc.get("scripts", {}).items()}),
         )
 
     def object(self, name: str) -> ObjectDef:
@@ -441,6 +471,13 @@ class AppMetadata:
         """The form a user with ``roles`` gets for ``object_name`` (None: generate one)."""
         roles = frozenset(roles)
         return next((f for f in self.forms_for(object_name) if f.applies_to(roles)), None)
+
+    def scripts_for(self, object_name: str | None, *, event: str | None = None,
+                    action: bool = False) -> list[ScriptDef]:
+        """Active scripts of an object for ``event`` (or its actions), in running order."""
+        return sorted((s for s in self.scripts.values() if s.active and s.object == object_name
+                       and (s.event == event if event else s.action == action)),
+                      key=lambda s: (s.order, s.name))
 
     def views_for(self, object_name: str) -> list[ViewDef]:
         """The views of an object: the default view first, then by name."""

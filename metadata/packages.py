@@ -18,7 +18,7 @@ from .validation import schema_errors, validate_manifest
 
 MAX_FILE_BYTES = 1_000_000
 #: Document kind -> the section of the app document (and the :class:`Package` attribute) it goes to.
-KINDS = {"object": "objects", "role": "roles", "form": "forms", "view": "views"}
+KINDS = {"object": "objects", "role": "roles", "form": "forms", "view": "views", "script": "scripts"}
 
 
 @dataclass
@@ -28,6 +28,7 @@ class Package:
     roles: dict[str, dict[str, Any]] = field(default_factory=dict)
     forms: dict[str, dict[str, Any]] = field(default_factory=dict)
     views: dict[str, dict[str, Any]] = field(default_factory=dict)
+    scripts: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def name(self) -> str:

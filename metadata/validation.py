@@ -18,7 +18,7 @@ from referencing import Registry, Resource
 from .errors import MetadataError
 from .model import COMMON_FIELD_KEYS, SYSTEM_COLUMNS, FieldTypeSpec
 
-SCHEMA_FILES = ("common", "object", "role", "form", "view", "package", "app")
+SCHEMA_FILES = ("common", "object", "role", "form", "view", "script", "package", "app")
 
 #: Words that would make generated SQL or API payloads ambiguous; names may not use them.
 RESERVED_NAMES = frozenset(SYSTEM_COLUMNS) | frozenset(
@@ -315,6 +315,7 @@ def validate_app(doc: Any, types: Mapping[str, FieldTypeSpec]) -> None:
     if not errors:
         # Layouts and views refer to fields; check them once the objects are sound.
         errors.extend(layout_errors(doc))
+        errors.extend(script_errors(doc))
     _raise(errors)
 
 
@@ -511,6 +512,32 @@ def layout_refs(doc: Mapping[str, Any]) -> Iterator[tuple[str, str, str, str]]:
         if "filter" in view:
             for where, ref in _filter_walk(view["filter"], f"{base}.filter")[1]:
                 yield where, view["object"], ref, "column"
+
+
+_CRON_FIELD = re.compile(r"^(\*|[0-9]{1,2}(-[0-9]{1,2})?)(/[0-9]{1,2})?(,(\*|[0-9]{1,2}(-[0-9]{1,2})?)(/[0-9]{1,2})?)*$")
+
+
+def script_errors(doc: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """What a script refers to: its object, its run-as role, a sound cron schedule.
+    (Its source is compiled by the runtime, which owns the sandbox's rules.)"""
+    objects = doc.get("objects", {})
+    roles = set(doc.get("roles", {})) | {"admin", "user"}
+    errors = []
+    for name, script in doc.get("scripts", {}).items():
+        base = f"scripts.{name}"
+        trigger = script.get("trigger", {})
+        if "object" in script and script["object"] not in objects:
+            errors.append((f"{base}.object", f"unknown object {script['object']!r}"))
+        elif "object" not in script and "schedule" not in trigger:
+            errors.append((f"{base}.object", "a record event or action script names its object"))
+        if script.get("run_as") is not None and script["run_as"] not in roles:
+            errors.append((f"{base}.run_as", f"unknown role {script['run_as']!r}"))
+        if "schedule" in trigger:
+            parts = trigger["schedule"].split()
+            if len(parts) != 5 or not all(_CRON_FIELD.match(p) for p in parts):
+                errors.append((f"{base}.trigger.schedule",
+                               "must be five cron fields: minute hour day-of-month month day-of-week"))
+    return errors
 
 
 def layout_errors(doc: Mapping[str, Any]) -> list[tuple[str, str]]:

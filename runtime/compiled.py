@@ -29,6 +29,7 @@ from loomwork.metadata.validation import validate_app
 from .expr import Function, builtin_functions
 from .fieldtypes import FieldType
 from .rules import ObjectRules, check_app, compile_app_rules, with_rollup_sources
+from .sandbox.policy import ScriptCompileError, compile_script
 from .systables import system_columns
 from .tenancy import Tenant
 
@@ -255,6 +256,11 @@ class Runtime:
         if not expressions:
             return
         errors = check_app(AppMetadata.from_doc(doc), self.field_types, self.functions)
+        for name, script in doc.get("scripts", {}).items():
+            try:
+                compile_script(script["source"], name)
+            except ScriptCompileError as exc:
+                errors.extend((f"scripts.{name}.source", msg) for msg in exc.errors)
         if errors:
             merged: dict[str, list[str]] = {}
             for path, msg in errors:

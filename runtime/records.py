@@ -98,6 +98,16 @@ class RecordService:
     def __init__(self, runtime: Runtime, permissions: Permissions | None = None) -> None:
         self.runtime = runtime
         self.permissions = permissions or Permissions()
+        #: The script hooks (:class:`~loomwork.runtime.scripts.ScriptService`), when wired.
+        self.scripts: Any = None
+
+    def _hooked(self, ctx: Context, object_name: str, event: str) -> bool:
+        """Whether a write of ``object_name`` runs ``event`` scripts (checked before the
+        write's transaction opens: scripts run outside it)."""
+        if self.scripts is None:
+            return False
+        app = self.runtime.compiled(ctx.tenant, max_age=READ_MAX_AGE)
+        return object_name in app.objects and bool(self.scripts.triggered(ctx, app, object_name, event))
 
     # -- reads ------------------------------------------------------------
     def get(self, ctx: Context, object_name: str, record_id: Any) -> dict[str, Any]:
@@ -324,6 +334,10 @@ class RecordService:
             raise ValidationError({"_schema": ["must be a list of records"]})
         if len(rows) > MAX_BULK:
             raise ValidationError({"_schema": [f"at most {MAX_BULK} records per request"]})
+        if all(isinstance(r, Mapping) for r in rows) and self._hooked(ctx, object_name, "before_save"):
+            self.permissions.check(ctx, self.runtime.compiled(ctx.tenant, max_age=READ_MAX_AGE), object_name,
+                                   "create")
+            rows = self.scripts.before_save(ctx, object_name, rows, [None] * len(rows), bulk=not _single)
         with ctx.tenant.write() as conn:
             app = self.runtime.compiled(ctx.tenant, conn)
             self.permissions.check(ctx, app, object_name, "create")
@@ -416,6 +430,13 @@ class RecordService:
             expected_version = data["row_version"]
             if not isinstance(expected_version, int) or isinstance(expected_version, bool):
                 raise ValidationError({"row_version": ["must be an integer"]})
+        if isinstance(data, Mapping) and self._hooked(ctx, object_name, "before_save"):
+            current = self.get(ctx, object_name, record_id)
+            self.permissions.check(ctx, self.runtime.compiled(ctx.tenant, max_age=READ_MAX_AGE), object_name,
+                                   "update")
+            (data,) = self.scripts.before_save(ctx, object_name, [data], [current])
+            if expected_version is None:  # the script saw this version: nobody may slip in between
+                expected_version = current["row_version"]
         with ctx.tenant.write() as conn:
             app = self.runtime.compiled(ctx.tenant, conn)
             self.permissions.check(ctx, app, object_name, "update")
@@ -458,6 +479,13 @@ class RecordService:
     @_metadata_race
     def delete(self, ctx: Context, object_name: str, record_id: Any, *, expected_version: int | None = None) -> None:
         """Soft-delete a record, applying each referring lookup's ``on_delete``."""
+        if self._hooked(ctx, object_name, "before_delete"):
+            self.permissions.check(ctx, self.runtime.compiled(ctx.tenant, max_age=READ_MAX_AGE), object_name,
+                                   "delete")
+            current = self.get(ctx, object_name, record_id)
+            self.scripts.before_delete(ctx, object_name, current)
+            if expected_version is None:
+                expected_version = current["row_version"]
         with ctx.tenant.write() as conn:
             app = self.runtime.compiled(ctx.tenant, conn)
             self.permissions.check(ctx, app, object_name, "delete")

@@ -7,6 +7,7 @@ from .permissions import Permissions
 from .publishing import MetadataService
 from .query import QueryService
 from .records import RecordService
+from .scripts import ScriptService
 from .users import UserService
 from .views import ViewService
 
@@ -23,3 +24,6 @@ class Services:
         self.users = UserService()
         self.packages = PackageService(self.metadata)
         self.views = ViewService(runtime, self.permissions, self.query)
+        self.scripts = ScriptService(runtime, self.permissions)
+        self.scripts.records, self.scripts.query = self.records, self.query
+        self.records.scripts = self.scripts

@@ -85,6 +85,27 @@ saved_views = sa.Table(
 )
 
 
+#: One row per script run: who, what, how long, what it used and how it ended.
+script_runs = sa.Table(
+    "lw_script_run", system_metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("script", sa.String(63), nullable=False),
+    sa.Column("object", sa.String(63)),
+    sa.Column("record_id", sa.BigInteger),
+    sa.Column("trigger", sa.String(20), nullable=False),
+    sa.Column("actor", sa.Integer),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("duration_ms", sa.Integer, nullable=False),
+    sa.Column("status", sa.String(10), nullable=False),
+    sa.Column("error", sa.Text),
+    sa.Column("used", sa.Text, nullable=False),
+    sa.Column("log", sa.Text),
+    sa.Column("dry_run", sa.Boolean, nullable=False, default=False),
+    sa.Index("ix_lw_script_run_script", "script", "id"),
+    sa.Index("ix_lw_script_run_started", "started_at"),
+)
+
+
 def create(conn: sa.Connection) -> None:
     """Create the system tables that are missing (new ones appear in existing tenants too)."""
     system_metadata.create_all(conn)

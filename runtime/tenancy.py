@@ -16,6 +16,7 @@ import datetime as dt
 import os
 import re
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -52,6 +53,15 @@ tenant_registry = sa.Table(
     sa.Column("title", sa.String(200), nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
 )
+#: Operator switches per tenant (a table of its own, so older registries gain it).
+tenant_flags = sa.Table(
+    "lw_tenant_flag", registry_metadata,
+    sa.Column("tenant", sa.String(40), primary_key=True),
+    sa.Column("flag", sa.String(40), primary_key=True),
+    sa.Column("enabled", sa.Boolean, nullable=False),
+)
+#: How long a flag read from the registry is trusted by other processes.
+FLAG_TTL_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -137,6 +147,7 @@ class Platform:
         self.namespace = namespace
         self._lock = threading.Lock()
         self._tenants: dict[str, Tenant] = {}
+        self._flags: dict[tuple[str, str], tuple[bool, float]] = {}
         if self.url.startswith("sqlite"):
             self.kind = "sqlite"
             raw = self.url.split(":///", 1)[1] if ":///" in self.url else ""
@@ -202,6 +213,29 @@ class Platform:
                 self._tenants[name] = found
             return found
 
+    def flag(self, tenant: str, flag: str) -> bool:
+        """An operator switch of ``tenant`` (off unless set), read at most every few seconds."""
+        key = (tenant, flag)
+        now = time.monotonic()
+        cached = self._flags.get(key)
+        if cached is not None and now - cached[1] < FLAG_TTL_S:
+            return cached[0]
+        t = tenant_flags
+        with self.registry_engine.connect() as conn:
+            value = bool(conn.execute(sa.select(t.c.enabled).where(t.c.tenant == tenant, t.c.flag == flag))
+                         .scalar_one_or_none())
+        self._flags[key] = (value, now)
+        return value
+
+    def set_flag(self, tenant: str, flag: str, enabled: bool) -> None:
+        if not self.exists(tenant):
+            raise NotFound(f"no tenant {tenant!r}")
+        t = tenant_flags
+        with self.registry_engine.begin() as conn:
+            conn.execute(t.delete().where(t.c.tenant == tenant, t.c.flag == flag))
+            conn.execute(t.insert().values(tenant=tenant, flag=flag, enabled=enabled))
+        self._flags[(tenant, flag)] = (enabled, time.monotonic())
+
     def create_tenant(self, name: str, title: str | None = None) -> Tenant:
         """Create a tenant's namespace with its system tables, at metadata version 0."""
         if not TENANT_NAME.match(name or ""):
@@ -226,6 +260,7 @@ class Platform:
         tenant = self.tenant(name)
         with self.registry_engine.begin() as conn:
             conn.execute(tenant_registry.delete().where(tenant_registry.c.name == name))
+            conn.execute(tenant_flags.delete().where(tenant_flags.c.tenant == name))
         with self._lock:
             self._tenants.pop(name, None)
         if tenant.schema:

@@ -7,6 +7,7 @@ from typing import Any
 
 from flask import Flask
 
+from loomwork.runtime.scripts import SCRIPTS_FLAG
 from loomwork.runtime.services import Services
 from loomwork.runtime.tenancy import Platform
 
@@ -35,6 +36,7 @@ def create_app(settings: Mapping[str, Any] | None = None) -> Flask:
     pm = make_plugin_manager(cfg.plugin_list)
     services = Services(make_runtime(pm))
     platform = Platform(cfg.database_url, namespace=cfg.namespace)
+    services.scripts.enabled = lambda tenant: platform.flag(tenant, SCRIPTS_FLAG)
 
     app = Flask("loomwork", template_folder="web/templates", static_folder="web/static",
                 root_path=__file__.rsplit("/", 1)[0])

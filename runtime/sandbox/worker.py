@@ -561,6 +561,21 @@ def run(message: dict[str, Any]) -> dict[str, Any]:
             "used": {"steps": max(METER.steps, 0), "cpu_ms": int(time.process_time() * 1000)}}
 
 
+def run_batch(message: dict[str, Any]) -> dict[str, Any]:
+    """The script once per ``{record, old}`` of ``message["batch"]`` (a bulk write sends
+    its records in one round trip), each with the whole budget; a limit ends the batch."""
+    items = []
+    status = "ok"
+    for item in message["batch"]:
+        reply = run({**message, "record": item.get("record"), "old": item.get("old")})
+        reply.pop("op", None)
+        items.append(reply)
+        if reply["status"] == "limit":
+            status = "limit"
+            break
+    return {"op": "done", "status": status, "items": items}
+
+
 # -- start-up ------------------------------------------------------------------------
 
 def lock_down(ceiling_mib: int) -> None:
@@ -596,7 +611,7 @@ def main() -> None:
             return
         if message.get("op") != "run":
             return
-        write_frame(OUT, run(message))
+        write_frame(OUT, run_batch(message) if "batch" in message else run(message))
 
 
 if __name__ == "__main__":

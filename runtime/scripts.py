@@ -1,0 +1,358 @@
+"""Tenant scripts on the host side: when they run, what their ``ctx`` may do, the run log.
+
+Scripts run in sandbox workers (:mod:`loomwork.runtime.sandbox`). This module decides
+which scripts a write triggers, sends them the record as JSON, serves their ``ctx``
+calls (binding tenant and actor, refusing unknown arguments, checking names against
+metadata through the query engine and the record service, metering the budget), and
+logs every run.
+
+``before_save`` and ``before_delete`` scripts run before the write's transaction opens
+(their reads use their own short transactions), so a slow script never holds a write
+lock; the write then checks ``row_version`` again. They shape and check the record:
+``record`` changes become part of the write, ``ctx.error`` refuses it, and writing
+other records is left to actions. Writes a script makes do not trigger scripts.
+"""
+from __future__ import annotations
+
+import atexit
+import contextvars
+import datetime as dt
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+
+from loomwork.metadata.errors import LoomworkError, NotFound, PermissionDenied, ValidationError
+from loomwork.metadata.model import SYSTEM_COLUMNS, ScriptDef
+
+from . import systables
+from .compiled import READ_MAX_AGE, CompiledApp, Runtime
+from .context import Actor, Context
+from .permissions import Permissions
+from .query import ListRequest
+from .sandbox.budget import CEILING, DEFAULTS, LONG_RUNNING, BudgetExceeded, Limits, ScriptFailed
+from .sandbox.policy import digest
+from .sandbox.pool import Pool, WorkerCrashed
+from .sandbox.protocol import PlainError, plain
+
+log = logging.getLogger(__name__)
+
+#: The operator switch that lets a tenant's scripts run (``loomwork tenant scripts --enable``).
+SCRIPTS_FLAG = "scripts"
+BEFORE_EVENTS = ("before_save", "before_delete")
+#: What each ``ctx`` call accepts; anything else is refused by name.
+CALL_ARGS = {
+    "query": frozenset({"object", "filter", "fields", "order", "limit"}),
+    "get": frozenset({"object", "id"}),
+    "create": frozenset({"object", "values"}),
+    "update": frozenset({"object", "id", "values"}),
+}
+MAX_QUERY_LIMIT = 1000
+LOG_TEXT_CAP = 8000
+_TYPED = {"decimal": "decimal", "currency": "decimal", "percent": "decimal", "date": "date", "datetime": "datetime"}
+
+#: Set while the host serves a script's ``ctx`` write: such writes trigger no scripts.
+_serving_script: contextvars.ContextVar[bool] = contextvars.ContextVar("lw_serving_script", default=False)
+
+
+_POOLS: dict[tuple[int, int, int], Pool] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+@atexit.register
+def _close_pools() -> None:
+    for pool in _POOLS.values():
+        pool.close()
+
+
+@dataclass(frozen=True)
+class ScriptSettings:
+    workers: int = 2
+    #: A worker is replaced after this many runs (and after any limit or crash).
+    max_runs: int = 1000
+    defaults: Limits = DEFAULTS
+    long_running: Limits = LONG_RUNNING
+    ceiling: Limits = CEILING
+    #: Run-log rows older than this are removed.
+    log_retention_days: int = 30
+
+
+@dataclass
+class Meter:
+    """The host's share of a run's budget: queries, rows read, rows written."""
+
+    limits: Limits
+    queries: int = 0
+    rows_read: int = 0
+    rows_written: int = 0
+
+    def used(self) -> dict[str, int]:
+        return {"queries": self.queries, "rows_read": self.rows_read, "rows_written": self.rows_written}
+
+
+@dataclass
+class RunOutcome:
+    """How one run (or one record of a batch) ended."""
+
+    status: str
+    record: dict[str, Any] | None = None
+    result: Any = None
+    errors: list[tuple[str | None, str]] = field(default_factory=list)
+    log: str = ""
+    message: str | None = None
+    line: int | None = None
+    limit: str | None = None
+    used: dict[str, Any] = field(default_factory=dict)
+
+    def raise_failure(self, script: str) -> None:
+        """Raise what a failed run means for the write it belongs to."""
+        if self.status == "limit":
+            raise BudgetExceeded(self.limit or "steps", self.used.get(self.limit or ""), None, script)
+        if self.status == "error":
+            raise ScriptFailed(self.message or "error", script, self.line)
+
+
+class ScriptService:
+    def __init__(self, runtime: Runtime, permissions: Permissions, settings: ScriptSettings | None = None) -> None:
+        self.runtime = runtime
+        self.permissions = permissions
+        self.settings = settings or ScriptSettings()
+        #: Whether a tenant's scripts may run; the shell wires the registry switch in.
+        self.enabled: Callable[[str], bool] = lambda tenant: False
+        self.records: Any = None  # set by Services (the record service calls us back)
+        self.query: Any = None
+        self._pool: Pool | None = None
+        self._types: dict[tuple[int, str], dict[str, str]] = {}
+
+    # -- plumbing ---------------------------------------------------------------
+    @property
+    def pool(self) -> Pool:
+        """The process's worker pool for these settings, started at the first run
+        (workers are stateless, so every service of a process shares them)."""
+        if self._pool is None:
+            s = self.settings
+            key = (s.workers, s.max_runs, s.ceiling.memory_mib)
+            with _POOLS_LOCK:
+                if key not in _POOLS:
+                    _POOLS[key] = Pool(*key)
+                self._pool = _POOLS[key]
+        return self._pool
+
+    def limits_for(self, script: ScriptDef) -> Limits:
+        base = self.settings.defaults if script.event in BEFORE_EVENTS else self.settings.long_running
+        return base.capped(script.budget, self.settings.ceiling)
+
+    def triggered(self, ctx: Context, app: CompiledApp, object_name: str, event: str) -> list[ScriptDef]:
+        """The active ``event`` scripts of an object, if the tenant's scripts may run
+        and this write is not itself made by a script."""
+        scripts = app.meta.scripts_for(object_name, event=event)
+        if not scripts or _serving_script.get() or not self.enabled(ctx.tenant.name):
+            return []
+        return scripts
+
+    def _types_of(self, app: CompiledApp, object_name: str) -> dict[str, str]:
+        key = (app.version, object_name)
+        found = self._types.get(key)
+        if found is None:
+            obj = app.object(object_name)
+            found = {}
+            for name, f in obj.fields.items():
+                kind = f.ftype.result_type(f.defn) if f.ftype.computed else f.ftype.name
+                if kind in _TYPED:
+                    found[name] = _TYPED[kind]
+            for name in ("created_at", "updated_at"):
+                found[name] = "datetime"
+            self._types[key] = found
+        return found
+
+    # -- running ------------------------------------------------------------------
+    def execute(self, ctx: Context, app: CompiledApp, script: ScriptDef, trigger: str,
+                items: Sequence[tuple[Mapping[str, Any] | None, Mapping[str, Any] | None]], *,
+                params: Mapping[str, Any] | None = None, dry_run: bool = False,
+                record_ids: Sequence[int | None] = ()) -> list[RunOutcome]:
+        """Run ``script`` once per ``(record, old)`` of ``items`` (one round trip) and log it."""
+        limits = self.limits_for(script)
+        meter = Meter(limits)
+        now = ctx.now()
+        try:
+            batch = [{"record": plain(dict(r)) if r is not None else None,
+                      "old": plain(dict(o)) if o is not None else None} for r, o in items]
+            extra = plain(dict(params or {}))
+        except PlainError as exc:
+            raise ValidationError({"_schema": [f"cannot pass this record to a script: {exc}"]}) from None
+        request = {
+            "name": script.name, "source": script.source, "digest": digest(script.source),
+            "limits": limits.as_dict(), "types": self._types_of(app, script.object) if script.object else {},
+            "now": now.isoformat(), "today": now.date().isoformat(), "event": trigger, "params": extra,
+            "user": {"id": ctx.actor.id, "username": ctx.actor.username, "roles": sorted(ctx.actor.roles)},
+        }
+        if len(batch) == 1:
+            request.update(batch[0])
+        else:
+            request["batch"] = batch
+        call_ctx = ctx if script.run_as is None else Context(
+            ctx.tenant, Actor(ctx.actor.id, ctx.actor.username, frozenset({script.run_as})), ctx.locale, ctx.clock)
+
+        def on_call(name: str, args: dict[str, Any], steps: int) -> dict[str, Any]:
+            return self._serve(call_ctx, app, script, trigger, meter, name, args, dry_run)
+
+        started = time.monotonic()
+        try:
+            reply = self.pool.run(request, on_call, limits.wall_ms * max(len(batch), 1), script.name)
+        except BudgetExceeded as exc:
+            self._log(ctx, script, trigger, record_ids, now, started, "limit", exc.message, meter.used(), "",
+                      dry_run)
+            raise
+        except WorkerCrashed as exc:
+            log.warning("script %s: worker crashed: %s", script.name, exc)
+            message = "the script's process stopped unexpectedly (it may have run out of memory)"
+            self._log(ctx, script, trigger, record_ids, now, started, "error", message, meter.used(), "", dry_run)
+            raise ScriptFailed(message, script.name) from None
+        replies = reply["items"] if "items" in reply else [reply]
+        outcomes = [RunOutcome(
+            status=r["status"], record=r.get("record"), result=r.get("result"),
+            errors=[(e[0], e[1]) for e in r.get("errors") or ()], log=r.get("log") or "",
+            message=r.get("message"), line=r.get("line"), limit=r.get("limit"),
+            used={**(r.get("used") or {}), **meter.used(), "wall_ms": reply.get("wall_ms", 0)}) for r in replies]
+        worst = next((o for o in outcomes if o.status != "ok"), outcomes[-1] if outcomes else None)
+        if worst is not None:
+            error = None if worst.status == "ok" else (
+                f"went past its {worst.limit} limit" if worst.status == "limit" else worst.message)
+            self._log(ctx, script, trigger, record_ids, now, started, worst.status, error,
+                      worst.used, "".join(o.log for o in outcomes), dry_run)
+        return outcomes
+
+    def _serve(self, ctx: Context, app: CompiledApp, script: ScriptDef, trigger: str, meter: Meter, name: str,
+               args: dict[str, Any], dry_run: bool) -> dict[str, Any]:
+        """Answer one ``ctx`` call; errors go back to the script as ``ScriptApiError``."""
+        allowed = CALL_ARGS.get(name)
+        if allowed is None:
+            return {"error": f"ctx has no call {name!r}"}
+        unknown = sorted(set(args) - allowed)
+        if unknown:
+            return {"error": f"ctx.{name}: unknown argument(s) {', '.join(unknown)}"}
+        object_name = args.get("object")
+        if not isinstance(object_name, str) or object_name not in app.objects:
+            return {"error": f"ctx.{name}: unknown object {object_name!r}"}
+        limits = meter.limits
+        try:
+            if name == "query":
+                meter.queries += 1
+                if meter.queries > limits.queries:
+                    return {"fatal": "queries"}
+                limit = args.get("limit", 100)
+                if type(limit) is not int or not 1 <= limit <= MAX_QUERY_LIMIT:
+                    return {"error": f"ctx.query: limit must be a whole number from 1 to {MAX_QUERY_LIMIT}"}
+                order = args.get("order") or ()
+                order = [order] if isinstance(order, str) else order
+                fields = args.get("fields")
+                if fields is not None and (not isinstance(fields, list) or not all(isinstance(f, str) for f in fields)):
+                    return {"error": "ctx.query: fields must be a list of field names"}
+                if not isinstance(order, list) or not all(isinstance(o, str) for o in order):
+                    return {"error": "ctx.query: order must be a field name or a list of them (-name: descending)"}
+                result = self.query.list(ctx, object_name, ListRequest(
+                    filter=args.get("filter"), sort=order, fields=fields, limit=limit))
+                meter.rows_read += len(result.data)
+                if meter.rows_read > limits.rows_read:
+                    return {"fatal": "rows_read"}
+                return {"value": result.data, "types": self._types_of(app, object_name)}
+            if name == "get":
+                meter.rows_read += 1
+                if meter.rows_read > limits.rows_read:
+                    return {"fatal": "rows_read"}
+                return {"value": self.records.get(ctx, object_name, args.get("id")),
+                        "types": self._types_of(app, object_name)}
+            # create / update
+            if trigger in BEFORE_EVENTS:
+                return {"error": f"ctx.{name} is not available in a {trigger} script: it shapes and checks "
+                                 f"its own record; change other records from an action"}
+            meter.rows_written += 1
+            if meter.rows_written > limits.rows_written:
+                return {"fatal": "rows_written"}
+            values = args.get("values")
+            if not isinstance(values, dict):
+                return {"error": f"ctx.{name}: values must be a dictionary of field values"}
+            if dry_run:
+                self.permissions.check(ctx, app, object_name, "create" if name == "create" else "update")
+                return {"value": {**values, "id": args.get("id")}}
+            token = _serving_script.set(True)
+            try:
+                if name == "create":
+                    written = self.records.create(ctx, object_name, values)
+                else:
+                    written = self.records.update(ctx, object_name, args.get("id"), values)
+            finally:
+                _serving_script.reset(token)
+            return {"value": written, "types": self._types_of(app, object_name)}
+        except ValidationError as exc:
+            return {"error": f"ctx.{name}: " + "; ".join(f"{k}: {', '.join(v)}" for k, v in exc.errors.items())}
+        except (NotFound, PermissionDenied, LoomworkError) as exc:
+            return {"error": f"ctx.{name}: {exc.message}"}
+
+    def _log(self, ctx: Context, script: ScriptDef, trigger: str, record_ids: Sequence[int | None], now: dt.datetime,
+             started: float, status: str, error: str | None, used: Mapping[str, Any], text: str,
+             dry_run: bool) -> None:
+        r = systables.script_runs
+        duration = int((time.monotonic() - started) * 1000)
+        rid = record_ids[0] if len(record_ids) == 1 else None
+        with ctx.tenant.write() as conn:
+            conn.execute(r.insert().values(
+                script=script.name, object=script.object, record_id=rid, trigger=trigger, actor=ctx.actor.id,
+                started_at=now, duration_ms=duration, status=status, error=(error or None) and error[:2000],
+                used=json.dumps({**used, "records": max(len(record_ids), 1)}), log=text[:LOG_TEXT_CAP] or None,
+                dry_run=dry_run))
+            if conn.execute(sa.select(sa.func.count()).select_from(r)).scalar_one() % 500 == 0:
+                cutoff = now - dt.timedelta(days=self.settings.log_retention_days)
+                conn.execute(r.delete().where(r.c.started_at < cutoff))
+
+    # -- hooks the record service calls ------------------------------------------
+    def before_save(self, ctx: Context, object_name: str, rows: Sequence[Mapping[str, Any]],
+                    olds: Sequence[Mapping[str, Any] | None], *, bulk: bool = False) -> list[dict[str, Any]]:
+        """``rows`` as the ``before_save`` scripts leave them (only what changed is
+        added); their ``ctx.error`` calls refuse the write. ``olds`` are the stored
+        records of an update (None for a create)."""
+        app = self.runtime.compiled(ctx.tenant, max_age=READ_MAX_AGE)
+        scripts = self.triggered(ctx, app, object_name, "before_save")
+        if not scripts:
+            return [dict(r) for r in rows]
+        obj = app.object(object_name)
+        # A new record shows every field (None where nothing is given yet) and its defaults.
+        blank = {**dict.fromkeys(obj.fields), **obj.dump(dict(obj.literal_defaults))}
+        current = [{**(old if old is not None else blank), **row} for row, old in zip(rows, olds, strict=True)]
+        out = [dict(r) for r in rows]
+        errors: dict[str, list[str]] = {}
+        for script in scripts:
+            outcomes = self.execute(ctx, app, script, "before_save", list(zip(current, olds, strict=True)),
+                                    record_ids=[(o or {}).get("id") for o in olds])
+            for i, outcome in enumerate(outcomes):
+                outcome.raise_failure(script.name)
+                prefix = f"{i}." if bulk else ""
+                for fname, message in outcome.errors:
+                    errors.setdefault(f"{prefix}{fname or '_schema'}", []).append(message)
+                changed = outcome.record or {}
+                for key, value in changed.items():
+                    if key in SYSTEM_COLUMNS:
+                        continue
+                    if value != current[i].get(key):
+                        out[i][key] = value
+                        current[i][key] = value
+        if errors:
+            raise ValidationError(errors)
+        return out
+
+    def before_delete(self, ctx: Context, object_name: str, record: Mapping[str, Any]) -> None:
+        app = self.runtime.compiled(ctx.tenant, max_age=READ_MAX_AGE)
+        errors: dict[str, list[str]] = {}
+        for script in self.triggered(ctx, app, object_name, "before_delete"):
+            (outcome,) = self.execute(ctx, app, script, "before_delete", [(record, record)],
+                                      record_ids=[record.get("id")])
+            outcome.raise_failure(script.name)
+            for fname, message in outcome.errors:
+                errors.setdefault(fname or "_schema", []).append(message)
+        if errors:
+            raise ValidationError(errors, message="; ".join(m for ms in errors.values() for m in ms))
