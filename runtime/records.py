@@ -101,6 +101,10 @@ class RecordService:
         #: The script hooks (:class:`~loomwork.runtime.scripts.ScriptService`), when wired.
         self.scripts: Any = None
 
+    def _script_logs(self, ctx: Context) -> Any:
+        """Around a write transaction: scripts run inside it are logged when it ends."""
+        return self.scripts.logs_after(ctx) if self.scripts is not None else contextlib.nullcontext()
+
     def _hooked(self, ctx: Context, object_name: str, event: str) -> bool:
         """Whether a write of ``object_name`` runs ``event`` scripts (checked before the
         write's transaction opens: scripts run outside it)."""
@@ -338,7 +342,7 @@ class RecordService:
             self.permissions.check(ctx, self.runtime.compiled(ctx.tenant, max_age=READ_MAX_AGE), object_name,
                                    "create")
             rows = self.scripts.before_save(ctx, object_name, rows, [None] * len(rows), bulk=not _single)
-        with ctx.tenant.write() as conn:
+        with self._script_logs(ctx), ctx.tenant.write() as conn:
             app = self.runtime.compiled(ctx.tenant, conn)
             self.permissions.check(ctx, app, object_name, "create")
             obj = app.object(object_name)
@@ -374,7 +378,10 @@ class RecordService:
                 for record, values in zip(out, loaded, strict=True)])
             if obj.rules.feeds:
                 rollups.maintain(conn, app, obj, [(None, r) for r in out])
-            return [obj.dump(virtual_values(app, obj, r, ctx, conn)) for r in out]
+            created = [obj.dump(virtual_values(app, obj, r, ctx, conn)) for r in out]
+            if self.scripts is not None:
+                self.scripts.after_write(ctx, conn, app, object_name, "after_save", [(r, None) for r in created])
+            return created
 
     def _insert(self, conn: sa.Connection, obj: CompiledObject, records: list[dict[str, Any]],
                 loaded: list[dict[str, Any]], single: bool) -> None:
@@ -437,7 +444,7 @@ class RecordService:
             (data,) = self.scripts.before_save(ctx, object_name, [data], [current])
             if expected_version is None:  # the script saw this version: nobody may slip in between
                 expected_version = current["row_version"]
-        with ctx.tenant.write() as conn:
+        with self._script_logs(ctx), ctx.tenant.write() as conn:
             app = self.runtime.compiled(ctx.tenant, conn)
             self.permissions.check(ctx, app, object_name, "update")
             obj = app.object(object_name)
@@ -474,7 +481,11 @@ class RecordService:
                    "row_version": old["row_version"] + 1}
             if obj.rules.feeds:
                 rollups.maintain(conn, app, obj, [(old, new)])
-            return obj.dump(virtual_values(app, obj, new, ctx, conn))
+            updated = obj.dump(virtual_values(app, obj, new, ctx, conn))
+            if self.scripts is not None and self.scripts.triggered(ctx, app, object_name, "after_save"):
+                self.scripts.after_write(ctx, conn, app, object_name, "after_save",
+                                         [(updated, obj.dump(virtual_values(app, obj, dict(old), ctx, conn)))])
+            return updated
 
     @_metadata_race
     def delete(self, ctx: Context, object_name: str, record_id: Any, *, expected_version: int | None = None) -> None:
@@ -486,7 +497,7 @@ class RecordService:
             self.scripts.before_delete(ctx, object_name, current)
             if expected_version is None:
                 expected_version = current["row_version"]
-        with ctx.tenant.write() as conn:
+        with self._script_logs(ctx), ctx.tenant.write() as conn:
             app = self.runtime.compiled(ctx.tenant, conn)
             self.permissions.check(ctx, app, object_name, "delete")
             obj = app.object(object_name)
@@ -494,6 +505,9 @@ class RecordService:
             if expected_version is not None and expected_version != row["row_version"]:
                 raise ConflictError(f"{obj.name} {row['id']} was changed by someone else; reload it")
             self._soft_delete(ctx, conn, app, obj, [row["id"]], depth=0)
+            if self.scripts is not None and self.scripts.triggered(ctx, app, object_name, "after_delete"):
+                gone = obj.dump(virtual_values(app, obj, dict(row), ctx, conn))
+                self.scripts.after_write(ctx, conn, app, object_name, "after_delete", [(gone, gone)])
 
     def _soft_delete(self, ctx: Context, conn: sa.Connection, app: CompiledApp, obj: CompiledObject,
                      ids: list[int], depth: int) -> None:

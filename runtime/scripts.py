@@ -15,13 +15,14 @@ other records is left to actions. Writes a script makes do not trigger scripts.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import contextvars
 import datetime as dt
 import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,6 +57,9 @@ MAX_QUERY_LIMIT = 1000
 LOG_TEXT_CAP = 8000
 _TYPED = {"decimal": "decimal", "currency": "decimal", "percent": "decimal", "date": "date", "datetime": "datetime"}
 
+#: Run-log rows waiting for the enclosing write transaction to end.
+_pending_logs: contextvars.ContextVar[list[dict[str, Any]] | None] = contextvars.ContextVar(
+    "lw_pending_script_logs", default=None)
 #: Set while the host serves a script's ``ctx`` write: such writes trigger no scripts.
 _serving_script: contextvars.ContextVar[bool] = contextvars.ContextVar("lw_serving_script", default=False)
 
@@ -219,11 +223,15 @@ class ScriptService:
             errors=[(e[0], e[1]) for e in r.get("errors") or ()], log=r.get("log") or "",
             message=r.get("message"), line=r.get("line"), limit=r.get("limit"),
             used={**(r.get("used") or {}), **meter.used(), "wall_ms": reply.get("wall_ms", 0)}) for r in replies]
-        worst = next((o for o in outcomes if o.status != "ok"), outcomes[-1] if outcomes else None)
+        worst = next((o for o in outcomes if o.status != "ok"), None) or \
+            next((o for o in outcomes if o.errors), outcomes[-1] if outcomes else None)
         if worst is not None:
-            error = None if worst.status == "ok" else (
-                f"went past its {worst.limit} limit" if worst.status == "limit" else worst.message)
-            self._log(ctx, script, trigger, record_ids, now, started, worst.status, error,
+            status, error = worst.status, worst.message
+            if status == "limit":
+                error = f"went past its {worst.limit} limit"
+            elif status == "ok" and worst.errors:
+                status, error = "refused", "; ".join(m for _, m in worst.errors)
+            self._log(ctx, script, trigger, record_ids, now, started, status, error,
                       worst.used, "".join(o.log for o in outcomes), dry_run)
         return outcomes
 
@@ -248,8 +256,8 @@ class ScriptService:
                 limit = args.get("limit", 100)
                 if type(limit) is not int or not 1 <= limit <= MAX_QUERY_LIMIT:
                     return {"error": f"ctx.query: limit must be a whole number from 1 to {MAX_QUERY_LIMIT}"}
-                order = args.get("order") or ()
-                order = [order] if isinstance(order, str) else order
+                order = args.get("order")
+                order = [] if order is None else [order] if isinstance(order, str) else order
                 fields = args.get("fields")
                 if fields is not None and (not isinstance(fields, list) or not all(isinstance(f, str) for f in fields)):
                     return {"error": "ctx.query: fields must be a list of field names"}
@@ -270,7 +278,7 @@ class ScriptService:
             # create / update
             if trigger in BEFORE_EVENTS:
                 return {"error": f"ctx.{name} is not available in a {trigger} script: it shapes and checks "
-                                 f"its own record; change other records from an action"}
+                                 f"its own record; change other records from an after_save script or an action"}
             meter.rows_written += 1
             if meter.rows_written > limits.rows_written:
                 return {"fatal": "rows_written"}
@@ -297,18 +305,62 @@ class ScriptService:
     def _log(self, ctx: Context, script: ScriptDef, trigger: str, record_ids: Sequence[int | None], now: dt.datetime,
              started: float, status: str, error: str | None, used: Mapping[str, Any], text: str,
              dry_run: bool) -> None:
-        r = systables.script_runs
-        duration = int((time.monotonic() - started) * 1000)
         rid = record_ids[0] if len(record_ids) == 1 else None
+        row = dict(script=script.name, object=script.object, record_id=rid, trigger=trigger, actor=ctx.actor.id,
+                   started_at=now, duration_ms=int((time.monotonic() - started) * 1000), status=status,
+                   error=(error or None) and error[:2000], used=json.dumps({**used, "records": max(len(record_ids), 1)}),
+                   log=text[:LOG_TEXT_CAP] or None, dry_run=dry_run)
+        pending = _pending_logs.get()
+        if pending is not None and ctx.tenant.in_transaction:
+            pending.append(row)  # written after the transaction, which may yet roll back
+        else:
+            self._write_logs(ctx, [row])
+
+    def _write_logs(self, ctx: Context, rows: list[dict[str, Any]]) -> None:
+        r = systables.script_runs
         with ctx.tenant.write() as conn:
-            conn.execute(r.insert().values(
-                script=script.name, object=script.object, record_id=rid, trigger=trigger, actor=ctx.actor.id,
-                started_at=now, duration_ms=duration, status=status, error=(error or None) and error[:2000],
-                used=json.dumps({**used, "records": max(len(record_ids), 1)}), log=text[:LOG_TEXT_CAP] or None,
-                dry_run=dry_run))
-            if conn.execute(sa.select(sa.func.count()).select_from(r)).scalar_one() % 500 == 0:
-                cutoff = now - dt.timedelta(days=self.settings.log_retention_days)
+            conn.execute(r.insert(), rows)
+            last = conn.execute(sa.select(sa.func.max(r.c.id))).scalar_one()
+            if last // 500 != (last - len(rows)) // 500:  # now and then, not on every run
+                cutoff = ctx.now() - dt.timedelta(days=self.settings.log_retention_days)
                 conn.execute(r.delete().where(r.c.started_at < cutoff))
+
+    @contextlib.contextmanager
+    def logs_after(self, ctx: Context) -> Iterator[None]:
+        """Around a write transaction: the run-log rows of scripts run inside it are
+        written when it ends, committed or not (a failed run is logged too)."""
+        if _pending_logs.get() is not None:
+            yield
+            return
+        pending: list[dict[str, Any]] = []
+        token = _pending_logs.set(pending)
+        try:
+            yield
+        finally:
+            _pending_logs.reset(token)
+            if pending:
+                self._write_logs(ctx, pending)
+
+    def after_write(self, ctx: Context, conn: sa.Connection, app: CompiledApp, object_name: str, event: str,
+                    items: Sequence[tuple[Mapping[str, Any], Mapping[str, Any] | None]]) -> None:
+        """Run the ``after_save``/``after_delete`` scripts inside the write's transaction
+        ``conn``: their reads see the write, their writes join it, and a failure or a
+        ``ctx.error`` rolls all of it back."""
+        scripts = self.triggered(ctx, app, object_name, event)
+        if not scripts:
+            return
+        errors: dict[str, list[str]] = {}
+        bulk = len(items) > 1
+        with ctx.tenant.joined(conn):
+            for script in scripts:
+                outcomes = self.execute(ctx, app, script, event, items,
+                                        record_ids=[(r or {}).get("id") for r, _ in items])
+                for i, outcome in enumerate(outcomes):
+                    outcome.raise_failure(script.name)
+                    for fname, message in outcome.errors:
+                        errors.setdefault(f"{i}." * bulk + (fname or "_schema"), []).append(message)
+        if errors:
+            raise ValidationError(errors)
 
     # -- hooks the record service calls ------------------------------------------
     def before_save(self, ctx: Context, object_name: str, rows: Sequence[Mapping[str, Any]],

@@ -12,6 +12,7 @@ Users, roles, metadata, data and history all live in the tenant's namespace.
 """
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
 import os
 import re
@@ -62,6 +63,9 @@ tenant_flags = sa.Table(
 )
 #: How long a flag read from the registry is trusted by other processes.
 FLAG_TTL_S = 5.0
+#: The write a thread's tenant access joins (see :meth:`Tenant.joined`).
+_joined: contextvars.ContextVar[tuple[tuple[str, str], sa.Connection] | None] = contextvars.ContextVar(
+    "lw_joined_write", default=None)
 
 
 @dataclass(frozen=True)
@@ -84,16 +88,46 @@ class Tenant:
     @contextmanager
     def write(self) -> Iterator[sa.Connection]:
         """A write transaction. On SQLite it takes the write lock at BEGIN
-        (``BEGIN IMMEDIATE``), so two writers queue instead of deadlocking on upgrade."""
+        (``BEGIN IMMEDIATE``), so two writers queue instead of deadlocking on upgrade.
+
+        Inside :meth:`joined` (an ``after_save`` script's calls) it is a savepoint of
+        the enclosing write instead: one transaction, committed or rolled back whole.
+        """
+        outer = _joined.get()
+        if outer is not None and outer[0] == self.cache_key:
+            with outer[1].begin_nested():
+                yield outer[1]
+            return
         with self.engine.connect() as conn:
             conn = conn.execution_options(lw_immediate=True)
             with conn.begin():
                 yield conn
 
     @contextmanager
+    def joined(self, conn: sa.Connection) -> Iterator[None]:
+        """Make this thread's reads and writes of the tenant use ``conn`` (an open write
+        transaction) until the block ends: they see its changes and share its fate."""
+        token = _joined.set((self.cache_key, conn))
+        try:
+            yield
+        finally:
+            _joined.reset(token)
+
+    @property
+    def in_transaction(self) -> bool:
+        """Whether this thread is inside :meth:`joined` for this tenant."""
+        outer = _joined.get()
+        return outer is not None and outer[0] == self.cache_key
+
+    @contextmanager
     def read(self) -> Iterator[sa.Connection]:
         """A read: on PostgreSQL a READ COMMITTED transaction; on SQLite autocommit
-        statements (each sees a committed snapshot), so reads never take a lock."""
+        statements (each sees a committed snapshot), so reads never take a lock.
+        Inside :meth:`joined`, the enclosing write's connection."""
+        outer = _joined.get()
+        if outer is not None and outer[0] == self.cache_key:
+            yield outer[1]
+            return
         with self.engine.connect() as conn:
             conn = conn.execution_options(lw_read=True)
             with conn.begin():
