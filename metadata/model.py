@@ -401,13 +401,15 @@ class ScriptDef:
     run_as: str | None = None
     budget: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
     label: Any = None
+    roles: tuple[str, ...] = ()
 
     @classmethod
     def from_doc(cls, name: str, doc: Mapping[str, Any]) -> ScriptDef:
         trigger = doc.get("trigger", {})
         return cls(name, doc.get("object"), doc["source"], trigger.get("event"), bool(trigger.get("action")),
                    trigger.get("schedule"), bool(doc.get("active", True)), int(doc.get("order", 0)),
-                   doc.get("run_as"), MappingProxyType(dict(doc.get("budget", {}))), _freeze(doc.get("label")))
+                   doc.get("run_as"), MappingProxyType(dict(doc.get("budget", {}))), _freeze(doc.get("label")),
+                   tuple(doc.get("roles", ())))
 
     def title(self, locale: str = "en") -> str:
         return label_text(self.label, locale, self.name.replace("_", " ").capitalize())

@@ -28,14 +28,20 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from loomwork.metadata.errors import LoomworkError, NotFound, PermissionDenied, ValidationError
+from loomwork.metadata.errors import (
+    ConflictError,
+    LoomworkError,
+    NotFound,
+    PermissionDenied,
+    ValidationError,
+)
 from loomwork.metadata.model import SYSTEM_COLUMNS, ScriptDef
 
 from . import systables
 from .compiled import READ_MAX_AGE, CompiledApp, Runtime
 from .context import Actor, Context
 from .permissions import Permissions
-from .query import ListRequest
+from .query import MAX_LIMIT, ListRequest
 from .sandbox.budget import CEILING, DEFAULTS, LONG_RUNNING, BudgetExceeded, Limits, ScriptFailed
 from .sandbox.policy import digest
 from .sandbox.pool import Pool, WorkerCrashed
@@ -53,7 +59,7 @@ CALL_ARGS = {
     "create": frozenset({"object", "values"}),
     "update": frozenset({"object", "id", "values"}),
 }
-MAX_QUERY_LIMIT = 1000
+MAX_QUERY_LIMIT = MAX_LIMIT
 LOG_TEXT_CAP = 8000
 _TYPED = {"decimal": "decimal", "currency": "decimal", "percent": "decimal", "date": "date", "datetime": "datetime"}
 
@@ -203,7 +209,7 @@ class ScriptService:
             ctx.tenant, Actor(ctx.actor.id, ctx.actor.username, frozenset({script.run_as})), ctx.locale, ctx.clock)
 
         def on_call(name: str, args: dict[str, Any], steps: int) -> dict[str, Any]:
-            return self._serve(call_ctx, app, script, trigger, meter, name, args, dry_run)
+            return self._serve(call_ctx, app, trigger, meter, name, args)
 
         started = time.monotonic()
         try:
@@ -235,8 +241,8 @@ class ScriptService:
                       worst.used, "".join(o.log for o in outcomes), dry_run)
         return outcomes
 
-    def _serve(self, ctx: Context, app: CompiledApp, script: ScriptDef, trigger: str, meter: Meter, name: str,
-               args: dict[str, Any], dry_run: bool) -> dict[str, Any]:
+    def _serve(self, ctx: Context, app: CompiledApp, trigger: str, meter: Meter, name: str,
+               args: dict[str, Any]) -> dict[str, Any]:
         """Answer one ``ctx`` call; errors go back to the script as ``ScriptApiError``."""
         allowed = CALL_ARGS.get(name)
         if allowed is None:
@@ -285,9 +291,6 @@ class ScriptService:
             values = args.get("values")
             if not isinstance(values, dict):
                 return {"error": f"ctx.{name}: values must be a dictionary of field values"}
-            if dry_run:
-                self.permissions.check(ctx, app, object_name, "create" if name == "create" else "update")
-                return {"value": {**values, "id": args.get("id")}}
             token = _serving_script.set(True)
             try:
                 if name == "create":
@@ -408,3 +411,111 @@ class ScriptService:
                 errors.setdefault(fname or "_schema", []).append(message)
         if errors:
             raise ValidationError(errors, message="; ".join(m for ms in errors.values() for m in ms))
+
+    # -- actions, dry runs, the run log --------------------------------------------
+    def _require_enabled(self, ctx: Context) -> None:
+        if not self.enabled(ctx.tenant.name):
+            raise ConflictError("scripts are turned off for this tenant; an operator turns them on with "
+                                "`loomwork tenant scripts --enable`")
+
+    def actions(self, ctx: Context, object_name: str) -> list[ScriptDef]:
+        """The actions of an object the caller may run (buttons on its record page)."""
+        app = self.runtime.compiled(ctx.tenant, max_age=READ_MAX_AGE)
+        if object_name not in app.objects or not self.enabled(ctx.tenant.name):
+            return []
+        return [s for s in app.meta.scripts_for(object_name, action=True) if self._may_run(ctx, app, s)]
+
+    def _may_run(self, ctx: Context, app: CompiledApp, script: ScriptDef) -> bool:
+        if not self.permissions.allowed(ctx, app, script.object, "update"):
+            return False
+        return not script.roles or ctx.actor.is_admin or not ctx.actor.roles.isdisjoint(script.roles)
+
+    def run_action(self, ctx: Context, object_name: str, record_id: Any, name: str,
+                   params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Run action ``name`` on a record, all-or-nothing: its ``ctx`` writes and its
+        changes to ``record`` are saved together or not at all."""
+        self._require_enabled(ctx)
+        app = self.runtime.compiled(ctx.tenant, max_age=READ_MAX_AGE)
+        script = app.meta.scripts.get(name)
+        if script is None or not script.action or script.object != object_name or not script.active:
+            raise NotFound(f"{object_name} has no action {name!r}")
+        if not self._may_run(ctx, app, script):
+            raise PermissionDenied(f"you may not run {name!r}")
+        if params is not None and not isinstance(params, Mapping):
+            raise ValidationError({"params": ["must be a JSON object"]})
+        record = self.records.get(ctx, object_name, record_id)
+        with self.logs_after(ctx), ctx.tenant.write() as conn, ctx.tenant.joined(conn):
+            (outcome,) = self.execute(ctx, app, script, "action", [(record, record)], params=params,
+                                      record_ids=[record["id"]])
+            outcome.raise_failure(script.name)
+            if outcome.errors:
+                raise ValidationError({f or "_schema": [m] for f, m in outcome.errors})
+            changes = {k: v for k, v in (outcome.record or {}).items()
+                       if k not in SYSTEM_COLUMNS and v != record.get(k)}
+            if changes:
+                token = _serving_script.set(True)
+                try:
+                    record = self.records.update(ctx, object_name, record["id"], changes,
+                                                 expected_version=record["row_version"])
+                finally:
+                    _serving_script.reset(token)
+            else:
+                record = self.records.get(ctx, object_name, record["id"])
+        return {"result": outcome.result, "record": record, "log": outcome.log}
+
+    def dry_run(self, ctx: Context, name: str, record_id: Any = None, *,
+                record: Mapping[str, Any] | None = None, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Run script ``name`` against a stored record (or ``record`` as given) and roll
+        back whatever it wrote: what it would do, for the designer and for testing.
+        Administrators only; logged as a dry run."""
+        if not ctx.actor.is_admin:
+            raise PermissionDenied("only administrators may dry-run scripts")
+        self._require_enabled(ctx)
+        app = self.runtime.compiled(ctx.tenant, max_age=READ_MAX_AGE)
+        script = app.meta.scripts.get(name)
+        if script is None:
+            raise NotFound(f"no script {name!r}")
+        if record is not None and not isinstance(record, Mapping):
+            raise ValidationError({"record": ["must be a JSON object of field values"]})
+        current = dict(record or {})
+        if record_id is not None:
+            if script.object is None:
+                raise ValidationError({"record_id": [f"script {name!r} belongs to no object"]})
+            current = {**self.records.get(ctx, script.object, record_id), **current}
+        trigger = script.event or ("action" if script.action else "schedule")
+        old = current if record_id is not None else None
+        outcome: RunOutcome | None = None
+        with self.logs_after(ctx):
+            try:
+                with ctx.tenant.write() as conn, ctx.tenant.joined(conn):
+                    (outcome,) = self.execute(ctx, app, script, trigger, [(current, old)], params=params,
+                                              dry_run=True, record_ids=[current.get("id")])
+                    raise _RolledBack
+            except _RolledBack:
+                pass  # the point of a dry run: nothing it wrote stays
+        assert outcome is not None
+        return {"status": outcome.status, "message": outcome.message, "line": outcome.line, "limit": outcome.limit,
+                "record": outcome.record, "result": outcome.result,
+                "errors": [{"field": f, "message": m} for f, m in outcome.errors], "log": outcome.log,
+                "used": outcome.used}
+
+    def runs(self, ctx: Context, *, script: str | None = None, limit: int = 50,
+             before: int | None = None) -> list[dict[str, Any]]:
+        """The run log, newest first (administrators only)."""
+        if not ctx.actor.is_admin:
+            raise PermissionDenied("only administrators may read the script run log")
+        r = systables.script_runs
+        stmt = sa.select(r).order_by(r.c.id.desc()).limit(max(1, min(int(limit), 500)))
+        if script:
+            stmt = stmt.where(r.c.script == script)
+        if before:
+            stmt = stmt.where(r.c.id < int(before))
+        with ctx.tenant.read() as conn:
+            # str(): the keys are SQLAlchemy's quoted names, which JSON encoders refuse.
+            return [{**{str(k): v for k, v in row._asdict().items()}, "started_at": row.started_at.isoformat(),
+                     "used": json.loads(row.used)} for row in conn.execute(stmt)]
+
+
+class _RolledBack(Exception):
+    """Ends a dry run's transaction without committing it."""
+

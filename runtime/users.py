@@ -12,6 +12,7 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 import sqlalchemy as sa
@@ -168,7 +169,9 @@ class UserService:
             if _hasher.check_needs_rehash(row.password_hash):
                 values["password_hash"] = _hasher.hash(password)
             conn.execute(u.update().where(u.c.id == row.id).values(**values))
-        return _user(row)
+        # The user as now stored: a rehashed password changes the session stamp, and a
+        # session opened with the old one would end at its next request.
+        return _user(SimpleNamespace(**{**{str(k): v for k, v in row._mapping.items()}, **values}))
 
     def set_password(self, ctx: Context, user_id: int, new_password: str, *, old_password: str | None = None) -> None:
         """Change a password: users give their old one; administrators may reset anyone's."""

@@ -65,8 +65,10 @@ def test_production_hash_parameters_and_rehash_on_login(lw_services, lw_ctx, mon
     svc.create(lw_ctx, "old", PASSWORD)
     assert "$m=1024,t=1" in stored_user(lw_ctx, "old").password_hash
     monkeypatch.setattr(users_mod, "_hasher", real)
-    svc.authenticate(lw_ctx, "old", PASSWORD)  # a weaker hash is upgraded on the next login
+    signed_in = svc.authenticate(lw_ctx, "old", PASSWORD)  # a weaker hash is upgraded on the next login
     upgraded = stored_user(lw_ctx, "old").password_hash
+    # the session stamp given at that login is the one now stored (or the session would end at once)
+    assert signed_in.stamp == svc.get(lw_ctx, signed_in.id).stamp
     assert upgraded.startswith("$argon2id$v=19$m=65536,t=3,")
     assert svc.authenticate(lw_ctx, "old", PASSWORD).username == "old"
 

@@ -117,6 +117,73 @@ def tenant_list(env: Env) -> None:
         click.echo(f"{t['name']}\t{t['title']}\t{t['created_at']:%Y-%m-%d %H:%M}")
 
 
+@tenant.command("scripts")
+@click.argument("name", required=False)
+@click.option("--enable/--disable", default=None, help="Turn the tenant's scripts on or off.")
+@click.pass_obj
+def tenant_scripts(env: Env, name: str | None, enable: bool | None) -> None:
+    """Show, or with --enable/--disable set, whether a tenant's scripts may run.
+
+    Scripts are off for every tenant until an operator turns them on."""
+    from loomwork.runtime.scripts import SCRIPTS_FLAG
+
+    name = name or env.state.settings.default_tenant
+    platform = env.state.platform
+    if enable is not None:
+        platform.set_flag(name, SCRIPTS_FLAG, enable)
+    state = "enabled" if platform.flag(name, SCRIPTS_FLAG) else "disabled"
+    click.echo(f"scripts are {state} for tenant {name}")
+
+
+@main.group()
+def script() -> None:
+    """Run scripts by hand and read their run log."""
+
+
+@script.command("run")
+@click.argument("name")
+@click.option("--record", "record_id", default=None, help="The id of the record to run it against.")
+@click.option("--values", default=None, help="Field values as a JSON object (with or instead of --record).")
+@click.option("--params", default=None, help="An action's parameters as a JSON object.")
+@click.option("--dry", is_flag=True, required=True, help="Roll back whatever the script writes (required: "
+              "scripts change data only through their triggers).")
+@click.option("--tenant", default=None)
+@click.pass_obj
+def script_run(env: Env, name: str, record_id: str | None, values: str | None, params: str | None, dry: bool,
+               tenant: str | None) -> None:
+    """Dry-run script NAME and print what it would do, as JSON."""
+    def parsed(text: str | None, what: str) -> dict | None:
+        if text is None:
+            return None
+        try:
+            value = json.loads(text)
+        except ValueError as exc:
+            raise ValidationError({what: [f"not JSON: {exc}"]}) from None
+        if not isinstance(value, dict):
+            raise ValidationError({what: ["must be a JSON object"]})
+        return value
+
+    outcome = env.state.services.scripts.dry_run(env.ctx(tenant), name, record_id, record=parsed(values, "values"),
+                                                 params=parsed(params, "params"))
+    click.echo(json.dumps(outcome, indent=2, default=str, ensure_ascii=False))
+    if outcome["status"] != "ok" or outcome["errors"]:
+        sys.exit(2)
+
+
+@script.command("runs")
+@click.option("--script", "name", default=None)
+@click.option("--limit", default=20, show_default=True)
+@click.option("--tenant", default=None)
+@click.pass_obj
+def script_runs(env: Env, name: str | None, limit: int, tenant: str | None) -> None:
+    """The latest runs, newest first."""
+    for run in env.state.services.scripts.runs(env.ctx(tenant), script=name, limit=limit):
+        record = f"{run['object']}/{run['record_id']}" if run["record_id"] else (run["object"] or "-")
+        flag = " (dry run)" if run["dry_run"] else ""
+        click.echo(f"{run['started_at'][:19]}  {run['script']:<24} {run['trigger']:<13} {record:<20} "
+                   f"{run['status']:<8} {run['duration_ms']:>6} ms{flag}  {run['error'] or ''}")
+
+
 @main.group()
 def user() -> None:
     """Manage users and their API tokens."""

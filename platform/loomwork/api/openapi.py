@@ -283,6 +283,39 @@ def build_spec(app: CompiledApp, objects: list[str], locale: str = "en") -> dict
             "responses": {"200": {"description": "Newest first", "content": {"application/json": {"schema": {
                 "type": "object", "properties": {"data": {"type": "array", "items": history_item}}}}}},
                 **{c: errors[c] for c in ("401", "403", "404")}}}})
+        for script in app.meta.scripts_for(name, action=True):
+            spec.path(path=f"/api/v1/data/{name}/{{id}}/actions/{script.name}", operations={"post": {
+                "tags": [tag], "summary": script.title(locale), "operationId": f"action_{name}_{script.name}",
+                "description": "Runs the action script on the record; its writes are saved together or not at all.",
+                "parameters": [id_param],
+                "requestBody": {"required": False, "content": {"application/json": {"schema": {
+                    "type": "object", "additionalProperties": False,
+                    "properties": {"params": {"type": "object", "description": "Passed to the script as params"}}}}}},
+                "responses": {"200": {"description": "Done", "content": {"application/json": {"schema": {
+                    "type": "object", "properties": {"result": {"description": "The script's result"},
+                                                     "record": ref, "log": {"type": "string"}}}}}},
+                              **{c: errors[c] for c in ("401", "403", "404", "409", "422")}}}})
+    spec.path(path="/api/v1/scripts/{name}/dry-run", operations={"post": {
+        "tags": ["scripts"], "summary": "Dry-run a script (administrators)", "operationId": "dry_run_script",
+        "description": "Runs the script against a stored record (record_id) and/or given values (record) "
+                       "and rolls back whatever it wrote.",
+        "parameters": [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
+        "requestBody": {"required": False, "content": {"application/json": {"schema": {
+            "type": "object", "additionalProperties": False,
+            "properties": {"record_id": {"type": "integer"}, "record": {"type": "object"},
+                           "params": {"type": "object"}}}}}},
+        "responses": {"200": {"description": "What the script did: status, record, result, errors, log, used"},
+                      **{c: errors[c] for c in ("401", "403", "404", "409", "422")}}}})
+    spec.path(path="/api/v1/scripts/runs", operations={"get": {
+        "tags": ["scripts"], "summary": "The script run log, newest first (administrators)",
+        "operationId": "script_runs",
+        "parameters": [{"name": "script", "in": "query", "schema": {"type": "string"}},
+                       {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
+                       {"name": "before", "in": "query", "schema": {"type": "integer"},
+                        "description": "Runs with a smaller id (the next page: next_before)"}],
+        "responses": {"200": {"description": "Runs: script, object, record_id, trigger, actor, started_at, "
+                                             "duration_ms, status, error, used, log, dry_run"},
+                      **{c: errors[c] for c in ("401", "403")}}}})
     doc = spec.to_dict()
     doc["security"] = [{"bearer": []}, {"session": []}]
     return doc

@@ -19,6 +19,7 @@ from loomwork.runtime.evaluation import primary_role
 from loomwork.runtime.forms import FieldStates, Layout, layout_for
 from loomwork.runtime.query import ListRequest
 from loomwork.runtime.rules import rules_document
+from loomwork.runtime.sandbox.budget import BudgetExceeded, ScriptFailed
 
 from .. import auth
 from ..state import state
@@ -159,10 +160,35 @@ def record_page(object_name: str, raw_id: str):
         target = f.defn.prop("target") if f.ftype.name == "lookup" else None
         return display(f, row.get(name), locale(), title=titles.title(target, row.get(name)) if target else None)
 
+    actions = [{"name": s.name, "label": s.title(locale())} for s in services.scripts.actions(ctx, object_name)]
     return _page("record.html", ctx, app, obj, record=record, tabs=tabs, related=related, present=present,
-                 history=_history(obj, history, titles, users), users=users,
+                 history=_history(obj, history, titles, users), users=users, actions=actions,
                  title=titles.title(obj.name, rid) or f"#{rid}",
                  created_at=_when(record.get("created_at")), updated_at=_when(record.get("updated_at")))
+
+
+@bp.post("/app/<object_name>/<raw_id>/actions/<name>")
+def run_action(object_name: str, raw_id: str, name: str):
+    """An action button: run the script, then back to the record saying how it went."""
+    ctx = signed_in()
+    rid = _record_id(raw_id)
+    app = compiled(ctx)
+    script = app.meta.scripts.get(name)
+    label = script.title(locale()) if script is not None else name
+    try:
+        outcome = state().services.scripts.run_action(ctx, object_name, rid, name)
+    except ValidationError as exc:
+        messages = [m for ms in translate_all(exc.errors).values() for m in ms]
+        flash(_("%(action)s refused: %(reason)s", action=label, reason="; ".join(messages)), "error")
+    except (ConflictError, ScriptFailed, BudgetExceeded) as exc:
+        flash(_("%(action)s failed: %(reason)s", action=label, reason=exc.message), "error")
+    else:
+        result = outcome["result"]
+        if result is None or isinstance(result, (dict, list)):
+            flash(_("%(action)s done.", action=label), "ok")
+        else:
+            flash(_("%(action)s done: %(result)s", action=label, result=str(result)[:300]), "ok")
+    return redirect(url_for("web.record_page", object_name=object_name, raw_id=rid))
 
 
 def _when(value: str | None) -> str:
