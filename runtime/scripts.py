@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
+from croniter import croniter
 
 from loomwork.metadata.errors import (
     ConflictError,
@@ -220,7 +221,7 @@ class ScriptService:
             raise
         except WorkerCrashed as exc:
             log.warning("script %s: worker crashed: %s", script.name, exc)
-            message = "the script's process stopped unexpectedly (it may have run out of memory)"
+            message = "the script stopped its sandbox process (a value nested too deeply, or too much memory)"
             self._log(ctx, script, trigger, record_ids, now, started, "error", message, meter.used(), "", dry_run)
             raise ScriptFailed(message, script.name) from None
         replies = reply["items"] if "items" in reply else [reply]
@@ -514,6 +515,54 @@ class ScriptService:
             # str(): the keys are SQLAlchemy's quoted names, which JSON encoders refuse.
             return [{**{str(k): v for k, v in row._asdict().items()}, "started_at": row.started_at.isoformat(),
                      "used": json.loads(row.used)} for row in conn.execute(stmt)]
+
+
+    # -- schedules ----------------------------------------------------------------------
+    def run_schedules(self, ctx: Context, now: dt.datetime | None = None) -> list[dict[str, Any]]:
+        """Run the tenant's scheduled scripts whose time came since their last run.
+
+        ``loomwork worker`` calls this every few seconds. A script's last run time is
+        claimed with a compare-and-set before it runs, so of several workers exactly one
+        runs it; a worker killed mid-run has claimed it (at most once, never twice).
+        A script first seen starts counting from now. Each run is one transaction as
+        the system (or the script's ``run_as`` role); a failure is logged and rolls back
+        that script's writes only.
+        """
+        if not self.enabled(ctx.tenant.name):
+            return []
+        now = now or ctx.now()
+        app = self.runtime.compiled(ctx.tenant, max_age=READ_MAX_AGE)
+        done = []
+        for script in sorted((s for s in app.meta.scripts.values() if s.active and s.schedule),
+                             key=lambda s: s.name):
+            if not self._claim(ctx, script, now):
+                continue
+            try:
+                with self.logs_after(ctx), ctx.tenant.write() as conn, ctx.tenant.joined(conn):
+                    (outcome,) = self.execute(ctx, app, script, "schedule", [(None, None)])
+                    outcome.raise_failure(script.name)
+                    if outcome.errors:
+                        raise ValidationError({f or "_schema": [m] for f, m in outcome.errors})
+                done.append({"script": script.name, "status": "ok", "result": outcome.result})
+            except LoomworkError as exc:
+                log.warning("scheduled script %s of %s failed: %s", script.name, ctx.tenant.name, exc.message)
+                done.append({"script": script.name, "status": "failed", "error": exc.message})
+        return done
+
+    def _claim(self, ctx: Context, script: ScriptDef, now: dt.datetime) -> bool:
+        s = systables.schedules
+        with ctx.tenant.write() as conn:
+            last = conn.execute(sa.select(s.c.last_run_at).where(s.c.script == script.name)).scalar_one_or_none()
+            if last is None:
+                conn.execute(s.insert().values(script=script.name, last_run_at=now))
+                return False
+            if last.tzinfo is None:  # SQLite hands back naive UTC
+                last = last.replace(tzinfo=dt.UTC)
+            if croniter(script.schedule, last).get_next(dt.datetime) > now:
+                return False
+            claimed = conn.execute(s.update().where(s.c.script == script.name, s.c.last_run_at == last)
+                                   .values(last_run_at=now))
+            return claimed.rowcount == 1
 
 
 class _RolledBack(Exception):

@@ -106,6 +106,14 @@ script_runs = sa.Table(
 )
 
 
+#: When each scheduled script last ran (claimed by compare-and-set: one worker runs it).
+schedules = sa.Table(
+    "lw_schedule", system_metadata,
+    sa.Column("script", sa.String(63), primary_key=True),
+    sa.Column("last_run_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+
 def create(conn: sa.Connection) -> None:
     """Create the system tables that are missing (new ones appear in existing tenants too)."""
     system_metadata.create_all(conn)

@@ -84,3 +84,30 @@ def test_bad_package_reports_the_file(cli, tmp_path):
     (pkg / "thing.yaml").write_text("kind: object\nname: thing\nfields:\n  a: {type: text\n")
     out = cli("package", "install", str(pkg), ok=False).output
     assert "thing.yaml: invalid YAML at line" in out
+
+
+def test_scripts_switch_dry_run_runs_and_worker(cli, tmp_path):
+    cli("init", "--tenant", "main", "--admin", "boss", "--password", "a-long-password")
+    folder = tmp_path / "pkg"
+    folder.mkdir()
+    (folder / "package.yaml").write_text(yaml.safe_dump({"name": "tiny", "version": "1.0.0", "title": "Tiny"}))
+    (folder / "note.yaml").write_text(yaml.safe_dump({"kind": "object", "name": "note",
+                                                      "fields": {"body": {"type": "text"}}}))
+    (folder / "shout.yaml").write_text(yaml.safe_dump({
+        "kind": "script", "name": "shout", "object": "note", "trigger": {"event": "before_save"},
+        "source": "record['body'] = (record['body'] or '').upper()\nprint('shouted')\n"}))
+    (folder / "tick.yaml").write_text(yaml.safe_dump({
+        "kind": "script", "name": "tick", "trigger": {"schedule": "* * * * *"},
+        "source": "ctx.create('note', {'body': 'tick'})\n"}))
+    cli("package", "install", str(folder))
+    assert "scripts are disabled for tenant main" in cli("tenant", "scripts").output
+    refused = cli("script", "run", "shout", "--values", '{"body": "hi"}', "--dry", ok=False).output
+    assert "loomwork tenant scripts --enable" in refused
+    assert "scripts are enabled for tenant main" in cli("tenant", "scripts", "main", "--enable").output
+    out = cli("script", "run", "shout", "--values", '{"body": "hi"}', "--dry").output
+    assert '"body": "HI"' in out and "shouted" in out
+    assert "not JSON" in cli("script", "run", "shout", "--values", "{", "--dry", ok=False).output
+    runs = cli("script", "runs").output
+    assert "shout" in runs and "(dry run)" in runs and "ok" in runs
+    cli("worker", "--once")  # first sight of "tick": its schedule starts now
+    assert "scripts are disabled" in cli("tenant", "scripts", "--disable").output

@@ -287,3 +287,42 @@ def test_publish_reports_compile_errors_by_line(scripted):
     errors = bad.value.errors
     assert "five cron fields" in errors["scripts.late.trigger.schedule"][0]
     assert "unknown object 'nothing'" in errors["scripts.lost.object"][0]
+
+
+def test_scheduled_scripts_run_once_per_cron_time(scripted):
+    import datetime as dt
+
+    st, ctx, publish = scripted
+    publish({"nightly": {"trigger": {"schedule": "0 2 * * *"},
+                         "source": "n = len(ctx.query('account', limit=500))\n"
+                                   "ctx.create('account', {'name': 'Nightly ' + ctx.now().date().isoformat()})\n"
+                                   "result = n\n"},
+             "broken": {"trigger": {"schedule": "1 2 * * *"}, "source": "x = 1 / 0\n"}})
+    scripts = st.services.scripts
+    t0 = dt.datetime(2026, 12, 4, 1, 0, tzinfo=dt.UTC)
+    assert scripts.run_schedules(ctx, t0) == []  # first seen: counts from now
+    assert scripts.run_schedules(ctx, t0 + dt.timedelta(minutes=30)) == []  # 01:30: nothing due
+    due = scripts.run_schedules(ctx, t0 + dt.timedelta(hours=1, minutes=1))  # 02:01
+    assert {r["script"]: r["status"] for r in due} == {"nightly": "ok", "broken": "failed"}
+    assert "ZeroDivisionError" in next(r["error"] for r in due if r["script"] == "broken")
+    assert scripts.run_schedules(ctx, t0 + dt.timedelta(hours=1, minutes=2)) == []  # claimed already
+    from loomwork.runtime.query import ListRequest
+    names = [a["name"] for a in st.services.query.list(ctx, "account", ListRequest(limit=100)).data]
+    assert names == ["Nightly 2026-12-04"]
+    later = scripts.run_schedules(ctx, t0 + dt.timedelta(days=1, hours=1, minutes=5))
+    assert {r["script"] for r in later} == {"nightly", "broken"}
+    st.platform.set_flag("main", SCRIPTS_FLAG, False)
+    assert scripts.run_schedules(ctx, t0 + dt.timedelta(days=5)) == []
+
+
+def test_operator_settings_set_the_limits(lw_database_url, tmp_path):
+    from loomwork import create_app
+
+    app = create_app({"database_url": lw_database_url, "namespace": "lwtset", "secret_key": "x",
+                      "instance_dir": str(tmp_path), "script_wall_ms": 250, "script_steps": 5000,
+                      "script_long_wall_ms": 90_000})
+    settings = app.extensions["loomwork"].services.scripts.settings
+    assert settings.defaults.wall_ms == 250 and settings.defaults.steps == 5000
+    assert settings.long_running.wall_ms == 90_000 and settings.ceiling.wall_ms == 90_000
+    app.extensions["loomwork"].platform.drop_all()
+    app.extensions["loomwork"].platform.dispose()

@@ -3,18 +3,21 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from flask import Flask
 
-from loomwork.runtime.scripts import SCRIPTS_FLAG
+from loomwork.metadata.errors import LoomworkError
+from loomwork.runtime.sandbox.budget import CEILING, Limits
+from loomwork.runtime.scripts import SCRIPTS_FLAG, ScriptSettings
 from loomwork.runtime.services import Services
 from loomwork.runtime.tenancy import Platform
 
 from . import api, web
 from .api import errors
 from .auth import LoginThrottle
-from .config import load_settings, secret_key
+from .config import Settings, load_settings, secret_key
 from .plugin_manager import make_plugin_manager, make_runtime
 from .state import AppState
 
@@ -27,6 +30,20 @@ SECURITY_HEADERS = {
 }
 
 
+def script_settings(cfg: Settings) -> ScriptSettings:
+    """The operator's script limits; the ceiling rises to meet defaults set above it."""
+    defaults = Limits(steps=cfg.script_steps, wall_ms=cfg.script_wall_ms, queries=cfg.script_queries,
+                      rows_read=cfg.script_rows_read, rows_written=cfg.script_rows_written,
+                      memory_mib=cfg.script_memory_mib, output_bytes=cfg.script_output_bytes)
+    for name, value in defaults.as_dict().items():
+        if value < 1 and name not in ("queries", "rows_read", "rows_written", "output_bytes"):
+            raise LoomworkError(f"setting script_{name}: must be at least 1")
+    long_running = replace(defaults, wall_ms=cfg.script_long_wall_ms)
+    ceiling = Limits(**{k: max(v, getattr(long_running, k)) for k, v in CEILING.as_dict().items()})
+    return ScriptSettings(workers=cfg.script_workers, max_runs=cfg.script_recycle_runs, defaults=defaults,
+                          long_running=long_running, ceiling=ceiling, log_retention_days=cfg.script_log_days)
+
+
 def create_app(settings: Mapping[str, Any] | None = None) -> Flask:
     """Build a Loomwork app: settings, plugins, runtime services, platform and routes.
 
@@ -37,6 +54,7 @@ def create_app(settings: Mapping[str, Any] | None = None) -> Flask:
     services = Services(make_runtime(pm))
     platform = Platform(cfg.database_url, namespace=cfg.namespace)
     services.scripts.enabled = lambda tenant: platform.flag(tenant, SCRIPTS_FLAG)
+    services.scripts.settings = script_settings(cfg)
 
     app = Flask("loomwork", template_folder="web/templates", static_folder="web/static",
                 root_path=__file__.rsplit("/", 1)[0])

@@ -184,6 +184,31 @@ def script_runs(env: Env, name: str | None, limit: int, tenant: str | None) -> N
                    f"{run['status']:<8} {run['duration_ms']:>6} ms{flag}  {run['error'] or ''}")
 
 
+@main.command()
+@click.option("--once", is_flag=True, help="Run what is due now, then stop.")
+@click.option("--interval", default=15.0, show_default=True, help="Seconds between checks.")
+@click.pass_obj
+def worker(env: Env, once: bool, interval: float) -> None:
+    """Run scheduled scripts when their cron time comes, for every tenant whose scripts
+    are on. Several workers may run side by side: each scheduled run happens once."""
+    import time
+
+    from loomwork.runtime.scripts import SCRIPTS_FLAG
+
+    st = env.state
+    while True:
+        for t in st.platform.tenants():
+            if not st.platform.flag(t["name"], SCRIPTS_FLAG):
+                continue
+            ctx = Context(st.platform.tenant(t["name"]), Actor.system())
+            for run in st.services.scripts.run_schedules(ctx):
+                detail = run.get("error") or ""
+                click.echo(f"{t['name']}: {run['script']} {run['status']} {detail}".rstrip())
+        if once:
+            return
+        time.sleep(interval)
+
+
 @main.group()
 def user() -> None:
     """Manage users and their API tokens."""

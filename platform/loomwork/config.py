@@ -34,6 +34,21 @@ class Settings:
     max_body_bytes: int = 10 * 1024 * 1024
     login_attempts: int = 10
     login_window_seconds: int = 300
+    #: Sandbox worker processes per app process, and runs before a worker is replaced.
+    script_workers: int = 2
+    script_recycle_runs: int = 1000
+    #: Default limits of one script run (a script may lower them, or raise them up to
+    #: the ceiling); ``before_*`` scripts get ``script_wall_ms``, others ``script_long_wall_ms``.
+    script_steps: int = 1_000_000
+    script_wall_ms: int = 1_000
+    script_long_wall_ms: int = 5_000
+    script_queries: int = 100
+    script_rows_read: int = 10_000
+    script_rows_written: int = 1_000
+    script_memory_mib: int = 256
+    script_output_bytes: int = 1024 * 1024
+    #: Run-log rows older than this many days are removed.
+    script_log_days: int = 30
 
     @property
     def plugin_list(self) -> list[str]:

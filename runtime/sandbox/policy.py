@@ -26,7 +26,7 @@ import re
 from dataclasses import dataclass
 from types import CodeType
 
-from RestrictedPython import RestrictingNodeTransformer, compile_restricted_exec
+from RestrictedPython import RestrictingNodeTransformer
 
 MAX_SOURCE_BYTES = 64 * 1024
 MAX_AST_DEPTH = 64
@@ -207,10 +207,19 @@ def compile_script(source: str, name: str = "script") -> Compiled:
     errors = _shape_errors(tree)
     if errors:
         raise ScriptCompileError(errors)
+    errors: list[str] = []
+    policy = ScriptPolicy(errors, [], {})
     try:
-        result = compile_restricted_exec(tree, filename=f"<{name}>", policy=ScriptPolicy)
-    except (RecursionError, MemoryError) as exc:
+        policy.visit(tree)
+    except Exception as exc:  # a refused node left its parent incomplete; the refusal is in errors
+        if not errors:
+            errors.append(f"the script cannot be compiled: {type(exc).__name__}")
+    if errors:
+        raise ScriptCompileError(errors)
+    try:
+        code = compile(tree, filename=f"<{name}>", mode="exec")
+    except SyntaxError as exc:  # what only the compiler checks: return outside a function, f(x, x)…
+        raise ScriptCompileError([f"Line {exc.lineno}: {exc.msg}"]) from None
+    except (ValueError, TypeError, RecursionError, MemoryError) as exc:
         raise ScriptCompileError([f"the script cannot be compiled: {type(exc).__name__}"]) from None
-    if result.errors or result.code is None:
-        raise ScriptCompileError(list(result.errors) or ["the script cannot be compiled"])
-    return Compiled(result.code, digest(source))
+    return Compiled(code, digest(source))

@@ -111,25 +111,42 @@ class PlainError(ValueError):
     """A value that is not plain data (or too deep) where plain data is needed."""
 
 
-def plain(value: Any, *, tick: Any = None, max_depth: int = MAX_DEPTH) -> Any:
+class TooLarge(PlainError):
+    """A value bigger than the size it may have (a run's output budget)."""
+
+
+def plain(value: Any, *, tick: Any = None, max_depth: int = MAX_DEPTH, max_size: int | None = None) -> Any:
     """``value`` as JSON-ready data: Decimal → str, dates → ISO text, tuples → lists.
 
     Only the exact built-in types are accepted (a subclass could lie in ``__eq__`` or
     ``__str__``), walked without recursion; ``tick`` is called per item so a huge
-    result is paid for in the caller's step budget.
+    result is paid for in the caller's step budget; past ``max_size`` (about the
+    bytes of its JSON) it raises :class:`TooLarge` before building more.
     """
+    size = 0
     root: list[Any] = [None]
     stack: list[tuple[Any, Any, Any, int]] = [(value, root, 0, 0)]
     while stack:
         item, parent, key, depth = stack.pop()
         if tick is not None:
             tick()
+        if max_size is not None:
+            size += len(item) + 8 if type(item) is str else 8
+            if size > max_size:
+                raise TooLarge(f"the value is larger than {max_size} bytes")
         kind = type(item)
-        if item is None or kind is bool or kind is str:
+        if item is None or kind is bool:
+            out = item
+        elif kind is str:
+            if not item.isascii():
+                try:
+                    item.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise PlainError("a text is not valid Unicode (it holds a lone surrogate)") from None
             out = item
         elif kind is int:
-            if item.bit_length() > 1024:
-                raise PlainError("a whole number is too large to return")
+            if not -(1 << 63) <= item < (1 << 64):
+                raise PlainError("a whole number is too large to pass on (use str() or Decimal)")
             out = item
         elif kind is float:
             if not math.isfinite(item):

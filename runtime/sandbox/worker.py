@@ -31,7 +31,7 @@ import re2
 from RestrictedPython.Guards import guarded_iter_unpack_sequence, guarded_unpack_sequence
 
 from .policy import ScriptCompileError, compile_script
-from .protocol import PlainError, plain, read_frame, typed, write_frame
+from .protocol import PlainError, TooLarge, plain, read_frame, typed, write_frame
 
 #: The host's requests arrive on stdin (buffered: a frame is one read), answers go to stdout.
 IN = open(0, "rb", buffering=1 << 16, closefd=False)  # noqa: SIM115  (lives as long as the process)
@@ -504,6 +504,8 @@ def run(message: dict[str, Any]) -> dict[str, Any]:
         code = _code(name, message["source"], message["digest"])
     except ScriptCompileError as exc:
         return {"op": "done", "status": "error", "message": "; ".join(exc.errors)}
+    except Exception as exc:  # the compiler itself failed on hostile input: refuse, do not die
+        return {"op": "done", "status": "error", "message": f"the script cannot be compiled: {type(exc).__name__}"}
     METER.reset(limits)
     types = message.get("types") or {}
     record = typed(dict(message["record"]), types) if message.get("record") is not None else None
@@ -534,9 +536,10 @@ def run(message: dict[str, Any]) -> dict[str, Any]:
         signal.setitimer(signal.ITIMER_REAL, seconds)
         try:
             exec(code, scope)  # noqa: S102  (RestrictedPython code, our guards)
+            room = int(limits["output_bytes"])
             if record is not None:
-                out["record"] = plain(record, tick=METER.tick)
-            out["result"] = plain(scope.get("result"), tick=METER.tick)
+                out["record"] = plain(record, tick=METER.tick, max_size=room)
+            out["result"] = plain(scope.get("result"), tick=METER.tick, max_size=room)
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
     except Stop as exc:
@@ -545,20 +548,45 @@ def run(message: dict[str, Any]) -> dict[str, Any]:
         status = {"status": "limit", "limit": "memory_mib"}
     except RecursionError:
         status = {"status": "limit", "limit": "steps"}
+    except TooLarge:
+        status = {"status": "limit", "limit": "output_bytes"}
     except PlainError as exc:
         status = {"status": "error", "message": f"the result cannot be returned: {exc}"}
     except Exception as exc:  # the script's own error: reported with its line, never raised here
-        text = str(exc)
-        status = {"status": "error", "message": f"{type(exc).__name__}: {text[:500]}",
+        status = {"status": "error", "message": f"{type(exc).__name__}: {_text_of(exc)}",
                   "line": _line_of(exc, name)}
     if status["status"] != "ok":
         out = {}
+    reply = {"op": "done", **status, **out, "errors": [[_clean(f) if f is not None else None, _clean(m)]
+                                                       for f, m in ctx.errors],
+             "log": _clean("".join(METER.log)[:limits["output_bytes"]]),
+             "used": {"steps": max(METER.steps, 0), "cpu_ms": int(time.process_time() * 1000)}}
+    # What goes back counts against the output budget; and it must be encodable.
     try:
-        errors = plain(ctx.errors)
-    except PlainError:
-        errors = []
-    return {"op": "done", **status, **out, "errors": errors, "log": "".join(METER.log)[:limits["output_bytes"]],
-            "used": {"steps": max(METER.steps, 0), "cpu_ms": int(time.process_time() * 1000)}}
+        size = len(orjson.dumps(reply))
+    except MemoryError:
+        return {"op": "done", "status": "limit", "limit": "memory_mib", "errors": [], "log": "",
+                "used": reply["used"]}
+    except (TypeError, ValueError) as exc:
+        return {"op": "done", "status": "error", "message": f"the result cannot be returned: {exc}",
+                "errors": [], "log": "", "used": reply["used"]}
+    if size > int(limits["output_bytes"]) + 65536:
+        return {"op": "done", "status": "limit", "limit": "output_bytes", "errors": [], "log": "",
+                "used": reply["used"]}
+    return reply
+
+
+def _clean(text: str) -> str:
+    """``text`` safe to encode (a lone surrogate becomes "?")."""
+    return text if text.isascii() else text.encode("utf-8", "replace").decode("utf-8")
+
+
+def _text_of(exc: BaseException) -> str:
+    """An error's message, short and encodable, however hostile its arguments."""
+    try:
+        return _clean(str(exc)[:500])
+    except (RecursionError, MemoryError, ValueError, TypeError):
+        return "(the message cannot be shown)"
 
 
 def run_batch(message: dict[str, Any]) -> dict[str, Any]:
@@ -611,7 +639,12 @@ def main() -> None:
             return
         if message.get("op") != "run":
             return
-        write_frame(OUT, run_batch(message) if "batch" in message else run(message))
+        try:
+            reply = run_batch(message) if "batch" in message else run(message)
+        except BaseException as exc:  # noqa: BLE001  (whatever broke, the host gets an answer, then a fresh worker)
+            reply = {"op": "done", "status": "limit", "limit": "steps",
+                     "message": f"the sandbox failed: {type(exc).__name__}"}
+        write_frame(OUT, reply)
 
 
 if __name__ == "__main__":
