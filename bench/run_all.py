@@ -1,6 +1,6 @@
 """Run every Loomwork benchmark and print one line per metric.
 
-    python bench/run_all.py [--quick] [--only api,list,add_field,expr,rules,rollup,formula_list,ui_list]
+    python bench/run_all.py [--quick] [--only api,list,add_field,expr,rules,rollup,formula_list,ui_list,scripts]
                             [--backends sqlite,postgres]
                             [--rows N] [--json results.json] [--strict]
 
@@ -32,10 +32,11 @@ import bench_formula_list  # noqa: E402
 import bench_list  # noqa: E402
 import bench_rollup  # noqa: E402
 import bench_rules  # noqa: E402
+import bench_scripts  # noqa: E402
 import bench_ui_list  # noqa: E402
 from bench_common import Result, header, log, pg_available  # noqa: E402
 
-SUITES = ("api", "list", "add_field", "expr", "rules", "rollup", "formula_list", "ui_list")
+SUITES = ("api", "list", "add_field", "expr", "rules", "rollup", "formula_list", "ui_list", "scripts")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,9 +91,13 @@ def main(argv: list[str] | None = None) -> int:
             emit(bench_formula_list.run(kind, rows, args.quick))
         if "ui_list" in suites:
             emit(bench_ui_list.run(kind, rows, args.quick))
+        if "scripts" in suites:
+            emit(bench_scripts.run(kind, args.quick))
 
     if "expr" in suites:  # in-process, no database: once, whatever the backends
         emit(bench_expr.run(args.quick))
+    if "scripts" in suites:  # the sandbox round trip needs no database either
+        emit(bench_scripts.run_roundtrip(args.quick))
 
     failed = [r.name for r in results if r.ok is False]
     log(f"done in {time.time() - started:.0f} s; {len(results)} metrics, {len(failed)} below target"
