@@ -39,7 +39,7 @@ bench: $(VENV)/.installed-dev
 messages: $(VENV)/.installed-dev
 	$(BIN)/pybabel extract -F babel.cfg --no-location --sort-output --project Loomwork \
 		--copyright-holder Loomwork -o platform/loomwork/web/translations/messages.pot .
-	$(BIN)/pybabel update --no-location --no-fuzzy-matching -i platform/loomwork/web/translations/messages.pot \
+	$(BIN)/pybabel update --no-fuzzy-matching -i platform/loomwork/web/translations/messages.pot \
 		-d platform/loomwork/web/translations
 
 clean:
