@@ -46,7 +46,7 @@ from .query import MAX_LIMIT, ListRequest
 from .sandbox.budget import CEILING, DEFAULTS, LONG_RUNNING, BudgetExceeded, Limits, ScriptFailed
 from .sandbox.policy import digest
 from .sandbox.pool import Pool, WorkerCrashed
-from .sandbox.protocol import PlainError, plain
+from .sandbox.protocol import PlainError, plain, typed
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +165,12 @@ class ScriptService:
         if not scripts or _serving_script.get() or not self.enabled(ctx.tenant.name):
             return []
         return scripts
+
+    @staticmethod
+    def _blank(app: CompiledApp, object_name: str) -> dict[str, Any]:
+        """A new record as a script sees it: every field, None where nothing is given, defaults."""
+        obj = app.object(object_name)
+        return {**dict.fromkeys(obj.fields), **obj.dump(dict(obj.literal_defaults))}
 
     def _types_of(self, app: CompiledApp, object_name: str) -> dict[str, str]:
         key = (app.version, object_name)
@@ -376,9 +382,8 @@ class ScriptService:
         scripts = self.triggered(ctx, app, object_name, "before_save")
         if not scripts:
             return [dict(r) for r in rows]
-        obj = app.object(object_name)
-        # A new record shows every field (None where nothing is given yet) and its defaults.
-        blank = {**dict.fromkeys(obj.fields), **obj.dump(dict(obj.literal_defaults))}
+        blank = self._blank(app, object_name)
+        types = self._types_of(app, object_name)
         current = [{**(old if old is not None else blank), **row} for row, old in zip(rows, olds, strict=True)]
         out = [dict(r) for r in rows]
         errors: dict[str, list[str]] = {}
@@ -392,11 +397,10 @@ class ScriptService:
                     errors.setdefault(f"{prefix}{fname or '_schema'}", []).append(message)
                 changed = outcome.record or {}
                 for key, value in changed.items():
-                    if key in SYSTEM_COLUMNS:
+                    if key in SYSTEM_COLUMNS or _same(types.get(key), value, current[i].get(key)):
                         continue
-                    if value != current[i].get(key):
-                        out[i][key] = value
-                        current[i][key] = value
+                    out[i][key] = value
+                    current[i][key] = value
         if errors:
             raise ValidationError(errors)
         return out
@@ -483,6 +487,8 @@ class ScriptService:
             if script.object is None:
                 raise ValidationError({"record_id": [f"script {name!r} belongs to no object"]})
             current = {**self.records.get(ctx, script.object, record_id), **current}
+        elif script.object is not None:
+            current = {**self._blank(app, script.object), **current}
         trigger = script.event or ("action" if script.action else "schedule")
         old = current if record_id is not None else None
         outcome: RunOutcome | None = None
@@ -563,6 +569,15 @@ class ScriptService:
             claimed = conn.execute(s.update().where(s.c.script == script.name, s.c.last_run_at == last)
                                    .values(last_run_at=now))
             return claimed.rowcount == 1
+
+
+def _same(kind: str | None, a: Any, b: Any) -> bool:
+    """Whether two JSON values of a field are the same value ("2.5" and "2.50" are)."""
+    if a == b:
+        return True
+    if kind is None or a is None or b is None:
+        return False
+    return typed({"v": a}, {"v": kind})["v"] == typed({"v": b}, {"v": kind})["v"]
 
 
 class _RolledBack(Exception):

@@ -326,3 +326,21 @@ def test_operator_settings_set_the_limits(lw_database_url, tmp_path):
     assert settings.long_running.wall_ms == 90_000 and settings.ceiling.wall_ms == 90_000
     app.extensions["loomwork"].platform.drop_all()
     app.extensions["loomwork"].platform.dispose()
+
+
+def test_values_a_script_leaves_alone_are_not_rewritten(scripted):
+    st, ctx, publish = scripted
+    publish({"tag": {"object": "quote", "trigger": {"event": "before_save"}, "source": "record['code'] = 'X'\n"}},
+            objects={"quote": {"fields": {
+                **QUOTE["fields"], "meet_at": {"type": "datetime"},
+                "net": {"type": "formula", "result_type": "decimal", "stored": True,
+                        "expression": "coalesce(total, 0) * (100 - coalesce(discount, 0)) / 100"}}}})
+    rec = st.services.records
+    # a number where the API takes text, a datetime with "Z": the same values after the
+    # script's round trip, so nothing but the code is written (the formula is not "set")
+    q = rec.create(ctx, "quote", {"name": "n", "discount": 5, "total": 10.5, "meet_at": "2026-01-02T10:30:45Z"})
+    assert q["code"] == "X" and q["net"] == "9.98" and q["meet_at"].startswith("2026-01-02T10:30:45")
+    again = rec.update(ctx, "quote", q["id"], {"name": "m"})
+    assert again["name"] == "m" and again["net"] == "9.98"
+    history = st.services.records.history(ctx, "quote", q["id"])
+    assert {h["field"] for h in history if h["action"] == "update"} == {"name"}
