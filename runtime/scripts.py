@@ -206,6 +206,8 @@ class ScriptService:
             "name": script.name, "source": script.source, "digest": digest(script.source),
             "limits": limits.as_dict(), "types": self._types_of(app, script.object) if script.object else {},
             "now": now.isoformat(), "today": now.date().isoformat(), "event": trigger, "params": extra,
+            # What the script changes in ``record`` is used before a save and by actions.
+            "record_writable": trigger in ("before_save", "action"),
             "user": {"id": ctx.actor.id, "username": ctx.actor.username, "roles": sorted(ctx.actor.roles)},
         }
         if len(batch) == 1:

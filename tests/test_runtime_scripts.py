@@ -344,3 +344,24 @@ def test_values_a_script_leaves_alone_are_not_rewritten(scripted):
     assert again["name"] == "m" and again["net"] == "9.98"
     history = st.services.records.history(ctx, "quote", q["id"])
     assert {h["field"] for h in history if h["action"] == "update"} == {"name"}
+
+
+def test_record_is_read_only_after_the_save_and_run_as_limits_writes(scripted):
+    st, ctx, publish = scripted
+    publish({"late_change": {"object": "quote", "trigger": {"event": "after_save"},
+                             "source": "record['code'] = 'TOO LATE'\n"},
+             "as_viewer": {"object": "quote", "trigger": {"action": True}, "run_as": "viewer",
+                           "source": "n = len(ctx.query('account'))\n"
+                                     "ctx.update('account', params['id'], {'name': 'renamed'})\n"}})
+    rec = st.services.records
+    with pytest.raises(ScriptFailed, match="cannot be changed here"):
+        rec.create(ctx, "quote", {"name": "q"})
+    publish({"as_viewer": {"object": "quote", "trigger": {"action": True}, "run_as": "viewer",
+                           "source": "n = len(ctx.query('account'))\n"
+                                     "ctx.update('account', params['id'], {'name': 'renamed'})\n"}})
+    acct = rec.create(ctx, "account", {"name": "Kept"})
+    quote = rec.create(ctx, "quote", {"name": "q"})
+    # an administrator runs it, but its calls act as the viewer role: reading works, writing does not
+    with pytest.raises(ScriptFailed, match="may not"):
+        st.services.scripts.run_action(ctx, "quote", quote["id"], "as_viewer", {"id": acct["id"]})
+    assert rec.get(ctx, "account", acct["id"])["name"] == "Kept"

@@ -13,6 +13,7 @@ import select
 import struct
 import time
 from decimal import Decimal
+from types import MappingProxyType
 from typing import Any
 
 import orjson
@@ -163,7 +164,7 @@ def plain(value: Any, *, tick: Any = None, max_depth: int = MAX_DEPTH, max_size:
                 raise PlainError(f"a value is nested more than {max_depth} levels deep")
             out = [None] * len(item)
             stack.extend((child, out, i, depth + 1) for i, child in enumerate(item))
-        elif kind is dict:
+        elif kind is dict or kind is MappingProxyType:
             if depth >= max_depth:
                 raise PlainError(f"a value is nested more than {max_depth} levels deep")
             out = {}

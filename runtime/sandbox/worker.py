@@ -24,6 +24,7 @@ import time
 import traceback
 from collections import OrderedDict
 from decimal import Decimal
+from types import MappingProxyType
 from typing import Any
 
 import orjson
@@ -202,6 +203,7 @@ ATTRIBUTES: dict[type, frozenset[str]] = {
     str: _STR,
     list: _names("append extend insert pop remove index count sort reverse copy clear"),
     dict: _names("get keys values items pop setdefault update copy clear popitem"),
+    MappingProxyType: _names("get keys values items copy"),
     set: _names("add discard remove pop union intersection difference symmetric_difference issubset",
                 "issuperset isdisjoint copy clear update"),
     frozenset: _names("union intersection difference symmetric_difference issubset issuperset isdisjoint copy"),
@@ -237,7 +239,7 @@ def _getattr_(obj: Any, name: str, default: Any = None) -> Any:
     raise AttributeError(f"{kind.__name__!s} has no attribute {name!r} a script may use")
 
 
-_ITEM_TYPES = (dict, list, tuple, str, range)
+_ITEM_TYPES = (dict, list, tuple, str, range, MappingProxyType)
 
 
 def _getitem_(obj: Any, key: Any) -> Any:
@@ -256,6 +258,9 @@ def _getiter_(iterable: Any):
 def _write_(obj: Any) -> Any:
     if type(obj) in (dict, list, set):
         return obj
+    if type(obj) is MappingProxyType:
+        raise TypeError("this record cannot be changed here (it is saved already, or it is `old`): "
+                        "use ctx.update")
     raise TypeError(f"a {type(obj).__name__} cannot be changed in a script")
 
 
@@ -465,6 +470,8 @@ def _code(name: str, source: str, digest: str) -> Any:
 _DECIMALS = decimal.Context(prec=28, Emax=999_999, Emin=-999_999,
                             traps=[decimal.InvalidOperation, decimal.DivisionByZero, decimal.Overflow])
 _HARD_AS: int = resource.RLIM_INFINITY
+#: CPU seconds a worker may use in its life (it is replaced long before).
+_CPU_HARD = 24 * 3600
 _soft_as: int = resource.RLIM_INFINITY
 
 
@@ -510,6 +517,11 @@ def run(message: dict[str, Any]) -> dict[str, Any]:
     types = message.get("types") or {}
     record = typed(dict(message["record"]), types) if message.get("record") is not None else None
     old = typed(dict(message["old"]), types) if message.get("old") is not None else None
+    if old is not None:
+        old = MappingProxyType(old)
+    writable = message.get("record_writable", True)
+    if record is not None and not writable:  # after_* scripts: the record is saved already
+        record = MappingProxyType(record)
     ctx = ScriptContext(message, started)
     scope: dict[str, Any] = {
         "__builtins__": SAFE_BUILTINS, "__name__": "script", "__metaclass__": None,
@@ -530,6 +542,10 @@ def run(message: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     decimal.setcontext(_DECIMALS.copy())
     seconds = max(int(limits["wall_ms"]), 1) / 1000
+    # A CPU-seconds cap as a backstop to the alarm (a C call the alarm cannot interrupt):
+    # past it the kernel stops the process and the host starts another.
+    cpu_cap = int(time.process_time() + seconds) + 2
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu_cap, _CPU_HARD))
     try:
         if soft != _soft_as:
             _set_soft_as(soft)
@@ -537,7 +553,7 @@ def run(message: dict[str, Any]) -> dict[str, Any]:
         try:
             exec(code, scope)  # noqa: S102  (RestrictedPython code, our guards)
             room = int(limits["output_bytes"])
-            if record is not None:
+            if record is not None and writable:
                 out["record"] = plain(record, tick=METER.tick, max_size=room)
             out["result"] = plain(scope.get("result"), tick=METER.tick, max_size=room)
         finally:
@@ -619,6 +635,7 @@ def lock_down(ceiling_mib: int) -> None:
         resource.setrlimit(resource.RLIMIT_AS, (_HARD_AS, _HARD_AS))
     for limit, value in ((resource.RLIMIT_CORE, 0), (resource.RLIMIT_FSIZE, 0), (resource.RLIMIT_NPROC, 0)):
         resource.setrlimit(limit, (value, value))
+    resource.setrlimit(resource.RLIMIT_CPU, (_CPU_HARD, _CPU_HARD))
     # Only the three pipes are open; no more may be.
     resource.setrlimit(resource.RLIMIT_NOFILE, (3, 3))
     sys.setrecursionlimit(300)
