@@ -45,7 +45,7 @@ from .permissions import Permissions
 from .query import MAX_LIMIT, ListRequest
 from .sandbox.budget import CEILING, DEFAULTS, LONG_RUNNING, BudgetExceeded, Limits, ScriptFailed
 from .sandbox.policy import digest
-from .sandbox.pool import Pool, WorkerCrashed
+from .sandbox.pool import Pool, Unsendable, WorkerCrashed
 from .sandbox.protocol import PlainError, plain, typed
 
 log = logging.getLogger(__name__)
@@ -196,12 +196,13 @@ class ScriptService:
         limits = self.limits_for(script)
         meter = Meter(limits)
         now = ctx.now()
+        # Records come from the record service or a caller's JSON; the frame encoder turns
+        # decimals and dates into text (params are checked here: they come from anyone).
+        batch = [{"record": r, "old": o} for r, o in items]
         try:
-            batch = [{"record": plain(dict(r)) if r is not None else None,
-                      "old": plain(dict(o)) if o is not None else None} for r, o in items]
             extra = plain(dict(params or {}))
         except PlainError as exc:
-            raise ValidationError({"_schema": [f"cannot pass this record to a script: {exc}"]}) from None
+            raise ValidationError({"params": [f"cannot pass these to a script: {exc}"]}) from None
         request = {
             "name": script.name, "source": script.source, "digest": digest(script.source),
             "limits": limits.as_dict(), "types": self._types_of(app, script.object) if script.object else {},
@@ -223,6 +224,8 @@ class ScriptService:
         started = time.monotonic()
         try:
             reply = self.pool.run(request, on_call, limits.wall_ms * max(len(batch), 1), script.name)
+        except Unsendable as exc:  # a value JSON cannot hold, from a Python caller
+            raise ValidationError({"_schema": [f"cannot pass this record to a script: {exc}"]}) from None
         except BudgetExceeded as exc:
             self._log(ctx, script, trigger, record_ids, now, started, "limit", exc.message, meter.used(), "",
                       dry_run)

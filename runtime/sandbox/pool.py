@@ -11,6 +11,7 @@ the run's deadline, and kills the process when the deadline passes.
 """
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -19,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .budget import BudgetExceeded
-from .protocol import FrameReader, ProtocolError, write_frame
+from .protocol import FrameReader, ProtocolError, encode, write_frame
 
 #: Time a worker gets after its own wall-time alarm to say so before it is killed.
 GRACE_S = 0.25
@@ -29,6 +30,10 @@ START_TIMEOUT_S = 20.0
 
 class WorkerCrashed(Exception):
     """The worker died or broke the protocol."""
+
+
+class Unsendable(ValueError):
+    """A request holding a value JSON cannot (a set, an integer over 64 bits…)."""
 
 
 class Worker:
@@ -48,8 +53,14 @@ class Worker:
         return self.proc.pid
 
     def send(self, message: Any) -> None:
+        self.send_frame(encode(message))
+
+    def send_frame(self, frame: bytes) -> None:
         try:
-            write_frame(self.proc.stdin.fileno(), message)
+            view = memoryview(frame)
+            fd = self.proc.stdin.fileno()
+            while view:
+                view = view[os.write(fd, view):]
         except (BrokenPipeError, OSError) as exc:
             raise WorkerCrashed(f"the worker's pipe closed ({exc})") from None
 
@@ -149,13 +160,17 @@ class Pool:
         :raises BudgetExceeded: when the deadline passes (the worker is killed).
         :raises WorkerCrashed: when the worker dies or breaks the protocol.
         """
+        try:
+            frame = encode({"op": "run", **request})
+        except TypeError as exc:
+            raise Unsendable(str(exc)) from None
         worker = self._take()
         healthy = False
         try:
             worker.wait_ready()
             started = time.monotonic()
             deadline = started + wall_ms / 1000 + GRACE_S
-            worker.send({"op": "run", **request})
+            worker.send_frame(frame)
             while True:
                 message = worker.receive(deadline)
                 if message is None:

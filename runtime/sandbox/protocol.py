@@ -27,8 +27,16 @@ class ProtocolError(Exception):
     """A frame that is too big, not JSON, or cut short (the other side died)."""
 
 
+def _default(value: Any) -> Any:
+    if type(value) is Decimal:
+        return str(value)
+    raise TypeError(f"a {type(value).__name__} cannot be sent")
+
+
 def encode(message: Any) -> bytes:
-    body = orjson.dumps(message)
+    """A frame of ``message``: JSON (decimals as text, dates in ISO form) with its length.
+    :raises TypeError: for a value JSON cannot hold."""
+    body = orjson.dumps(message, default=_default)
     if len(body) > MAX_FRAME:
         raise ProtocolError(f"a message of {len(body)} bytes is over the {MAX_FRAME}-byte cap")
     return _HEADER.pack(len(body)) + body
@@ -116,66 +124,85 @@ class TooLarge(PlainError):
     """A value bigger than the size it may have (a run's output budget)."""
 
 
+_SCALARS = frozenset({type(None), bool, str, int, float, Decimal, dt.date, dt.datetime, dt.time})
+_CONTAINERS = frozenset({list, tuple, dict, MappingProxyType})
+
+
+def _scalar(item: Any) -> Any:
+    """A scalar of a type in ``_SCALARS`` as JSON data. :raises PlainError:"""
+    kind = type(item)
+    if kind is str:
+        if not item.isascii():
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise PlainError("a text is not valid Unicode (it holds a lone surrogate)") from None
+        return item
+    if kind is int:
+        if not -(1 << 63) <= item < (1 << 64):
+            raise PlainError("a whole number is too large to pass on (use str() or Decimal)")
+        return item
+    if kind is float:
+        if not math.isfinite(item):
+            raise PlainError("a number is not finite")
+        return item
+    if kind is Decimal:
+        if not item.is_finite():
+            raise PlainError("a decimal is not finite")
+        return str(item)
+    if kind is dt.date or kind is dt.datetime or kind is dt.time:
+        return item.isoformat()
+    return item  # None, bool
+
+
 def plain(value: Any, *, tick: Any = None, max_depth: int = MAX_DEPTH, max_size: int | None = None) -> Any:
     """``value`` as JSON-ready data: Decimal → str, dates → ISO text, tuples → lists.
 
     Only the exact built-in types are accepted (a subclass could lie in ``__eq__`` or
-    ``__str__``), walked without recursion; ``tick`` is called per item so a huge
-    result is paid for in the caller's step budget; past ``max_size`` (about the
-    bytes of its JSON) it raises :class:`TooLarge` before building more.
+    ``__str__``), walked without recursion; ``tick`` is called per list or dictionary
+    so a huge result is paid for in the caller's step budget; past ``max_size`` (about
+    the bytes of its JSON) it raises :class:`TooLarge` before building more.
     """
+    limit = max_size if max_size is not None else -1
     size = 0
+
+    def convert(item: Any) -> Any:
+        nonlocal size
+        kind = type(item)
+        if kind in _SCALARS:
+            size += len(item) + 8 if kind is str else 8
+            if size > limit >= 0:
+                raise TooLarge(f"the value is larger than {max_size} bytes")
+            return _scalar(item)
+        raise PlainError(f"a {kind.__name__} cannot be passed on (only text, numbers, booleans, None, "
+                         f"Decimal, dates, lists and dictionaries)")
+
+    if type(value) not in _CONTAINERS:
+        return convert(value)
     root: list[Any] = [None]
     stack: list[tuple[Any, Any, Any, int]] = [(value, root, 0, 0)]
     while stack:
         item, parent, key, depth = stack.pop()
         if tick is not None:
             tick()
-        if max_size is not None:
-            size += len(item) + 8 if type(item) is str else 8
-            if size > max_size:
-                raise TooLarge(f"the value is larger than {max_size} bytes")
+        if depth >= max_depth:
+            raise PlainError(f"a value is nested more than {max_depth} levels deep")
         kind = type(item)
-        if item is None or kind is bool:
-            out = item
-        elif kind is str:
-            if not item.isascii():
-                try:
-                    item.encode("utf-8")
-                except UnicodeEncodeError:
-                    raise PlainError("a text is not valid Unicode (it holds a lone surrogate)") from None
-            out = item
-        elif kind is int:
-            if not -(1 << 63) <= item < (1 << 64):
-                raise PlainError("a whole number is too large to pass on (use str() or Decimal)")
-            out = item
-        elif kind is float:
-            if not math.isfinite(item):
-                raise PlainError("a number is not finite")
-            out = item
-        elif kind is Decimal:
-            if not item.is_finite():
-                raise PlainError("a decimal is not finite")
-            out = str(item)
-        elif kind is dt.date or kind is dt.datetime or kind is dt.time:
-            out = item.isoformat()
-        elif kind is list or kind is tuple:
-            if depth >= max_depth:
-                raise PlainError(f"a value is nested more than {max_depth} levels deep")
-            out = [None] * len(item)
-            stack.extend((child, out, i, depth + 1) for i, child in enumerate(item))
-        elif kind is dict or kind is MappingProxyType:
-            if depth >= max_depth:
-                raise PlainError(f"a value is nested more than {max_depth} levels deep")
+        if kind is list or kind is tuple:
+            out: Any = [None] * len(item)
+            pairs: Any = enumerate(item)
+        else:
             out = {}
-            for k, child in item.items():
-                if type(k) is not str:
-                    raise PlainError("dictionary keys must be text")
+            pairs = item.items()
+        size += 8
+        for k, child in pairs:
+            if kind is not list and kind is not tuple and type(k) is not str:
+                raise PlainError("dictionary keys must be text")
+            if type(child) in _CONTAINERS:
                 out[k] = None
                 stack.append((child, out, k, depth + 1))
-        else:
-            raise PlainError(f"a {kind.__name__} cannot be passed on (only text, numbers, booleans, None, "
-                             f"Decimal, dates, lists and dictionaries)")
+            else:
+                out[k] = convert(child)
         parent[key] = out
     return root[0]
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import gc
 import math
 import operator
 import os
@@ -648,6 +649,9 @@ def main() -> None:
     lock_down(int(hello.get("memory_ceiling_mib", 512)))
     # Warm the compiler and guards once, so the first real run is not slower.
     compile_script("x = [i * 2 for i in range(3)]\n", "warm-up")
+    # Everything loaded so far lives as long as the process: keep the cycle collector
+    # from walking it again on every collection (halves the cost of a batch).
+    gc.freeze()
     write_frame(OUT, {"op": "ready", "pid": os.getpid()})
     while True:
         try:
