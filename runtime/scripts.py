@@ -95,15 +95,31 @@ class ScriptSettings:
 
 @dataclass
 class Meter:
-    """The host's share of a run's budget: queries, rows read, rows written."""
+    """The host's share of a run's budget: queries, rows read, rows written (for one
+    record of a batch at a time: each record has the whole budget)."""
 
     limits: Limits
     queries: int = 0
     rows_read: int = 0
     rows_written: int = 0
+    item: int = 0
+    total: dict[str, int] = field(default_factory=lambda: {"queries": 0, "rows_read": 0, "rows_written": 0})
+
+    def at(self, item: int) -> Meter:
+        """Count for record ``item`` of the batch from now on."""
+        if item != self.item:
+            self.item, self.queries, self.rows_read, self.rows_written = item, 0, 0, 0
+        return self
+
+    def add(self, what: str, n: int = 1) -> bool:
+        """Count ``n`` more of ``what``; False once past its limit."""
+        value = getattr(self, what) + n
+        setattr(self, what, value)
+        self.total[what] += n
+        return value <= getattr(self.limits, what)
 
     def used(self) -> dict[str, int]:
-        return {"queries": self.queries, "rows_read": self.rows_read, "rows_written": self.rows_written}
+        return dict(self.total)
 
 
 @dataclass
@@ -119,11 +135,13 @@ class RunOutcome:
     line: int | None = None
     limit: str | None = None
     used: dict[str, Any] = field(default_factory=dict)
+    limits: dict[str, int] = field(default_factory=dict)
 
     def raise_failure(self, script: str) -> None:
         """Raise what a failed run means for the write it belongs to."""
         if self.status == "limit":
-            raise BudgetExceeded(self.limit or "steps", self.used.get(self.limit or ""), None, script)
+            limit = self.limit or "steps"
+            raise BudgetExceeded(limit, self.used.get(limit), self.limits.get(limit, "?"), script)
         if self.status == "error":
             raise ScriptFailed(self.message or "error", script, self.line)
 
@@ -218,8 +236,8 @@ class ScriptService:
         call_ctx = ctx if script.run_as is None else Context(
             ctx.tenant, Actor(ctx.actor.id, ctx.actor.username, frozenset({script.run_as})), ctx.locale, ctx.clock)
 
-        def on_call(name: str, args: dict[str, Any], steps: int) -> dict[str, Any]:
-            return self._serve(call_ctx, app, trigger, meter, name, args)
+        def on_call(name: str, args: dict[str, Any], item: int) -> dict[str, Any]:
+            return self._serve(call_ctx, app, trigger, meter.at(item), name, args)
 
         started = time.monotonic()
         try:
@@ -239,7 +257,7 @@ class ScriptService:
         outcomes = [RunOutcome(
             status=r["status"], record=r.get("record"), result=r.get("result"),
             errors=[(e[0], e[1]) for e in r.get("errors") or ()], log=r.get("log") or "",
-            message=r.get("message"), line=r.get("line"), limit=r.get("limit"),
+            message=r.get("message"), line=r.get("line"), limit=r.get("limit"), limits=limits.as_dict(),
             used={**(r.get("used") or {}), **meter.used(), "wall_ms": reply.get("wall_ms", 0)}) for r in replies]
         worst = next((o for o in outcomes if o.status != "ok"), None) or \
             next((o for o in outcomes if o.errors), outcomes[-1] if outcomes else None)
@@ -265,11 +283,9 @@ class ScriptService:
         object_name = args.get("object")
         if not isinstance(object_name, str) or object_name not in app.objects:
             return {"error": f"ctx.{name}: unknown object {object_name!r}"}
-        limits = meter.limits
         try:
             if name == "query":
-                meter.queries += 1
-                if meter.queries > limits.queries:
+                if not meter.add("queries"):
                     return {"fatal": "queries"}
                 limit = args.get("limit", 100)
                 if type(limit) is not int or not 1 <= limit <= MAX_QUERY_LIMIT:
@@ -283,13 +299,11 @@ class ScriptService:
                     return {"error": "ctx.query: order must be a field name or a list of them (-name: descending)"}
                 result = self.query.list(ctx, object_name, ListRequest(
                     filter=args.get("filter"), sort=order, fields=fields, limit=limit))
-                meter.rows_read += len(result.data)
-                if meter.rows_read > limits.rows_read:
+                if not meter.add("rows_read", len(result.data)):
                     return {"fatal": "rows_read"}
                 return {"value": result.data, "types": self._types_of(app, object_name)}
             if name == "get":
-                meter.rows_read += 1
-                if meter.rows_read > limits.rows_read:
+                if not meter.add("rows_read"):
                     return {"fatal": "rows_read"}
                 return {"value": self.records.get(ctx, object_name, args.get("id")),
                         "types": self._types_of(app, object_name)}
@@ -297,8 +311,7 @@ class ScriptService:
             if trigger in BEFORE_EVENTS:
                 return {"error": f"ctx.{name} is not available in a {trigger} script: it shapes and checks "
                                  f"its own record; change other records from an after_save script or an action"}
-            meter.rows_written += 1
-            if meter.rows_written > limits.rows_written:
+            if not meter.add("rows_written"):
                 return {"fatal": "rows_written"}
             values = args.get("values")
             if not isinstance(values, dict):

@@ -365,3 +365,15 @@ def test_record_is_read_only_after_the_save_and_run_as_limits_writes(scripted):
     with pytest.raises(ScriptFailed, match="may not"):
         st.services.scripts.run_action(ctx, "quote", quote["id"], "as_viewer", {"id": acct["id"]})
     assert rec.get(ctx, "account", acct["id"])["name"] == "Kept"
+
+
+def test_each_record_of_a_bulk_write_has_the_whole_budget(scripted):
+    st, ctx, publish = scripted
+    publish({"lookup": {"object": "quote", "trigger": {"event": "before_save"}, "budget": {"queries": 2},
+                        "source": "ctx.query('account', limit=1)\nctx.query('account', limit=1)\n"
+                                  "if record['name'] == 'greedy':\n    ctx.query('account', limit=1)\n"}})
+    rows = st.services.records.bulk_create(ctx, "quote", [{"name": f"q{i}"} for i in range(20)])
+    assert len(rows) == 20  # 40 queries in all, 2 per record: within each record's budget
+    with pytest.raises(BudgetExceeded) as exc:
+        st.services.records.bulk_create(ctx, "quote", [{"name": "fine"}, {"name": "greedy"}])
+    assert exc.value.message == "script 'lookup' went past its queries limit (2)"

@@ -155,7 +155,8 @@ class Pool:
 
     def run(self, request: dict[str, Any], on_call: Callable[[str, dict[str, Any], int], dict[str, Any]],
             wall_ms: int, script: str | None = None) -> dict[str, Any]:
-        """Run one script; ``on_call(name, args, steps)`` answers its ``ctx`` requests.
+        """Run one script; ``on_call(name, args, item)`` answers its ``ctx`` requests
+        (``item``: which record of a batch is asking).
 
         :raises BudgetExceeded: when the deadline passes (the worker is killed).
         :raises WorkerCrashed: when the worker dies or breaks the protocol.
@@ -181,8 +182,9 @@ class Pool:
                     return message
                 if message.get("op") != "call":
                     raise WorkerCrashed(f"unexpected message {message.get('op')!r}")
+                item = message.get("item")
                 worker.send(on_call(str(message.get("name")), message.get("args") or {},
-                                    int(message.get("steps") or 0)))
+                                    item if type(item) is int else 0))
         finally:
             self._give_back(worker, healthy)
 

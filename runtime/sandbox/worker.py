@@ -398,7 +398,8 @@ class ScriptContext:
             payload = plain(args, tick=METER.tick)
         except PlainError as exc:
             raise ScriptApiError(f"ctx.{name}: {exc}") from None
-        write_frame(OUT, {"op": "call", "name": name, "args": payload, "steps": METER.steps})
+        write_frame(OUT, {"op": "call", "name": name, "args": payload, "steps": METER.steps,
+                          "item": self._run.get("item", 0)})
         reply = read_frame(IN)
         if "fatal" in reply:
             METER.stop(reply["fatal"])
@@ -611,8 +612,8 @@ def run_batch(message: dict[str, Any]) -> dict[str, Any]:
     its records in one round trip), each with the whole budget; a limit ends the batch."""
     items = []
     status = "ok"
-    for item in message["batch"]:
-        reply = run({**message, "record": item.get("record"), "old": item.get("old")})
+    for index, item in enumerate(message["batch"]):
+        reply = run({**message, "record": item.get("record"), "old": item.get("old"), "item": index})
         reply.pop("op", None)
         items.append(reply)
         if reply["status"] == "limit":
