@@ -670,3 +670,37 @@ def test_keyboard_skip_link_focus_ring_and_labels(open_page, live):
     page.locator("input.lw-row-select").first.check()
     unlabelled = page.locator("main").evaluate(UNLABELLED)
     assert unlabelled == [], unlabelled
+
+
+# -- 10. script actions (last: it publishes a script into the shared demo) ------------------------
+
+def test_an_action_button_runs_its_script(open_page, live):
+    import copy
+
+    from loomwork.runtime.scripts import SCRIPTS_FLAG
+
+    st = live.state
+    ctx = live.ctx("admin")
+    st.platform.set_flag(st.settings.default_tenant, SCRIPTS_FLAG, True)
+    doc = copy.deepcopy(dict(st.services.metadata.current(ctx).doc))
+    doc["scripts"] = {"mark_won": {
+        "object": "deal", "trigger": {"action": True}, "label": {"en": "Mark as won", "zh-CN": "标记为赢单"},
+        "source": "record['stage'] = 'won'\nrecord['probability'] = Decimal(100)\nresult = 'won ' + record['name']\n"}}
+    st.services.metadata.publish(ctx, doc, comment="browser test: an action")
+    tag = _tag()
+    account = live.create("account", {"name": f"Action Co {tag}"})
+    deal = live.create("deal", {"name": f"Act {tag}", "account": account["id"], "stage": "proposal"})
+    page = open_page(f"/app/deal/{deal['id']}")
+    # the deal's rules still apply to what the script changes: a won deal needs its amount
+    page.locator(".page-actions").get_by_role("button", name="Mark as won").click()
+    page.wait_for_url(live.url(f"/app/deal/{deal['id']}"))
+    expect(page.locator(".notice-error")).to_have_text("Mark as won refused: A won deal needs its amount")
+    expect(page.locator('[data-field="stage"] dd')).to_have_text("Proposal")
+    st.services.records.update(ctx, "deal", deal["id"], {"amount": "900.00"})
+    page.reload()
+    page.locator(".page-actions").get_by_role("button", name="Mark as won").click()
+    page.wait_for_url(live.url(f"/app/deal/{deal['id']}"))
+    expect(page.locator(".notice-ok")).to_have_text(f"Mark as won done: won Act {tag}")
+    expect(page.locator('[data-field="stage"] dd')).to_have_text("Closed won")
+    expect(page.locator('[data-field="probability"] dd')).to_have_text("100%")
+    _shot(page, "action")

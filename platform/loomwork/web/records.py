@@ -162,7 +162,8 @@ def record_page(object_name: str, raw_id: str):
 
     actions = [{"name": s.name, "label": s.title(locale())} for s in services.scripts.actions(ctx, object_name)]
     return _page("record.html", ctx, app, obj, record=record, tabs=tabs, related=related, present=present,
-                 history=_history(obj, history, titles, users), users=users, actions=actions,
+                 history=_history(obj, history, titles, users, {s.field: s.widget for s in layout.slots()}),
+                 users=users, actions=actions,
                  title=titles.title(obj.name, rid) or f"#{rid}",
                  created_at=_when(record.get("created_at")), updated_at=_when(record.get("updated_at")))
 
@@ -196,7 +197,9 @@ def _when(value: str | None) -> str:
     return format_plain("datetime", value, locale()) if value else ""
 
 
-def _history(obj: CompiledObject, entries: list[dict[str, Any]], titles: Titles, users: dict[int, str]):
+def _history(obj: CompiledObject, entries: list[dict[str, Any]], titles: Titles, users: dict[int, str],
+             widgets: dict[str, str]):
+    """The timeline entries, values formatted as the layout shows them."""
     out = []
     for e in entries:
         f = obj.fields.get(e["field"] or "")
@@ -206,7 +209,8 @@ def _history(obj: CompiledObject, entries: list[dict[str, Any]], titles: Titles,
             if _f is None:
                 return "" if v is None else str(v)
             target = _f.defn.prop("target") if _f.ftype.name == "lookup" else None
-            return display(_f, v, locale(), title=titles.title(target, v) if target else None)
+            return display(_f, v, locale(), title=titles.title(target, v) if target else None,
+                           widget=widgets.get(_f.name))
         out.append({"action": e["action"], "field": label, "old": show(e["old"]), "new": show(e["new"]),
                     "by": users.get(e["changed_by"], _("system")), "at": _when(e["changed_at"])})
     return out
