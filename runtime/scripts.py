@@ -580,8 +580,6 @@ class ScriptService:
             if last is None:
                 conn.execute(s.insert().values(script=script.name, last_run_at=now))
                 return False
-            if last.tzinfo is None:  # SQLite hands back naive UTC
-                last = last.replace(tzinfo=dt.UTC)
             if croniter(script.schedule, last).get_next(dt.datetime) > now:
                 return False
             claimed = conn.execute(s.update().where(s.c.script == script.name, s.c.last_run_at == last)

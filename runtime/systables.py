@@ -94,7 +94,7 @@ script_runs = sa.Table(
     sa.Column("record_id", sa.BigInteger),
     sa.Column("trigger", sa.String(20), nullable=False),
     sa.Column("actor", sa.Integer),
-    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("started_at", UTCDateTime, nullable=False),
     sa.Column("duration_ms", sa.Integer, nullable=False),
     sa.Column("status", sa.String(10), nullable=False),
     sa.Column("error", sa.Text),
@@ -110,7 +110,7 @@ script_runs = sa.Table(
 schedules = sa.Table(
     "lw_schedule", system_metadata,
     sa.Column("script", sa.String(63), primary_key=True),
-    sa.Column("last_run_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("last_run_at", UTCDateTime, nullable=False),
 )
 
 
