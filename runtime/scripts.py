@@ -236,12 +236,28 @@ class ScriptService:
         call_ctx = ctx if script.run_as is None else Context(
             ctx.tenant, Actor(ctx.actor.id, ctx.actor.username, frozenset({script.run_as})), ctx.locale, ctx.clock)
 
+        host_failure: list[str] = []
+
         def on_call(name: str, args: dict[str, Any], item: int) -> dict[str, Any]:
-            return self._serve(call_ctx, app, trigger, meter.at(item), name, args)
+            joined = ctx.tenant.joined_connection
+            try:
+                # Inside a write, each call is a savepoint: a statement that fails (and is
+                # reported to the script) must not leave the whole transaction aborted.
+                with joined.begin_nested() if joined is not None else contextlib.nullcontext():
+                    return self._serve(call_ctx, app, trigger, meter.at(item), name, args)
+            except _CallRefused as refused:
+                return refused.reply
+            except Exception:  # a fault of ours or of the database: the run ends, nothing is half-done
+                log.exception("script %s: ctx.%s failed on the host", script.name, name)
+                host_failure.append(name)
+                return {"fatal": "host"}
 
         started = time.monotonic()
+        # A batch has each record's wall time, but never more than the ceiling in all: a
+        # bulk write must not hold a worker (and, for after_* scripts, its locks) for hours.
+        wall = min(limits.wall_ms * max(len(batch), 1), max(self.settings.ceiling.wall_ms, limits.wall_ms))
         try:
-            reply = self.pool.run(request, on_call, limits.wall_ms * max(len(batch), 1), script.name)
+            reply = self.pool.run(request, on_call, wall, script.name)
         except Unsendable as exc:  # a value JSON cannot hold, from a Python caller
             raise ValidationError({"_schema": [f"cannot pass this record to a script: {exc}"]}) from None
         except BudgetExceeded as exc:
@@ -253,6 +269,10 @@ class ScriptService:
             message = "the script stopped its sandbox process (a value nested too deeply, or too much memory)"
             self._log(ctx, script, trigger, record_ids, now, started, "error", message, meter.used(), "", dry_run)
             raise ScriptFailed(message, script.name) from None
+        if host_failure:
+            message = f"ctx.{host_failure[0]} could not be answered (a server error, logged)"
+            self._log(ctx, script, trigger, record_ids, now, started, "error", message, meter.used(), "", dry_run)
+            raise ScriptFailed(message, script.name)
         replies = reply["items"] if "items" in reply else [reply]
         outcomes = [RunOutcome(
             status=r["status"], record=r.get("record"), result=r.get("result"),
@@ -326,9 +346,11 @@ class ScriptService:
                 _serving_script.reset(token)
             return {"value": written, "types": self._types_of(app, object_name)}
         except ValidationError as exc:
-            return {"error": f"ctx.{name}: " + "; ".join(f"{k}: {', '.join(v)}" for k, v in exc.errors.items())}
-        except (NotFound, PermissionDenied, LoomworkError) as exc:
-            return {"error": f"ctx.{name}: {exc.message}"}
+            # Raised, not returned: the caller's savepoint must roll back what the call did.
+            raise _CallRefused({"error": f"ctx.{name}: " + "; ".join(
+                f"{k}: {', '.join(v)}" for k, v in exc.errors.items())}) from None
+        except LoomworkError as exc:
+            raise _CallRefused({"error": f"ctx.{name}: {exc.message}"}) from None
 
     def _log(self, ctx: Context, script: ScriptDef, trigger: str, record_ids: Sequence[int | None], now: dt.datetime,
              started: float, status: str, error: str | None, used: Mapping[str, Any], text: str,
@@ -571,6 +593,9 @@ class ScriptService:
             except LoomworkError as exc:
                 log.warning("scheduled script %s of %s failed: %s", script.name, ctx.tenant.name, exc.message)
                 done.append({"script": script.name, "status": "failed", "error": exc.message})
+            except Exception as exc:  # one script's fault must not stop the others (or the worker)
+                log.exception("scheduled script %s of %s failed", script.name, ctx.tenant.name)
+                done.append({"script": script.name, "status": "failed", "error": f"server error: {type(exc).__name__}"})
         return done
 
     def _claim(self, ctx: Context, script: ScriptDef, now: dt.datetime) -> bool:
@@ -594,6 +619,14 @@ def _same(kind: str | None, a: Any, b: Any) -> bool:
     if kind is None or a is None or b is None:
         return False
     return typed({"v": a}, {"v": kind})["v"] == typed({"v": b}, {"v": kind})["v"]
+
+
+class _CallRefused(Exception):
+    """A ``ctx`` call the host refused; ``reply`` is the answer the script gets."""
+
+    def __init__(self, reply: dict[str, Any]) -> None:
+        super().__init__(reply.get("error"))
+        self.reply = reply
 
 
 class _RolledBack(Exception):

@@ -116,8 +116,13 @@ class Tenant:
     @property
     def in_transaction(self) -> bool:
         """Whether this thread is inside :meth:`joined` for this tenant."""
+        return self.joined_connection is not None
+
+    @property
+    def joined_connection(self) -> sa.Connection | None:
+        """The write this thread's access joins (inside :meth:`joined`), else None."""
         outer = _joined.get()
-        return outer is not None and outer[0] == self.cache_key
+        return outer[1] if outer is not None and outer[0] == self.cache_key else None
 
     @contextmanager
     def read(self) -> Iterator[sa.Connection]:

@@ -377,3 +377,43 @@ def test_each_record_of_a_bulk_write_has_the_whole_budget(scripted):
     with pytest.raises(BudgetExceeded) as exc:
         st.services.records.bulk_create(ctx, "quote", [{"name": "fine"}, {"name": "greedy"}])
     assert exc.value.message == "script 'lookup' went past its queries limit (2)"
+
+
+def test_a_failed_statement_inside_after_save_does_not_lose_the_save(scripted):
+    """A ctx call whose SQL fails (a virtual formula overflowing, here) is reported to the
+    script; the write's transaction must stay usable (on PostgreSQL a failed statement
+    would otherwise abort it, and the commit would silently roll back)."""
+    st, ctx, publish = scripted
+    cube = {"n": {"fields": {"x": {"type": "integer"}, "label": {"type": "text"},
+                             "cube": {"type": "formula", "result_type": "number", "expression": "x * x * x"}}}}
+    publish({"audit": {"object": "n", "trigger": {"event": "after_save"}, "source": (
+        "try:\n    ctx.query('n', filter={'field': 'cube', 'op': 'gt', 'value': 0})\n"
+        "except ScriptApiError as e:\n    print('refused')\n"
+        "ctx.create('account', {'name': 'after ' + record['label']})\n")}}, objects=cube)
+    from loomwork.runtime.query import ListRequest
+    created = st.services.records.create(ctx, "n", {"x": 2**40, "label": "big"})
+    stored = st.services.query.list(ctx, "n", ListRequest(fields=["id", "label"])).data
+    assert [r["id"] for r in stored] == [created["id"]]
+    names = [a["name"] for a in st.services.query.list(ctx, "account", ListRequest()).data]
+    assert names == ["after big"]
+
+
+def test_a_host_fault_fails_the_run_not_the_process(scripted, monkeypatch, caplog):
+    import datetime as dt
+
+    st, ctx, publish = scripted
+    publish({"a_broken": {"trigger": {"schedule": "* * * * *"}, "source": "ctx.query('account')\n"},
+             "b_fine": {"trigger": {"schedule": "* * * * *"}, "source": "ctx.create('account', {'name': 'tick'})\n"}})
+    scripts = st.services.scripts
+    t0 = dt.datetime(2026, 12, 4, 1, 0, tzinfo=dt.UTC)
+    scripts.run_schedules(ctx, t0)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(scripts.query, "list", broken)
+    done = {r["script"]: r for r in scripts.run_schedules(ctx, t0 + dt.timedelta(minutes=2))}
+    assert done["a_broken"]["status"] == "failed" and "could not be answered" in done["a_broken"]["error"]
+    assert done["b_fine"]["status"] == "ok"  # the next script still ran
+    assert scripts.runs(ctx, script="a_broken")[0]["status"] == "error"
+    assert "the database went away" in caplog.text

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import textwrap
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -634,3 +635,71 @@ def test_benign_script_runs_exactly(pool, source, record, rows, expected):
 def test_pool_is_healthy_after_the_corpus(pool):
     for _ in range(3):
         assert_canary(pool)
+
+
+# -- review findings: a run interrupted mid-call, limits a script tries to outlive -------------------
+
+class SlowHost(FakeHost):
+    """A host whose answers take a while (a slow query)."""
+
+    def __call__(self, name: str, args: dict[str, Any], steps: int) -> dict[str, Any]:
+        time.sleep(0.06)
+        return super().__call__(name, args, steps)
+
+
+def test_a_run_cut_off_mid_call_never_poisons_the_next_one(pool):
+    """The alarm fires while the worker waits for the host's answer: the answer is left
+    in the pipe, so the worker must not serve again; the next run (another tenant's,
+    say) gets a fresh worker and its right answer."""
+    source = ("while ctx.budget['used']['wall_ms'] < 270:\n    pass\n"
+              "try:\n    ctx.query('deal')\nexcept ScriptApiError:\n    pass\nresult = 'ok'\n")
+    for _ in range(3):
+        host = SlowHost()
+        outcome = run(pool, source, host=host, limits={"wall_ms": 300, "steps": 100_000_000})
+        assert outcome.kind == "limit", outcome
+        assert [name for name, _ in host.calls] == ["query"]  # it was cut off inside the call
+        assert_canary(pool)
+
+
+@pytest.mark.parametrize("source", [
+    "def f():\n    try:\n        while True:\n            pass\n    finally:\n        return 1\nf()\n",
+    "for i in range(3):\n    try:\n        pass\n    finally:\n        break\n",
+    "for i in range(3):\n    try:\n        pass\n    finally:\n        continue\n",
+], ids=["return", "break", "continue"])
+def test_finally_cannot_discard_a_limit(pool, source):
+    outcome = run(pool, source)
+    assert outcome.kind == "compile" and "inside finally" in outcome.text, outcome
+
+
+def test_a_limit_stands_when_finally_raises_something_else(pool):
+    outcome = run(pool, "try:\n    while True:\n        pass\nfinally:\n    raise ValueError('not me')\n")
+    assert outcome.kind == "limit" and outcome.text == "steps", outcome
+    assert_canary(pool)
+
+
+def test_cpu_time_is_the_runs_own(pool):
+    outcome = run(pool, "result = 1")
+    assert outcome.kind == "ok" and outcome.reply["used"]["cpu_ms"] < 200, outcome.reply["used"]
+    assert run(pool, "result = repr(ctx)").reply["result"] == "<ctx>"
+
+
+def test_callers_wait_for_a_busy_pool_only_so_long():
+    import threading
+
+    from loomwork.runtime.sandbox.pool import SandboxBusy
+
+    busy = Pool(size=1, wait_s=0.2)
+    try:
+        source = "while True:\n    pass\n"
+        spin = threading.Thread(target=lambda: busy.run(
+            request(source, digest(source), None, None, {**LIMITS, "wall_ms": 1500, "steps": 10**9}),
+            FakeHost(), 1500))
+        spin.start()
+        time.sleep(0.3)  # the only worker is busy now
+        with pytest.raises(SandboxBusy, match="busy"):
+            busy.run(request("result = 1", digest("result = 1"), None, None, LIMITS), FakeHost(), 300)
+        spin.join()
+        reply = busy.run(request("result = 1", digest("result = 1"), None, None, LIMITS), FakeHost(), 300)
+        assert reply["result"] == 1
+    finally:
+        busy.close()

@@ -198,10 +198,15 @@ def worker(env: Env, once: bool, interval: float) -> None:
     st = env.state
     while True:
         for t in st.platform.tenants():
-            if not st.platform.flag(t["name"], SCRIPTS_FLAG):
+            try:
+                if not st.platform.flag(t["name"], SCRIPTS_FLAG):
+                    continue
+                ctx = Context(st.platform.tenant(t["name"]), Actor.system())
+                runs = st.services.scripts.run_schedules(ctx)
+            except Exception as exc:  # one tenant's trouble (a dropped schema, say) must not stop the rest
+                click.secho(f"{t['name']}: scheduled scripts not run: {type(exc).__name__}: {exc}", fg="red", err=True)
                 continue
-            ctx = Context(st.platform.tenant(t["name"]), Actor.system())
-            for run in st.services.scripts.run_schedules(ctx):
+            for run in runs:
                 detail = run.get("error") or ""
                 click.echo(f"{t['name']}: {run['script']} {run['status']} {detail}".rstrip())
         if once:

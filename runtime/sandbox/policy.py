@@ -148,6 +148,16 @@ class ScriptPolicy(RestrictingNodeTransformer):
         ast.fix_missing_locations(call)
         return call
 
+    def visit_Try(self, node: ast.Try):
+        # A return/break/continue in ``finally`` discards the exception in flight: the
+        # stop signal of a limit would vanish.
+        for stmt in node.finalbody:
+            for inner in ast.walk(stmt):
+                if isinstance(inner, (ast.Return, ast.Break, ast.Continue)):
+                    what = type(inner).__name__.lower()
+                    self.error(inner, f"{what} inside finally: is not allowed in a script (it would hide errors)")
+        return super().visit_Try(node)
+
     def visit_ExceptHandler(self, node: ast.ExceptHandler):
         if node.type is None:
             self.error(node, "a bare except: is not allowed in a script; name the error, as in "

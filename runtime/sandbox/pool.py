@@ -19,6 +19,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from loomwork.metadata.errors import LoomworkError
+
 from .budget import BudgetExceeded
 from .protocol import FrameReader, ProtocolError, encode, write_frame
 
@@ -30,6 +32,29 @@ START_TIMEOUT_S = 20.0
 
 class WorkerCrashed(Exception):
     """The worker died or broke the protocol."""
+
+
+class SandboxBusy(LoomworkError):
+    """Every worker stayed busy for as long as a caller may wait."""
+
+    status = 503
+    title = "Busy"
+
+
+def _enforce(reply: dict[str, Any], limits: dict[str, int], elapsed_s: float) -> None:
+    """Whatever the worker says, a run past its steps or wall time ended at that limit
+    (and its worker is not trusted again)."""
+    items = reply["items"] if "items" in reply else [reply]
+    for item in items:
+        if item.get("status") == "limit":
+            continue
+        steps = (item.get("used") or {}).get("steps", 0)
+        if limits.get("steps") is not None and steps > limits["steps"]:
+            item.update(status="limit", limit="steps")
+            reply["status"] = "limit"
+    if "items" not in reply and limits.get("wall_ms") is not None and elapsed_s * 1000 > limits["wall_ms"] + 50 \
+            and reply.get("status") != "limit":
+        reply.update(status="limit", limit="wall_ms")
 
 
 class Unsendable(ValueError):
@@ -96,8 +121,10 @@ class Worker:
 class Pool:
     """Up to ``size`` workers; a run takes an idle one (or waits for one)."""
 
-    def __init__(self, size: int = 2, max_runs: int = 1000, memory_ceiling_mib: int = 512) -> None:
+    def __init__(self, size: int = 2, max_runs: int = 1000, memory_ceiling_mib: int = 512,
+                 wait_s: float = 30.0) -> None:
         self.size = max(1, size)
+        self.wait_s = wait_s
         self.max_runs = max_runs
         self.memory_ceiling_mib = memory_ceiling_mib
         self._idle: list[Worker] = []
@@ -117,14 +144,25 @@ class Pool:
                 self._count += 1
 
     def _take(self) -> Worker:
+        """An idle worker (a dead one is replaced), or a new one while there is room.
+        :raises SandboxBusy: when none frees up within ``wait_s``."""
+        until = time.monotonic() + self.wait_s
         with self._cond:
             while True:
                 if self._idle:
-                    return self._idle.pop()
+                    worker = self._idle.pop()
+                    if worker.proc.poll() is None:
+                        return worker
+                    worker.kill()  # died while idle: make room for a fresh one
+                    self._count -= 1
+                    continue
                 if self._count < self.size:
                     self._count += 1
                     break
-                self._cond.wait()
+                left = until - time.monotonic()
+                if left <= 0:
+                    raise SandboxBusy("every script worker is busy; try again in a moment")
+                self._cond.wait(left)
         try:
             return self._spawn()
         except BaseException:
@@ -177,14 +215,20 @@ class Pool:
                 if message is None:
                     raise BudgetExceeded("wall_ms", int((time.monotonic() - started) * 1000), wall_ms, script)
                 if message.get("op") == "done":
+                    _enforce(message, request.get("limits") or {}, time.monotonic() - started)
                     healthy = message.get("status") != "limit"
                     message["wall_ms"] = int((time.monotonic() - started) * 1000)
                     return message
                 if message.get("op") != "call":
                     raise WorkerCrashed(f"unexpected message {message.get('op')!r}")
                 item = message.get("item")
-                worker.send(on_call(str(message.get("name")), message.get("args") or {},
-                                    item if type(item) is int else 0))
+                answer = on_call(str(message.get("name")), message.get("args") or {}, item if type(item) is int else 0)
+                try:
+                    frame = encode(answer)
+                except (ProtocolError, TypeError):
+                    frame = encode({"error": f"ctx.{message.get('name')}: the answer is too large to pass to a "
+                                             f"script; ask for fewer records or fields"})
+                worker.send_frame(frame)
         finally:
             self._give_back(worker, healthy)
 

@@ -84,7 +84,9 @@ class Meter:
     def tick(self) -> None:
         self.steps += 1
         if self.steps > self.max_steps:
-            raise Stop(self.stopped or "steps")
+            if self.stopped is None:
+                self.stopped = "steps"
+            raise Stop(self.stopped)
 
     def stop(self, limit: str) -> None:
         """Make every later tick fail too (a ``finally:`` cannot loop on)."""
@@ -102,6 +104,8 @@ class Meter:
 
 METER = Meter()
 _tick_ = METER.tick
+#: Set while a ctx call's exchange with the host is under way (see ScriptContext._call).
+POISONED = False
 
 
 # -- guards RestrictedPython's code calls ------------------------------------------
@@ -386,6 +390,9 @@ class ScriptContext:
     PUBLIC = frozenset({"error", "query", "get", "create", "update", "log", "now", "today", "budget", "user",
                         "event"})
 
+    def __repr__(self) -> str:
+        return "<ctx>"
+
     def __init__(self, run: dict[str, Any], started: float) -> None:
         self._run = run
         self._started = started
@@ -398,9 +405,14 @@ class ScriptContext:
             payload = plain(args, tick=METER.tick)
         except PlainError as exc:
             raise ScriptApiError(f"ctx.{name}: {exc}") from None
+        # Between the request and its answer the pipe holds a half-done exchange: if
+        # anything interrupts it (the alarm, say), this worker must not serve again.
+        global POISONED
+        POISONED = True
         write_frame(OUT, {"op": "call", "name": name, "args": payload, "steps": METER.steps,
                           "item": self._run.get("item", 0)})
         reply = read_frame(IN)
+        POISONED = False
         if "fatal" in reply:
             METER.stop(reply["fatal"])
         if "error" in reply:
@@ -509,6 +521,7 @@ def run(message: dict[str, Any]) -> dict[str, Any]:
     limits = message["limits"]
     name = str(message.get("name") or "script")
     started = time.monotonic()
+    cpu_start = time.process_time()
     try:
         code = _code(name, message["source"], message["digest"])
     except ScriptCompileError as exc:
@@ -573,12 +586,18 @@ def run(message: dict[str, Any]) -> dict[str, Any]:
     except Exception as exc:  # the script's own error: reported with its line, never raised here
         status = {"status": "error", "message": f"{type(exc).__name__}: {_text_of(exc)}",
                   "line": _line_of(exc, name)}
+    if METER.stopped and status["status"] != "limit":
+        # A limit was reached and the script carried on anyway (a finally: that raised
+        # something else): the limit stands.
+        status = {"status": "limit", "limit": METER.stopped}
+    if POISONED:
+        status = {"status": "limit", "limit": status.get("limit") or "wall_ms"}
     if status["status"] != "ok":
         out = {}
     reply = {"op": "done", **status, **out, "errors": [[_clean(f) if f is not None else None, _clean(m)]
                                                        for f, m in ctx.errors],
              "log": _clean("".join(METER.log)[:limits["output_bytes"]]),
-             "used": {"steps": max(METER.steps, 0), "cpu_ms": int(time.process_time() * 1000)}}
+             "used": {"steps": max(METER.steps, 0), "cpu_ms": int((time.process_time() - cpu_start) * 1000)}}
     # What goes back counts against the output budget; and it must be encodable.
     try:
         size = len(orjson.dumps(reply))
