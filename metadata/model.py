@@ -415,6 +415,31 @@ class ScriptDef:
         return label_text(self.label, locale, self.name.replace("_", " ").capitalize())
 
 
+@dataclass(frozen=True)
+class ApprovalDef:
+    """An approval process (an ``approval`` document). The engine runs instances from a
+    snapshot of :attr:`doc`, so an instance keeps the definition it started with."""
+
+    name: str
+    object: str
+    doc: Mapping[str, Any]
+    active: bool = True
+    trigger: str = "manual"
+    label: Any = None
+
+    @classmethod
+    def from_doc(cls, name: str, doc: Mapping[str, Any]) -> ApprovalDef:
+        return cls(name, doc["object"], _freeze(dict(doc)), bool(doc.get("active", True)),
+                   (doc.get("trigger") or {}).get("on", "manual"), _freeze(doc.get("label")))
+
+    def snapshot(self) -> dict[str, Any]:
+        """The definition as plain JSON (a fresh copy)."""
+        return _thaw(self.doc)
+
+    def title(self, locale: str = "en") -> str:
+        return label_text(self.label, locale, self.name.replace("_", " ").capitalize())
+
+
 ALL_OPS = frozenset({"create", "read", "update", "delete"})
 
 #: Built-in roles. ``admin`` may do everything; ``user`` is every signed-in user's
@@ -437,6 +462,7 @@ class AppMetadata:
     forms: Mapping[str, FormDef] = field(default_factory=lambda: MappingProxyType({}))
     views: Mapping[str, ViewDef] = field(default_factory=lambda: MappingProxyType({}))
     scripts: Mapping[str, ScriptDef] = field(default_factory=lambda: MappingProxyType({}))
+    approvals: Mapping[str, ApprovalDef] = field(default_factory=lambda: MappingProxyType({}))
 
     @classmethod
     def from_doc(cls, doc: Mapping[str, Any], version: int = 0) -> AppMetadata:
@@ -454,6 +480,7 @@ class AppMetadata:
             forms=MappingProxyType(forms),
             views=MappingProxyType(views),
             scripts=MappingProxyType({n: ScriptDef.from_doc(n, s) for n, s in doc.get("scripts", {}).items()}),
+            approvals=MappingProxyType({n: ApprovalDef.from_doc(n, a) for n, a in doc.get("approvals", {}).items()}),
         )
 
     def object(self, name: str) -> ObjectDef:
@@ -480,6 +507,11 @@ class AppMetadata:
         return sorted((s for s in self.scripts.values() if s.active and s.object == object_name
                        and (s.event == event if event else s.action == action)),
                       key=lambda s: (s.order, s.name))
+
+    def approvals_for(self, object_name: str, trigger: str | None = None) -> list[ApprovalDef]:
+        """Active approval processes of an object (with that trigger), by name."""
+        return sorted((a for a in self.approvals.values() if a.active and a.object == object_name
+                       and (trigger is None or a.trigger == trigger)), key=lambda a: a.name)
 
     def views_for(self, object_name: str) -> list[ViewDef]:
         """The views of an object: the default view first, then by name."""

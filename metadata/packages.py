@@ -18,7 +18,8 @@ from .validation import schema_errors, validate_manifest
 
 MAX_FILE_BYTES = 1_000_000
 #: Document kind -> the section of the app document (and the :class:`Package` attribute) it goes to.
-KINDS = {"object": "objects", "role": "roles", "form": "forms", "view": "views", "script": "scripts"}
+KINDS = {"object": "objects", "role": "roles", "form": "forms", "view": "views", "script": "scripts",
+         "approval": "approvals"}
 
 
 @dataclass
@@ -29,6 +30,7 @@ class Package:
     forms: dict[str, dict[str, Any]] = field(default_factory=dict)
     views: dict[str, dict[str, Any]] = field(default_factory=dict)
     scripts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    approvals: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def name(self) -> str:

@@ -18,7 +18,7 @@ from referencing import Registry, Resource
 from .errors import MetadataError
 from .model import COMMON_FIELD_KEYS, SYSTEM_COLUMNS, FieldTypeSpec
 
-SCHEMA_FILES = ("common", "object", "role", "form", "view", "script", "package", "app")
+SCHEMA_FILES = ("common", "object", "role", "form", "view", "script", "approval", "package", "app")
 
 #: Words that would make generated SQL or API payloads ambiguous; names may not use them.
 RESERVED_NAMES = frozenset(SYSTEM_COLUMNS) | frozenset(
@@ -316,6 +316,7 @@ def validate_app(doc: Any, types: Mapping[str, FieldTypeSpec]) -> None:
         # Layouts and views refer to fields; check them once the objects are sound.
         errors.extend(layout_errors(doc))
         errors.extend(script_errors(doc))
+        errors.extend(approval_errors(doc))
     _raise(errors)
 
 
@@ -538,6 +539,131 @@ def script_errors(doc: Mapping[str, Any]) -> list[tuple[str, str]]:
                 errors.append((f"{base}.trigger.schedule",
                                "must be five cron fields: minute hour day-of-month month day-of-week"))
     return errors
+
+
+#: Fields every record has that hold a user id (approvers from a record field).
+USER_COLUMNS = ("owner_id", "created_by", "updated_by")
+
+
+def approval_errors(doc: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Approval processes: their object, node names and links (no loop through ``next``
+    and branches: a process always ends), fields and roles they name.
+    (Their expressions are checked by the runtime with the rest.)"""
+    objects = doc.get("objects", {})
+    roles = set(doc.get("roles", {})) | {"admin", "user"}
+    errors: list[tuple[str, str]] = []
+    for name, proc in doc.get("approvals", {}).items():
+        base = f"approvals.{name}"
+        if proc["object"] not in objects:
+            errors.append((f"{base}.object", f"unknown object {proc['object']!r}"))
+            continue
+        check = _ProcessCheck(doc, proc, roles, errors)
+        nodes = proc.get("nodes", [])
+        names = [n["name"] for n in nodes]
+        for i, n in enumerate(nodes):
+            if names.index(n["name"]) != i:
+                errors.append((f"{base}.nodes.{i}.name", f"node {n['name']!r} is already defined"))
+        known = set(names) | {"end"}
+        for role in (proc.get("submitters") or {}).get("roles", ()):
+            if role not in roles:
+                errors.append((f"{base}.submitters.roles", f"unknown role {role!r}"))
+        for i, n in enumerate(nodes):
+            where = f"{base}.nodes.{i}"
+            links = [(n["next"], f"{where}.next")] if "next" in n else []
+            links += [(b["next"], f"{where}.branches.{j}.next") for j, b in enumerate(n.get("branches", ()))]
+            errors.extend((w, f"no node {t!r} (use a node's name, or end)") for t, w in links if t not in known)
+            if n["type"] == "approval":
+                check.people(n.get("approvers"), f"{where}.approvers")
+                check.people((n.get("deadline") or {}).get("reassign_to"), f"{where}.deadline.reassign_to")
+                for fname in n.get("editable_fields", ()):
+                    if fname not in check.fields:
+                        errors.append((f"{where}.editable_fields", f"{proc['object']} has no field {fname!r}"))
+                if n.get("mode") == "ratio" and "ratio" not in n:
+                    errors.append((f"{where}.ratio", "a ratio node says which share must approve (0 to 1)"))
+            elif n["type"] == "cc":
+                check.people(n.get("recipients"), f"{where}.recipients")
+            elif n["type"] == "action":
+                check.actions(n.get("actions"), f"{where}.actions")
+        for key in ("on_approved", "on_rejected", "on_recalled"):
+            check.actions(proc.get(key), f"{base}.{key}")
+        if not errors:
+            errors.extend(_approval_loops(base, nodes))
+    return errors
+
+
+class _ProcessCheck:
+    """Checks of the people and actions one approval process names."""
+
+    def __init__(self, doc: Mapping[str, Any], proc: Mapping[str, Any], roles: set[str],
+                 errors: list[tuple[str, str]]) -> None:
+        self.objects = doc.get("objects", {})
+        self.scripts = doc.get("scripts", {})
+        self.proc, self.roles, self.errors = proc, roles, errors
+        self.fields = self.objects[proc["object"]].get("fields", {})
+
+    def people(self, specs: Any, where: str) -> None:
+        for j, spec in enumerate(specs or ()):
+            if "role" in spec and spec["role"] not in self.roles:
+                self.errors.append((f"{where}.{j}.role", f"unknown role {spec['role']!r}"))
+            if "field" in spec:
+                f = self.fields.get(spec["field"])
+                if spec["field"] not in USER_COLUMNS and (f is None or f.get("type") != "integer"):
+                    self.errors.append((f"{where}.{j}.field", f"{spec['field']!r} is not a user field "
+                                        f"(owner_id, created_by, updated_by or an integer field)"))
+            manager = spec.get("manager") or {}
+            if manager.get("up_to_role") and manager["up_to_role"] not in self.roles:
+                self.errors.append((f"{where}.{j}.manager.up_to_role", f"unknown role {manager['up_to_role']!r}"))
+
+    def actions(self, actions: Any, where: str) -> None:
+        on = self.proc["object"]
+        for j, action in enumerate(actions or ()):
+            for fname in (action.get("set") or {}):
+                if fname not in self.fields:
+                    self.errors.append((f"{where}.{j}.set.{fname}", f"{on} has no field {fname!r}"))
+            if "script" in action:
+                s = self.scripts.get(action["script"])
+                if s is None or not (s.get("trigger") or {}).get("action") or s.get("object") != on:
+                    self.errors.append((f"{where}.{j}.script", f"no action script {action['script']!r} of {on}"))
+            if "create" in action and action["create"]["object"] not in self.objects:
+                self.errors.append((f"{where}.{j}.create.object",
+                                    f"unknown object {action['create']['object']!r}"))
+            if "notify" in action:
+                self.people(action["notify"]["to"], f"{where}.{j}.notify.to")
+
+
+def _approval_loops(base: str, nodes: list[Mapping[str, Any]]) -> list[tuple[str, str]]:
+    """A path through ``next`` links and branches that comes back to a node."""
+    index = {n["name"]: i for i, n in enumerate(nodes)}
+
+    def successors(i: int) -> list[str]:
+        n = nodes[i]
+        default = n.get("next") or (nodes[i + 1]["name"] if i + 1 < len(nodes) else "end")
+        if n["type"] == "branch":
+            return [b["next"] for b in n["branches"]] + [default]
+        return [default]
+
+    state: dict[int, int] = {}  # 1: on the path, 2: done
+    for start in range(len(nodes)):
+        stack = [(start, iter(successors(start)))]
+        if state.get(start):
+            continue
+        state[start] = 1
+        while stack:
+            i, it = stack[-1]
+            nxt = next(it, None)
+            if nxt is None:
+                state[i] = 2
+                stack.pop()
+                continue
+            if nxt == "end":
+                continue
+            j = index[nxt]
+            if state.get(j) == 1:
+                return [(f"{base}.nodes.{j}", f"node {nxt!r} can be reached again from itself: a process must end")]
+            if not state.get(j):
+                state[j] = 1
+                stack.append((j, iter(successors(j))))
+    return []
 
 
 def layout_errors(doc: Mapping[str, Any]) -> list[tuple[str, str]]:

@@ -313,6 +313,30 @@ def iter_expressions(meta: AppMetadata) -> Iterator[tuple[str, str, str, bool]]:
                     yield f"{base}.sections.{sec.name}.{key}", obj.name, getattr(sec, key), True
         for v in obj.validations.values():
             yield f"{base}.validations.{v.name}.condition", obj.name, v.condition, True
+    for proc in meta.approvals.values():
+        yield from _approval_expressions(proc)
+
+
+def _approval_expressions(proc: Any) -> Iterator[tuple[str, str, str, bool]]:
+    doc, base, on = proc.doc, f"approvals.{proc.name}", proc.object
+    if (doc.get("trigger") or {}).get("condition"):
+        yield f"{base}.trigger.condition", on, doc["trigger"]["condition"], True
+    if doc.get("entry_condition"):
+        yield f"{base}.entry_condition", on, doc["entry_condition"], False
+    for i, node in enumerate(doc.get("nodes", ())):
+        for j, branch in enumerate(node.get("branches", ())):
+            yield f"{base}.nodes.{i}.branches.{j}.condition", on, branch["condition"], False
+        yield from _action_expressions(node.get("actions", ()), f"{base}.nodes.{i}.actions", on)
+    for key in ("on_approved", "on_rejected", "on_recalled"):
+        yield from _action_expressions(doc.get(key, ()), f"{base}.{key}", on)
+
+
+def _action_expressions(actions: Any, base: str, on: str) -> Iterator[tuple[str, str, str, bool]]:
+    for j, action in enumerate(actions or ()):
+        for fname, source in (action.get("set") or {}).items():
+            yield f"{base}.{j}.set.{fname}", on, source, False
+        for fname, source in ((action.get("create") or {}).get("values") or {}).items():
+            yield f"{base}.{j}.create.values.{fname}", on, source, False
 
 
 def rules_document(obj: Any, locale: str = "en") -> dict[str, Any]:

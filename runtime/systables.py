@@ -19,6 +19,8 @@ users = sa.Table(
     sa.Column("active", sa.Boolean, nullable=False, default=True),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("last_login_at", UTCDateTime),
+    #: For approvals by manager chain (added to older tenants by :func:`upgrade`).
+    sa.Column("manager_id", sa.Integer),
 )
 
 tokens = sa.Table(
@@ -114,9 +116,42 @@ schedules = sa.Table(
 )
 
 
+#: A user's approvals go to a delegate between two times (while away).
+delegations = sa.Table(
+    "lw_delegation", system_metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("user_id", sa.Integer, nullable=False, index=True),
+    sa.Column("delegate_id", sa.Integer, nullable=False),
+    sa.Column("starts_at", UTCDateTime, nullable=False),
+    sa.Column("ends_at", UTCDateTime, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)
+
+#: Columns added to system tables after they first shipped: (table, column).
+ADDED_COLUMNS = ((users, "manager_id"),)
+
+
 def create(conn: sa.Connection) -> None:
-    """Create the system tables that are missing (new ones appear in existing tenants too)."""
+    """Create the system tables that are missing (new ones appear in existing tenants too)
+    and add the columns that came later."""
     system_metadata.create_all(conn)
+    upgrade(conn)
+
+
+def upgrade(conn: sa.Connection) -> None:
+    """Add :data:`ADDED_COLUMNS` a tenant's tables lack (nullable: no rewrite)."""
+    from alembic.operations import Operations
+    from alembic.runtime.migration import MigrationContext
+
+    # The tenant's schema on PostgreSQL (the inspector does not apply schema_translate_map).
+    schema = (conn.get_execution_options().get("schema_translate_map") or {}).get(None)
+    inspector = sa.inspect(conn)
+    ops = None
+    for table, name in ADDED_COLUMNS:
+        have = {c["name"] for c in inspector.get_columns(table.name, schema=schema)}
+        if name not in have:
+            ops = ops or Operations(MigrationContext.configure(connection=conn))
+            ops.add_column(table.name, sa.Column(name, table.c[name].type, nullable=True), schema=schema)
 
 
 def system_columns() -> list[sa.Column]:

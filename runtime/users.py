@@ -7,6 +7,7 @@ ever open its own tenant.
 """
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import secrets
 import threading
@@ -55,19 +56,22 @@ class User:
     #: Changes whenever the password or the roles change; sessions carry it, so such a
     #: change ends every other session of the user.
     stamp: str = ""
+    manager_id: int | None = None
 
     def actor(self) -> Actor:
         return Actor(self.id, self.username, self.roles)
 
     def as_dict(self) -> dict[str, Any]:
         return {"id": self.id, "username": self.username, "email": self.email, "full_name": self.full_name,
-                "roles": sorted(self.roles), "locale": self.locale, "active": self.active}
+                "roles": sorted(self.roles), "locale": self.locale, "active": self.active,
+                "manager_id": self.manager_id}
 
 
 def _user(row: Any) -> User:
     stamp = hashlib.sha256(f"{row.password_hash or ''}|{row.roles}".encode()).hexdigest()[:20]
     return User(row.id, row.username, row.email, row.full_name,
-                frozenset(r for r in row.roles.split(",") if r), row.locale, row.active, stamp)
+                frozenset(r for r in row.roles.split(",") if r), row.locale, row.active, stamp,
+                getattr(row, "manager_id", None))
 
 
 def _digest(token: str) -> str:
@@ -136,6 +140,87 @@ class UserService:
         with ctx.tenant.read() as conn:
             rows = conn.execute(sa.select(u.c.id, u.c.username, u.c.full_name).where(u.c.id.in_(sorted(ids))))
             return {r.id: r.full_name or r.username for r in rows}
+
+    def set_manager(self, ctx: Context, user_id: int, manager_id: int | None) -> None:
+        """Who a user reports to (approvals by manager chain). Administrators only; a
+        chain may not loop back to the user."""
+        if not ctx.actor.is_admin:
+            raise PermissionDenied("only administrators may set managers")
+        u = systables.users
+        with ctx.tenant.write() as conn:
+            managers = dict(conn.execute(sa.select(u.c.id, u.c.manager_id)).all())
+            if user_id not in managers:
+                raise NotFound(f"no user {user_id}")
+            if manager_id is not None:
+                if manager_id not in managers:
+                    raise ValidationError({"manager_id": [f"no user {manager_id}"]})
+                seen, at = {user_id}, manager_id
+                while at is not None:
+                    if at in seen:
+                        raise ValidationError({"manager_id": ["would make a loop in the reporting chain"]})
+                    seen.add(at)
+                    at = managers.get(at)
+            conn.execute(u.update().where(u.c.id == user_id).values(manager_id=manager_id))
+
+    def manager_chain(self, conn: sa.Connection, user_id: int, limit: int = 20) -> list[User]:
+        """``user_id``'s manager, their manager, … (nearest first, at most ``limit``)."""
+        u = systables.users
+        rows = {r.id: r for r in conn.execute(sa.select(u))}
+        chain: list[User] = []
+        at = rows[user_id].manager_id if user_id in rows else None
+        while at is not None and at in rows and len(chain) < limit and all(m.id != at for m in chain):
+            chain.append(_user(rows[at]))
+            at = rows[at].manager_id
+        return chain
+
+    def delegate(self, ctx: Context, user_id: int, delegate_id: int, starts_at: dt.datetime,
+                 ends_at: dt.datetime) -> int:
+        """From ``starts_at`` to ``ends_at`` the approvals of ``user_id`` go to
+        ``delegate_id``. The user themself or an administrator sets it."""
+        if ctx.actor.id != user_id and not ctx.actor.is_admin:
+            raise PermissionDenied("you may delegate only your own approvals")
+        errors = {}
+        if delegate_id == user_id:
+            errors["delegate_id"] = ["must be someone else"]
+        if not (isinstance(starts_at, dt.datetime) and isinstance(ends_at, dt.datetime)) or \
+                starts_at.tzinfo is None or ends_at.tzinfo is None or ends_at <= starts_at:
+            errors["ends_at"] = ["give a time zone, and an end after the start"]
+        if errors:
+            raise ValidationError(errors)
+        u, d = systables.users, systables.delegations
+        with ctx.tenant.write() as conn:
+            found = set(conn.execute(sa.select(u.c.id).where(u.c.id.in_([user_id, delegate_id]), u.c.active)).scalars())
+            if user_id not in found:
+                raise NotFound(f"no user {user_id}")
+            if delegate_id not in found:
+                raise ValidationError({"delegate_id": [f"no active user {delegate_id}"]})
+            return conn.execute(d.insert().values(user_id=user_id, delegate_id=delegate_id, starts_at=starts_at,
+                                                  ends_at=ends_at, created_at=ctx.now())).inserted_primary_key[0]
+
+    def delegations(self, ctx: Context, user_id: int) -> list[dict[str, Any]]:
+        d = systables.delegations
+        with ctx.tenant.read() as conn:
+            return [dict(id=r.id, user_id=r.user_id, delegate_id=r.delegate_id, starts_at=r.starts_at.isoformat(),
+                         ends_at=r.ends_at.isoformat())
+                    for r in conn.execute(sa.select(d).where(d.c.user_id == user_id).order_by(d.c.starts_at))]
+
+    def remove_delegation(self, ctx: Context, delegation_id: int) -> None:
+        d = systables.delegations
+        with ctx.tenant.write() as conn:
+            row = conn.execute(sa.select(d).where(d.c.id == delegation_id)).first()
+            if row is None:
+                raise NotFound(f"no delegation {delegation_id}")
+            if ctx.actor.id != row.user_id and not ctx.actor.is_admin:
+                raise PermissionDenied("you may remove only your own delegations")
+            conn.execute(d.delete().where(d.c.id == delegation_id))
+
+    @staticmethod
+    def delegate_at(conn: sa.Connection, user_id: int, at: dt.datetime) -> int | None:
+        """Who acts for ``user_id`` at ``at`` (the latest delegation covering it), if anyone."""
+        d = systables.delegations
+        return conn.execute(sa.select(d.c.delegate_id).where(
+            d.c.user_id == user_id, d.c.starts_at <= at, d.c.ends_at > at).order_by(d.c.id.desc()).limit(1)
+        ).scalar_one_or_none()
 
     def set_locale(self, ctx: Context, user_id: int, locale: str, supported: Any) -> None:
         """Change a user's language. :raises ValidationError: for a language not offered."""

@@ -80,7 +80,7 @@ def test_password_is_stored_as_argon2id_hash(svc, lw_ctx, ann):
     assert PasswordHasher().verify(row.password_hash, PASSWORD)
     assert ann.roles == frozenset({"sales", "user"})
     assert ann.as_dict() == {"id": ann.id, "username": "ann", "email": "ann@example.com", "full_name": "ann",
-                             "roles": ["sales", "user"], "locale": "en", "active": True}
+                             "roles": ["sales", "user"], "locale": "en", "active": True, "manager_id": None}
     # Two users with the same password get different hashes (salted).
     svc.create(lw_ctx, "bob", PASSWORD)
     assert stored_user(lw_ctx, "bob").password_hash != row.password_hash
