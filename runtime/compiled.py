@@ -159,6 +159,7 @@ class CompiledApp:
         self.sa_metadata = sa.MetaData()
         self.objects: dict[str, CompiledObject] = {}
         self.functions = functions if functions is not None else builtin_functions()
+        self.field_types = types
         self._artefacts: dict[str, Any] = {}
         #: Element path -> {"package", "customized"} (navigation groups objects by package).
         self.ownership: Mapping[str, Mapping[str, Any]] = {}

@@ -23,6 +23,7 @@ from loomwork.metadata.errors import ConflictError, NotFound, ValidationError
 from loomwork.metadata.model import SYSTEM_COLUMNS
 
 from . import rollups, systables
+from .approvals import has_processes
 from .compiled import READ_MAX_AGE, CompiledApp, CompiledObject, Runtime
 from .context import Context
 from .evaluation import apply_rules, coerce, make_env, virtual_values
@@ -100,6 +101,8 @@ class RecordService:
         self.permissions = permissions or Permissions()
         #: The script hooks (:class:`~loomwork.runtime.scripts.ScriptService`), when wired.
         self.scripts: Any = None
+        #: The approval engine (record locks, automatic submission), when wired.
+        self.approvals: Any = None
 
     def _script_logs(self, ctx: Context) -> Any:
         """Around a write transaction: scripts run inside it are logged when it ends."""
@@ -381,6 +384,9 @@ class RecordService:
             created = [obj.dump(virtual_values(app, obj, r, ctx, conn)) for r in out]
             if self.scripts is not None:
                 self.scripts.after_write(ctx, conn, app, object_name, "after_save", [(r, None) for r in created])
+            if self.approvals is not None and has_processes(app, object_name):
+                for record in created:
+                    self.approvals.after_write(ctx, conn, app, object_name, record, None)
             return created
 
     def _insert(self, conn: sa.Connection, obj: CompiledObject, records: list[dict[str, Any]],
@@ -463,6 +469,8 @@ class RecordService:
             changed = {k: v for k, v in values.items() if old.get(k) != v}
             if not changed:
                 return obj.dump(virtual_values(app, obj, dict(old), ctx, conn))
+            if self.approvals is not None:
+                self.approvals.check_write(ctx, conn, app, object_name, old["id"], changed)
             t = obj.table
             now = ctx.now()
             stmt = (t.update().where(t.c.id == old["id"], t.c.row_version == old["row_version"])
@@ -485,6 +493,8 @@ class RecordService:
             if self.scripts is not None and self.scripts.triggered(ctx, app, object_name, "after_save"):
                 self.scripts.after_write(ctx, conn, app, object_name, "after_save",
                                          [(updated, obj.dump(virtual_values(app, obj, dict(old), ctx, conn)))])
+            if self.approvals is not None and has_processes(app, object_name):
+                self.approvals.after_write(ctx, conn, app, object_name, updated, dict(old))
             return updated
 
     @_metadata_race
@@ -504,6 +514,8 @@ class RecordService:
             row = self._row(conn, obj, record_id, lock=True)
             if expected_version is not None and expected_version != row["row_version"]:
                 raise ConflictError(f"{obj.name} {row['id']} was changed by someone else; reload it")
+            if self.approvals is not None:
+                self.approvals.check_write(ctx, conn, app, object_name, row["id"], (), delete=True)
             self._soft_delete(ctx, conn, app, obj, [row["id"]], depth=0)
             if self.scripts is not None and self.scripts.triggered(ctx, app, object_name, "after_delete"):
                 gone = obj.dump(virtual_values(app, obj, dict(row), ctx, conn))

@@ -14,6 +14,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from loomwork.metadata.errors import MetadataError
 from loomwork.metadata.model import AppMetadata, FieldDef, ObjectDef, ValidationDef, label_text
 
 from .expr import Expression, ExpressionError, FieldInfo, Function, Scope, compile_expression
@@ -268,6 +269,12 @@ def compile_app_rules(meta: AppMetadata, types: Mapping[str, FieldType],
     out = {name: c.object_rules(obj) for name, obj in meta.objects.items()}
     for r in c.rollups():
         out[r.child].feeds.append(r)
+    # Approval expressions run from instances' snapshots; here they are only checked.
+    for proc in meta.approvals.values():
+        if proc.object in meta.objects:
+            for path, obj, source, allow_old in _approval_expressions(proc):
+                c.compile(source, obj, path, allow_old=allow_old, expect="boolean" if path.endswith("condition")
+                          else None)
     return out, c.errors
 
 
@@ -362,3 +369,18 @@ def rules_document(obj: Any, locale: str = "en") -> dict[str, Any]:
                          "message": label_text(v.message, locale, v.name), "condition": e.tree}
                         for v, e in rules.validations],
     }
+
+
+def compile_one(app: Any, object_name: str, source: str, *, allow_old: bool = False) -> Expression:
+    """One expression of ``object_name`` compiled against ``app`` (cached per version):
+    for definitions kept outside the compiled rules, such as an approval instance's.
+    :raises MetadataError: if it does not compile against this version."""
+    def build() -> Expression:
+        c = _Compiler(app.meta, app.field_types, app.functions)
+        e = c.compile(source, object_name, "expression", allow_old=allow_old)
+        if e is None:
+            raise MetadataError({path: [msg] for path, msg in c.errors})
+        return e
+
+    return app.artefact(f"expr:{object_name}:{int(allow_old)}:{source}", build)
+

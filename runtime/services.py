@@ -1,6 +1,7 @@
 """The runtime services of one process, wired together once."""
 from __future__ import annotations
 
+from .approvals import ApprovalService
 from .compiled import Runtime
 from .packages import PackageService
 from .permissions import Permissions
@@ -27,3 +28,5 @@ class Services:
         self.scripts = ScriptService(runtime, self.permissions)
         self.scripts.records, self.scripts.query = self.records, self.query
         self.records.scripts = self.scripts
+        self.approvals = ApprovalService(runtime, self.permissions, self.records, self.users, self.scripts)
+        self.records.approvals = self.approvals

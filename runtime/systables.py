@@ -127,6 +127,70 @@ delegations = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False),
 )
 
+#: One run of an approval process over a record, with the definition it started with.
+approval_instances = sa.Table(
+    "lw_approval_instance", system_metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("process", sa.String(63), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("definition", sa.Text, nullable=False),
+    sa.Column("object", sa.String(63), nullable=False),
+    sa.Column("record_id", sa.BigInteger, nullable=False),
+    #: pending, returned (sent back to the submitter), approved, rejected, recalled
+    sa.Column("status", sa.String(10), nullable=False),
+    sa.Column("node", sa.String(63)),
+    #: Entries of the current node (each entry is a new round of its tasks).
+    sa.Column("round", sa.Integer, nullable=False, default=0),
+    sa.Column("resume_node", sa.String(63)),
+    sa.Column("chosen", sa.Text),
+    sa.Column("locked", sa.Boolean, nullable=False, default=False),
+    sa.Column("submitter", sa.Integer),
+    sa.Column("submitted_at", UTCDateTime, nullable=False),
+    sa.Column("finished_at", UTCDateTime),
+    sa.Column("row_version", sa.Integer, nullable=False, default=1),
+    sa.Index("ix_lw_approval_instance_record", "object", "record_id", "status"),
+)
+
+#: One person's part in a node: decide (``approve``) or be told (``cc``).
+approval_tasks = sa.Table(
+    "lw_approval_task", system_metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("instance_id", sa.Integer, nullable=False, index=True),
+    sa.Column("node", sa.String(63), nullable=False),
+    sa.Column("round", sa.Integer, nullable=False),
+    sa.Column("kind", sa.String(8), nullable=False),
+    #: waiting (its turn has not come), pending, approved, rejected, cancelled, transferred, cc
+    sa.Column("status", sa.String(12), nullable=False),
+    sa.Column("seq", sa.Integer, nullable=False, default=0),
+    #: The person the process named, and the one who holds the task (a delegate, a transferee).
+    sa.Column("approver", sa.Integer, nullable=False),
+    sa.Column("assignee", sa.Integer, nullable=False),
+    sa.Column("delegated", sa.Boolean, nullable=False, default=False),
+    sa.Column("added_by", sa.Integer),
+    #: A task waiting for another (an added signer before it) names it here.
+    sa.Column("after_task", sa.Integer),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("due_at", UTCDateTime),
+    sa.Column("reminded_at", UTCDateTime),
+    sa.Column("decided_at", UTCDateTime),
+    sa.Column("comment", sa.Text),
+    sa.Index("ix_lw_approval_task_inbox", "assignee", "status"),
+)
+
+#: Everything that happened to an instance, in order: the history users read.
+approval_events = sa.Table(
+    "lw_approval_event", system_metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("instance_id", sa.Integer, nullable=False, index=True),
+    sa.Column("task_id", sa.Integer),
+    sa.Column("node", sa.String(63)),
+    sa.Column("action", sa.String(20), nullable=False),
+    sa.Column("actor", sa.Integer),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("comment", sa.Text),
+    sa.Column("detail", sa.Text),
+)
+
 #: Columns added to system tables after they first shipped: (table, column).
 ADDED_COLUMNS = ((users, "manager_id"),)
 

@@ -1,0 +1,771 @@
+"""The approval engine: instances of approval processes over records, their tasks, and
+every operation on them, each one transaction.
+
+An instance keeps a snapshot of its process as it was at submission (a later publish
+does not move instances in flight). It walks the process's nodes: an approval node
+creates tasks (one per approver, the delegate standing in where a delegation covers
+the time) and waits; a branch chooses the next node by its conditions; a CC node and
+an action node do their work and move on. Decisions are race-free: a task changes
+from ``pending`` only by a conditional update, under the instance's row lock, so of
+two people deciding at the same moment exactly one wins and the other is told.
+
+While an instance is pending, its record is locked by the process's ``lock`` policy,
+checked by the record service on every write path.
+"""
+from __future__ import annotations
+
+import contextvars
+import datetime as dt
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from loomwork.metadata.errors import ConflictError, NotFound, PermissionDenied, ValidationError
+from loomwork.metadata.model import ApprovalDef
+
+from . import systables
+from .compiled import READ_MAX_AGE, CompiledApp, Runtime
+from .context import Actor, Context
+from .evaluation import fetch_paths, make_env, virtual_values
+from .expr import EvaluationError
+from .permissions import Permissions
+from .rules import compile_one
+
+OPEN = ("pending", "returned")
+#: Task states that still count (the others were replaced or withdrawn).
+LIVE = ("waiting", "pending", "approved", "rejected")
+
+#: Set while the engine itself writes a record (field updates of an action): the
+#: record lock does not apply to the process that holds it.
+_engine_writing: contextvars.ContextVar[bool] = contextvars.ContextVar("lw_engine_writing", default=False)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), default=str)
+
+
+class Definition:
+    """An instance's process snapshot, with its nodes by name and their order."""
+
+    def __init__(self, doc: Mapping[str, Any]) -> None:
+        self.doc = doc
+        self.nodes: list[Mapping[str, Any]] = list(doc["nodes"])
+        self.index = {n["name"]: i for i, n in enumerate(self.nodes)}
+
+    def node(self, name: str) -> Mapping[str, Any]:
+        return self.nodes[self.index[name]]
+
+    def next_of(self, name: str) -> str:
+        i = self.index[name]
+        n = self.nodes[i]
+        return n.get("next") or (self.nodes[i + 1]["name"] if i + 1 < len(self.nodes) else "end")
+
+
+class ApprovalService:
+    def __init__(self, runtime: Runtime, permissions: Permissions, records: Any, users: Any,
+                 scripts: Any = None) -> None:
+        self.runtime, self.permissions, self.records, self.users, self.scripts = \
+            runtime, permissions, records, users, scripts
+
+    # -- reading ---------------------------------------------------------------------
+    def processes(self, ctx: Context, object_name: str) -> list[dict[str, Any]]:
+        app = self.runtime.compiled(ctx.tenant, max_age=READ_MAX_AGE)
+        self.permissions.check(ctx, app, object_name, "read")
+        return [{"name": p.name, "label": p.title(ctx.locale), "trigger": p.trigger}
+                for p in app.meta.approvals_for(object_name)]
+
+    def instance(self, ctx: Context, instance_id: Any) -> dict[str, Any]:
+        """An instance with its process drawn as nodes and states, its tasks and history."""
+        with ctx.tenant.read() as conn:
+            inst = self._instance(conn, instance_id)
+            app = self.runtime.compiled(ctx.tenant, conn, max_age=READ_MAX_AGE)
+            self.permissions.check(ctx, app, inst.object, "read")
+            return self._describe(conn, inst)
+
+    def for_record(self, ctx: Context, object_name: str, record_id: Any) -> list[dict[str, Any]]:
+        i = systables.approval_instances
+        with ctx.tenant.read() as conn:
+            app = self.runtime.compiled(ctx.tenant, conn, max_age=READ_MAX_AGE)
+            self.permissions.check(ctx, app, object_name, "read")
+            rows = conn.execute(sa.select(i).where(i.c.object == object_name, i.c.record_id == _int(record_id))
+                                .order_by(i.c.id.desc()))
+            return [self._describe(conn, r) for r in rows]
+
+    def inbox(self, ctx: Context, box: str = "waiting", limit: int = 100) -> list[dict[str, Any]]:
+        """``waiting``: tasks waiting for me; ``submitted``: instances I submitted;
+        ``cc``: what I am told about."""
+        t, i = systables.approval_tasks, systables.approval_instances
+        limit = max(1, min(int(limit), 500))
+        with ctx.tenant.read() as conn:
+            if box == "submitted":
+                rows = conn.execute(sa.select(i).where(i.c.submitter == ctx.actor.id)
+                                    .order_by(i.c.id.desc()).limit(limit))
+                return [self._summary(r) for r in rows]
+            if box not in ("waiting", "cc"):
+                raise ValidationError({"box": ["must be waiting, submitted or cc"]})
+            kind, status = ("approve", "pending") if box == "waiting" else ("cc", "cc")
+            rows = conn.execute(sa.select(t, i.c.process, i.c.object, i.c.record_id, i.c.status.label("instance_status"),
+                                          i.c.submitter, i.c.submitted_at)
+                                .join(i, i.c.id == t.c.instance_id)
+                                .where(t.c.assignee == ctx.actor.id, t.c.kind == kind, t.c.status == status)
+                                .order_by(t.c.id.desc()).limit(limit)).mappings()
+            return [{"task": _task_doc(r), "instance_id": r["instance_id"], "process": r["process"],
+                     "object": r["object"], "record_id": r["record_id"], "instance_status": r["instance_status"],
+                     "submitter": r["submitter"], "submitted_at": r["submitted_at"].isoformat()} for r in rows]
+
+    # -- submitting ------------------------------------------------------------------
+    def submit(self, ctx: Context, object_name: str, record_id: Any, process: str | None = None, *,
+               chosen: Mapping[str, Sequence[Any]] | None = None, comment: str | None = None) -> dict[str, Any]:
+        """Start an approval of a record (or resubmit one sent back to its submitter)."""
+        with ctx.tenant.write() as conn, ctx.tenant.joined(conn):
+            app = self.runtime.compiled(ctx.tenant, conn)
+            inst_id = self._submit(ctx, conn, app, object_name, _int(record_id), process, chosen, comment,
+                                   automatic=False)
+            assert inst_id is not None  # a manual submission raises instead
+            return self._describe(conn, self._instance(conn, inst_id))
+
+    def _submit(self, ctx: Context, conn: sa.Connection, app: CompiledApp, object_name: str, record_id: int,
+                process: str | None, chosen: Mapping[str, Sequence[Any]] | None, comment: str | None, *,
+                automatic: bool) -> int | None:
+        app.object(object_name)  # NotFound for an unknown object
+        procs = app.meta.approvals_for(object_name)
+        if process is not None:
+            procs = [p for p in procs if p.name == process]
+        if not procs:
+            raise NotFound(f"{object_name} has no active approval process" + (f" {process!r}" if process else ""))
+        if len(procs) > 1:
+            raise ValidationError({"process": [f"say which process: {', '.join(p.name for p in procs)}"]})
+        proc: ApprovalDef = procs[0]
+        row = self._record(conn, app, object_name, record_id, ctx)
+        i = systables.approval_instances
+        open_one = conn.execute(sa.select(i).where(i.c.object == object_name, i.c.record_id == record_id,
+                                                   i.c.status.in_(OPEN)).with_for_update()).first()
+        if open_one is not None and open_one.status == "pending":
+            raise ConflictError(f"{object_name} {record_id} is already waiting for approval "
+                                f"({open_one.process}, instance {open_one.id})")
+        if not automatic:
+            self._check_submitter(ctx, app, proc, row)
+        doc = proc.snapshot()
+        if doc.get("entry_condition") and not self._holds(ctx, conn, app, object_name, doc["entry_condition"], row):
+            if automatic:  # a record the process does not apply to: nothing to start
+                return None
+            raise ValidationError({"_schema": [f"{proc.title(ctx.locale)} does not apply to this record "
+                                               f"(its entry condition is not met)"]})
+        now = ctx.now()
+        picked = _clean_chosen(chosen)
+        if open_one is not None:  # returned to the submitter: the same instance goes on
+            definition = Definition(json.loads(open_one.definition))
+            start = open_one.resume_node if definition.doc.get("resubmit") == "resume" and open_one.resume_node \
+                else definition.nodes[0]["name"]
+            conn.execute(i.update().where(i.c.id == open_one.id).values(
+                status="pending", resume_node=None, submitted_at=now, chosen=_dumps(picked) if picked else
+                open_one.chosen, row_version=i.c.row_version + 1))
+            inst_id = open_one.id
+            self._event(conn, inst_id, "resubmit", ctx.actor.id, now, comment, node=start)
+        else:
+            definition = Definition(doc)
+            start = definition.nodes[0]["name"]
+            inst_id = conn.execute(i.insert().values(
+                process=proc.name, version=app.version, definition=_dumps(doc), object=object_name,
+                record_id=record_id, status="pending", node=None, round=0, chosen=_dumps(picked) if picked else None,
+                locked=False, submitter=ctx.actor.id, submitted_at=now, row_version=1)).inserted_primary_key[0]
+            self._event(conn, inst_id, "submit", ctx.actor.id, now, comment,
+                        detail={"automatic": automatic, "version": app.version})
+        self._enter(ctx, conn, app, self._instance(conn, inst_id), start)
+        return inst_id
+
+    def _check_submitter(self, ctx: Context, app: CompiledApp, proc: ApprovalDef, row: Mapping[str, Any]) -> None:
+        self.permissions.check(ctx, app, proc.object, "update")
+        who = proc.doc.get("submitters")
+        if not who or ctx.actor.is_admin:
+            return
+        if who.get("owner") and row.get("owner_id") == ctx.actor.id:
+            return
+        if not ctx.actor.roles.isdisjoint(who.get("roles", ())):
+            return
+        raise PermissionDenied(f"you may not submit {proc.name!r} for this record")
+
+    # -- walking the process -----------------------------------------------------------
+    def _enter(self, ctx: Context, conn: sa.Connection, app: CompiledApp, inst: Any, name: str) -> None:
+        """Move ``inst`` to node ``name`` and on through every node that does not wait."""
+        definition = Definition(json.loads(inst.definition))
+        i = systables.approval_instances
+        for _ in range(len(definition.nodes) * 4 + 4):  # links were checked for loops at publish
+            if name == "end":
+                self._finish(ctx, conn, app, inst, "approved")
+                return
+            node = definition.node(name)
+            round_ = conn.execute(i.update().where(i.c.id == inst.id).values(
+                node=name, round=i.c.round + 1, row_version=i.c.row_version + 1).returning(i.c.round)).scalar_one()
+            inst = self._instance(conn, inst.id)
+            row = self._record(conn, app, inst.object, inst.record_id, None)
+            kind = node["type"]
+            if kind == "branch":
+                name = next((b["next"] for b in node["branches"]
+                             if self._holds(ctx, conn, app, inst.object, b["condition"], row)),
+                            definition.next_of(name))
+                self._event(conn, inst.id, "branch", None, ctx.now(), None, node=node["name"], detail={"to": name})
+                continue
+            if kind == "cc":
+                people = self._resolve(ctx, conn, app, inst, node.get("recipients") or (), row)
+                self._create_tasks(ctx, conn, inst, node["name"], round_, people, kind="cc")
+                name = definition.next_of(name)
+                continue
+            if kind == "action":
+                self._run_actions(ctx, conn, app, inst, node.get("actions") or ())
+                name = definition.next_of(name)
+                continue
+            if self._start_approval(ctx, conn, app, inst, node, round_, row):
+                return  # waiting for decisions
+            name = definition.next_of(name)
+        raise ConflictError("the approval process does not come to an end")  # pragma: no cover (checked at publish)
+
+    def _start_approval(self, ctx: Context, conn: sa.Connection, app: CompiledApp, inst: Any,
+                        node: Mapping[str, Any], round_: int, row: Mapping[str, Any]) -> bool:
+        """Create a node's tasks; False when it needs nobody (it is passed)."""
+        people = self._resolve(ctx, conn, app, inst, node["approvers"], row, node=node["name"])
+        policy = node.get("self_approval", "allow")
+        submitter = inst.submitter
+        skipped = False
+        if submitter in people and policy in ("skip", "forbid"):
+            people = [p for p in people if p != submitter]
+            skipped = policy == "skip"
+            self._event(conn, inst.id, "self_" + policy, submitter, ctx.now(), None, node=node["name"])
+        if skipped and (not people or node.get("mode", "any") == "any"):
+            return False  # the submitter's own approval counts, and it is all the node needs
+        if not people:
+            fallback = node.get("if_no_approver", "error")
+            if fallback == "approve":
+                self._event(conn, inst.id, "no_approver", None, ctx.now(), None, node=node["name"],
+                            detail={"then": "approved"})
+                return False
+            if fallback == "admin":
+                people = self._admins(conn)
+            if not people:
+                raise ValidationError({"_schema": [f"nobody can approve step {node['name']!r} "
+                                                   f"(no approver found)"]})
+        sequential = node.get("mode", "any") == "sequential"
+        due = ctx.now() + dt.timedelta(hours=node["deadline"]["hours"]) if node.get("deadline") else None
+        self._create_tasks(ctx, conn, inst, node["name"], round_, people, kind="approve",
+                           sequential=sequential, due_at=due)
+        return True
+
+    def _create_tasks(self, ctx: Context, conn: sa.Connection, inst: Any, node: str, round_: int,
+                      people: Sequence[int], *, kind: str, sequential: bool = False,
+                      due_at: dt.datetime | None = None, added_by: int | None = None,
+                      after_task: int | None = None, seq_from: int = 0) -> list[int]:
+        t = systables.approval_tasks
+        now = ctx.now()
+        ids = []
+        for n, person in enumerate(people):
+            assignee = self.users.delegate_at(conn, person, now) or person
+            status = "cc" if kind == "cc" else ("waiting" if (sequential and n > 0) or after_task else "pending")
+            task_id = conn.execute(t.insert().values(
+                instance_id=inst.id, node=node, round=round_, kind=kind, status=status, seq=seq_from + n,
+                approver=person, assignee=assignee, delegated=assignee != person, added_by=added_by,
+                after_task=after_task, created_at=now, due_at=due_at)).inserted_primary_key[0]
+            ids.append(task_id)
+            if assignee != person:
+                self._event(conn, inst.id, "delegated", person, now, None, node=node, task_id=task_id,
+                            detail={"to": assignee})
+        return ids
+
+    def _resolve(self, ctx: Context, conn: sa.Connection, app: CompiledApp, inst: Any,
+                 specs: Iterable[Mapping[str, Any]], row: Mapping[str, Any], node: str | None = None) -> list[int]:
+        """User ids named by approver specs, in order, each once, active users only."""
+        u = systables.users
+        users = {r.id: r for r in conn.execute(sa.select(u.c.id, u.c.username, u.c.roles, u.c.active))}
+        out: list[int] = []
+
+        def add(uid: Any) -> None:
+            if isinstance(uid, int) and uid in users and users[uid].active and uid not in out:
+                out.append(uid)
+
+        for spec in specs:
+            if "user" in spec:
+                add(next((r.id for r in users.values() if r.username == spec["user"]), None))
+            elif "role" in spec:
+                for r in sorted(users.values(), key=lambda r: r.id):
+                    if spec["role"] in r.roles.split(","):
+                        add(r.id)
+            elif "field" in spec:
+                add(row.get(spec["field"]))
+            elif "manager" in spec:
+                m = spec["manager"]
+                whose = row.get("owner_id") if m.get("of") == "owner" else inst.submitter
+                chain = self.users.manager_chain(conn, whose) if whose is not None else []
+                if m.get("up_to_role"):
+                    for boss in chain:
+                        add(boss.id)
+                        if m["up_to_role"] in boss.roles:
+                            break
+                else:
+                    for boss in chain[:m.get("levels", 1)]:
+                        add(boss.id)
+            elif spec.get("chosen_by_submitter"):
+                picked = json.loads(inst.chosen or "{}").get(node or "", [])
+                for value in picked:
+                    add(value if isinstance(value, int) else
+                        next((r.id for r in users.values() if r.username == value), None))
+        return out
+
+    @staticmethod
+    def _admins(conn: sa.Connection) -> list[int]:
+        u = systables.users
+        return [r.id for r in conn.execute(sa.select(u.c.id, u.c.roles).where(u.c.active).order_by(u.c.id))
+                if "admin" in r.roles.split(",")]
+
+    # -- deciding ------------------------------------------------------------------------
+    def approve(self, ctx: Context, task_id: Any, comment: str | None = None,
+                values: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Approve a task of mine; ``values`` change the fields this node lets me edit."""
+        with ctx.tenant.write() as conn, ctx.tenant.joined(conn):
+            app = self.runtime.compiled(ctx.tenant, conn)
+            inst, task = self._claim(ctx, conn, task_id, "approved", comment)
+            definition = Definition(json.loads(inst.definition))
+            node = definition.node(task.node)
+            if values:
+                self._edit(ctx, app, inst, node, values)
+            self._event(conn, inst.id, "approve", ctx.actor.id, ctx.now(), comment, node=task.node, task_id=task.id,
+                        detail={"values": dict(values)} if values else None)
+            self._after_decision(ctx, conn, app, inst, node, task)
+            return self._describe(conn, self._instance(conn, inst.id))
+
+    def reject(self, ctx: Context, task_id: Any, comment: str | None = None, to: str = "end") -> dict[str, Any]:
+        """Reject: to the end (the instance is rejected), back to the submitter (who may
+        resubmit), or back to an earlier node of this instance."""
+        with ctx.tenant.write() as conn, ctx.tenant.joined(conn):
+            app = self.runtime.compiled(ctx.tenant, conn)
+            inst, task = self._claim(ctx, conn, task_id, "rejected", comment)
+            definition = Definition(json.loads(inst.definition))
+            node = definition.node(task.node)
+            now = ctx.now()
+            if node.get("mode") == "ratio" and to == "end":
+                # A ratio node is rejected only once the ratio can no longer be reached.
+                self._event(conn, inst.id, "reject", ctx.actor.id, now, comment, node=task.node, task_id=task.id)
+                self._after_decision(ctx, conn, app, inst, node, task)
+                return self._describe(conn, self._instance(conn, inst.id))
+            visited = self._visited(conn, inst.id)
+            if to not in ("end", "submitter") and (to not in definition.index or to not in visited):
+                raise ValidationError({"to": [f"send it back to end, submitter, or a step it passed: "
+                                              f"{', '.join(n for n in visited if n != task.node) or '(none)'}"]})
+            self._event(conn, inst.id, "reject", ctx.actor.id, now, comment, node=task.node, task_id=task.id,
+                        detail={"to": to})
+            self._close_open_tasks(conn, inst.id)
+            if to == "end":
+                self._finish(ctx, conn, app, inst, "rejected")
+            elif to == "submitter":
+                i = systables.approval_instances
+                conn.execute(i.update().where(i.c.id == inst.id).values(
+                    status="returned", resume_node=task.node, node=None, row_version=i.c.row_version + 1))
+            else:
+                self._enter(ctx, conn, app, self._instance(conn, inst.id), to)
+            return self._describe(conn, self._instance(conn, inst.id))
+
+    def batch_approve(self, ctx: Context, task_ids: Sequence[Any], comment: str | None = None) -> list[dict[str, Any]]:
+        """Approve several tasks, each in its own transaction; one failing does not stop the rest."""
+        if not isinstance(task_ids, Sequence) or isinstance(task_ids, (str, bytes)) or len(task_ids) > 200:
+            raise ValidationError({"tasks": ["give a list of at most 200 task ids"]})
+        results = []
+        for tid in task_ids:
+            try:
+                inst = self.approve(ctx, tid, comment)
+                results.append({"task": tid, "ok": True, "instance_status": inst["status"]})
+            except (ConflictError, NotFound, PermissionDenied, ValidationError) as exc:
+                results.append({"task": tid, "ok": False, "error": exc.message})
+        return results
+
+    def _claim(self, ctx: Context, conn: sa.Connection, task_id: Any, outcome: str,
+               comment: str | None) -> tuple[Any, Any]:
+        """Take a pending task of the actor to ``outcome``: the conditional update is
+        what makes two simultaneous decisions safe (one wins, the other is refused)."""
+        t, i = systables.approval_tasks, systables.approval_instances
+        task = conn.execute(sa.select(t).where(t.c.id == _int(task_id))).first()
+        if task is None or task.kind != "approve":
+            raise NotFound(f"no approval task {task_id}")
+        # The instance row lock serialises every decision of one instance (PostgreSQL;
+        # SQLite's write transactions are serial already).
+        inst = conn.execute(sa.select(i).where(i.c.id == task.instance_id).with_for_update()).first()
+        if task.assignee != ctx.actor.id:
+            raise PermissionDenied("this task is someone else's")
+        done = conn.execute(t.update().where(t.c.id == task.id, t.c.status == "pending").values(
+            status=outcome, decided_at=ctx.now(), comment=_text(comment)))
+        if done.rowcount != 1 or inst.status != "pending":
+            raise ConflictError("this task has been decided already (or its approval has moved on); reload it")
+        return inst, task
+
+    def _after_decision(self, ctx: Context, conn: sa.Connection, app: CompiledApp, inst: Any,
+                        node: Mapping[str, Any], task: Any) -> None:
+        """See whether the node is decided now, and move on if so."""
+        t = systables.approval_tasks
+        tasks = conn.execute(sa.select(t).where(t.c.instance_id == inst.id, t.c.node == task.node,
+                                                t.c.round == task.round, t.c.kind == "approve",
+                                                t.c.status.in_(LIVE)).order_by(t.c.seq, t.c.id)).all()
+        # Someone waiting for this one (an added signer before them) may go now.
+        conn.execute(t.update().where(t.c.after_task == task.id, t.c.status == "waiting").values(status="pending"))
+        added = [x for x in tasks if x.added_by is not None]
+        base = [x for x in tasks if x.added_by is None]
+        approved = sum(1 for x in base if x.status == "approved")
+        rejected = sum(1 for x in base if x.status == "rejected") + sum(1 for x in added if x.status == "rejected")
+        mode = node.get("mode", "any")
+        if mode == "ratio":
+            needed = max(1, math.ceil(node["ratio"] * len(base) - 1e-9))
+            if approved >= needed and all(x.status == "approved" for x in added):
+                return self._node_done(ctx, conn, app, inst, node)
+            if approved + sum(1 for x in base if x.status in ("pending", "waiting")) < needed:
+                self._close_open_tasks(conn, inst.id)
+                return self._finish(ctx, conn, app, inst, "rejected")
+            return None
+        if rejected:  # only a ratio node tolerates a rejection; reject() handled the others
+            return None
+        if mode == "sequential" and task.added_by is None:
+            nxt = next((x for x in base if x.status == "waiting" and x.after_task is None), None)
+            if nxt is not None:
+                conn.execute(t.update().where(t.c.id == nxt.id).values(status="pending"))
+                return None
+        open_added = any(x.status in ("pending", "waiting") for x in added)
+        if mode == "any":
+            if approved >= 1 and not open_added:
+                return self._node_done(ctx, conn, app, inst, node)
+            return None
+        if all(x.status == "approved" for x in tasks):
+            return self._node_done(ctx, conn, app, inst, node)
+        return None
+
+    def _node_done(self, ctx: Context, conn: sa.Connection, app: CompiledApp, inst: Any,
+                   node: Mapping[str, Any]) -> None:
+        self._close_open_tasks(conn, inst.id)
+        self._event(conn, inst.id, "node_approved", None, ctx.now(), None, node=node["name"])
+        definition = Definition(json.loads(inst.definition))
+        self._enter(ctx, conn, app, self._instance(conn, inst.id), definition.next_of(node["name"]))
+
+    @staticmethod
+    def _close_open_tasks(conn: sa.Connection, instance_id: int) -> None:
+        t = systables.approval_tasks
+        conn.execute(t.update().where(t.c.instance_id == instance_id, t.c.status.in_(("pending", "waiting")))
+                     .values(status="cancelled"))
+
+    def _finish(self, ctx: Context, conn: sa.Connection, app: CompiledApp, inst: Any, status: str) -> None:
+        i = systables.approval_instances
+        conn.execute(i.update().where(i.c.id == inst.id).values(
+            status=status, node=None, finished_at=ctx.now(), row_version=i.c.row_version + 1))
+        self._event(conn, inst.id, status, None, ctx.now(), None)
+        definition = Definition(json.loads(inst.definition))
+        self._run_actions(ctx, conn, app, self._instance(conn, inst.id),
+                          definition.doc.get({"approved": "on_approved", "rejected": "on_rejected",
+                                              "recalled": "on_recalled"}[status]) or ())
+
+    # -- other operations ------------------------------------------------------------------
+    def recall(self, ctx: Context, instance_id: Any, comment: str | None = None) -> dict[str, Any]:
+        """The submitter takes a pending (or returned) instance back."""
+        i = systables.approval_instances
+        with ctx.tenant.write() as conn, ctx.tenant.joined(conn):
+            app = self.runtime.compiled(ctx.tenant, conn)
+            inst = conn.execute(sa.select(i).where(i.c.id == _int(instance_id)).with_for_update()).first()
+            if inst is None:
+                raise NotFound(f"no approval {instance_id}")
+            if inst.submitter != ctx.actor.id and not ctx.actor.is_admin:
+                raise PermissionDenied("only the submitter may recall it")
+            if inst.status not in OPEN:
+                raise ConflictError(f"it is {inst.status} already")
+            self._close_open_tasks(conn, inst.id)
+            self._event(conn, inst.id, "recall", ctx.actor.id, ctx.now(), comment)
+            self._finish(ctx, conn, app, inst, "recalled")
+            return self._describe(conn, self._instance(conn, inst.id))
+
+    def transfer(self, ctx: Context, task_id: Any, to: Any, comment: str | None = None) -> dict[str, Any]:
+        """Hand my task to someone else (转交): they decide instead of me."""
+        with ctx.tenant.write() as conn, ctx.tenant.joined(conn):
+            inst, task = self._claim(ctx, conn, task_id, "transferred", comment)
+            person = self._user_id(conn, to)
+            if person == ctx.actor.id:
+                raise ValidationError({"to": ["give it to someone else"]})
+            t = systables.approval_tasks
+            conn.execute(t.insert().values(
+                instance_id=inst.id, node=task.node, round=task.round, kind="approve", status="pending",
+                seq=task.seq, approver=task.approver, assignee=person, delegated=False, added_by=task.added_by,
+                after_task=None, created_at=ctx.now(), due_at=task.due_at))
+            self._event(conn, inst.id, "transfer", ctx.actor.id, ctx.now(), comment, node=task.node,
+                        task_id=task.id, detail={"to": person})
+            return self._describe(conn, self._instance(conn, inst.id))
+
+    def add_signer(self, ctx: Context, task_id: Any, user: Any, position: str = "after",
+                   comment: str | None = None) -> dict[str, Any]:
+        """Add a signer to my step (加签): ``before`` me (I decide after them) or ``after``
+        me (my approval is given, and the step also needs theirs)."""
+        if position not in ("before", "after"):
+            raise ValidationError({"position": ["must be before or after"]})
+        with ctx.tenant.write() as conn, ctx.tenant.joined(conn):
+            app = self.runtime.compiled(ctx.tenant, conn)
+            t = systables.approval_tasks
+            if position == "after":
+                inst, task = self._claim(ctx, conn, task_id, "approved", comment)
+            else:
+                inst, task = self._claim(ctx, conn, task_id, "waiting", comment)
+            person = self._user_id(conn, user)
+            if person == ctx.actor.id:
+                raise ValidationError({"user": ["add someone else"]})
+            new_ids = self._create_tasks(ctx, conn, inst, task.node, task.round, [person], kind="approve",
+                                         added_by=ctx.actor.id, seq_from=task.seq)
+            if position == "before":
+                # My task waits for theirs: it returns to pending when they approve.
+                conn.execute(t.update().where(t.c.id == task.id).values(after_task=new_ids[0], decided_at=None))
+            self._event(conn, inst.id, "add_signer", ctx.actor.id, ctx.now(), comment, node=task.node,
+                        task_id=task.id, detail={"user": person, "position": position})
+            if position == "after":
+                definition = Definition(json.loads(inst.definition))
+                self._after_decision(ctx, conn, app, inst, definition.node(task.node), task)
+            return self._describe(conn, self._instance(conn, inst.id))
+
+    def comment(self, ctx: Context, instance_id: Any, text: str) -> dict[str, Any]:
+        if not isinstance(text, str) or not text.strip():
+            raise ValidationError({"comment": ["write something"]})
+        with ctx.tenant.write() as conn:
+            inst = self._instance(conn, instance_id)
+            app = self.runtime.compiled(ctx.tenant, conn)
+            self.permissions.check(ctx, app, inst.object, "read")
+            self._event(conn, inst.id, "comment", ctx.actor.id, ctx.now(), text)
+            return self._describe(conn, inst)
+
+    # -- the record lock and automatic submission (called by the record service) ------------
+    def check_write(self, ctx: Context, conn: sa.Connection, app: CompiledApp, object_name: str, record_id: int,
+                    fields: Iterable[str], *, delete: bool = False) -> None:
+        """Refuse a write the lock of the record's pending approval (or a lock action) forbids."""
+        if _engine_writing.get() or not has_processes(app, object_name):
+            return
+        i = systables.approval_instances
+        inst = conn.execute(sa.select(i).where(i.c.object == object_name, i.c.record_id == record_id,
+                                               sa.or_(i.c.status == "pending", i.c.locked))
+                            .order_by(i.c.id.desc()).limit(1)).first()
+        if inst is None:
+            return
+        if inst.status != "pending":  # locked by an action after it ended
+            if ctx.actor.is_admin:
+                return
+            raise PermissionDenied(f"{object_name} {record_id} is locked by its approval ({inst.process})")
+        policy = json.loads(inst.definition).get("lock", "admins")
+        if policy == "admins" and ctx.actor.is_admin:
+            return
+        if policy == "approvers" and not delete:
+            t = systables.approval_tasks
+            mine = conn.execute(sa.select(t.c.id).where(t.c.instance_id == inst.id, t.c.node == inst.node,
+                                                        t.c.round == inst.round, t.c.assignee == ctx.actor.id,
+                                                        t.c.status == "pending").limit(1)).first()
+            editable = set(Definition(json.loads(inst.definition)).node(inst.node).get("editable_fields", ())) \
+                if inst.node else set()
+            if mine is not None and set(fields) <= editable:
+                return
+        raise PermissionDenied(f"{object_name} {record_id} is waiting for approval ({inst.process}) and locked")
+
+    def after_write(self, ctx: Context, conn: sa.Connection, app: CompiledApp, object_name: str,
+                    new: Mapping[str, Any], old: Mapping[str, Any] | None) -> None:
+        """Submit the record to processes that start on create, or on an update that makes
+        their condition true."""
+        if _engine_writing.get():
+            return
+        trigger = "create" if old is None else "update"
+        for proc in app.meta.approvals_for(object_name, trigger):
+            condition = (proc.doc.get("trigger") or {}).get("condition")
+            row = self._record(conn, app, object_name, new["id"], None)
+            if condition:
+                now_true = self._holds(ctx, conn, app, object_name, condition, row, old=old)
+                if not now_true:
+                    continue
+            i = systables.approval_instances
+            pending = conn.execute(sa.select(i.c.id).where(i.c.object == object_name, i.c.record_id == new["id"],
+                                                           i.c.status == "pending")).first()
+            if pending is None:
+                self._submit(ctx, conn, app, object_name, new["id"], proc.name, None, None, automatic=True)
+
+    # -- actions ---------------------------------------------------------------------
+    def _run_actions(self, ctx: Context, conn: sa.Connection, app: CompiledApp, inst: Any,
+                     actions: Iterable[Mapping[str, Any]]) -> None:
+        system = Context(ctx.tenant, Actor.system(), ctx.locale, ctx.clock)
+        i = systables.approval_instances
+        for action in actions:
+            row = self._record(conn, app, inst.object, inst.record_id, None)
+            token = _engine_writing.set(True)
+            try:
+                if "set" in action:
+                    values = {f: _jsonable(self._value(ctx, conn, app, inst.object, src, row))
+                              for f, src in action["set"].items()}
+                    self.records.update(system, inst.object, inst.record_id, values)
+                elif "lock" in action:
+                    conn.execute(i.update().where(i.c.id == inst.id).values(locked=bool(action["lock"])))
+                    if not action["lock"]:  # unlock: also earlier instances' locks of this record
+                        conn.execute(i.update().where(i.c.object == inst.object, i.c.record_id == inst.record_id)
+                                     .values(locked=False))
+                elif "notify" in action:
+                    people = self._resolve(ctx, conn, app, inst, action["notify"]["to"], row)
+                    ids = self._create_tasks(ctx, conn, inst, inst.node or "end", inst.round, people, kind="cc")
+                    self._event(conn, inst.id, "notify", None, ctx.now(), action["notify"].get("message"),
+                                detail={"to": people, "tasks": ids})
+                elif "create" in action:
+                    values = {f: _jsonable(self._value(ctx, conn, app, inst.object, src, row))
+                              for f, src in action["create"]["values"].items()}
+                    self.records.create(system, action["create"]["object"], values)
+                elif "script" in action:
+                    if self.scripts is None:
+                        raise ValidationError({"_schema": ["scripts are not available here"]})
+                    self.scripts.run_action(system, inst.object, inst.record_id, action["script"])
+            finally:
+                _engine_writing.reset(token)
+            self._event(conn, inst.id, "action", None, ctx.now(), None, node=inst.node,
+                        detail={"action": next(iter(action))})
+
+    def _edit(self, ctx: Context, app: CompiledApp, inst: Any, node: Mapping[str, Any],
+              values: Mapping[str, Any]) -> None:
+        allowed = set(node.get("editable_fields", ()))
+        if not isinstance(values, Mapping):
+            raise ValidationError({"values": ["must be a JSON object of field values"]})
+        refused = sorted(set(values) - allowed)
+        if refused:
+            raise ValidationError({f: ["cannot be changed at this step"] for f in refused})
+        token = _engine_writing.set(True)
+        try:  # as the approver, with their field rules; the lock lets these fields through
+            self.records.update(ctx, inst.object, inst.record_id, dict(values))
+        finally:
+            _engine_writing.reset(token)
+
+    # -- helpers -------------------------------------------------------------------------
+    def _record(self, conn: sa.Connection, app: CompiledApp, object_name: str, record_id: int,
+                ctx: Context | None) -> dict[str, Any]:
+        obj = app.object(object_name)
+        if ctx is not None:
+            self.permissions.check(ctx, app, object_name, "read")
+        t = obj.table
+        row = conn.execute(sa.select(t).where(t.c.id == record_id, t.c.deleted_at.is_(None))).mappings().first()
+        if row is None:
+            raise NotFound(f"no {object_name} record {record_id}")
+        return virtual_values(app, obj, dict(row), ctx, conn)
+
+    def _value(self, ctx: Context, conn: sa.Connection, app: CompiledApp, object_name: str, source: str,
+               row: Mapping[str, Any], old: Mapping[str, Any] | None = None) -> Any:
+        e = compile_one(app, object_name, source, allow_old=old is not None)
+        obj = app.object(object_name)
+        wanted = {p for p in e.deps.paths if "." in p}
+        paths = fetch_paths(conn, app, obj, row, wanted, ctx) if wanted else None
+        try:
+            return e.evaluate(make_env(ctx, row, old, paths))
+        except EvaluationError as exc:
+            raise ValidationError({"_schema": [f"{source}: {exc.message}"]}) from None
+
+    def _holds(self, ctx: Context, conn: sa.Connection, app: CompiledApp, object_name: str, source: str,
+               row: Mapping[str, Any], old: Mapping[str, Any] | None = None) -> bool:
+        return self._value(ctx, conn, app, object_name, source, row, old) is True
+
+    @staticmethod
+    def _instance(conn: sa.Connection, instance_id: Any) -> Any:
+        i = systables.approval_instances
+        inst = conn.execute(sa.select(i).where(i.c.id == _int(instance_id))).first()
+        if inst is None:
+            raise NotFound(f"no approval {instance_id}")
+        return inst
+
+    @staticmethod
+    def _user_id(conn: sa.Connection, who: Any) -> int:
+        u = systables.users
+        cond = u.c.id == who if isinstance(who, int) and not isinstance(who, bool) else u.c.username == str(who)
+        found = conn.execute(sa.select(u.c.id).where(cond, u.c.active)).scalar_one_or_none()
+        if found is None:
+            raise ValidationError({"user": [f"no active user {who!r}"]})
+        return found
+
+    @staticmethod
+    def _visited(conn: sa.Connection, instance_id: int) -> list[str]:
+        t = systables.approval_tasks
+        return list(dict.fromkeys(conn.execute(sa.select(t.c.node).where(
+            t.c.instance_id == instance_id, t.c.kind == "approve").order_by(t.c.id)).scalars()))
+
+    @staticmethod
+    def _event(conn: sa.Connection, instance_id: int, action: str, actor: int | None, at: dt.datetime,
+               comment: str | None, *, node: str | None = None, task_id: int | None = None,
+               detail: Mapping[str, Any] | None = None) -> None:
+        e = systables.approval_events
+        conn.execute(e.insert().values(instance_id=instance_id, task_id=task_id, node=node, action=action,
+                                       actor=actor, at=at, comment=_text(comment),
+                                       detail=_dumps(detail) if detail else None))
+
+    def _summary(self, inst: Any) -> dict[str, Any]:
+        return {"id": inst.id, "process": inst.process, "version": inst.version, "object": inst.object,
+                "record_id": inst.record_id, "status": inst.status, "node": inst.node,
+                "submitter": inst.submitter, "submitted_at": inst.submitted_at.isoformat(),
+                "finished_at": inst.finished_at.isoformat() if inst.finished_at else None, "locked": inst.locked}
+
+    def _describe(self, conn: sa.Connection, inst: Any) -> dict[str, Any]:
+        t, e = systables.approval_tasks, systables.approval_events
+        tasks = [_task_doc(r) for r in conn.execute(sa.select(t).where(t.c.instance_id == inst.id)
+                                                    .order_by(t.c.id)).mappings()]
+        events = [{"id": r.id, "action": r.action, "node": r.node, "task_id": r.task_id, "actor": r.actor,
+                   "at": r.at.isoformat(), "comment": r.comment, "detail": json.loads(r.detail) if r.detail else None}
+                  for r in conn.execute(sa.select(e).where(e.c.instance_id == inst.id).order_by(e.c.id))]
+        definition = Definition(json.loads(inst.definition))
+        reached = {x["node"] for x in tasks} | {x["node"] for x in events if x["node"]}
+        nodes = []
+        for n in definition.nodes:
+            mine = [x for x in tasks if x["node"] == n["name"] and x["kind"] == "approve"]
+            if inst.node == n["name"] and inst.status == "pending":
+                state = "current"
+            elif any(x["action"] == "node_approved" and x["node"] == n["name"] for x in events):
+                state = "approved"
+            elif any(x["status"] == "rejected" for x in mine):
+                state = "rejected"
+            elif n["name"] in reached:
+                state = "passed"
+            else:
+                state = "not_reached"
+            nodes.append({"name": n["name"], "type": n["type"], "label": n.get("label"), "state": state})
+        return {**self._summary(inst), "nodes": nodes, "tasks": tasks, "history": events}
+
+
+def has_processes(app: CompiledApp, object_name: str) -> bool:
+    """Whether any approval process (active or not: its instances may hold records) is
+    defined on ``object_name``; writes of other objects skip every approval check."""
+    return object_name in app.artefact("approval-objects", lambda: frozenset(
+        a.object for a in app.meta.approvals.values()))
+
+
+def _task_doc(r: Mapping[str, Any]) -> dict[str, Any]:
+    return {"id": r["id"], "node": r["node"], "round": r["round"], "kind": r["kind"], "status": r["status"],
+            "seq": r["seq"], "approver": r["approver"], "assignee": r["assignee"], "delegated": r["delegated"],
+            "added_by": r["added_by"], "due_at": r["due_at"].isoformat() if r["due_at"] else None,
+            "decided_at": r["decided_at"].isoformat() if r["decided_at"] else None, "comment": r["comment"]}
+
+
+def _int(value: Any) -> int:
+    try:
+        out = int(value)
+    except (TypeError, ValueError):
+        raise NotFound(f"no such id {value!r}") from None
+    if not 1 <= out <= 2**63 - 1:
+        raise NotFound(f"no such id {value!r}")
+    return out
+
+
+def _text(comment: Any) -> str | None:
+    if comment is None:
+        return None
+    if not isinstance(comment, str) or len(comment) > 4000:
+        raise ValidationError({"comment": ["must be text of at most 4000 characters"]})
+    return comment.strip() or None
+
+
+def _clean_chosen(chosen: Any) -> dict[str, list[Any]] | None:
+    if chosen is None:
+        return None
+    if not isinstance(chosen, Mapping) or not all(
+            isinstance(v, list) and all(isinstance(x, (int, str)) and not isinstance(x, bool) for x in v)
+            for v in chosen.values()):
+        raise ValidationError({"chosen": ["map each node to a list of user ids or usernames"]})
+    return {str(k): list(v) for k, v in chosen.items()}
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (dt.date, dt.datetime)):
+        return value.isoformat()
+    if value is not None and type(value).__name__ == "Decimal":
+        return str(value)
+    return value
