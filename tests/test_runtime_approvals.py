@@ -368,7 +368,7 @@ def test_two_approvers_deciding_at_once_exactly_one_wins(world):
         outcomes: dict[str, str] = {}
         gate = threading.Barrier(2)
 
-        def decide(who: str) -> None:
+        def decide(who: str, gate=gate, tasks=tasks, outcomes=outcomes) -> None:
             gate.wait()
             try:
                 a.approve(world.as_(who), tasks[who])
