@@ -21,8 +21,14 @@ pytestmark = pytest.mark.usefixtures("fast_setup")
 OPERATIONS = {"get", "put", "post", "delete", "patch", "options", "head", "trace"}
 
 
-#: Paths of the script endpoints, which every document lists (they answer 403 to non-administrators).
-SCRIPT_PATHS = {"/api/v1/scripts/{name}/dry-run", "/api/v1/scripts/runs"}
+#: Paths every document lists whatever the caller reads: the script endpoints (403 to
+#: non-administrators) and the approval endpoints (which check the record's object).
+SCRIPT_PATHS = {"/api/v1/scripts/{name}/dry-run", "/api/v1/scripts/runs", "/api/v1/data/{object}/{id}/approvals",
+                "/api/v1/approvals/inbox", "/api/v1/approvals/processes/{object}", "/api/v1/approvals/{instance}",
+                "/api/v1/approvals/{instance}/recall", "/api/v1/approvals/{instance}/comments",
+                "/api/v1/approvals/tasks/{task}/approve", "/api/v1/approvals/tasks/{task}/reject",
+                "/api/v1/approvals/tasks/{task}/transfer", "/api/v1/approvals/tasks/{task}/add-signer",
+                "/api/v1/approvals/tasks/batch-approve"}
 
 def spec_of(client) -> dict:
     resp = client.get("/api/v1/openapi.json")

@@ -15,4 +15,4 @@ def _no_store(response):
     return response
 
 
-from . import auth, errors, meta, openapi, records, scripts, views  # noqa: E402,F401  (routes register on import)
+from . import approvals, auth, errors, meta, openapi, records, scripts, views  # noqa: E402,F401  (routes register on import)
