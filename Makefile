@@ -37,7 +37,7 @@ bench: $(VENV)/.installed-dev
 # Extract the UI's strings and merge them into every catalog (then translate the new
 # empty entries; tests/test_web_i18n.py fails while one is missing).
 messages: $(VENV)/.installed-dev
-	$(BIN)/pybabel extract -F babel.cfg --no-location --sort-output --project Loomwork \
+	$(BIN)/pybabel extract -F babel.cfg -k _N --no-location --sort-output --project Loomwork \
 		--copyright-holder Loomwork -o platform/loomwork/web/translations/messages.pot .
 	$(BIN)/pybabel update --no-fuzzy-matching -i platform/loomwork/web/translations/messages.pot \
 		-d platform/loomwork/web/translations

@@ -704,3 +704,45 @@ def test_an_action_button_runs_its_script(open_page, live):
     expect(page.locator('[data-field="stage"] dd')).to_have_text("Closed won")
     expect(page.locator('[data-field="probability"] dd')).to_have_text("100%")
     _shot(page, "action")
+
+
+# -- 11. an approval with two people (last: it publishes a process into the shared demo) --------
+
+def test_an_approval_from_submit_to_approved_with_two_users(open_page, live):
+    import copy
+
+    st = live.state
+    ctx = live.ctx("admin")
+    doc = copy.deepcopy(dict(st.services.metadata.current(ctx).doc))
+    doc["approvals"] = {"deal_review": {
+        "object": "deal", "label": {"en": "Deal review", "zh-CN": "商机评审"},
+        "nodes": [{"name": "review", "type": "approval", "label": {"en": "Review"}, "approvers": [{"user": "admin"}]}],
+        "on_approved": [{"set": {"notes": '"Approved: send the contract"'}}]}}
+    st.services.metadata.publish(ctx, doc, comment="browser test: an approval")
+    tag = _tag()
+    account = live.create("account", {"name": f"Review Co {tag}"}, username="sam")
+    deal = live.create("deal", {"name": f"Review {tag}", "account": account["id"], "stage": "proposal"},
+                       username="sam")
+
+    sam = open_page(f"/app/deal/{deal['id']}", user="sam")
+    sam.get_by_role("button", name="Submit for approval: Deal review").click()
+    sam.wait_for_url(live.url(f"/app/deal/{deal['id']}"))
+    expect(sam.locator(".notice-ok")).to_have_text("Submitted for approval.")
+    expect(sam.locator(".approval-panel .lw-chip")).to_have_text("Waiting for approval")
+    _shot(sam, "approval-submitted")
+
+    admin = open_page("/app/approvals", user="admin")
+    row = admin.locator("tbody tr", has_text=f"Review {tag}")
+    expect(row).to_have_count(1)
+    _shot(admin, "approval-inbox")
+    row.get_by_role("link", name=f"Review {tag}").click()
+    admin.fill("#decision-comment", "Good margin, go ahead")
+    admin.get_by_role("button", name="Approve").click()
+    admin.wait_for_url(live.url(f"/app/deal/{deal['id']}"))
+    expect(admin.locator(".notice-ok")).to_have_text("Approved.")
+
+    sam.reload()
+    expect(sam.locator(".approval-panel .lw-chip")).to_have_text("Approved")
+    expect(sam.locator(".approval-history")).to_contain_text("Good margin, go ahead")
+    expect(sam.locator('[data-field="notes"] dd')).to_have_text("Approved: send the contract")
+    _shot(sam, "approval-done")

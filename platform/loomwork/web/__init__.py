@@ -194,4 +194,4 @@ def password():
     return redirect(url_for("web.profile"))
 
 
-from . import lists, records  # noqa: E402,F401  (routes register on import)
+from . import approvals, lists, records  # noqa: E402,F401  (routes register on import)

@@ -24,6 +24,7 @@ from loomwork.runtime.sandbox.budget import BudgetExceeded, ScriptFailed
 from .. import auth
 from ..state import state
 from . import bp
+from .approvals import panel as approval_panel
 from .common import _, compiled, digits, locale, navigation, object_label, signed_in
 from .messages import translate_all
 from .present import choice_labels, display, input_value, parse_form
@@ -161,9 +162,10 @@ def record_page(object_name: str, raw_id: str):
         return display(f, row.get(name), locale(), title=titles.title(target, row.get(name)) if target else None)
 
     actions = [{"name": s.name, "label": s.title(locale())} for s in services.scripts.actions(ctx, object_name)]
+    approval = approval_panel(ctx, app, object_name, record)
     return _page("record.html", ctx, app, obj, record=record, tabs=tabs, related=related, present=present,
                  history=_history(obj, history, titles, users, {s.field: s.widget for s in layout.slots()}),
-                 users=users, actions=actions,
+                 users=users, actions=actions, approval=approval,
                  title=titles.title(obj.name, rid) or f"#{rid}",
                  created_at=_when(record.get("created_at")), updated_at=_when(record.get("updated_at")))
 

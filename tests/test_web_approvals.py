@@ -1,0 +1,101 @@
+"""Approvals in the generated pages: the record page's panel (submit, steps, decide,
+recall), the inbox and batch approve, through Flask's test client on both databases."""
+from __future__ import annotations
+
+import copy
+import re
+
+import pytest
+
+from loomwork.runtime.context import Actor, Context
+
+
+def csrf_of(html: str) -> str:
+    return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
+
+
+class Web:
+    def __init__(self, app, username: str, password: str) -> None:
+        self.client = app.test_client()
+        page = self.client.get("/login").get_data(as_text=True)
+        resp = self.client.post("/login", data={"username": username, "password": password, "csrf_token": csrf_of(page)})
+        assert resp.status_code == 302 and "/login" not in resp.headers["Location"]
+        self.csrf = csrf_of(self.client.get("/").get_data(as_text=True))
+
+    def text(self, path: str) -> str:
+        resp = self.client.get(path)
+        assert resp.status_code == 200, resp.get_data(as_text=True)[:1000]
+        return resp.get_data(as_text=True)
+
+    def post(self, path: str, data: dict | None = None):
+        return self.client.post(path, data={"csrf_token": self.csrf, **(data or {})})
+
+
+@pytest.fixture
+def setup(crm_app):
+    st = crm_app.extensions["loomwork"]
+    ctx = Context(st.platform.tenant("main"), Actor.system())
+    doc = copy.deepcopy(dict(st.services.metadata.current(ctx).doc))
+    doc["objects"]["quote"] = {"label": {"en": "Quote", "zh-CN": "报价"},
+                               "fields": {"name": {"type": "text", "required": True}, "discount": {"type": "percent"}}}
+    doc["roles"]["sales"]["permissions"]["quote"] = ["create", "read", "update"]
+    doc["approvals"] = {"discount": {
+        "object": "quote", "label": {"en": "Discount approval", "zh-CN": "折扣审批"},
+        "nodes": [{"name": "manager", "type": "approval", "label": {"en": "Manager"},
+                   "approvers": [{"manager": {"levels": 1}}]},
+                  {"name": "finance", "type": "approval", "label": {"en": "Finance"}, "approvers": [{"user": "admin"}]}]}}
+    st.services.metadata.publish(ctx, doc, comment="approvals")
+    ids = {u.username: u.id for u in st.services.users.list(ctx)}
+    st.services.users.set_manager(ctx, ids["sam"], ids["admin"])
+    sam_ctx = Context(ctx.tenant, st.services.users.get(ctx, ids["sam"]).actor())
+    return st, sam_ctx, Web(crm_app, "sam", "sales-password"), Web(crm_app, "admin", "admin-password")
+
+
+def test_submit_decide_and_recall_from_the_record_page(setup):
+    st, sam_ctx, sam, admin = setup
+    quote = st.services.records.create(sam_ctx, "quote", {"name": "Bulk order", "discount": "30"})
+    page = sam.text(f"/app/quote/{quote['id']}")
+    assert "Submit for approval: Discount approval" in page
+    resp = sam.post(f"/app/quote/{quote['id']}/approvals", {"process": "discount"})
+    assert resp.status_code == 302
+    page = sam.text(f"/app/quote/{quote['id']}")
+    assert "Submitted for approval." in page and "Waiting for approval" in page
+    assert 'class="step step-current"' in page and "Recall" in page and 'name="decision"' not in page
+
+    inbox = admin.text("/app/approvals")
+    assert "Bulk order" in inbox and "Discount approval" in inbox
+    page = admin.text(f"/app/quote/{quote['id']}")
+    task = re.search(r'action="/app/approvals/tasks/(\d+)"', page).group(1)
+    resp = admin.post(f"/app/approvals/tasks/{task}", {"decision": "approve", "comment": "fine by me"})
+    assert resp.status_code == 302
+    page = admin.text(f"/app/quote/{quote['id']}")
+    assert "Approved." in page and "fine by me" in page and 'class="step step-approved"' in page
+    # the second step (finance: admin again) offers sending it back to the first
+    assert 'value="manager"' in page
+    task = re.search(r'action="/app/approvals/tasks/(\d+)"', page).group(1)
+    admin.post(f"/app/approvals/tasks/{task}", {"decision": "reject", "to": "submitter", "comment": "fix"})
+    page = sam.text(f"/app/quote/{quote['id']}")
+    assert "Sent back to the submitter" in page and "Submit for approval" in page
+    sam.post(f"/app/quote/{quote['id']}/approvals", {"process": "discount"})
+    inst_id = st.services.approvals.for_record(sam_ctx, "quote", quote["id"])[0]["id"]
+    assert sam.post(f"/app/approvals/{inst_id}/recall").status_code == 302
+    assert "Approval recalled." in sam.text(f"/app/quote/{quote['id']}")
+    # a decision without CSRF is refused
+    assert admin.client.post(f"/app/approvals/tasks/{task}", data={"decision": "approve"}).status_code == 403
+
+
+def test_inbox_tabs_and_batch_approve(setup):
+    st, sam_ctx, sam, admin = setup
+    ids = []
+    for i in range(3):
+        q = st.services.records.create(sam_ctx, "quote", {"name": f"Q{i}", "discount": "30"})
+        ids.append(st.services.approvals.submit(sam_ctx, "quote", q["id"])["tasks"][0]["id"])
+    inbox = admin.text("/app/approvals")
+    assert all(f'value="{t}"' in inbox for t in ids)
+    resp = admin.post("/app/approvals/batch", {"tasks": [str(t) for t in ids], "comment": "batch"})
+    assert resp.status_code == 302
+    after = admin.text("/app/approvals")
+    assert "3 approved." in after
+    assert "Q0" in sam.text("/app/approvals?box=submitted")
+    assert "Nothing here." in sam.text("/app/approvals?box=cc")
+    assert "Select at least one task first." in admin.text(admin.post("/app/approvals/batch").headers["Location"])
