@@ -189,7 +189,7 @@ def plan(old: AppMetadata, new: AppMetadata, types: Mapping[str, ChangeAwareFiel
         if changes:
             instant.append(Operation(f"change_{section}", INSTANT, "*", f"Change {section}",
                                      detail={"changes": changes}))
-    for kind in ("form", "view", "script", "approval"):
+    for kind in ("form", "view", "script", "approval", "workflow"):
         instant.extend(_plan_layouts(kind, old.doc.get(f"{kind}s", {}), new.doc.get(f"{kind}s", {})))
     return Plan(old.version, tuple(drops_idx + structure + instant + adds_idx))
 

@@ -440,6 +440,34 @@ class ApprovalDef:
         return label_text(self.label, locale, self.name.replace("_", " ").capitalize())
 
 
+@dataclass(frozen=True)
+class WorkflowDef:
+    """A status workflow (a ``workflow`` document): the states held in ``field`` and the
+    transitions between them."""
+
+    name: str
+    object: str
+    field: str
+    initial: str
+    states: Mapping[str, Mapping[str, Any]]
+    transitions: tuple[Mapping[str, Any], ...]
+    label: Any = None
+
+    @classmethod
+    def from_doc(cls, name: str, doc: Mapping[str, Any]) -> WorkflowDef:
+        states = {s["name"]: _freeze(s) for s in doc["states"]}
+        return cls(name, doc["object"], doc["field"], doc.get("initial") or doc["states"][0]["name"],
+                   MappingProxyType(states), tuple(_freeze(t) for t in doc.get("transitions", ())),
+                   _freeze(doc.get("label")))
+
+    def leading(self, state: Any, to: Any) -> list[Mapping[str, Any]]:
+        """The transitions from ``state`` to ``to``."""
+        return [t for t in self.transitions if state in t["from"] and t["to"] == to]
+
+    def from_state(self, state: Any) -> list[Mapping[str, Any]]:
+        return [t for t in self.transitions if state in t["from"]]
+
+
 ALL_OPS = frozenset({"create", "read", "update", "delete"})
 
 #: Built-in roles. ``admin`` may do everything; ``user`` is every signed-in user's
@@ -463,6 +491,7 @@ class AppMetadata:
     views: Mapping[str, ViewDef] = field(default_factory=lambda: MappingProxyType({}))
     scripts: Mapping[str, ScriptDef] = field(default_factory=lambda: MappingProxyType({}))
     approvals: Mapping[str, ApprovalDef] = field(default_factory=lambda: MappingProxyType({}))
+    workflows: Mapping[str, WorkflowDef] = field(default_factory=lambda: MappingProxyType({}))
 
     @classmethod
     def from_doc(cls, doc: Mapping[str, Any], version: int = 0) -> AppMetadata:
@@ -481,6 +510,7 @@ class AppMetadata:
             views=MappingProxyType(views),
             scripts=MappingProxyType({n: ScriptDef.from_doc(n, s) for n, s in doc.get("scripts", {}).items()}),
             approvals=MappingProxyType({n: ApprovalDef.from_doc(n, a) for n, a in doc.get("approvals", {}).items()}),
+            workflows=MappingProxyType({n: WorkflowDef.from_doc(n, w) for n, w in doc.get("workflows", {}).items()}),
         )
 
     def object(self, name: str) -> ObjectDef:
@@ -512,6 +542,10 @@ class AppMetadata:
         """Active approval processes of an object (with that trigger), by name."""
         return sorted((a for a in self.approvals.values() if a.active and a.object == object_name
                        and (trigger is None or a.trigger == trigger)), key=lambda a: a.name)
+
+    def workflow_for(self, object_name: str) -> WorkflowDef | None:
+        """The object's status workflow (at most one), if any."""
+        return next((w for w in self.workflows.values() if w.object == object_name), None)
 
     def views_for(self, object_name: str) -> list[ViewDef]:
         """The views of an object: the default view first, then by name."""

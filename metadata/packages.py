@@ -19,7 +19,7 @@ from .validation import schema_errors, validate_manifest
 MAX_FILE_BYTES = 1_000_000
 #: Document kind -> the section of the app document (and the :class:`Package` attribute) it goes to.
 KINDS = {"object": "objects", "role": "roles", "form": "forms", "view": "views", "script": "scripts",
-         "approval": "approvals"}
+         "approval": "approvals", "workflow": "workflows"}
 
 
 @dataclass
@@ -31,6 +31,7 @@ class Package:
     views: dict[str, dict[str, Any]] = field(default_factory=dict)
     scripts: dict[str, dict[str, Any]] = field(default_factory=dict)
     approvals: dict[str, dict[str, Any]] = field(default_factory=dict)
+    workflows: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def name(self) -> str:

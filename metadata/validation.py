@@ -18,7 +18,7 @@ from referencing import Registry, Resource
 from .errors import MetadataError
 from .model import COMMON_FIELD_KEYS, SYSTEM_COLUMNS, FieldTypeSpec
 
-SCHEMA_FILES = ("common", "object", "role", "form", "view", "script", "approval", "package", "app")
+SCHEMA_FILES = ("common", "object", "role", "form", "view", "script", "approval", "workflow", "package", "app")
 
 #: Words that would make generated SQL or API payloads ambiguous; names may not use them.
 RESERVED_NAMES = frozenset(SYSTEM_COLUMNS) | frozenset(
@@ -317,6 +317,7 @@ def validate_app(doc: Any, types: Mapping[str, FieldTypeSpec]) -> None:
         errors.extend(layout_errors(doc))
         errors.extend(script_errors(doc))
         errors.extend(approval_errors(doc))
+        errors.extend(workflow_errors(doc))
     _raise(errors)
 
 
@@ -629,6 +630,61 @@ class _ProcessCheck:
                                     f"unknown object {action['create']['object']!r}"))
             if "notify" in action:
                 self.people(action["notify"]["to"], f"{where}.{j}.notify.to")
+
+
+def workflow_errors(doc: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Workflows: one per object, on a field of it, with states that the field can hold
+    and transitions between known states."""
+    objects = doc.get("objects", {})
+    roles = set(doc.get("roles", {})) | {"admin", "user"}
+    errors: list[tuple[str, str]] = []
+    seen: dict[str, str] = {}
+    for name, wf in doc.get("workflows", {}).items():
+        base = f"workflows.{name}"
+        obj = objects.get(wf["object"])
+        if obj is None:
+            errors.append((f"{base}.object", f"unknown object {wf['object']!r}"))
+            continue
+        if wf["object"] in seen:
+            errors.append((f"{base}.object", f"{wf['object']} already has workflow {seen[wf['object']]!r}"))
+        seen[wf["object"]] = name
+        fdoc = obj.get("fields", {}).get(wf["field"])
+        if fdoc is None or fdoc.get("type") not in ("choice", "text"):
+            errors.append((f"{base}.field", f"{wf['object']} has no choice or text field {wf['field']!r}"))
+            continue
+        states = [s["name"] for s in wf["states"]]
+        if len(set(states)) != len(states):
+            errors.append((f"{base}.states", "each state is listed once"))
+        if fdoc["type"] == "choice":
+            options = {o["value"] for o in fdoc.get("options", ())}
+            for i, s in enumerate(states):
+                if s not in options:
+                    errors.append((f"{base}.states.{i}.name", f"{s!r} is not an option of {wf['field']}"))
+        if wf.get("initial") is not None and wf["initial"] not in states:
+            errors.append((f"{base}.initial", f"no state {wf['initial']!r}"))
+        fields = obj.get("fields", {})
+        for i, s in enumerate(wf["states"]):
+            edit = s.get("edit") or {}
+            for r in edit.get("roles", ()):
+                if r not in roles:
+                    errors.append((f"{base}.states.{i}.edit.roles", f"unknown role {r!r}"))
+            for f in edit.get("fields", ()):
+                if f not in fields:
+                    errors.append((f"{base}.states.{i}.edit.fields", f"{wf['object']} has no field {f!r}"))
+        names = [t["name"] for t in wf.get("transitions", ())]
+        for i, t in enumerate(wf.get("transitions", ())):
+            if names.index(t["name"]) != i:
+                errors.append((f"{base}.transitions.{i}.name", f"transition {t['name']!r} is already defined"))
+            for s in [*t["from"], t["to"]]:
+                if s not in states:
+                    errors.append((f"{base}.transitions.{i}", f"no state {s!r}"))
+            for r in t.get("roles", ()):
+                if r not in roles:
+                    errors.append((f"{base}.transitions.{i}.roles", f"unknown role {r!r}"))
+            final = {st["name"] for st in wf["states"] if st.get("final")}
+            if set(t["from"]) & final:
+                errors.append((f"{base}.transitions.{i}.from", "no transition leaves a final state"))
+    return errors
 
 
 def _approval_loops(base: str, nodes: list[Mapping[str, Any]]) -> list[tuple[str, str]]:

@@ -78,7 +78,7 @@ class PackageService:
                     fields[fname] = copy.deepcopy(fdoc)
         # Roles, forms and views are whole elements: the package's version replaces its
         # own uncustomised one; a customised one stays as the tenant has it.
-        for section in ("roles", "forms", "views", "scripts", "approvals"):
+        for section in ("roles", "forms", "views", "scripts", "approvals", "workflows"):
             have = doc.setdefault(section, {})
             for name, edoc in getattr(pkg, section).items():
                 if name not in have or mine(f"{section}.{name}"):

@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 RETRIES = 3
 #: The sections every stored document has (empty when unused).
-SECTIONS = ("objects", "roles", "forms", "views", "scripts", "approvals", "packages")
+SECTIONS = ("objects", "roles", "forms", "views", "scripts", "approvals", "workflows", "packages")
 
 
 def _normalise(doc: Mapping[str, Any]) -> dict[str, Any]:
@@ -40,7 +40,7 @@ def _normalise(doc: Mapping[str, Any]) -> dict[str, Any]:
     out = copy.deepcopy(dict(doc))
     for section in SECTIONS:
         out.setdefault(section, {})
-    for section in ("objects", "roles", "forms", "views", "scripts", "approvals"):
+    for section in ("objects", "roles", "forms", "views", "scripts", "approvals", "workflows"):
         for edoc in out[section].values():
             edoc.pop("name", None)
             edoc.pop("kind", None)
@@ -64,7 +64,7 @@ def _elements(doc: Mapping[str, Any]) -> dict[str, Any]:
         out[f"objects.{oname}"] = {k: v for k, v in odoc.items() if k not in ("fields", "renamed_from")}
         for fname, fdoc in odoc.get("fields", {}).items():
             out[f"objects.{oname}.fields.{fname}"] = {k: v for k, v in fdoc.items() if k != "renamed_from"}
-    for section in ("roles", "forms", "views", "scripts", "approvals"):
+    for section in ("roles", "forms", "views", "scripts", "approvals", "workflows"):
         for name, edoc in doc.get(section, {}).items():
             out[f"{section}.{name}"] = edoc
     return out

@@ -103,6 +103,8 @@ class RecordService:
         self.scripts: Any = None
         #: The approval engine (record locks, automatic submission), when wired.
         self.approvals: Any = None
+        #: Status workflows (:class:`~loomwork.runtime.workflows.WorkflowService`), when wired.
+        self.workflows: Any = None
 
     def _script_logs(self, ctx: Context) -> Any:
         """Around a write transaction: scripts run inside it are logged when it ends."""
@@ -359,6 +361,8 @@ class RecordService:
                     errors.update(exc.errors)
                     continue
                 errors.update(apply_rules(ctx, conn, app, obj, values, None, set(data), prefix))
+                if self.workflows is not None:
+                    errors.update(self.workflows.check_create(ctx, app, obj, values, prefix))
                 for name in obj.rollup_zeroes:
                     values[name] = coerce(obj, name, 0)
                 loaded.append(values)
@@ -469,6 +473,8 @@ class RecordService:
             changed = {k: v for k, v in values.items() if old.get(k) != v}
             if not changed:
                 return obj.dump(virtual_values(app, obj, dict(old), ctx, conn))
+            if self.workflows is not None:
+                self.workflows.check_update(ctx, conn, app, obj, old, changed)
             if self.approvals is not None:
                 self.approvals.check_write(ctx, conn, app, object_name, old["id"], changed)
             t = obj.table

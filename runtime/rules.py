@@ -15,7 +15,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from loomwork.metadata.errors import MetadataError
-from loomwork.metadata.model import AppMetadata, FieldDef, ObjectDef, ValidationDef, label_text
+from loomwork.metadata.model import (
+    AppMetadata,
+    ApprovalDef,
+    FieldDef,
+    ObjectDef,
+    ValidationDef,
+    label_text,
+)
 
 from .expr import Expression, ExpressionError, FieldInfo, Function, Scope, compile_expression
 from .fieldtypes import FieldType
@@ -269,10 +276,11 @@ def compile_app_rules(meta: AppMetadata, types: Mapping[str, FieldType],
     out = {name: c.object_rules(obj) for name, obj in meta.objects.items()}
     for r in c.rollups():
         out[r.child].feeds.append(r)
-    # Approval expressions run from instances' snapshots; here they are only checked.
-    for proc in meta.approvals.values():
+    # Approval and workflow expressions are compiled where they run; here they are checked.
+    for proc in [*meta.approvals.values(), *meta.workflows.values()]:
         if proc.object in meta.objects:
-            for path, obj, source, allow_old in _approval_expressions(proc):
+            expressions = _approval_expressions(proc) if isinstance(proc, ApprovalDef) else _workflow_expressions(proc)
+            for path, obj, source, allow_old in expressions:
                 c.compile(source, obj, path, allow_old=allow_old, expect="boolean" if path.endswith("condition")
                           else None)
     return out, c.errors
@@ -322,6 +330,14 @@ def iter_expressions(meta: AppMetadata) -> Iterator[tuple[str, str, str, bool]]:
             yield f"{base}.validations.{v.name}.condition", obj.name, v.condition, True
     for proc in meta.approvals.values():
         yield from _approval_expressions(proc)
+    for wf in meta.workflows.values():
+        yield from _workflow_expressions(wf)
+
+
+def _workflow_expressions(wf: Any) -> Iterator[tuple[str, str, str, bool]]:
+    for i, t in enumerate(wf.transitions):
+        if t.get("condition"):
+            yield f"workflows.{wf.name}.transitions.{i}.condition", wf.object, t["condition"], True
 
 
 def _approval_expressions(proc: Any) -> Iterator[tuple[str, str, str, bool]]:

@@ -11,6 +11,7 @@ from .records import RecordService
 from .scripts import ScriptService
 from .users import UserService
 from .views import ViewService
+from .workflows import WorkflowService
 
 
 class Services:
@@ -30,3 +31,5 @@ class Services:
         self.records.scripts = self.scripts
         self.approvals = ApprovalService(runtime, self.permissions, self.records, self.users, self.scripts)
         self.records.approvals = self.approvals
+        self.workflows = WorkflowService(runtime, self.permissions, self.records)
+        self.records.workflows = self.workflows

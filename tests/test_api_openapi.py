@@ -28,7 +28,8 @@ SCRIPT_PATHS = {"/api/v1/scripts/{name}/dry-run", "/api/v1/scripts/runs", "/api/
                 "/api/v1/approvals/{instance}/recall", "/api/v1/approvals/{instance}/comments",
                 "/api/v1/approvals/tasks/{task}/approve", "/api/v1/approvals/tasks/{task}/reject",
                 "/api/v1/approvals/tasks/{task}/transfer", "/api/v1/approvals/tasks/{task}/add-signer",
-                "/api/v1/approvals/tasks/batch-approve"}
+                "/api/v1/approvals/tasks/batch-approve", "/api/v1/data/{object}/{id}/transitions",
+                "/api/v1/data/{object}/{id}/transitions/{name}"}
 
 def spec_of(client) -> dict:
     resp = client.get("/api/v1/openapi.json")

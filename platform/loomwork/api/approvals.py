@@ -1,5 +1,5 @@
 """Approval endpoints: submit and follow a record's approvals, decide tasks, the inbox;
-and the people side: managers and delegations."""
+the people side (managers and delegations); and status workflow transitions."""
 from __future__ import annotations
 
 import datetime as dt
@@ -147,3 +147,16 @@ def create_delegation(user_id: int):
 def delete_delegation(user_id: int, delegation_id: int):
     state().services.users.remove_delegation(current_context(), delegation_id)
     return "", 204
+
+
+# -- status workflows ----------------------------------------------------------------------
+
+@bp.get("/data/<object_name>/<record_id>/transitions")
+def record_transitions(object_name: str, record_id: str):
+    return respond({"data": state().services.workflows.available(current_context(), object_name, record_id)})
+
+
+@bp.post("/data/<object_name>/<record_id>/transitions/<name>")
+def take_transition(object_name: str, record_id: str, name: str):
+    _fields(set())
+    return respond(state().services.workflows.transition(current_context(), object_name, record_id, name))

@@ -375,6 +375,12 @@ def _approval_paths(spec: APISpec, errors: dict[str, Any]) -> None:
         "Add a signer before or after me", "add_signer", ["task"],
         {"user": {"description": "a user id or username"}, "position": {"enum": ["before", "after"]},
          "comment": text}, decided)})
+    spec.path(path="/api/v1/data/{object}/{id}/transitions", operations={"get": op(
+        "The status transitions I may take now", "record_transitions", ["object", "id"], None,
+        ("401", "403", "404"))})
+    spec.path(path="/api/v1/data/{object}/{id}/transitions/{name}", operations={"post": op(
+        "Take a status transition (roles and condition checked)", "take_transition", ["object", "id", "name"], {},
+        decided)})
     spec.path(path="/api/v1/approvals/tasks/batch-approve", operations={"post": op(
         "Approve several tasks (each on its own)", "batch_approve", [],
         {"tasks": {"type": "array", "items": {"type": "integer"}, "maxItems": 200}, "comment": text},

@@ -12,7 +12,7 @@ from typing import Any
 
 from flask import abort, flash, redirect, render_template, request, url_for
 
-from loomwork.metadata.errors import ConflictError, LoomworkError, ValidationError
+from loomwork.metadata.errors import ConflictError, LoomworkError, PermissionDenied, ValidationError
 from loomwork.metadata.model import label_text
 from loomwork.runtime.compiled import CompiledApp, CompiledObject
 from loomwork.runtime.evaluation import primary_role
@@ -163,11 +163,27 @@ def record_page(object_name: str, raw_id: str):
 
     actions = [{"name": s.name, "label": s.title(locale())} for s in services.scripts.actions(ctx, object_name)]
     approval = approval_panel(ctx, app, object_name, record)
+    transitions = services.workflows.available(ctx, object_name, rid)
     return _page("record.html", ctx, app, obj, record=record, tabs=tabs, related=related, present=present,
                  history=_history(obj, history, titles, users, {s.field: s.widget for s in layout.slots()}),
-                 users=users, actions=actions, approval=approval,
+                 users=users, actions=actions, approval=approval, transitions=transitions,
                  title=titles.title(obj.name, rid) or f"#{rid}",
                  created_at=_when(record.get("created_at")), updated_at=_when(record.get("updated_at")))
+
+
+@bp.post("/app/<object_name>/<raw_id>/transitions/<name>")
+def take_transition(object_name: str, raw_id: str, name: str):
+    """A status button: take the transition, then back to the record."""
+    ctx = signed_in()
+    rid = _record_id(raw_id)
+    try:
+        state().services.workflows.transition(ctx, object_name, rid, name)
+        flash(_("Status changed."), "ok")
+    except (ValidationError, PermissionDenied, ConflictError) as exc:
+        reason = "; ".join(m for ms in translate_all(exc.errors).values() for m in ms) \
+            if isinstance(exc, ValidationError) else exc.message
+        flash(_("Status not changed: %(reason)s", reason=reason), "error")
+    return redirect(url_for("web.record_page", object_name=object_name, raw_id=rid))
 
 
 @bp.post("/app/<object_name>/<raw_id>/actions/<name>")
