@@ -31,6 +31,7 @@ from .compiled import READ_MAX_AGE, CompiledApp, Runtime
 from .context import Actor, Context
 from .evaluation import fetch_paths, make_env, virtual_values
 from .expr import EvaluationError
+from .jobs import JobService, Notification
 from .permissions import Permissions
 from .rules import compile_one
 
@@ -66,9 +67,12 @@ class Definition:
 
 class ApprovalService:
     def __init__(self, runtime: Runtime, permissions: Permissions, records: Any, users: Any,
-                 scripts: Any = None) -> None:
+                 scripts: Any = None, jobs: JobService | None = None) -> None:
         self.runtime, self.permissions, self.records, self.users, self.scripts = \
             runtime, permissions, records, users, scripts
+        self.jobs = jobs or JobService()
+        self.jobs.handlers["approval_deadline"] = self._deadline
+        self.jobs.handlers["approval_reminder"] = self._reminder
 
     # -- reading ---------------------------------------------------------------------
     def processes(self, ctx: Context, object_name: str) -> list[dict[str, Any]]:
@@ -248,9 +252,16 @@ class ApprovalService:
                 raise ValidationError({"_schema": [f"nobody can approve step {node['name']!r} "
                                                    f"(no approver found)"]})
         sequential = node.get("mode", "any") == "sequential"
-        due = ctx.now() + dt.timedelta(hours=node["deadline"]["hours"]) if node.get("deadline") else None
-        self._create_tasks(ctx, conn, inst, node["name"], round_, people, kind="approve",
-                           sequential=sequential, due_at=due)
+        deadline = node.get("deadline")
+        due = ctx.now() + dt.timedelta(hours=deadline["hours"]) if deadline else None
+        ids = self._create_tasks(ctx, conn, inst, node["name"], round_, people, kind="approve",
+                                 sequential=sequential, due_at=due)
+        if deadline:
+            for task_id in ids:
+                self.jobs.enqueue(conn, "approval_deadline", due, {"task_id": task_id})
+                if deadline.get("remind_before_hours"):
+                    self.jobs.enqueue(conn, "approval_reminder",
+                                      due - dt.timedelta(hours=deadline["remind_before_hours"]), {"task_id": task_id})
         return True
 
     def _create_tasks(self, ctx: Context, conn: sa.Connection, inst: Any, node: str, round_: int,
@@ -271,7 +282,20 @@ class ApprovalService:
             if assignee != person:
                 self._event(conn, inst.id, "delegated", person, now, None, node=node, task_id=task_id,
                             detail={"to": assignee})
+            if status in ("pending", "cc"):
+                self._tell(conn, inst, assignee, "waiting" if status == "pending" else "cc", now)
         return ids
+
+    def _tell(self, conn: sa.Connection, inst: Any, user_id: int, what: str, at: dt.datetime) -> None:
+        """Queue a notification about ``inst`` for ``user_id`` (sent after commit)."""
+        subject = {"waiting": "Waiting for your approval", "cc": "For your information",
+                   "reminder": "Reminder: waiting for your approval", "overdue": "Overdue: waiting for your approval",
+                   "approved": "Approved", "rejected": "Rejected", "recalled": "Recalled",
+                   "returned": "Sent back to you"}[what]
+        self.jobs.notify(conn, Notification(
+            user_id, f"{subject}: {inst.process} ({inst.object} {inst.record_id})",
+            f"{subject}. Process {inst.process}, {inst.object} record {inst.record_id}.",
+            f"/app/{inst.object}/{inst.record_id}"), at)
 
     def _resolve(self, ctx: Context, conn: sa.Connection, app: CompiledApp, inst: Any,
                  specs: Iterable[Mapping[str, Any]], row: Mapping[str, Any], node: str | None = None) -> list[int]:
@@ -425,6 +449,7 @@ class ApprovalService:
             nxt = next((x for x in base if x.status == "waiting" and x.after_task is None), None)
             if nxt is not None:
                 conn.execute(t.update().where(t.c.id == nxt.id).values(status="pending"))
+                self._tell(conn, inst, nxt.assignee, "waiting", ctx.now())
                 return None
         open_added = any(x.status in ("pending", "waiting") for x in added)
         if mode == "any":
@@ -453,6 +478,8 @@ class ApprovalService:
         conn.execute(i.update().where(i.c.id == inst.id).values(
             status=status, node=None, finished_at=ctx.now(), row_version=i.c.row_version + 1))
         self._event(conn, inst.id, status, None, ctx.now(), None)
+        if inst.submitter is not None:
+            self._tell(conn, inst, inst.submitter, status, ctx.now())
         definition = Definition(json.loads(inst.definition))
         self._run_actions(ctx, conn, app, self._instance(conn, inst.id),
                           definition.doc.get({"approved": "on_approved", "rejected": "on_rejected",
@@ -629,6 +656,64 @@ class ApprovalService:
             self.records.update(ctx, inst.object, inst.record_id, dict(values))
         finally:
             _engine_writing.reset(token)
+
+    # -- deadlines (jobs run by ``loomwork worker``) --------------------------------------------
+    def _open_task(self, conn: sa.Connection, payload: Mapping[str, Any]) -> tuple[Any, Any] | None:
+        t, i = systables.approval_tasks, systables.approval_instances
+        task = conn.execute(sa.select(t).where(t.c.id == payload["task_id"])).first()
+        if task is None or task.status != "pending":
+            return None  # decided meanwhile: nothing to do (jobs may run late, or twice)
+        inst = conn.execute(sa.select(i).where(i.c.id == task.instance_id).with_for_update()).first()
+        return (inst, task) if inst is not None and inst.status == "pending" else None
+
+    def _reminder(self, ctx: Context, conn: sa.Connection, payload: Mapping[str, Any]) -> None:
+        found = self._open_task(conn, payload)
+        if found is None:
+            return
+        inst, task = found
+        t = systables.approval_tasks
+        conn.execute(t.update().where(t.c.id == task.id).values(reminded_at=ctx.now()))
+        self._event(conn, inst.id, "remind", None, ctx.now(), None, node=task.node, task_id=task.id)
+        self._tell(conn, inst, task.assignee, "reminder", ctx.now())
+
+    def _deadline(self, ctx: Context, conn: sa.Connection, payload: Mapping[str, Any]) -> None:
+        """A task past its deadline: approve or reject it for its holder, hand it on, or
+        just say it is overdue, as the node says."""
+        found = self._open_task(conn, payload)
+        if found is None:
+            return
+        inst, task = found
+        app = self.runtime.compiled(ctx.tenant, conn)
+        definition = Definition(json.loads(inst.definition))
+        node = definition.node(task.node)
+        rule = (node.get("deadline") or {}).get("escalate", "none")
+        t = systables.approval_tasks
+        now = ctx.now()
+        if rule in ("approve", "reject"):
+            outcome = "approved" if rule == "approve" else "rejected"
+            conn.execute(t.update().where(t.c.id == task.id, t.c.status == "pending").values(
+                status=outcome, decided_at=now, comment="decided at the deadline"))
+            self._event(conn, inst.id, "escalate", None, now, None, node=task.node, task_id=task.id,
+                        detail={"decision": outcome})
+            if rule == "approve":
+                self._after_decision(ctx, conn, app, inst, node, task)
+            else:
+                self._close_open_tasks(conn, inst.id)
+                self._finish(ctx, conn, app, inst, "rejected")
+            return
+        if rule == "reassign":
+            row = self._record(conn, app, inst.object, inst.record_id, None)
+            people = [p for p in self._resolve(ctx, conn, app, inst, node["deadline"].get("reassign_to") or (), row)
+                      if p != task.assignee]
+            if people:
+                conn.execute(t.update().where(t.c.id == task.id).values(status="transferred", decided_at=now))
+                self._create_tasks(ctx, conn, inst, task.node, task.round, people[:1], kind="approve",
+                                   added_by=task.added_by, seq_from=task.seq)
+                self._event(conn, inst.id, "escalate", None, now, None, node=task.node, task_id=task.id,
+                            detail={"to": people[0]})
+                return
+        self._event(conn, inst.id, "overdue", None, now, None, node=task.node, task_id=task.id)
+        self._tell(conn, inst, task.assignee, "overdue", now)
 
     # -- helpers -------------------------------------------------------------------------
     def _record(self, conn: sa.Connection, app: CompiledApp, object_name: str, record_id: int,

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from .approvals import ApprovalService
 from .compiled import Runtime
+from .jobs import JobService
 from .packages import PackageService
 from .permissions import Permissions
 from .publishing import MetadataService
@@ -29,7 +30,9 @@ class Services:
         self.scripts = ScriptService(runtime, self.permissions)
         self.scripts.records, self.scripts.query = self.records, self.query
         self.records.scripts = self.scripts
-        self.approvals = ApprovalService(runtime, self.permissions, self.records, self.users, self.scripts)
+        self.jobs = JobService()
+        self.approvals = ApprovalService(runtime, self.permissions, self.records, self.users, self.scripts,
+                                         self.jobs)
         self.records.approvals = self.approvals
         self.workflows = WorkflowService(runtime, self.permissions, self.records)
         self.records.workflows = self.workflows

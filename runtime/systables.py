@@ -191,6 +191,23 @@ approval_events = sa.Table(
     sa.Column("detail", sa.Text),
 )
 
+#: Work for ``loomwork worker``: due at ``run_at``, leased while it runs (see runtime/jobs.py).
+jobs = sa.Table(
+    "lw_job", system_metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("kind", sa.String(40), nullable=False),
+    sa.Column("run_at", UTCDateTime, nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),
+    #: queued, running, done, failed
+    sa.Column("status", sa.String(10), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("locked_until", UTCDateTime),
+    sa.Column("last_error", sa.Text),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("finished_at", UTCDateTime),
+    sa.Index("ix_lw_job_due", "status", "run_at"),
+)
+
 #: Columns added to system tables after they first shipped: (table, column).
 ADDED_COLUMNS = ((users, "manager_id"),)
 

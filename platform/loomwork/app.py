@@ -18,6 +18,7 @@ from . import api, web
 from .api import errors
 from .auth import LoginThrottle
 from .config import Settings, load_settings, secret_key
+from .notify import EmailNotifier
 from .plugin_manager import make_plugin_manager, make_runtime
 from .state import AppState
 
@@ -55,6 +56,10 @@ def create_app(settings: Mapping[str, Any] | None = None) -> Flask:
     platform = Platform(cfg.database_url, namespace=cfg.namespace)
     services.scripts.enabled = lambda tenant: platform.flag(tenant, SCRIPTS_FLAG)
     services.scripts.settings = script_settings(cfg)
+    if cfg.smtp_host:
+        services.jobs.notifiers.append(EmailNotifier(cfg))
+    for found in pm.hook.loomwork_notifiers(settings=cfg):
+        services.jobs.notifiers.extend(found or ())
 
     app = Flask("loomwork", template_folder="web/templates", static_folder="web/static",
                 root_path=__file__.rsplit("/", 1)[0])

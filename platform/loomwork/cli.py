@@ -189,8 +189,9 @@ def script_runs(env: Env, name: str | None, limit: int, tenant: str | None) -> N
 @click.option("--interval", default=15.0, show_default=True, help="Seconds between checks.")
 @click.pass_obj
 def worker(env: Env, once: bool, interval: float) -> None:
-    """Run scheduled scripts when their cron time comes, for every tenant whose scripts
-    are on. Several workers may run side by side: each scheduled run happens once."""
+    """Run background work: due jobs (approval reminders and deadlines, notifications)
+    for every tenant, and scheduled scripts where scripts are on. Several workers may run
+    side by side: each job and each scheduled run happens once."""
     import time
 
     from loomwork.runtime.scripts import SCRIPTS_FLAG
@@ -199,10 +200,12 @@ def worker(env: Env, once: bool, interval: float) -> None:
     while True:
         for t in st.platform.tenants():
             try:
-                if not st.platform.flag(t["name"], SCRIPTS_FLAG):
-                    continue
                 ctx = Context(st.platform.tenant(t["name"]), Actor.system())
-                runs = st.services.scripts.run_schedules(ctx)
+                for job in st.services.jobs.run_due(ctx):
+                    if job["status"] != "done":
+                        click.echo(f"{t['name']}: job {job['job']} ({job['kind']}) {job['status']}: "
+                                   f"{job.get('error', '')}")
+                runs = st.services.scripts.run_schedules(ctx) if st.platform.flag(t["name"], SCRIPTS_FLAG) else []
             except Exception as exc:  # one tenant's trouble (a dropped schema, say) must not stop the rest
                 click.secho(f"{t['name']}: scheduled scripts not run: {type(exc).__name__}: {exc}", fg="red", err=True)
                 continue

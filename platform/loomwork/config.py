@@ -49,6 +49,15 @@ class Settings:
     script_output_bytes: int = 1024 * 1024
     #: Run-log rows older than this many days are removed.
     script_log_days: int = 30
+    #: Email notifications (approvals waiting, decided, overdue): off while smtp_host is empty.
+    smtp_host: str = ""
+    smtp_port: int = 25
+    smtp_from: str = "loomwork@localhost"
+    smtp_user: str = ""
+    smtp_password: str = ""
+    smtp_starttls: bool = False
+    #: The address users reach the app at, for links in emails (e.g. https://crm.example.com).
+    base_url: str = ""
 
     @property
     def plugin_list(self) -> list[str]:

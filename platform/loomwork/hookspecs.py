@@ -5,7 +5,7 @@ Every hook has a typed signature and a docstring; a test fails when one lacks it
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
@@ -45,4 +45,10 @@ def loomwork_register_commands(cli: click.Group) -> None:
 @hookspec
 def loomwork_app_created(app: Flask) -> None:
     """Called once ``create_app`` has built the app: register blueprints or hooks."""
+
+
+@hookspec
+def loomwork_notifiers(settings: Any) -> list[Any]:
+    """Notifiers to deliver notifications (objects with ``send(ctx, user, note)``; see
+    :class:`loomwork.runtime.jobs.Notifier`). ``settings`` are the instance settings."""
 

@@ -43,7 +43,8 @@ ACTION_LABELS = {
     "node_approved": _N("Step approved"), "approved": _N("Approval complete"), "rejected": _N("Approval rejected"),
     "recalled": _N("Approval recalled"), "branch": _N("Routed"), "self_skip": _N("Own approval skipped"),
     "self_forbid": _N("Submitter left out"), "no_approver": _N("No approver: passed"), "notify": _N("Notified"),
-    "action": _N("Action done"),
+    "action": _N("Action done"), "remind": _N("Reminded"), "escalate": _N("Escalated at the deadline"),
+    "overdue": _N("Overdue"),
 }
 
 

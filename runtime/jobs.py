@@ -1,0 +1,124 @@
+"""Background jobs in a database table, and the notifications they send.
+
+Work that must happen later (an approval's reminder and deadline) or outside a user's
+transaction (sending an email) is a row of ``lw_job``, written in the same transaction
+as the change that asks for it, so it exists exactly when that change committed.
+``loomwork worker`` claims due jobs (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so
+several workers share the queue; SQLite's write lock serialises claims) and runs each
+in its own transaction. A claimed job carries a lease: if the worker dies mid-job, the
+lease runs out and another worker takes it again. Handlers are idempotent (a deadline
+job looks whether its task is still open before acting).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import sqlalchemy as sa
+
+from . import systables
+from .context import Actor, Context
+
+log = logging.getLogger(__name__)
+
+#: How long a claimed job is the claimer's before another worker may retry it.
+LEASE = dt.timedelta(minutes=5)
+MAX_ATTEMPTS = 5
+
+
+@dataclass(frozen=True)
+class Notification:
+    """A message to one user: what happened, and where to look."""
+
+    user_id: int
+    subject: str
+    body: str
+    link: str | None = None
+
+
+class Notifier(Protocol):
+    """Delivers notifications (the in-app inbox needs none: it reads the tasks). Plugins
+    add notifiers through the ``loomwork_notifiers`` hook."""
+
+    def send(self, ctx: Context, user: Mapping[str, Any], note: Notification) -> None: ...
+
+
+Handler = Callable[[Context, sa.Connection, Mapping[str, Any]], None]
+
+
+class JobService:
+    def __init__(self) -> None:
+        self.handlers: dict[str, Handler] = {"notify": self._notify}
+        self.notifiers: list[Notifier] = []
+
+    # -- queueing -----------------------------------------------------------------------------
+    @staticmethod
+    def enqueue(conn: sa.Connection, kind: str, run_at: dt.datetime, payload: Mapping[str, Any]) -> int:
+        """Add a job in the caller's transaction (it exists if and when that commits)."""
+        j = systables.jobs
+        return conn.execute(j.insert().values(kind=kind, run_at=run_at, payload=json.dumps(dict(payload)),
+                                              status="queued", attempts=0, created_at=run_at)).inserted_primary_key[0]
+
+    def notify(self, conn: sa.Connection, note: Notification, at: dt.datetime) -> None:
+        """Queue a notification (sent by the worker, after this transaction commits)."""
+        if self.notifiers:
+            self.enqueue(conn, "notify", at, {"user_id": note.user_id, "subject": note.subject, "body": note.body,
+                                              "link": note.link})
+
+    # -- running ------------------------------------------------------------------------------
+    def run_due(self, ctx: Context, now: dt.datetime | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        """Claim and run the jobs that are due; returns what happened to each."""
+        now = now or ctx.now()
+        done = []
+        for job in self._claim(ctx, now, limit):
+            done.append(self._run(ctx, job, now))
+        return done
+
+    def _claim(self, ctx: Context, now: dt.datetime, limit: int) -> list[Any]:
+        j = systables.jobs
+        due = sa.or_(sa.and_(j.c.status == "queued", j.c.run_at <= now),
+                     sa.and_(j.c.status == "running", j.c.locked_until < now))
+        with ctx.tenant.write() as conn:
+            stmt = sa.select(j).where(due).order_by(j.c.run_at, j.c.id).limit(limit)
+            if conn.dialect.name == "postgresql":
+                stmt = stmt.with_for_update(skip_locked=True)
+            jobs = conn.execute(stmt).all()
+            if jobs:
+                conn.execute(j.update().where(j.c.id.in_([r.id for r in jobs])).values(
+                    status="running", locked_until=now + LEASE, attempts=j.c.attempts + 1))
+        return jobs
+
+    def _run(self, ctx: Context, job: Any, now: dt.datetime) -> dict[str, Any]:
+        j = systables.jobs
+        handler = self.handlers.get(job.kind)
+        system = Context(ctx.tenant, Actor.system(), ctx.locale, lambda: now)
+        try:
+            if handler is None:
+                raise LookupError(f"no handler for jobs of kind {job.kind!r}")
+            with ctx.tenant.write() as conn, ctx.tenant.joined(conn):
+                handler(system, conn, json.loads(job.payload))
+                conn.execute(j.update().where(j.c.id == job.id).values(status="done", finished_at=now,
+                                                                       locked_until=None))
+            return {"job": job.id, "kind": job.kind, "status": "done"}
+        except Exception as exc:  # recorded on the job and retried; never lost, never crashing the worker
+            log.warning("job %s (%s) failed: %s", job.id, job.kind, exc)
+            final = job.attempts + 1 >= MAX_ATTEMPTS
+            with ctx.tenant.write() as conn:
+                conn.execute(j.update().where(j.c.id == job.id).values(
+                    status="failed" if final else "queued", last_error=f"{type(exc).__name__}: {exc}"[:2000],
+                    run_at=now + dt.timedelta(minutes=2 ** (job.attempts + 1)), locked_until=None))
+            return {"job": job.id, "kind": job.kind, "status": "failed" if final else "retry", "error": str(exc)}
+
+    def _notify(self, ctx: Context, conn: sa.Connection, payload: Mapping[str, Any]) -> None:
+        u = systables.users
+        user = conn.execute(sa.select(u.c.id, u.c.username, u.c.email, u.c.full_name, u.c.locale)
+                            .where(u.c.id == payload["user_id"])).mappings().first()
+        if user is None:
+            return  # the user is gone: nobody to tell
+        note = Notification(payload["user_id"], payload["subject"], payload["body"], payload.get("link"))
+        for notifier in self.notifiers:
+            notifier.send(ctx, dict(user), note)

@@ -1,0 +1,194 @@
+"""Jobs and deadlines on both databases, with a clock the test moves: reminders and
+escalations of approval tasks, a worker killed mid-job, retries, two workers sharing
+the queue, and email notifications sent to a local SMTP server."""
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+
+import pytest
+
+from loomwork.runtime.context import Actor, Context
+
+T0 = dt.datetime(2026, 12, 7, 9, 0, tzinfo=dt.UTC)
+QUOTE = {"fields": {"name": {"type": "text", "required": True}}}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+
+@pytest.fixture
+def timed(lw_services, lw_tenant, lw_cheap_passwords):
+    clock = Clock()
+    admin = Context(lw_tenant, Actor.system(), clock=clock)
+    lw_services.metadata.publish(admin, {"objects": {"quote": QUOTE}}, comment="setup")
+    ids = {n: lw_services.users.create(admin, n, None, roles=("admin",) if n == "boss" else ("user",),
+                                       email=f"{n}@example.com").id for n in ("amy", "ben", "cal", "boss")}
+
+    def as_(name: str) -> Context:
+        return Context(lw_tenant, lw_services.users.get(admin, ids[name]).actor(), clock=clock)
+
+    return lw_services, admin, clock, ids, as_
+
+
+def publish(services, ctx, deadline: dict) -> None:
+    doc = dict(services.metadata.current(ctx).doc)
+    doc["approvals"] = {"p": {"object": "quote", "nodes": [
+        {"name": "check", "type": "approval", "approvers": [{"user": "ben"}], "deadline": deadline},
+        {"name": "last", "type": "approval", "approvers": [{"user": "boss"}]}]}}
+    services.metadata.publish(ctx, doc, comment="deadline")
+
+
+def submit(services, as_) -> dict:
+    q = services.records.create(as_("amy"), "quote", {"name": "Q"})
+    return services.approvals.submit(as_("amy"), "quote", q["id"])
+
+
+def test_reminder_then_escalation_by_approval(timed):
+    s, admin, clock, ids, as_ = timed
+    publish(s, admin, {"hours": 24, "remind_before_hours": 4, "escalate": "approve"})
+    inst = submit(s, as_)
+    clock.now = T0 + dt.timedelta(hours=19)
+    assert s.jobs.run_due(admin) == []
+    clock.now = T0 + dt.timedelta(hours=21)
+    assert [j["kind"] for j in s.jobs.run_due(admin)] == ["approval_reminder"]
+    inst = s.approvals.instance(admin, inst["id"])
+    assert inst["history"][-1]["action"] == "remind" and inst["status"] == "pending"
+    clock.now = T0 + dt.timedelta(hours=25)
+    assert [j["status"] for j in s.jobs.run_due(admin)] == ["done"]
+    inst = s.approvals.instance(admin, inst["id"])
+    assert any(h["action"] == "escalate" for h in inst["history"])
+    assert {t["node"]: t["status"] for t in inst["tasks"]} == {"check": "approved", "last": "pending"}
+    clock.now = T0 + dt.timedelta(hours=50)
+    assert s.jobs.run_due(admin) == []  # nothing left
+
+
+@pytest.mark.parametrize("rule", ["reject", "reassign", "none"])
+def test_escalation_rules(timed, rule):
+    s, admin, clock, ids, as_ = timed
+    publish(s, admin, {"hours": 2, "escalate": rule, "reassign_to": [{"user": "cal"}]})
+    inst = submit(s, as_)
+    clock.now = T0 + dt.timedelta(hours=3)
+    s.jobs.run_due(admin)
+    inst = s.approvals.instance(admin, inst["id"])
+    if rule == "reject":
+        assert inst["status"] == "rejected"
+    elif rule == "reassign":
+        assert [t["assignee"] for t in inst["tasks"] if t["status"] == "pending"] == [ids["cal"]]
+    else:
+        assert inst["status"] == "pending" and inst["history"][-1]["action"] == "overdue"
+
+
+def test_a_task_decided_before_its_deadline_is_left_alone(timed):
+    s, admin, clock, ids, as_ = timed
+    publish(s, admin, {"hours": 2, "escalate": "reject"})
+    inst = submit(s, as_)
+    s.approvals.approve(as_("ben"), inst["tasks"][0]["id"])
+    clock.now = T0 + dt.timedelta(hours=3)
+    assert [j["status"] for j in s.jobs.run_due(admin)] == ["done"]
+    assert s.approvals.instance(admin, inst["id"])["status"] == "pending"  # waiting for boss, not rejected
+
+
+def test_a_worker_killed_mid_job_and_a_failing_job(timed):
+    s, admin, clock, ids, as_ = timed
+    runs = []
+    s.jobs.handlers["count"] = lambda ctx, conn, payload: runs.append(payload["n"])
+    with admin.tenant.write() as conn:
+        s.jobs.enqueue(conn, "count", T0, {"n": 1})
+    claimed = s.jobs._claim(admin, T0, 10)  # a worker claims it, then dies before running it
+    assert len(claimed) == 1 and s.jobs.run_due(admin) == []  # leased: nobody else takes it yet
+    clock.now = T0 + dt.timedelta(minutes=6)  # the lease ran out
+    assert [j["status"] for j in s.jobs.run_due(admin)] == ["done"] and runs == [1]
+    assert s.jobs.run_due(admin) == []
+
+    def broken(ctx, conn, payload):
+        raise RuntimeError("the mail server is down")
+
+    s.jobs.handlers["broken"] = broken
+    with admin.tenant.write() as conn:
+        s.jobs.enqueue(conn, "broken", clock.now, {})
+    outcomes = []
+    for _ in range(8):
+        outcomes += [j["status"] for j in s.jobs.run_due(admin)]
+        clock.now += dt.timedelta(hours=2)  # past every backoff
+    assert outcomes == ["retry", "retry", "retry", "retry", "failed"]
+
+
+def test_two_workers_share_the_queue_and_run_each_job_once(timed):
+    s, admin, clock, ids, as_ = timed
+    seen: list[int] = []
+    lock = threading.Lock()
+
+    def slow(ctx, conn, payload):
+        time.sleep(0.01)
+        with lock:
+            seen.append(payload["n"])
+
+    s.jobs.handlers["slow"] = slow
+    with admin.tenant.write() as conn:
+        for n in range(30):
+            s.jobs.enqueue(conn, "slow", T0, {"n": n})
+
+    def work() -> None:
+        while s.jobs.run_due(admin, limit=3):
+            pass
+
+    threads = [threading.Thread(target=work) for _ in range(2)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert sorted(seen) == list(range(30))
+
+
+def test_email_notifications_through_smtp(lw_database_url, tmp_path):
+    from aiosmtpd.controller import Controller
+
+    from loomwork import create_app
+
+    received = []
+
+    class Inbox:
+        async def handle_DATA(self, server, session, envelope):  # noqa: N802  (aiosmtpd's name)
+            received.append((envelope.rcpt_tos, envelope.content.decode()))
+            return "250 OK"
+
+    import socket
+
+    with socket.socket() as probe:  # a free port for the test's SMTP server
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    smtp = Controller(Inbox(), hostname="127.0.0.1", port=port)
+    smtp.start()
+    try:
+        app = create_app({"database_url": lw_database_url, "namespace": "lwtmail", "secret_key": "x",
+                          "instance_dir": str(tmp_path), "smtp_host": "127.0.0.1", "smtp_port": port, "smtp_from": "approvals@example.com",
+                          "base_url": "https://crm.example.com"})
+        st = app.extensions["loomwork"]
+        tenant = st.platform.create_tenant("main")
+        ctx = Context(tenant, Actor.system())
+        st.services.metadata.publish(ctx, {"objects": {"quote": QUOTE}, "approvals": {"p": {
+            "object": "quote", "nodes": [{"name": "n", "type": "approval", "approvers": [{"user": "ben"}]}]}}})
+        amy = st.services.users.create(ctx, "amy", None, email="amy@example.com")
+        st.services.users.create(ctx, "ben", None, email="ben@example.com")
+        q = st.services.records.create(Context(tenant, amy.actor()), "quote", {"name": "Q"})
+        inst = st.services.approvals.submit(Context(tenant, amy.actor()), "quote", q["id"])
+        assert received == []  # queued with the submission, sent by the worker
+        assert [j["status"] for j in st.services.jobs.run_due(ctx)] == ["done"]
+        (to, content), = received
+        assert to == ["ben@example.com"] and "Subject: Waiting for your approval: p (quote" in content
+        assert f"https://crm.example.com/app/quote/{q['id']}" in content
+        ben = next(u for u in st.services.users.list(ctx) if u.username == "ben")
+        st.services.approvals.approve(Context(tenant, ben.actor()), inst["tasks"][0]["id"])
+        st.services.jobs.run_due(ctx)
+        assert received[-1][0] == ["amy@example.com"] and "Subject: Approved: p" in received[-1][1]
+        st.platform.drop_all()
+        st.platform.dispose()
+    finally:
+        smtp.stop()
