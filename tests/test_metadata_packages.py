@@ -164,8 +164,9 @@ def test_non_utf8_and_oversized_files(tmp_path):
 def test_sample_package_loads():
     pkg = load_package(crm_sample.PATH)
     assert pkg.name == "crm_sample"
-    assert set(pkg.objects) == {"account", "contact", "deal"}
-    assert set(pkg.roles) == {"sales", "viewer"}
+    assert set(pkg.objects) == {"account", "contact", "deal", "quote"}
+    assert set(pkg.roles) == {"sales", "viewer", "finance"}
+    assert set(pkg.approvals) == {"quote_discount"}
     assert pkg.objects["deal"]["fields"]["number"] == {
         "type": "autonumber", "pattern": "D-{YYYY}-{0000}", "label": {"en": "Deal number", "zh-CN": "商机编号"}}
 
@@ -186,8 +187,9 @@ def test_install_sample_package(lw_services, lw_ctx):
     assert version == 1
     current = lw_services.metadata.current(lw_ctx)
     assert current.comment == "Install crm_sample 1.0.0"
-    assert set(current.doc["objects"]) == {"account", "contact", "deal"}
-    assert set(current.doc["roles"]) == {"sales", "viewer"}
+    assert set(current.doc["objects"]) == {"account", "contact", "deal", "quote"}
+    assert set(current.doc["roles"]) == {"sales", "viewer", "finance"}
+    assert set(current.doc["approvals"]) == {"quote_discount"}
     assert current.doc["packages"]["crm_sample"]["version"] == "1.0.0"
     assert all(o == {"package": "crm_sample", "customized": False} for o in current.ownership.values())
     assert "objects.deal.fields.amount" in current.ownership

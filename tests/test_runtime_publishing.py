@@ -53,7 +53,7 @@ def test_versions_record_who_when_comment_and_diff(meta, lw_ctx):
     assert summary == {"version": 2, "created_at": "2026-02-03T04:05:06+00:00", "created_by": "bob",
                        "comment": "add amount", "changes": 1}
     assert meta.version(lw_ctx, 1).doc == {**V1, "roles": {}, "packages": {}, "forms": {}, "views": {}, "scripts": {},
-                                           "approvals": {}}
+                                           "approvals": {}, "workflows": {}}
     with pytest.raises(NotFound):
         meta.version(lw_ctx, 9)
     assert [v.version for v in meta.versions(lw_ctx, limit=1)] == [2]

@@ -105,7 +105,7 @@ def test_heavy_changes_are_refused(base, meta, rec, lw_ctx, change):
         meta.publish(lw_ctx, new)
     assert meta.current(lw_ctx).version == 1
     assert meta.current(lw_ctx).doc == {"objects": {"deal": DEAL}, "roles": {}, "packages": {}, "forms": {},
-                                        "views": {}, "scripts": {}, "approvals": {}}
+                                        "views": {}, "scripts": {}, "approvals": {}, "workflows": {}}
 
 
 def test_require_field_refused_while_rows_are_empty(base, meta, rec, lw_ctx):
