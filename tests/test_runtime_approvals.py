@@ -10,6 +10,7 @@ import pytest
 
 from loomwork.metadata.errors import ConflictError, MetadataError, PermissionDenied, ValidationError
 from loomwork.runtime.context import Context
+from loomwork.runtime.query import ListRequest
 
 QUOTE = {"fields": {
     "name": {"type": "text", "required": True},
@@ -385,3 +386,40 @@ def test_two_approvers_deciding_at_once_exactly_one_wins(world):
         final = a.instance(world.ctx, inst["id"])
         assert world.pending(final) == {"carol"}  # moved on exactly once
         assert sum(1 for t in final["tasks"] if t["node"] == "after") == 1
+
+
+def test_chosen_and_field_approvers_and_every_action(world, lw_ctx):
+    """Approvers the submitter chooses or a record field names; action nodes and final
+    actions that set fields, notify, create records, run a script, lock and unlock."""
+    s, a = world.s, world.s.approvals
+    doc = dict(s.metadata.current(world.ctx).doc)
+    doc["objects"] = {**doc["objects"], "audit": {"fields": {"what": {"type": "text"}}}}
+    doc["scripts"] = {"stamp": {"object": "quote", "trigger": {"action": True},
+                                "source": "record['note'] = 'stamped by script'\n"}}
+    doc["roles"] = {**doc["roles"], "sales": {"permissions": {"quote": ["create", "read", "update", "delete"],
+                                                              "audit": ["read"]}}}
+    doc["approvals"] = {"p": {"object": "quote", "nodes": [
+        approval("picked", [{"chosen_by_submitter": True}]),
+        {"name": "log", "type": "action", "actions": [
+            {"create": {"object": "audit", "values": {"what": '"reviewed " + name'}}},
+            {"notify": {"to": [{"user": "dave"}], "message": "heads up"}}]},
+        approval("by_field", [{"field": "reviewer"}]),
+    ], "on_approved": [{"script": "stamp"}, {"lock": True}]}}
+    s.metadata.publish(world.ctx, doc, comment="actions")
+    q = world.quote(reviewer=world.ids["carol"])
+    with pytest.raises(ValidationError, match="nobody can approve"):
+        a.submit(world.as_("alice"), "quote", q["id"])  # nobody chosen
+    inst = a.submit(world.as_("alice"), "quote", q["id"], chosen={"picked": ["fin2"]})
+    assert world.pending(inst) == {"fin2"}
+    inst = world.approve(inst, "fin2")
+    assert world.pending(inst) == {"carol"}  # the record's reviewer field
+    audits = s.query.list(lw_ctx, "audit", ListRequest()).data
+    assert [x["what"] for x in audits] == ["reviewed Q"]
+    assert [t["assignee"] for t in inst["tasks"] if t["kind"] == "cc"] == [world.ids["dave"]]
+    s.scripts.enabled = lambda tenant: True
+    inst = world.approve(inst, "carol")
+    assert inst["status"] == "approved" and inst["locked"]
+    assert s.records.get(world.ctx, "quote", q["id"])["note"] == "stamped by script"
+    with pytest.raises(PermissionDenied, match="locked by its approval"):
+        s.records.update(world.as_("alice"), "quote", q["id"], {"name": "after"})
+    s.records.update(world.as_("boss"), "quote", q["id"], {"name": "admins may"})
