@@ -32,11 +32,11 @@ def test_read_metadata(api, api_as):
     whole = api.get("/api/v1/meta")
     assert whole.status_code == 200
     assert whole.json["version"] == 1
-    assert set(whole.json["doc"]["objects"]) == {"account", "contact", "deal"}
-    assert set(whole.json["doc"]["roles"]) == {"sales", "viewer"}
+    assert set(whole.json["doc"]["objects"]) == {"account", "contact", "deal", "quote"}
+    assert set(whole.json["doc"]["roles"]) == {"sales", "viewer", "finance"}
     assert whole.json["ownership"]["objects.deal.fields.amount"] == {"package": "crm_sample", "customized": False}
     listed = api.get("/api/v1/meta/objects").json
-    assert [o["name"] for o in listed["data"]] == ["account", "contact", "deal"]
+    assert [o["name"] for o in listed["data"]] == ["account", "contact", "deal", "quote"]
     assert listed["version"] == 1
     one = api.get("/api/v1/meta/objects/deal").json
     assert one["name"] == "deal" and one["fields"]["amount"]["precision"] == 14
@@ -47,7 +47,7 @@ def test_read_metadata(api, api_as):
     assert "known:" in problem(api.get("/api/v1/meta/schemas/nope"), 404)["detail"]
 
     vera = api_as("vera")
-    assert [o["name"] for o in vera.get("/api/v1/meta/objects").json["data"]] == ["account", "contact", "deal"]
+    assert [o["name"] for o in vera.get("/api/v1/meta/objects").json["data"]] == ["account", "contact", "deal", "quote"]
     assert vera.get("/api/v1/meta/objects/deal").status_code == 200
     for path in ("/api/v1/meta", "/api/v1/meta/versions", "/api/v1/meta/versions/1",
                  "/api/v1/meta/diff?from=0&to=1"):

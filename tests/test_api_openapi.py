@@ -110,13 +110,13 @@ def test_document_shape(api):
     doc = spec_of(api)
     check_structure(doc)
     assert doc["info"]["version"].endswith("+meta.1")
-    for obj in ("account", "contact", "deal"):
+    for obj in ("account", "contact", "deal", "quote"):
         base = f"/api/v1/data/{obj}"
         assert set(doc["paths"][base]) == {"get", "post"}
         assert set(doc["paths"][f"{base}/{{id}}"]) == {"get", "patch", "delete"}
         assert set(doc["paths"][f"{base}/{{id}}/restore"]) == {"post"}
         assert set(doc["paths"][f"{base}/{{id}}/history"]) == {"get"}
-    assert len(doc["paths"]) == 12 + len(SCRIPT_PATHS)
+    assert len(doc["paths"]) == 16 + len(SCRIPT_PATHS)
     assert SCRIPT_PATHS <= set(doc["paths"])
     assert set(doc["components"]["securitySchemes"]) == {"bearer", "session"}
 
@@ -239,8 +239,8 @@ def test_lists_only_objects_the_caller_may_read(crm_app, api, api_as, anon):
     assert set(dan["paths"]) == {"/api/v1/data/deal", "/api/v1/data/deal/{id}", "/api/v1/data/deal/{id}/restore",
                                  "/api/v1/data/deal/{id}/history", *SCRIPT_PATHS}
     assert not any(name.startswith(("Account", "Contact")) for name in dan["components"]["schemas"])
-    assert len(spec_of(api)["paths"]) == 12 + len(SCRIPT_PATHS)
-    assert len(spec_of(api_as("vera"))["paths"]) == 12 + len(SCRIPT_PATHS)
+    assert len(spec_of(api)["paths"]) == 16 + len(SCRIPT_PATHS)
+    assert len(spec_of(api_as("vera"))["paths"]) == 16 + len(SCRIPT_PATHS)
     assert anon.get("/api/v1/openapi.json").status_code == 401
     # What the document hides, the API refuses too.
     assert api_as("dan").get("/api/v1/data/account").status_code == 403

@@ -263,7 +263,7 @@ def test_sign_in_navigation_and_sign_out(open_page, live):
     # The navigation is grouped by the package that brought the objects.
     nav = page.get_by_role("navigation", name="Objects")
     expect(nav.locator("h2.nav-group")).to_have_text(["Sample CRM"])
-    expect(nav.locator("h2.nav-group + ul a")).to_have_text(["Accounts", "Contacts", "Deals"])
+    expect(nav.locator("h2.nav-group + ul a")).to_have_text(["Accounts", "Contacts", "Deals", "Quotes"])
     expect(page.locator("main h1")).to_have_text("Welcome, admin")
     _shot(page, "home")
     nav.get_by_role("link", name="Deals").click()

@@ -56,7 +56,7 @@ def test_package_install_and_meta_plan_apply_rollback(cli, tmp_path):
     assert "metadata version 1" in cli("package", "install", str(crm_sample.PATH)).output
 
     exported = yaml.safe_load(cli("meta", "export").output)
-    assert set(exported["objects"]) == {"account", "contact", "deal"}
+    assert set(exported["objects"]) == {"account", "contact", "deal", "quote"}
     exported["objects"]["deal"]["fields"]["priority"] = {"type": "choice", "options": [{"value": "high"}]}
     path = tmp_path / "app.yaml"
     path.write_text(yaml.safe_dump(exported, allow_unicode=True))
