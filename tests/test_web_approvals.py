@@ -100,3 +100,19 @@ def test_inbox_tabs_and_batch_approve(setup):
     assert "Q0" in sam.text("/app/approvals?box=submitted")
     assert "Nothing here." in sam.text("/app/approvals?box=cc")
     assert "Select at least one task first." in admin.text(admin.post("/app/approvals/batch").headers["Location"])
+
+
+def test_the_submitter_chooses_approvers_on_the_page(setup):
+    st, sam_ctx, sam, admin = setup
+    ctx = Context(sam_ctx.tenant, Actor.system())
+    doc = copy.deepcopy(dict(st.services.metadata.current(ctx).doc))
+    doc["approvals"] = {"pick": {"object": "quote", "label": {"en": "Pick a reviewer"}, "nodes": [
+        {"name": "review", "type": "approval", "label": {"en": "Review"}, "approvers": [{"chosen_by_submitter": True}]}]}}
+    st.services.metadata.publish(ctx, doc, comment="chosen")
+    quote = st.services.records.create(sam_ctx, "quote", {"name": "Pick me", "discount": "5"})
+    page = sam.text(f"/app/quote/{quote['id']}")
+    assert "Approvers for Review" in page and 'name="chosen.review"' in page
+    vera = next(u for u in st.services.users.list(ctx) if u.username == "vera")
+    sam.post(f"/app/quote/{quote['id']}/approvals", {"process": "pick", "chosen.review": str(vera.id)})
+    (inst,) = st.services.approvals.for_record(sam_ctx, "quote", quote["id"])
+    assert [t["assignee"] for t in inst["tasks"]] == [vera.id]

@@ -17,7 +17,7 @@ from loomwork.metadata.errors import (
 )
 from loomwork.metadata.model import label_text
 from loomwork.runtime.compiled import CompiledApp
-from loomwork.runtime.context import Context
+from loomwork.runtime.context import Actor, Context
 
 from .. import auth
 from ..state import state
@@ -66,8 +66,18 @@ def panel(ctx: Context, app: CompiledApp, object_name: str, record: dict[str, An
     may_update = state().services.permissions.allowed(ctx, app, object_name, "update")
     out: dict[str, Any] = {"processes": [], "instance": None}
     if may_update and (not open_ or latest["status"] == "returned"):
-        out["processes"] = [{"name": p.name, "label": p.title(locale())} for p in processes
-                            if latest is None or latest["status"] != "returned" or p.name == latest["process"]]
+        people: list[tuple[int, str]] | None = None
+        for p in processes:
+            if latest is not None and latest["status"] == "returned" and p.name != latest["process"]:
+                continue
+            choose = [{"name": n["name"], "title": label_text(n.get("label"), locale(), n["name"])}
+                      for n in p.doc["nodes"] if n["type"] == "approval"
+                      and any(spec.get("chosen_by_submitter") for spec in n.get("approvers", ()))]
+            if choose and people is None:
+                everyone = state().services.users.list(Context(ctx.tenant, Actor.system()))
+                people = [(u.id, u.full_name or u.username) for u in everyone if u.active]
+            out["processes"].append({"name": p.name, "label": p.title(locale()), "choose": choose,
+                                     "people": people or []})
     if latest is None:
         return out
     people = user_names(ctx, {t["assignee"] for t in latest["tasks"]} | {h["actor"] for h in latest["history"]}
@@ -104,8 +114,10 @@ def submit_approval(object_name: str, raw_id: str):
     if not digits(raw_id):
         raise NotFound(f"no {object_name} record {raw_id}")
     try:
+        chosen = {key.removeprefix("chosen."): [int(v) for v in request.form.getlist(key) if digits(v)]
+                  for key in request.form if key.startswith("chosen.")}
         state().services.approvals.submit(ctx, object_name, int(raw_id), request.form.get("process") or None,
-                                          comment=request.form.get("comment") or None)
+                                          chosen=chosen or None, comment=request.form.get("comment") or None)
         flash(_("Submitted for approval."), "ok")
     except (ValidationError, ConflictError, PermissionDenied) as exc:
         flash(_("Could not submit: %(reason)s", reason=_msgs(exc)), "error")
