@@ -39,9 +39,12 @@ OPEN = ("pending", "returned")
 #: Task states that still count (the others were replaced or withdrawn).
 LIVE = ("waiting", "pending", "approved", "rejected")
 
-#: Set while the engine itself writes a record (field updates of an action): the
-#: record lock does not apply to the process that holds it.
-_engine_writing: contextvars.ContextVar[bool] = contextvars.ContextVar("lw_engine_writing", default=False)
+#: The record (object, id) the engine is writing itself (an action's field updates, an
+#: approver's step-editable values): that record's lock does not apply to the process
+#: holding it. Only that record: anything else written meanwhile (a script's ctx.update)
+#: meets every lock as usual.
+_engine_writing: contextvars.ContextVar[tuple[str, int] | None] = contextvars.ContextVar(
+    "lw_engine_writing", default=None)
 
 
 def _dumps(value: Any) -> str:
@@ -150,6 +153,8 @@ class ApprovalService:
         if open_one is not None and open_one.status == "pending":
             raise ConflictError(f"{object_name} {record_id} is already waiting for approval "
                                 f"({open_one.process}, instance {open_one.id})")
+        if open_one is not None and open_one.submitter != ctx.actor.id and not ctx.actor.is_admin and not automatic:
+            raise PermissionDenied("it was sent back to its submitter, who resubmits it")
         if not automatic:
             self._check_submitter(ctx, app, proc, row)
         doc = proc.snapshot()
@@ -208,8 +213,9 @@ class ApprovalService:
             row = self._record(conn, app, inst.object, inst.record_id, None)
             kind = node["type"]
             if kind == "branch":
+                # A condition that cannot be evaluated (a missing value) does not hold.
                 name = next((b["next"] for b in node["branches"]
-                             if self._holds(ctx, conn, app, inst.object, b["condition"], row)),
+                             if self._holds(ctx, conn, app, inst.object, b["condition"], row, quiet=True)),
                             definition.next_of(name))
                 self._event(conn, inst.id, "branch", None, ctx.now(), None, node=node["name"], detail={"to": name})
                 continue
@@ -252,39 +258,59 @@ class ApprovalService:
                 raise ValidationError({"_schema": [f"nobody can approve step {node['name']!r} "
                                                    f"(no approver found)"]})
         sequential = node.get("mode", "any") == "sequential"
-        deadline = node.get("deadline")
-        due = ctx.now() + dt.timedelta(hours=deadline["hours"]) if deadline else None
-        ids = self._create_tasks(ctx, conn, inst, node["name"], round_, people, kind="approve",
-                                 sequential=sequential, due_at=due)
-        if deadline:
-            for task_id in ids:
-                self.jobs.enqueue(conn, "approval_deadline", due, {"task_id": task_id})
-                if deadline.get("remind_before_hours"):
-                    self.jobs.enqueue(conn, "approval_reminder",
-                                      due - dt.timedelta(hours=deadline["remind_before_hours"]), {"task_id": task_id})
+        self._create_tasks(ctx, conn, inst, node["name"], round_, people, kind="approve", sequential=sequential)
         return True
 
     def _create_tasks(self, ctx: Context, conn: sa.Connection, inst: Any, node: str, round_: int,
                       people: Sequence[int], *, kind: str, sequential: bool = False,
-                      due_at: dt.datetime | None = None, added_by: int | None = None,
-                      after_task: int | None = None, seq_from: int = 0) -> list[int]:
+                      added_by: int | None = None, after_task: int | None = None, seq_from: int = 0) -> list[int]:
         t = systables.approval_tasks
         now = ctx.now()
+        spec = Definition(json.loads(inst.definition)).node(node) if kind == "approve" else {}
+        forbid = inst.submitter if spec.get("self_approval") == "forbid" else None
         ids = []
         for n, person in enumerate(people):
             assignee = self.users.delegate_at(conn, person, now) or person
+            if assignee == forbid:  # a delegation must not hand the submitter their own approval
+                assignee = person
             status = "cc" if kind == "cc" else ("waiting" if (sequential and n > 0) or after_task else "pending")
             task_id = conn.execute(t.insert().values(
                 instance_id=inst.id, node=node, round=round_, kind=kind, status=status, seq=seq_from + n,
                 approver=person, assignee=assignee, delegated=assignee != person, added_by=added_by,
-                after_task=after_task, created_at=now, due_at=due_at)).inserted_primary_key[0]
+                after_task=after_task, created_at=now)).inserted_primary_key[0]
             ids.append(task_id)
             if assignee != person:
                 self._event(conn, inst.id, "delegated", person, now, None, node=node, task_id=task_id,
                             detail={"to": assignee})
-            if status in ("pending", "cc"):
-                self._tell(conn, inst, assignee, "waiting" if status == "pending" else "cc", now)
+            if status == "pending":
+                self._became_pending(ctx, conn, inst, task_id, assignee, spec)
+            elif status == "cc":
+                self._tell(conn, inst, assignee, "cc", now)
         return ids
+
+    def _became_pending(self, ctx: Context, conn: sa.Connection, inst: Any, task_id: int, assignee: int,
+                        spec: Mapping[str, Any]) -> None:
+        """A task's turn has come: tell its holder, and start its deadline (if the step has one)."""
+        now = ctx.now()
+        deadline = spec.get("deadline")
+        if deadline:
+            due = now + dt.timedelta(hours=deadline["hours"])
+            t = systables.approval_tasks
+            conn.execute(t.update().where(t.c.id == task_id).values(due_at=due))
+            self.jobs.enqueue(conn, "approval_deadline", due, {"task_id": task_id})
+            if deadline.get("remind_before_hours"):
+                self.jobs.enqueue(conn, "approval_reminder", due - dt.timedelta(hours=deadline["remind_before_hours"]),
+                                  {"task_id": task_id})
+        self._tell(conn, inst, assignee, "waiting", now)
+
+    def _activate(self, ctx: Context, conn: sa.Connection, inst: Any, where: Any) -> None:
+        """Make the waiting tasks selected by ``where`` pending (their turn came)."""
+        t = systables.approval_tasks
+        rows = conn.execute(sa.select(t.c.id, t.c.assignee, t.c.node).where(where, t.c.status == "waiting")).all()
+        definition = Definition(json.loads(inst.definition))
+        for row in rows:
+            conn.execute(t.update().where(t.c.id == row.id, t.c.status == "waiting").values(status="pending"))
+            self._became_pending(ctx, conn, inst, row.id, row.assignee, definition.node(row.node))
 
     def _tell(self, conn: sa.Connection, inst: Any, user_id: int, what: str, at: dt.datetime) -> None:
         """Queue a notification about ``inst`` for ``user_id`` (sent after commit)."""
@@ -373,9 +399,11 @@ class ApprovalService:
                 self._after_decision(ctx, conn, app, inst, node, task)
                 return self._describe(conn, self._instance(conn, inst.id))
             visited = self._visited(conn, inst.id)
-            if to not in ("end", "submitter") and (to not in definition.index or to not in visited):
+            # Back means back: a step this instance passed before the current one.
+            earlier = visited[:visited.index(task.node)] if task.node in visited else []
+            if to not in ("end", "submitter") and to not in earlier:
                 raise ValidationError({"to": [f"send it back to end, submitter, or a step it passed: "
-                                              f"{', '.join(n for n in visited if n != task.node) or '(none)'}"]})
+                                              f"{', '.join(earlier) or '(none)'}"]})
             self._event(conn, inst.id, "reject", ctx.actor.id, now, comment, node=task.node, task_id=task.id,
                         detail={"to": to})
             self._close_open_tasks(conn, inst.id)
@@ -425,19 +453,24 @@ class ApprovalService:
                         node: Mapping[str, Any], task: Any) -> None:
         """See whether the node is decided now, and move on if so."""
         t = systables.approval_tasks
+        if conn.execute(sa.select(t.c.status).where(t.c.id == task.id)).scalar_one() == "approved":
+            # Someone waiting for this one (whoever an added signer came before) may go now.
+            self._activate(ctx, conn, inst, t.c.after_task == task.id)
         tasks = conn.execute(sa.select(t).where(t.c.instance_id == inst.id, t.c.node == task.node,
                                                 t.c.round == task.round, t.c.kind == "approve",
                                                 t.c.status.in_(LIVE)).order_by(t.c.seq, t.c.id)).all()
-        # Someone waiting for this one (an added signer before them) may go now.
-        conn.execute(t.update().where(t.c.after_task == task.id, t.c.status == "waiting").values(status="pending"))
         added = [x for x in tasks if x.added_by is not None]
         base = [x for x in tasks if x.added_by is None]
         approved = sum(1 for x in base if x.status == "approved")
-        rejected = sum(1 for x in base if x.status == "rejected") + sum(1 for x in added if x.status == "rejected")
+        rejected = sum(1 for x in tasks if x.status == "rejected")
+        open_added = any(x.status in ("pending", "waiting") for x in added)
         mode = node.get("mode", "any")
         if mode == "ratio":
             needed = max(1, math.ceil(node["ratio"] * len(base) - 1e-9))
-            if approved >= needed and all(x.status == "approved" for x in added):
+            if any(x.status == "rejected" for x in added):  # an added signer's no is a no
+                self._close_open_tasks(conn, inst.id)
+                return self._finish(ctx, conn, app, inst, "rejected")
+            if approved >= needed and not open_added:
                 return self._node_done(ctx, conn, app, inst, node)
             if approved + sum(1 for x in base if x.status in ("pending", "waiting")) < needed:
                 self._close_open_tasks(conn, inst.id)
@@ -445,13 +478,13 @@ class ApprovalService:
             return None
         if rejected:  # only a ratio node tolerates a rejection; reject() handled the others
             return None
-        if mode == "sequential" and task.added_by is None:
+        if mode == "sequential":
+            if open_added or any(x.status == "pending" for x in base):
+                return None  # an added signer (or the current one) is still deciding: the order holds
             nxt = next((x for x in base if x.status == "waiting" and x.after_task is None), None)
             if nxt is not None:
-                conn.execute(t.update().where(t.c.id == nxt.id).values(status="pending"))
-                self._tell(conn, inst, nxt.assignee, "waiting", ctx.now())
+                self._activate(ctx, conn, inst, t.c.id == nxt.id)
                 return None
-        open_added = any(x.status in ("pending", "waiting") for x in added)
         if mode == "any":
             if approved >= 1 and not open_added:
                 return self._node_done(ctx, conn, app, inst, node)
@@ -510,14 +543,28 @@ class ApprovalService:
             person = self._user_id(conn, to)
             if person == ctx.actor.id:
                 raise ValidationError({"to": ["give it to someone else"]})
-            t = systables.approval_tasks
-            conn.execute(t.insert().values(
-                instance_id=inst.id, node=task.node, round=task.round, kind="approve", status="pending",
-                seq=task.seq, approver=task.approver, assignee=person, delegated=False, added_by=task.added_by,
-                after_task=None, created_at=ctx.now(), due_at=task.due_at))
+            self._check_not_self(inst, task.node, person, "to")
+            self._hand_on(ctx, conn, inst, task, person)
             self._event(conn, inst.id, "transfer", ctx.actor.id, ctx.now(), comment, node=task.node,
                         task_id=task.id, detail={"to": person})
             return self._describe(conn, self._instance(conn, inst.id))
+
+    def _check_not_self(self, inst: Any, node: str, person: int, field: str) -> None:
+        spec = Definition(json.loads(inst.definition)).node(node)
+        if spec.get("self_approval") == "forbid" and person == inst.submitter:
+            raise ValidationError({field: ["the submitter may not approve this step"]})
+
+    def _hand_on(self, ctx: Context, conn: sa.Connection, inst: Any, task: Any, person: int) -> int:
+        """A new pending task for ``person`` in place of ``task`` (transfer, reassignment);
+        whoever waited for ``task`` now waits for the new one."""
+        t = systables.approval_tasks
+        new_id = conn.execute(t.insert().values(
+            instance_id=inst.id, node=task.node, round=task.round, kind="approve", status="pending",
+            seq=task.seq, approver=task.approver, assignee=person, delegated=False, added_by=task.added_by,
+            after_task=None, created_at=ctx.now())).inserted_primary_key[0]
+        conn.execute(t.update().where(t.c.after_task == task.id).values(after_task=new_id))
+        self._became_pending(ctx, conn, inst, new_id, person, Definition(json.loads(inst.definition)).node(task.node))
+        return new_id
 
     def add_signer(self, ctx: Context, task_id: Any, user: Any, position: str = "after",
                    comment: str | None = None) -> dict[str, Any]:
@@ -535,6 +582,7 @@ class ApprovalService:
             person = self._user_id(conn, user)
             if person == ctx.actor.id:
                 raise ValidationError({"user": ["add someone else"]})
+            self._check_not_self(inst, task.node, person, "user")
             new_ids = self._create_tasks(ctx, conn, inst, task.node, task.round, [person], kind="approve",
                                          added_by=ctx.actor.id, seq_from=task.seq)
             if position == "before":
@@ -561,7 +609,7 @@ class ApprovalService:
     def check_write(self, ctx: Context, conn: sa.Connection, app: CompiledApp, object_name: str, record_id: int,
                     fields: Iterable[str], *, delete: bool = False) -> None:
         """Refuse a write the lock of the record's pending approval (or a lock action) forbids."""
-        if _engine_writing.get() or not has_processes(app, object_name):
+        if _engine_writing.get() == (object_name, record_id) or not has_processes(app, object_name):
             return
         i = systables.approval_instances
         inst = conn.execute(sa.select(i).where(i.c.object == object_name, i.c.record_id == record_id,
@@ -591,15 +639,17 @@ class ApprovalService:
                     new: Mapping[str, Any], old: Mapping[str, Any] | None) -> None:
         """Submit the record to processes that start on create, or on an update that makes
         their condition true."""
-        if _engine_writing.get():
-            return
+        if _engine_writing.get() == (object_name, new["id"]):
+            return  # the process's own field updates start nothing
         trigger = "create" if old is None else "update"
         for proc in app.meta.approvals_for(object_name, trigger):
             condition = (proc.doc.get("trigger") or {}).get("condition")
             row = self._record(conn, app, object_name, new["id"], None)
             if condition:
-                now_true = self._holds(ctx, conn, app, object_name, condition, row, old=old)
-                if not now_true:
+                # "becomes true": it holds now, and did not before this change
+                if not self._holds(ctx, conn, app, object_name, condition, row, old=old):
+                    continue
+                if old is not None and self._holds(ctx, conn, app, object_name, condition, dict(old), old=old):
                     continue
             i = systables.approval_instances
             pending = conn.execute(sa.select(i.c.id).where(i.c.object == object_name, i.c.record_id == new["id"],
@@ -614,7 +664,7 @@ class ApprovalService:
         i = systables.approval_instances
         for action in actions:
             row = self._record(conn, app, inst.object, inst.record_id, None)
-            token = _engine_writing.set(True)
+            token = _engine_writing.set((inst.object, inst.record_id))
             try:
                 if "set" in action:
                     values = {f: _jsonable(self._value(ctx, conn, app, inst.object, src, row))
@@ -651,7 +701,7 @@ class ApprovalService:
         refused = sorted(set(values) - allowed)
         if refused:
             raise ValidationError({f: ["cannot be changed at this step"] for f in refused})
-        token = _engine_writing.set(True)
+        token = _engine_writing.set((inst.object, inst.record_id))
         try:  # as the approver, with their field rules; the lock lets these fields through
             self.records.update(ctx, inst.object, inst.record_id, dict(values))
         finally:
@@ -659,12 +709,17 @@ class ApprovalService:
 
     # -- deadlines (jobs run by ``loomwork worker``) --------------------------------------------
     def _open_task(self, conn: sa.Connection, payload: Mapping[str, Any]) -> tuple[Any, Any] | None:
+        """The task of a deadline job and its instance, if the task is still open: read
+        after taking the instance's lock, so a decision made meanwhile is seen."""
         t, i = systables.approval_tasks, systables.approval_instances
+        first = conn.execute(sa.select(t.c.instance_id).where(t.c.id == payload["task_id"])).first()
+        if first is None:
+            return None
+        inst = conn.execute(sa.select(i).where(i.c.id == first.instance_id).with_for_update()).first()
         task = conn.execute(sa.select(t).where(t.c.id == payload["task_id"])).first()
-        if task is None or task.status != "pending":
+        if inst is None or inst.status != "pending" or task.status != "pending":
             return None  # decided meanwhile: nothing to do (jobs may run late, or twice)
-        inst = conn.execute(sa.select(i).where(i.c.id == task.instance_id).with_for_update()).first()
-        return (inst, task) if inst is not None and inst.status == "pending" else None
+        return inst, task
 
     def _reminder(self, ctx: Context, conn: sa.Connection, payload: Mapping[str, Any]) -> None:
         found = self._open_task(conn, payload)
@@ -691,8 +746,10 @@ class ApprovalService:
         now = ctx.now()
         if rule in ("approve", "reject"):
             outcome = "approved" if rule == "approve" else "rejected"
-            conn.execute(t.update().where(t.c.id == task.id, t.c.status == "pending").values(
+            done = conn.execute(t.update().where(t.c.id == task.id, t.c.status == "pending").values(
                 status=outcome, decided_at=now, comment="decided at the deadline"))
+            if done.rowcount != 1:
+                return
             self._event(conn, inst.id, "escalate", None, now, None, node=task.node, task_id=task.id,
                         detail={"decision": outcome})
             if rule == "approve":
@@ -706,9 +763,11 @@ class ApprovalService:
             people = [p for p in self._resolve(ctx, conn, app, inst, node["deadline"].get("reassign_to") or (), row)
                       if p != task.assignee]
             if people:
-                conn.execute(t.update().where(t.c.id == task.id).values(status="transferred", decided_at=now))
-                self._create_tasks(ctx, conn, inst, task.node, task.round, people[:1], kind="approve",
-                                   added_by=task.added_by, seq_from=task.seq)
+                done = conn.execute(t.update().where(t.c.id == task.id, t.c.status == "pending")
+                                    .values(status="transferred", decided_at=now))
+                if done.rowcount != 1:
+                    return
+                self._hand_on(ctx, conn, inst, task, people[0])
                 self._event(conn, inst.id, "escalate", None, now, None, node=task.node, task_id=task.id,
                             detail={"to": people[0]})
                 return
@@ -739,8 +798,13 @@ class ApprovalService:
             raise ValidationError({"_schema": [f"{source}: {exc.message}"]}) from None
 
     def _holds(self, ctx: Context, conn: sa.Connection, app: CompiledApp, object_name: str, source: str,
-               row: Mapping[str, Any], old: Mapping[str, Any] | None = None) -> bool:
-        return self._value(ctx, conn, app, object_name, source, row, old) is True
+               row: Mapping[str, Any], old: Mapping[str, Any] | None = None, *, quiet: bool = False) -> bool:
+        try:
+            return self._value(ctx, conn, app, object_name, source, row, old) is True
+        except ValidationError:
+            if quiet:
+                return False
+            raise
 
     @staticmethod
     def _instance(conn: sa.Connection, instance_id: Any) -> Any:

@@ -70,7 +70,7 @@ class JobService:
                                               "link": note.link})
 
     # -- running ------------------------------------------------------------------------------
-    def run_due(self, ctx: Context, now: dt.datetime | None = None, limit: int = 50) -> list[dict[str, Any]]:
+    def run_due(self, ctx: Context, now: dt.datetime | None = None, limit: int = 10) -> list[dict[str, Any]]:
         """Claim and run the jobs that are due; returns what happened to each."""
         now = now or ctx.now()
         done = []
@@ -96,14 +96,23 @@ class JobService:
         j = systables.jobs
         handler = self.handlers.get(job.kind)
         system = Context(ctx.tenant, Actor.system(), ctx.locale, lambda: now)
+        # The claim counted this attempt: the job is still ours only while that holds
+        # (a lease that ran out while earlier jobs of the batch ran lets another take it).
+        ours = (j.c.id == job.id, j.c.status == "running", j.c.attempts == job.attempts + 1)
+        with ctx.tenant.write() as conn:
+            if conn.execute(j.update().where(*ours).values(locked_until=ctx.now() + LEASE)).rowcount != 1:
+                return {"job": job.id, "kind": job.kind, "status": "taken"}
         try:
             if handler is None:
                 raise LookupError(f"no handler for jobs of kind {job.kind!r}")
             with ctx.tenant.write() as conn, ctx.tenant.joined(conn):
                 handler(system, conn, json.loads(job.payload))
-                conn.execute(j.update().where(j.c.id == job.id).values(status="done", finished_at=now,
-                                                                       locked_until=None))
+                if conn.execute(j.update().where(*ours).values(status="done", finished_at=now,
+                                                               locked_until=None)).rowcount != 1:
+                    raise _Lost(job.id)  # someone else has it now: undo what this run wrote
             return {"job": job.id, "kind": job.kind, "status": "done"}
+        except _Lost:
+            return {"job": job.id, "kind": job.kind, "status": "taken"}
         except Exception as exc:  # recorded on the job and retried; never lost, never crashing the worker
             log.warning("job %s (%s) failed: %s", job.id, job.kind, exc)
             final = job.attempts + 1 >= MAX_ATTEMPTS
@@ -122,3 +131,8 @@ class JobService:
         note = Notification(payload["user_id"], payload["subject"], payload["body"], payload.get("link"))
         for notifier in self.notifiers:
             notifier.send(ctx, dict(user), note)
+
+
+class _Lost(Exception):
+    """A job's lease passed to another worker while this one ran it."""
+

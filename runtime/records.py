@@ -542,6 +542,10 @@ class RecordService:
             child_ids = [r[0] for r in children]
             if not child_ids:
                 continue
+            if self.approvals is not None and has_processes(app, child.name):
+                for cid in child_ids:  # a cascade changes them too: their locks apply
+                    self.approvals.check_write(ctx, conn, app, child.name, cid, (ref.field,),
+                                               delete=ref.on_delete == "cascade")
             if ref.on_delete == "restrict":
                 raise ConflictError(
                     f"{len(child_ids)} {child.name} record(s) refer to it through {ref.field}; "
@@ -597,6 +601,8 @@ class RecordService:
             row = self._row(conn, obj, record_id, include_deleted=True, lock=True)
             if row["deleted_at"] is None:
                 return obj.dump(row)
+            if self.approvals is not None:
+                self.approvals.check_write(ctx, conn, app, object_name, row["id"], (), delete=True)
             # A restored record must not point at a deleted one (say, a contact whose
             # account was deleted, cascading to it): restore the target first.
             for name, f in obj.fields.items():

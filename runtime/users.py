@@ -217,10 +217,10 @@ class UserService:
     @staticmethod
     def delegate_at(conn: sa.Connection, user_id: int, at: dt.datetime) -> int | None:
         """Who acts for ``user_id`` at ``at`` (the latest delegation covering it), if anyone."""
-        d = systables.delegations
-        return conn.execute(sa.select(d.c.delegate_id).where(
-            d.c.user_id == user_id, d.c.starts_at <= at, d.c.ends_at > at).order_by(d.c.id.desc()).limit(1)
-        ).scalar_one_or_none()
+        d, u = systables.delegations, systables.users
+        return conn.execute(sa.select(d.c.delegate_id).join(u, u.c.id == d.c.delegate_id).where(
+            d.c.user_id == user_id, d.c.starts_at <= at, d.c.ends_at > at, u.c.active)
+            .order_by(d.c.id.desc()).limit(1)).scalar_one_or_none()
 
     def set_locale(self, ctx: Context, user_id: int, locale: str, supported: Any) -> None:
         """Change a user's language. :raises ValidationError: for a language not offered."""

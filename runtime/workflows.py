@@ -69,6 +69,11 @@ class WorkflowService:
         if wf.field not in changed or changed[wf.field] == before:
             return
         after = changed[wf.field]
+        if before is None:  # a record from before the workflow: it enters at the start (admins: anywhere)
+            if after == wf.initial or ctx.actor.is_admin:
+                return
+            raise ValidationError({wf.field: [f"a record enters the workflow as "
+                                              f"{self._state_label(wf, wf.initial, ctx)}"]})
         ways = wf.leading(before, after)
         if not ways:
             raise ValidationError({wf.field: [f"cannot go from {self._state_label(wf, before, ctx)} to "

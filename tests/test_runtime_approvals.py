@@ -423,3 +423,82 @@ def test_chosen_and_field_approvers_and_every_action(world, lw_ctx):
     with pytest.raises(PermissionDenied, match="locked by its approval"):
         s.records.update(world.as_("alice"), "quote", q["id"], {"name": "after"})
     s.records.update(world.as_("boss"), "quote", q["id"], {"name": "admins may"})
+
+
+# -- regressions from the review of the engine ------------------------------------------------
+
+def test_back_means_back_and_forbid_holds_through_transfer_and_delegation(world, lw_ctx):
+    a = world.s.approvals
+    world.publish(p={"nodes": [approval("first", [{"user": "bob"}]), approval("second", [{"user": "carol"}]),
+                               approval("third", [{"user": "fin1"}])]},
+                  strict={"nodes": [approval("n", [{"user": "bob"}], self_approval="forbid")]})
+    inst = a.submit(world.as_("alice"), "quote", world.quote()["id"], "p")
+    inst = world.approve(world.approve(inst, "bob"), "carol")
+    inst = a.reject(world.as_("fin1"), world.task_of(inst, "fin1"), to="first")
+    with pytest.raises(ValidationError, match="a step it passed"):
+        a.reject(world.as_("bob"), world.task_of(inst, "bob"), to="third")  # forward is not back
+    inst = a.submit(world.as_("alice"), "quote", world.quote()["id"], "strict")
+    with pytest.raises(ValidationError, match="submitter may not approve"):
+        a.transfer(world.as_("bob"), world.task_of(inst, "bob"), "alice")
+    now = lw_ctx.now()
+    world.s.users.delegate(world.as_("bob"), world.ids["bob"], world.ids["alice"], now - dt.timedelta(hours=1),
+                           now + dt.timedelta(hours=1))
+    inst = a.submit(world.as_("alice"), "quote", world.quote()["id"], "strict")
+    assert world.pending(inst) == {"bob"}  # not delegated to the submitter
+
+
+def test_added_signers_keep_the_order_and_their_no_counts(world):
+    a = world.s.approvals
+    world.publish(turn={"nodes": [approval("n", [{"user": "fin1"}, {"user": "fin2"}], mode="sequential")]},
+                  share={"nodes": [approval("n", [{"user": "fin1"}, {"user": "fin2"}, {"user": "dave"}],
+                                            mode="ratio", ratio=0.3)]})
+    inst = a.submit(world.as_("alice"), "quote", world.quote()["id"], "turn")
+    inst = a.add_signer(world.as_("fin1"), world.task_of(inst, "fin1"), "carol", "after")
+    assert world.pending(inst) == {"carol"}  # fin2 waits until the added signer decides
+    inst = world.approve(inst, "carol")
+    assert world.pending(inst) == {"fin2"}
+    inst = a.submit(world.as_("alice"), "quote", world.quote()["id"], "share")
+    inst = a.add_signer(world.as_("fin1"), world.task_of(inst, "fin1"), "carol", "after")
+    inst = a.reject(world.as_("carol"), world.task_of(inst, "carol"))
+    assert inst["status"] == "rejected"
+
+
+def test_a_cascade_cannot_delete_a_locked_record(world):
+    s, a = world.s, world.s.approvals
+    doc = dict(s.metadata.current(world.ctx).doc)
+    doc["objects"] = {**doc["objects"], "deal": {"fields": {"name": {"type": "text"}}},
+                      "quote": {"fields": {**QUOTE["fields"],
+                                           "deal": {"type": "lookup", "target": "deal", "on_delete": "cascade"}}}}
+    doc["roles"] = {**doc["roles"], "sales": {"permissions": {"quote": ["create", "read", "update", "delete"],
+                                                              "deal": ["create", "read", "update", "delete"]}}}
+    doc["approvals"] = {"p": {"object": "quote", "lock": "nobody", "nodes": [approval("n", [{"user": "carol"}])]}}
+    s.metadata.publish(world.ctx, doc, comment="deal")
+    deal = s.records.create(world.as_("alice"), "deal", {"name": "D"})
+    quote = world.quote(deal=deal["id"])
+    a.submit(world.as_("alice"), "quote", quote["id"])
+    with pytest.raises(PermissionDenied, match="waiting for approval"):
+        s.records.delete(world.as_("alice"), "deal", deal["id"])
+    assert s.records.get(world.ctx, "quote", quote["id"])["deal"] == deal["id"]
+
+
+def test_an_update_trigger_fires_when_its_condition_becomes_true_only(world):
+    a = world.s.approvals
+    world.publish(p={"trigger": {"on": "update", "condition": "discount > 30"},
+                     "nodes": [approval("n", [{"user": "carol"}])]})
+    q = world.quote(discount="10")
+    world.s.records.update(world.as_("alice"), "quote", q["id"], {"discount": "35"})
+    (inst,) = a.for_record(world.ctx, "quote", q["id"])
+    world.approve(inst, "carol")
+    world.s.records.update(world.as_("alice"), "quote", q["id"], {"note": "typo fixed"})
+    assert len(a.for_record(world.ctx, "quote", q["id"])) == 1  # still true, not newly true
+
+
+def test_deactivated_delegates_are_passed_over(world, lw_ctx):
+    a, users = world.s.approvals, world.s.users
+    world.publish(p={"nodes": [approval("n", [{"user": "bob"}])]})
+    now = lw_ctx.now()
+    users.delegate(world.as_("bob"), world.ids["bob"], world.ids["dave"], now - dt.timedelta(hours=1),
+                   now + dt.timedelta(hours=1))
+    users.set_active(world.ctx, world.ids["dave"], False)
+    inst = a.submit(world.as_("alice"), "quote", world.quote()["id"])
+    assert world.pending(inst) == {"bob"}

@@ -192,3 +192,43 @@ def test_email_notifications_through_smtp(lw_database_url, tmp_path):
         st.platform.dispose()
     finally:
         smtp.stop()
+
+
+def test_a_step_in_turn_gets_its_deadline_when_its_turn_comes(timed):
+    s, admin, clock, ids, as_ = timed
+    doc = dict(s.metadata.current(admin).doc)
+    doc["approvals"] = {"p": {"object": "quote", "nodes": [
+        {"name": "n", "type": "approval", "approvers": [{"user": "ben"}, {"user": "cal"}], "mode": "sequential",
+         "deadline": {"hours": 2, "escalate": "none"}}]}}
+    s.metadata.publish(admin, doc, comment="turns")
+    inst = submit(s, as_)
+    clock.now = T0 + dt.timedelta(hours=1)
+    inst = s.approvals.approve(as_("ben"), inst["tasks"][0]["id"])
+    clock.now = T0 + dt.timedelta(hours=2, minutes=30)  # ben's deadline passed, cal's (from 1h) not yet
+    s.jobs.run_due(admin)
+    assert not any(h["action"] == "overdue" for h in s.approvals.instance(admin, inst["id"])["history"])
+    clock.now = T0 + dt.timedelta(hours=3, minutes=30)
+    s.jobs.run_due(admin)
+    overdue = [h for h in s.approvals.instance(admin, inst["id"])["history"] if h["action"] == "overdue"]
+    assert len(overdue) == 1
+
+
+def test_a_job_whose_lease_passed_to_another_worker_is_not_run_twice(timed):
+    s, admin, clock, ids, as_ = timed
+    sent: list[str] = []
+
+    def note(ctx, conn, payload):
+        if payload["n"] == "n0":
+            clock.now = clock.now + dt.timedelta(minutes=6)  # the rest of the batch's lease runs out
+        sent.append(payload["n"])
+
+    s.jobs.handlers["note"] = note
+    with admin.tenant.write() as conn:
+        for n in ("n0", "n1", "n2"):
+            s.jobs.enqueue(conn, "note", T0, {"n": n})
+    claimed = s.jobs._claim(admin, T0, 10)  # worker A takes all three
+    s.jobs._run(admin, claimed[0], T0)  # A runs n0 slowly
+    s.jobs.run_due(admin)  # worker B takes n1 and n2 after A's lease ran out
+    for job in claimed[1:]:
+        assert s.jobs._run(admin, job, T0)["status"] == "taken"  # A finds them taken
+    assert sorted(sent) == ["n0", "n1", "n2"]

@@ -133,3 +133,18 @@ def test_transitions_through_the_api_and_the_page(crm_app, fast_setup, api, api_
     web.post(f"/app/ticket/{t['id']}/transitions/wait", data={"csrf_token": csrf})
     assert "Status changed." in web.get(f"/app/ticket/{t['id']}").get_data(as_text=True)
     assert api.get(f"/api/v1/data/ticket/{t['id']}").get_json()["status"] == "waiting"
+
+
+def test_defaults_and_records_from_before_the_workflow(lw_services, lw_ctx, lw_cheap_passwords):
+    ticket = {"fields": {**TICKET["fields"], "status": {**TICKET["fields"]["status"], "default": "open"}}}
+    with pytest.raises(MetadataError, match="must be the initial state"):
+        lw_services.metadata.publish(lw_ctx, {"objects": {"ticket": ticket}, "roles": ROLES,
+                                              "workflows": {"support": WORKFLOW}})
+    lw_services.metadata.publish(lw_ctx, {"objects": {"ticket": TICKET}, "roles": ROLES})
+    old = lw_services.records.create(lw_ctx, "ticket", {"title": "from before"})
+    lw_services.metadata.publish(lw_ctx, {"objects": {"ticket": TICKET}, "roles": ROLES,
+                                          "workflows": {"support": WORKFLOW}})
+    al = Context(lw_ctx.tenant, lw_services.users.create(lw_ctx, "al", None, roles=("agent",)).actor())
+    with pytest.raises(ValidationError, match="enters the workflow as new"):
+        lw_services.records.update(al, "ticket", old["id"], {"status": "open"})
+    assert lw_services.records.update(al, "ticket", old["id"], {"status": "new"})["status"] == "new"
