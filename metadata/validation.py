@@ -662,6 +662,10 @@ def workflow_errors(doc: Mapping[str, Any]) -> list[tuple[str, str]]:
                     errors.append((f"{base}.states.{i}.name", f"{s!r} is not an option of {wf['field']}"))
         if wf.get("initial") is not None and wf["initial"] not in states:
             errors.append((f"{base}.initial", f"no state {wf['initial']!r}"))
+        initial = wf.get("initial") or (states[0] if states else None)
+        if fdoc.get("default") is not None and fdoc["default"] != initial:
+            errors.append((f"{base}.field", f"{wf['field']}'s default ({fdoc['default']!r}) must be the initial "
+                                            f"state ({initial!r}), or none"))
         fields = obj.get("fields", {})
         for i, s in enumerate(wf["states"]):
             edit = s.get("edit") or {}
