@@ -62,6 +62,7 @@ def test_submit_decide_and_recall_from_the_record_page(setup):
     page = sam.text(f"/app/quote/{quote['id']}")
     assert "Submitted for approval." in page and "Waiting for approval" in page
     assert 'class="step step-current"' in page and "Recall" in page and 'name="decision"' not in page
+    assert "Locked while it waits for approval" in page and f"/app/quote/{quote['id']}/edit" not in page
 
     inbox = admin.text("/app/approvals")
     assert "Bulk order" in inbox and "Discount approval" in inbox

@@ -64,7 +64,7 @@ def panel(ctx: Context, app: CompiledApp, object_name: str, record: dict[str, An
     latest = instances[0] if instances else None
     open_ = latest is not None and latest["status"] in ("pending", "returned")
     may_update = state().services.permissions.allowed(ctx, app, object_name, "update")
-    out: dict[str, Any] = {"processes": [], "instance": None}
+    out: dict[str, Any] = {"processes": [], "instance": None, "locked": False}
     if may_update and (not open_ or latest["status"] == "returned"):
         people: list[tuple[int, str]] | None = None
         for p in processes:
@@ -95,6 +95,11 @@ def panel(ctx: Context, app: CompiledApp, object_name: str, record: dict[str, An
                 "at": format_plain("datetime", h["at"], locale()), "comment": h["comment"]}
                for h in reversed(latest["history"])]
     proc = app.meta.approvals.get(latest["process"])
+    policy = (proc.doc.get("lock", "admins") if proc else "admins")
+    # The page hides edit and delete while the lock keeps this user out (the server refuses anyway).
+    out["locked"] = latest["status"] == "pending" and not (policy == "admins" and ctx.actor.is_admin) \
+        and not (policy == "approvers" and any(t["assignee"] == ctx.actor.id and t["status"] == "pending"
+                                               for t in latest["tasks"]))
     out["instance"] = {**latest, "steps": steps, "history": history, "mine": mine, "back_to": passed,
                        "title": proc.title(locale()) if proc else latest["process"],
                        "status_label": _(STATUS_LABELS.get(latest["status"], latest["status"])),
