@@ -117,3 +117,27 @@ def test_the_submitter_chooses_approvers_on_the_page(setup):
     sam.post(f"/app/quote/{quote['id']}/approvals", {"process": "pick", "chosen.review": str(vera.id)})
     (inst,) = st.services.approvals.for_record(sam_ctx, "quote", quote["id"])
     assert [t["assignee"] for t in inst["tasks"]] == [vera.id]
+
+
+
+def test_hand_over_and_add_a_signer_from_the_page(setup):
+    st, sam_ctx, sam, admin = setup
+    ctx = Context(sam_ctx.tenant, Actor.system())
+    ids = {u.username: u.id for u in st.services.users.list(ctx)}
+    quote = st.services.records.create(sam_ctx, "quote", {"name": "Share me", "discount": "30"})
+    st.services.approvals.submit(sam_ctx, "quote", quote["id"])
+    page = admin.text(f"/app/quote/{quote['id']}")
+    assert "Hand over or add a signer" in page
+    task = re.search(r'action="/app/approvals/tasks/(\d+)/share"', page).group(1)
+    resp = admin.post(f"/app/approvals/tasks/{task}/share", {"how": "before", "user": str(ids["vera"])})
+    assert resp.status_code == 302
+    (inst,) = st.services.approvals.for_record(sam_ctx, "quote", quote["id"])
+    assert {t["assignee"]: t["status"] for t in inst["tasks"]} == {ids["admin"]: "waiting", ids["vera"]: "pending"}
+    vera = Web(admin.client.application, "vera", "viewer-password")
+    page = vera.text(f"/app/quote/{quote['id']}")
+    task = re.search(r'action="/app/approvals/tasks/(\d+)/share"', page).group(1)
+    vera.post(f"/app/approvals/tasks/{task}/share", {"how": "transfer", "user": str(ids["sam"])})
+    (inst,) = st.services.approvals.for_record(sam_ctx, "quote", quote["id"])
+    assert [t["assignee"] for t in inst["tasks"] if t["status"] == "pending"] == [ids["sam"]]
+    bad = vera.post(f"/app/approvals/tasks/{task}/share", {"how": "transfer", "user": "x"})
+    assert "Not done" in vera.text(bad.headers["Location"])

@@ -100,7 +100,12 @@ def panel(ctx: Context, app: CompiledApp, object_name: str, record: dict[str, An
     out["locked"] = latest["status"] == "pending" and not (policy == "admins" and ctx.actor.is_admin) \
         and not (policy == "approvers" and any(t["assignee"] == ctx.actor.id and t["status"] == "pending"
                                                for t in latest["tasks"]))
+    others: list[tuple[int, str]] = []
+    if mine is not None:  # people to hand the task to, or to add as signers
+        everyone = state().services.users.list(Context(ctx.tenant, Actor.system()))
+        others = [(u.id, u.full_name or u.username) for u in everyone if u.active and u.id != ctx.actor.id]
     out["instance"] = {**latest, "steps": steps, "history": history, "mine": mine, "back_to": passed,
+                       "others": others,
                        "title": proc.title(locale()) if proc else latest["process"],
                        "status_label": _(STATUS_LABELS.get(latest["status"], latest["status"])),
                        "may_recall": latest["status"] in ("pending", "returned")
@@ -164,6 +169,30 @@ def decide(raw_id: str):
         return redirect(url_for("web.inbox") if back == "inbox" else request.referrer or url_for("web.inbox"))
     if back == "inbox":
         return redirect(url_for("web.inbox"))
+    return _back(inst["object"], inst["record_id"])
+
+
+@bp.post("/app/approvals/tasks/<raw_id>/share")
+def share_task(raw_id: str):
+    """Hand my task to someone (转交) or add a signer before or after me (加签)."""
+    ctx = signed_in()
+    service = state().services.approvals
+    how, user = request.form.get("how"), request.form.get("user", "")
+    comment = request.form.get("comment") or None
+    try:
+        if not digits(user):
+            raise ValidationError({"user": ["choose someone"]})
+        if how == "transfer":
+            inst = service.transfer(ctx, raw_id, int(user), comment)
+            flash(_("Handed over."), "ok")
+        elif how in ("before", "after"):
+            inst = service.add_signer(ctx, raw_id, int(user), how, comment)
+            flash(_("Signer added."), "ok")
+        else:
+            raise ValidationError({"how": ["hand over, or add a signer before or after you"]})
+    except (ValidationError, ConflictError, PermissionDenied, NotFound) as exc:
+        flash(_("Not done: %(reason)s", reason=_msgs(exc)), "error")
+        return redirect(request.referrer or url_for("web.inbox"))
     return _back(inst["object"], inst["record_id"])
 
 
