@@ -92,13 +92,15 @@ class ApprovalService:
             self.permissions.check(ctx, app, inst.object, "read")
             return self._describe(conn, inst)
 
-    def for_record(self, ctx: Context, object_name: str, record_id: Any) -> list[dict[str, Any]]:
+    def for_record(self, ctx: Context, object_name: str, record_id: Any,
+                   limit: int | None = None) -> list[dict[str, Any]]:
+        """The record's approvals, newest first (the latest ``limit`` of them)."""
         i = systables.approval_instances
         with ctx.tenant.read() as conn:
             app = self.runtime.compiled(ctx.tenant, conn, max_age=READ_MAX_AGE)
             self.permissions.check(ctx, app, object_name, "read")
             rows = conn.execute(sa.select(i).where(i.c.object == object_name, i.c.record_id == _int(record_id))
-                                .order_by(i.c.id.desc()))
+                                .order_by(i.c.id.desc()).limit(limit))
             return [self._describe(conn, r) for r in rows]
 
     def inbox(self, ctx: Context, box: str = "waiting", limit: int = 100) -> list[dict[str, Any]]:
@@ -780,11 +782,7 @@ class ApprovalService:
         obj = app.object(object_name)
         if ctx is not None:
             self.permissions.check(ctx, app, object_name, "read")
-        t = obj.table
-        row = conn.execute(sa.select(t).where(t.c.id == record_id, t.c.deleted_at.is_(None))).mappings().first()
-        if row is None:
-            raise NotFound(f"no {object_name} record {record_id}")
-        return virtual_values(app, obj, dict(row), ctx, conn)
+        return virtual_values(app, obj, dict(self.records._row(conn, obj, record_id)), ctx, conn)
 
     def _value(self, ctx: Context, conn: sa.Connection, app: CompiledApp, object_name: str, source: str,
                row: Mapping[str, Any], old: Mapping[str, Any] | None = None) -> Any:

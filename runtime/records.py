@@ -110,13 +110,17 @@ class RecordService:
         """Around a write transaction: scripts run inside it are logged when it ends."""
         return self.scripts.logs_after(ctx) if self.scripts is not None else contextlib.nullcontext()
 
-    def _hooked(self, ctx: Context, object_name: str, event: str) -> bool:
+    def _hooked(self, ctx: Context, object_name: str, event: str, op: str) -> bool:
         """Whether a write of ``object_name`` runs ``event`` scripts (checked before the
-        write's transaction opens: scripts run outside it)."""
+        write's transaction opens: scripts run outside it). The caller must be allowed
+        ``op`` before any script sees the record."""
         if self.scripts is None:
             return False
         app = self.runtime.compiled(ctx.tenant, max_age=READ_MAX_AGE)
-        return object_name in app.objects and bool(self.scripts.triggered(ctx, app, object_name, event))
+        if object_name not in app.objects or not self.scripts.triggered(ctx, app, object_name, event):
+            return False
+        self.permissions.check(ctx, app, object_name, op)
+        return True
 
     # -- reads ------------------------------------------------------------
     def get(self, ctx: Context, object_name: str, record_id: Any) -> dict[str, Any]:
@@ -343,9 +347,7 @@ class RecordService:
             raise ValidationError({"_schema": ["must be a list of records"]})
         if len(rows) > MAX_BULK:
             raise ValidationError({"_schema": [f"at most {MAX_BULK} records per request"]})
-        if all(isinstance(r, Mapping) for r in rows) and self._hooked(ctx, object_name, "before_save"):
-            self.permissions.check(ctx, self.runtime.compiled(ctx.tenant, max_age=READ_MAX_AGE), object_name,
-                                   "create")
+        if all(isinstance(r, Mapping) for r in rows) and self._hooked(ctx, object_name, "before_save", "create"):
             rows = self.scripts.before_save(ctx, object_name, rows, [None] * len(rows), bulk=not _single)
         with self._script_logs(ctx), ctx.tenant.write() as conn:
             app = self.runtime.compiled(ctx.tenant, conn)
@@ -447,10 +449,8 @@ class RecordService:
             expected_version = data["row_version"]
             if not isinstance(expected_version, int) or isinstance(expected_version, bool):
                 raise ValidationError({"row_version": ["must be an integer"]})
-        if isinstance(data, Mapping) and self._hooked(ctx, object_name, "before_save"):
+        if isinstance(data, Mapping) and self._hooked(ctx, object_name, "before_save", "update"):
             current = self.get(ctx, object_name, record_id)
-            self.permissions.check(ctx, self.runtime.compiled(ctx.tenant, max_age=READ_MAX_AGE), object_name,
-                                   "update")
             (data,) = self.scripts.before_save(ctx, object_name, [data], [current])
             if expected_version is None:  # the script saw this version: nobody may slip in between
                 expected_version = current["row_version"]
@@ -506,9 +506,7 @@ class RecordService:
     @_metadata_race
     def delete(self, ctx: Context, object_name: str, record_id: Any, *, expected_version: int | None = None) -> None:
         """Soft-delete a record, applying each referring lookup's ``on_delete``."""
-        if self._hooked(ctx, object_name, "before_delete"):
-            self.permissions.check(ctx, self.runtime.compiled(ctx.tenant, max_age=READ_MAX_AGE), object_name,
-                                   "delete")
+        if self._hooked(ctx, object_name, "before_delete", "delete"):
             current = self.get(ctx, object_name, record_id)
             self.scripts.before_delete(ctx, object_name, current)
             if expected_version is None:

@@ -156,7 +156,6 @@ class ScriptService:
         self.records: Any = None  # set by Services (the record service calls us back)
         self.query: Any = None
         self._pool: Pool | None = None
-        self._types: dict[tuple[int, str], dict[str, str]] = {}
 
     # -- plumbing ---------------------------------------------------------------
     @property
@@ -190,20 +189,19 @@ class ScriptService:
         obj = app.object(object_name)
         return {**dict.fromkeys(obj.fields), **obj.dump(dict(obj.literal_defaults))}
 
-    def _types_of(self, app: CompiledApp, object_name: str) -> dict[str, str]:
-        key = (app.version, object_name)
-        found = self._types.get(key)
-        if found is None:
+    @staticmethod
+    def _types_of(app: CompiledApp, object_name: str) -> dict[str, str]:
+        """Fields whose JSON a script gets as Decimal or dates (once per version)."""
+        def build() -> dict[str, str]:
             obj = app.object(object_name)
-            found = {}
+            found = {"created_at": "datetime", "updated_at": "datetime"}
             for name, f in obj.fields.items():
                 kind = f.ftype.result_type(f.defn) if f.ftype.computed else f.ftype.name
                 if kind in _TYPED:
                     found[name] = _TYPED[kind]
-            for name in ("created_at", "updated_at"):
-                found[name] = "datetime"
-            self._types[key] = found
-        return found
+            return found
+
+        return app.artefact(f"script-types:{object_name}", build)
 
     # -- running ------------------------------------------------------------------
     def execute(self, ctx: Context, app: CompiledApp, script: ScriptDef, trigger: str,

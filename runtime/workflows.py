@@ -91,14 +91,14 @@ class WorkflowService:
     # -- transitions as actions ------------------------------------------------------------------
     def available(self, ctx: Context, object_name: str, record_id: Any) -> list[dict[str, Any]]:
         """The transitions the caller may take from the record's state now."""
+        app = self.runtime.compiled(ctx.tenant, max_age=READ_MAX_AGE)
+        self.permissions.check(ctx, app, object_name, "read")
+        wf = app.meta.workflow_for(object_name)
+        if wf is None or not self.permissions.allowed(ctx, app, object_name, "update"):
+            return []  # most objects: no query at all
         with ctx.tenant.read() as conn:
-            app = self.runtime.compiled(ctx.tenant, conn, max_age=READ_MAX_AGE)
-            self.permissions.check(ctx, app, object_name, "read")
-            wf = app.meta.workflow_for(object_name)
-            if wf is None or not self.permissions.allowed(ctx, app, object_name, "update"):
-                return []
             obj = app.object(object_name)
-            record = self._row(conn, obj, record_id)
+            record = dict(self.records._row(conn, obj, record_id))
             out = []
             for t in wf.from_state(record.get(wf.field)):
                 if not self._may(ctx, t.get("roles")):
@@ -124,18 +124,6 @@ class WorkflowService:
                                    expected_version=record["row_version"])
 
     # -- helpers ------------------------------------------------------------------------
-    @staticmethod
-    def _row(conn: sa.Connection, obj: CompiledObject, record_id: Any) -> dict[str, Any]:
-        t = obj.table
-        try:
-            rid = int(record_id)
-        except (TypeError, ValueError):
-            raise NotFound(f"no {obj.name} record {record_id!r}") from None
-        row = conn.execute(sa.select(t).where(t.c.id == rid, t.c.deleted_at.is_(None))).mappings().first()
-        if row is None:
-            raise NotFound(f"no {obj.name} record {record_id}")
-        return dict(row)
-
     @staticmethod
     def _holds(ctx: Context, conn: sa.Connection, app: CompiledApp, obj: CompiledObject, source: str,
                record: Mapping[str, Any], old: Mapping[str, Any]) -> bool:

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from loomwork.metadata.errors import LoomworkError
+from loomwork.runtime.sandbox.budget import DEFAULTS as SCRIPT_DEFAULTS
+from loomwork.runtime.sandbox.budget import LONG_RUNNING
 
 
 @dataclass(frozen=True)
@@ -39,14 +41,14 @@ class Settings:
     script_recycle_runs: int = 1000
     #: Default limits of one script run (a script may lower them, or raise them up to
     #: the ceiling); ``before_*`` scripts get ``script_wall_ms``, others ``script_long_wall_ms``.
-    script_steps: int = 1_000_000
-    script_wall_ms: int = 1_000
-    script_long_wall_ms: int = 5_000
-    script_queries: int = 100
-    script_rows_read: int = 10_000
-    script_rows_written: int = 1_000
-    script_memory_mib: int = 256
-    script_output_bytes: int = 1024 * 1024
+    script_steps: int = SCRIPT_DEFAULTS.steps
+    script_wall_ms: int = SCRIPT_DEFAULTS.wall_ms
+    script_long_wall_ms: int = LONG_RUNNING.wall_ms
+    script_queries: int = SCRIPT_DEFAULTS.queries
+    script_rows_read: int = SCRIPT_DEFAULTS.rows_read
+    script_rows_written: int = SCRIPT_DEFAULTS.rows_written
+    script_memory_mib: int = SCRIPT_DEFAULTS.memory_mib
+    script_output_bytes: int = SCRIPT_DEFAULTS.output_bytes
     #: Run-log rows older than this many days are removed.
     script_log_days: int = 30
     #: Email notifications (approvals waiting, decided, overdue): off while smtp_host is empty.

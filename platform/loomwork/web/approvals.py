@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import flash, redirect, render_template, request, url_for
+from flask import flash, g, redirect, render_template, request, url_for
 
 from loomwork.metadata.errors import (
     ConflictError,
@@ -16,6 +16,7 @@ from loomwork.metadata.errors import (
     ValidationError,
 )
 from loomwork.metadata.model import label_text
+from loomwork.runtime.approvals import has_processes
 from loomwork.runtime.compiled import CompiledApp
 from loomwork.runtime.context import Actor, Context
 
@@ -56,9 +57,11 @@ def _msgs(exc: LoomworkError) -> str:
 
 def panel(ctx: Context, app: CompiledApp, object_name: str, record: dict[str, Any]) -> dict[str, Any] | None:
     """What the record page shows about approvals (None when the object has no process)."""
+    if not has_processes(app, object_name):
+        return None  # most record pages: no approval query at all
     service = state().services.approvals
     processes = app.meta.approvals_for(object_name)
-    instances = service.for_record(ctx, object_name, record["id"])
+    instances = service.for_record(ctx, object_name, record["id"], limit=1)
     if not processes and not instances:
         return None
     latest = instances[0] if instances else None
@@ -66,18 +69,14 @@ def panel(ctx: Context, app: CompiledApp, object_name: str, record: dict[str, An
     may_update = state().services.permissions.allowed(ctx, app, object_name, "update")
     out: dict[str, Any] = {"processes": [], "instance": None, "locked": False}
     if may_update and (not open_ or latest["status"] == "returned"):
-        people: list[tuple[int, str]] | None = None
         for p in processes:
             if latest is not None and latest["status"] == "returned" and p.name != latest["process"]:
                 continue
             choose = [{"name": n["name"], "title": label_text(n.get("label"), locale(), n["name"])}
                       for n in p.doc["nodes"] if n["type"] == "approval"
                       and any(spec.get("chosen_by_submitter") for spec in n.get("approvers", ()))]
-            if choose and people is None:
-                everyone = state().services.users.list(Context(ctx.tenant, Actor.system()))
-                people = [(u.id, u.full_name or u.username) for u in everyone if u.active]
             out["processes"].append({"name": p.name, "label": p.title(locale()), "choose": choose,
-                                     "people": people or []})
+                                     "people": _active_people(ctx) if choose else []})
     if latest is None:
         return out
     people = user_names(ctx, {t["assignee"] for t in latest["tasks"]} | {h["actor"] for h in latest["history"]}
@@ -100,10 +99,8 @@ def panel(ctx: Context, app: CompiledApp, object_name: str, record: dict[str, An
     out["locked"] = latest["status"] == "pending" and not (policy == "admins" and ctx.actor.is_admin) \
         and not (policy == "approvers" and any(t["assignee"] == ctx.actor.id and t["status"] == "pending"
                                                for t in latest["tasks"]))
-    others: list[tuple[int, str]] = []
-    if mine is not None:  # people to hand the task to, or to add as signers
-        everyone = state().services.users.list(Context(ctx.tenant, Actor.system()))
-        others = [(u.id, u.full_name or u.username) for u in everyone if u.active and u.id != ctx.actor.id]
+    # People to hand my task to, or to add as signers.
+    others = [p for p in _active_people(ctx) if p[0] != ctx.actor.id] if mine is not None else []
     out["instance"] = {**latest, "steps": steps, "history": history, "mine": mine, "back_to": passed,
                        "others": others,
                        "title": proc.title(locale()) if proc else latest["process"],
@@ -112,6 +109,15 @@ def panel(ctx: Context, app: CompiledApp, object_name: str, record: dict[str, An
                        and (latest["submitter"] == ctx.actor.id or ctx.actor.is_admin),
                        "submitter_name": people.get(latest["submitter"], "")}
     return out
+
+
+def _active_people(ctx: Context) -> list[tuple[int, str]]:
+    """(id, name) of the tenant's active users, read once per request."""
+    found = g.get("lw_active_people")
+    if found is None:
+        everyone = state().services.users.list(Context(ctx.tenant, Actor.system()))
+        found = g.lw_active_people = [(u.id, u.full_name or u.username) for u in everyone if u.active]
+    return found
 
 
 def _back(object_name: str, record_id: int):
