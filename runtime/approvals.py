@@ -662,7 +662,7 @@ class ApprovalService:
     # -- actions ---------------------------------------------------------------------
     def _run_actions(self, ctx: Context, conn: sa.Connection, app: CompiledApp, inst: Any,
                      actions: Iterable[Mapping[str, Any]]) -> None:
-        system = Context(ctx.tenant, Actor.system(), ctx.locale, ctx.clock)
+        system = ctx.as_actor(Actor.system())
         i = systables.approval_instances
         for action in actions:
             row = self._record(conn, app, inst.object, inst.record_id, None)

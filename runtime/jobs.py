@@ -70,9 +70,9 @@ class JobService:
                                               "link": note.link})
 
     # -- running ------------------------------------------------------------------------------
-    def run_due(self, ctx: Context, now: dt.datetime | None = None, limit: int = 10) -> list[dict[str, Any]]:
-        """Claim and run the jobs that are due; returns what happened to each."""
-        now = now or ctx.now()
+    def run_due(self, ctx: Context, limit: int = 10) -> list[dict[str, Any]]:
+        """Claim and run the jobs that are due by ``ctx``'s clock; returns what happened to each."""
+        now = ctx.now()
         done = []
         for job in self._claim(ctx, now, limit):
             done.append(self._run(ctx, job, now))
@@ -95,7 +95,7 @@ class JobService:
     def _run(self, ctx: Context, job: Any, now: dt.datetime) -> dict[str, Any]:
         j = systables.jobs
         handler = self.handlers.get(job.kind)
-        system = Context(ctx.tenant, Actor.system(), ctx.locale, lambda: now)
+        system = ctx.as_actor(Actor.system())
         # The claim counted this attempt: the job is still ours only while that holds
         # (a lease that ran out while earlier jobs of the batch ran lets another take it).
         ours = (j.c.id == job.id, j.c.status == "running", j.c.attempts == job.attempts + 1)

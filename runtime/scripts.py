@@ -562,7 +562,7 @@ class ScriptService:
 
 
     # -- schedules ----------------------------------------------------------------------
-    def run_schedules(self, ctx: Context, now: dt.datetime | None = None) -> list[dict[str, Any]]:
+    def run_schedules(self, ctx: Context) -> list[dict[str, Any]]:
         """Run the tenant's scheduled scripts whose time came since their last run.
 
         ``loomwork worker`` calls this every few seconds. A script's last run time is
@@ -570,11 +570,12 @@ class ScriptService:
         runs it; a worker killed mid-run has claimed it (at most once, never twice).
         A script first seen starts counting from now. Each run is one transaction as
         the system (or the script's ``run_as`` role); a failure is logged and rolls back
-        that script's writes only.
+        that script's writes only. What is due, and the time the script sees, both come
+        from ``ctx``'s clock.
         """
         if not self.enabled(ctx.tenant.name):
             return []
-        now = now or ctx.now()
+        now = ctx.now()
         app = self.runtime.compiled(ctx.tenant, max_age=READ_MAX_AGE)
         done = []
         for script in sorted((s for s in app.meta.scripts.values() if s.active and s.schedule),

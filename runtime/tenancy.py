@@ -13,7 +13,6 @@ Users, roles, metadata, data and history all live in the tenant's namespace.
 from __future__ import annotations
 
 import contextvars
-import datetime as dt
 import os
 import re
 import threading
@@ -32,6 +31,7 @@ from loomwork.metadata import store
 from loomwork.metadata.errors import ConflictError, LoomworkError, NotFound
 
 from . import systables
+from .context import utcnow
 from .expr.sqlite_functions import register as register_expression_functions
 
 TENANT_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
@@ -289,7 +289,7 @@ class Platform:
             store.create(conn)
         with self.registry_engine.begin() as conn:
             conn.execute(tenant_registry.insert().values(
-                name=name, title=title or name, created_at=dt.datetime.now(dt.UTC)))
+                name=name, title=title or name, created_at=utcnow()))
         with self._lock:
             self._tenants[name] = tenant
         return tenant

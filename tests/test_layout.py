@@ -126,3 +126,20 @@ def test_a_plugin_can_add_a_field_type(tmp_path):
     types = field_types(make_plugin_manager([Plugin()], entry_points=False))
     assert "color" in types and "text" in types
     validate_app({"objects": {"car": {"fields": {"paint": {"type": "color"}}}}}, types)
+
+
+def test_runtime_reads_time_only_from_the_context_clock():
+    """Main must be green on any date: runtime code takes ``now`` from ``Context.clock``
+    (whose default is ``context.utcnow``), never from the wall clock directly."""
+    import re
+
+    wall = re.compile(r"\b(datetime\.now|datetime\.utcnow|date\.today|time\.time)\(")
+    offenders = []
+    for folder in ("runtime", "metadata"):
+        for path in (ROOT / folder).rglob("*.py"):
+            if path.relative_to(ROOT).as_posix() == "runtime/context.py":
+                continue
+            for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+                if wall.search(line):
+                    offenders.append(f"{path.relative_to(ROOT)}:{n}: {line.strip()}")
+    assert not offenders, "read the time from ctx.now() (or context.utcnow):\n" + "\n".join(offenders)

@@ -9,23 +9,15 @@ import time
 
 import pytest
 
-from loomwork.runtime.context import Actor, Context
+from loomwork.runtime.context import Actor, Clock, Context
 
 T0 = dt.datetime(2026, 12, 7, 9, 0, tzinfo=dt.UTC)
 QUOTE = {"fields": {"name": {"type": "text", "required": True}}}
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> dt.datetime:
-        return self.now
-
-
 @pytest.fixture
 def timed(lw_services, lw_tenant, lw_cheap_passwords):
-    clock = Clock()
+    clock = Clock(T0)
     admin = Context(lw_tenant, Actor.system(), clock=clock)
     lw_services.metadata.publish(admin, {"objects": {"quote": QUOTE}}, comment="setup")
     ids = {n: lw_services.users.create(admin, n, None, roles=("admin",) if n == "boss" else ("user",),

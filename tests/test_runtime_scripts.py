@@ -9,7 +9,7 @@ import re
 import pytest
 
 from loomwork.metadata.errors import ConflictError, MetadataError, ValidationError
-from loomwork.runtime.context import Actor, Context
+from loomwork.runtime.context import Actor, Clock, Context
 from loomwork.runtime.sandbox.budget import BudgetExceeded, ScriptFailed
 from loomwork.runtime.scripts import SCRIPTS_FLAG
 
@@ -300,20 +300,28 @@ def test_scheduled_scripts_run_once_per_cron_time(scripted):
                                    "result = n\n"},
              "broken": {"trigger": {"schedule": "1 2 * * *"}, "source": "x = 1 / 0\n"}})
     scripts = st.services.scripts
-    t0 = dt.datetime(2026, 12, 4, 1, 0, tzinfo=dt.UTC)
-    assert scripts.run_schedules(ctx, t0) == []  # first seen: counts from now
-    assert scripts.run_schedules(ctx, t0 + dt.timedelta(minutes=30)) == []  # 01:30: nothing due
-    due = scripts.run_schedules(ctx, t0 + dt.timedelta(hours=1, minutes=1))  # 02:01
+    # Any day will do: the script reads the date from the same clock the schedule uses.
+    t0 = dt.datetime(2031, 5, 17, 1, 0, tzinfo=dt.UTC)
+    clock = Clock(t0)
+    ctx = Context(ctx.tenant, ctx.actor, clock=clock)
+    assert scripts.run_schedules(ctx) == []  # first seen: counts from now
+    clock.now = t0 + dt.timedelta(minutes=30)
+    assert scripts.run_schedules(ctx) == []  # 01:30: nothing due
+    clock.now = t0 + dt.timedelta(hours=1, minutes=1)
+    due = scripts.run_schedules(ctx)  # 02:01
     assert {r["script"]: r["status"] for r in due} == {"nightly": "ok", "broken": "failed"}
     assert "ZeroDivisionError" in next(r["error"] for r in due if r["script"] == "broken")
-    assert scripts.run_schedules(ctx, t0 + dt.timedelta(hours=1, minutes=2)) == []  # claimed already
+    clock.now = t0 + dt.timedelta(hours=1, minutes=2)
+    assert scripts.run_schedules(ctx) == []  # claimed already
     from loomwork.runtime.query import ListRequest
     names = [a["name"] for a in st.services.query.list(ctx, "account", ListRequest(limit=100)).data]
-    assert names == ["Nightly 2026-12-04"]
-    later = scripts.run_schedules(ctx, t0 + dt.timedelta(days=1, hours=1, minutes=5))
+    assert names == ["Nightly 2031-05-17"]
+    clock.now = t0 + dt.timedelta(days=1, hours=1, minutes=5)
+    later = scripts.run_schedules(ctx)
     assert {r["script"] for r in later} == {"nightly", "broken"}
     st.platform.set_flag("main", SCRIPTS_FLAG, False)
-    assert scripts.run_schedules(ctx, t0 + dt.timedelta(days=5)) == []
+    clock.now = t0 + dt.timedelta(days=5)
+    assert scripts.run_schedules(ctx) == []
 
 
 def test_operator_settings_set_the_limits(lw_database_url, tmp_path):
@@ -406,14 +414,16 @@ def test_a_host_fault_fails_the_run_not_the_process(scripted, monkeypatch, caplo
     publish({"a_broken": {"trigger": {"schedule": "* * * * *"}, "source": "ctx.query('account')\n"},
              "b_fine": {"trigger": {"schedule": "* * * * *"}, "source": "ctx.create('account', {'name': 'tick'})\n"}})
     scripts = st.services.scripts
-    t0 = dt.datetime(2026, 12, 4, 1, 0, tzinfo=dt.UTC)
-    scripts.run_schedules(ctx, t0)
+    clock = Clock(dt.datetime(2031, 5, 17, 1, 0, tzinfo=dt.UTC))
+    ctx = Context(ctx.tenant, ctx.actor, clock=clock)
+    scripts.run_schedules(ctx)
 
     def broken(*args, **kwargs):
         raise RuntimeError("the database went away")
 
     monkeypatch.setattr(scripts.query, "list", broken)
-    done = {r["script"]: r for r in scripts.run_schedules(ctx, t0 + dt.timedelta(minutes=2))}
+    clock.advance(minutes=2)
+    done = {r["script"]: r for r in scripts.run_schedules(ctx)}
     assert done["a_broken"]["status"] == "failed" and "could not be answered" in done["a_broken"]["error"]
     assert done["b_fine"]["status"] == "ok"  # the next script still ran
     assert scripts.runs(ctx, script="a_broken")[0]["status"] == "error"

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from decimal import Decimal, DivisionByZero, InvalidOperation
 from typing import Any
 
+from ..context import utcnow
 from .functions import MAX_TEXT_RESULT, Function
 from .syntax import EvaluationError
 
@@ -41,7 +42,7 @@ class Env:
         self.paths = paths or {}
         self.user_id = user_id
         self.user_role = user_role
-        self.now = now or dt.datetime.now(dt.UTC)
+        self.now = now or utcnow()
         self.today = self.now.astimezone(dt.UTC).date()
 
 

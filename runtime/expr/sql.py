@@ -76,6 +76,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
+from ..context import utcnow
 from ..sqltypes import JSONDoc, UTCDateTime
 from .functions import BUILTIN_FUNCTIONS, Function, compile_regex
 from .syntax import ExpressionError
@@ -104,7 +105,7 @@ class SqlEnv:
 
     def __init__(self, *, user_id: int | None = None, user_role: str | None = None,
                  now: dt.datetime | None = None) -> None:
-        now = now or dt.datetime.now(dt.UTC)
+        now = now or utcnow()
         if now.tzinfo is None:
             raise ValueError("SqlEnv needs an aware datetime for now")
         self.user_id = user_id
