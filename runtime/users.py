@@ -19,7 +19,10 @@ from typing import Any
 import sqlalchemy as sa
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from marshmallow import ValidationError as _NotAnEmail
+from marshmallow.validate import Email
 
+from loomwork.metadata import store
 from loomwork.metadata.errors import (
     AuthenticationRequired,
     ConflictError,
@@ -27,6 +30,7 @@ from loomwork.metadata.errors import (
     PermissionDenied,
     ValidationError,
 )
+from loomwork.metadata.model import BUILTIN_ROLES
 
 from . import systables
 from .context import Actor, Context
@@ -74,6 +78,80 @@ def _user(row: Any) -> User:
                 getattr(row, "manager_id", None))
 
 
+#: "Leave as it is" for :meth:`UserService.update`'s optional changes (``None`` clears).
+UNCHANGED: Any = type("Unchanged", (), {"__repr__": lambda self: "UNCHANGED"})()
+_email = Email(error="is not an email address")
+
+
+def generate_password() -> str:
+    """A random password for an operator to hand over (16 URL-safe characters)."""
+    return secrets.token_urlsafe(12)
+
+
+def known_roles(conn: sa.Connection) -> set[str]:
+    """The roles a user may be given: the built-in ones and those the tenant's published
+    metadata defines."""
+    return set(BUILTIN_ROLES) | set(store.get(conn, store.head(conn)).doc.get("roles", {}))
+
+
+def _check_roles(conn: sa.Connection, roles: Any, granted: frozenset[str] = frozenset()) -> frozenset[str]:
+    """``roles`` as a set, each one a role of the tenant. Roles the user already holds
+    (``granted``) pass even if the metadata no longer has them, so an admin can change a
+    user's other settings, or take such a role away, after a role was deleted.
+
+    :raises ValidationError: for no roles or a role the tenant does not have.
+    """
+    if isinstance(roles, str) or not all(isinstance(r, str) for r in roles):
+        raise ValidationError({"roles": ["must be a list of role names"]})
+    chosen = frozenset(roles)
+    if not chosen:
+        raise ValidationError({"roles": ["give at least one role"]})
+    unknown = sorted(chosen - granted - known_roles(conn))
+    if unknown:
+        have = ", ".join(sorted(known_roles(conn)))
+        raise ValidationError({"roles": [f"no role {', '.join(map(repr, unknown))} in this tenant (it has {have})"]})
+    return chosen
+
+
+def _check_email(email: Any) -> str | None:
+    """``email`` normalised (blank is none). :raises ValidationError: if it is not an address."""
+    if email is None or (isinstance(email, str) and not email.strip()):
+        return None
+    if not isinstance(email, str) or len(email) > 320:
+        raise ValidationError({"email": ["is not an email address"]})
+    try:
+        return _email(email.strip())
+    except _NotAnEmail:
+        raise ValidationError({"email": ["is not an email address"]}) from None
+
+
+def _check_manager(managers: dict[int, int | None], user_id: int, manager_id: Any) -> None:
+    """:raises ValidationError: for an unknown manager or a reporting chain that loops."""
+    if manager_id is None:
+        return
+    if not isinstance(manager_id, int) or isinstance(manager_id, bool) or manager_id not in managers:
+        raise ValidationError({"manager_id": [f"no user {manager_id}"]})
+    seen, at = {user_id}, manager_id
+    while at is not None:
+        if at in seen:
+            raise ValidationError({"manager_id": ["would make a loop in the reporting chain"]})
+        seen.add(at)
+        at = managers.get(at)
+
+
+def _is_admin(roles: str) -> bool:
+    return "admin" in roles.split(",")
+
+
+def _keep_an_admin(conn: sa.Connection, user_id: int) -> None:
+    """:raises ConflictError: when ``user_id`` is the tenant's last active administrator
+    (taking that away would leave nobody able to manage the tenant from the app)."""
+    u = systables.users
+    admins = [r.id for r in conn.execute(sa.select(u.c.id, u.c.roles).where(u.c.active)) if _is_admin(r.roles)]
+    if admins == [user_id]:
+        raise ConflictError("this is the tenant's last active administrator; make someone else one first")
+
+
 def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -109,15 +187,17 @@ class UserService:
             raise ValidationError({"username": ["must be 1-150 printable characters"]})
         if password is not None:
             check_password_strength(password)
+        email = _check_email(email)
         u = systables.users
         with ctx.tenant.write() as conn:
+            chosen = _check_roles(conn, roles)
             exists = conn.execute(sa.select(u.c.id).where(u.c.username == username)).first()
             if exists:
                 raise ConflictError(f"user {username!r} already exists")
             uid = conn.execute(u.insert().values(
                 username=username, email=email, full_name=full_name or username,
                 password_hash=_hasher.hash(password) if password else None,
-                roles=",".join(sorted(set(roles))), locale=locale, active=True, created_at=ctx.now(),
+                roles=",".join(sorted(chosen)), locale=locale, active=True, created_at=ctx.now(),
             )).inserted_primary_key[0]
             return _user(conn.execute(sa.select(u).where(u.c.id == uid)).one())
 
@@ -129,10 +209,66 @@ class UserService:
             raise NotFound(f"no user {user_id}")
         return _user(row)
 
+    def by_username(self, ctx: Context, username: str) -> User:
+        """:raises NotFound: if the tenant has no user called ``username``."""
+        u = systables.users
+        with ctx.tenant.read() as conn:
+            row = conn.execute(sa.select(u).where(u.c.username == username)).first() \
+                if isinstance(username, str) and "\x00" not in username else None
+        if row is None:
+            raise NotFound(f"no user {username!r}")
+        return _user(row)
+
     def list(self, ctx: Context) -> list[User]:
         u = systables.users
         with ctx.tenant.read() as conn:
             return [_user(r) for r in conn.execute(sa.select(u).order_by(u.c.username))]
+
+    def update(self, ctx: Context, user_id: int, *, roles: Any = UNCHANGED, email: Any = UNCHANGED,
+               full_name: Any = UNCHANGED, manager_id: Any = UNCHANGED, locale: Any = UNCHANGED,
+               supported_locales: Any = ()) -> User:
+        """Change a user's roles, email, full name, manager or language (administrators
+        only); what is left :data:`UNCHANGED` stays. ``email``/``manager_id`` ``None`` clear them.
+
+        Roles are checked against the tenant's roles (:func:`known_roles`); a change of roles
+        ends the user's other sessions. The last active administrator keeps ``admin``.
+
+        :param supported_locales: the languages offered, when ``locale`` is given.
+        :raises ValidationError: naming each bad value. :raises NotFound: for no such user.
+        """
+        if not ctx.actor.is_admin:
+            raise PermissionDenied("only administrators may change users")
+        values: dict[str, Any] = {}
+        if email is not UNCHANGED:
+            values["email"] = _check_email(email)
+        if full_name is not UNCHANGED:
+            if not isinstance(full_name, str) or len(full_name.strip()) > 200:
+                raise ValidationError({"full_name": ["must be a text of at most 200 characters"]})
+            values["full_name"] = full_name.strip()
+        if locale is not UNCHANGED:
+            if locale not in supported_locales:
+                raise ValidationError({"locale": [f"must be one of {', '.join(supported_locales)}"]})
+            values["locale"] = locale
+        u = systables.users
+        with ctx.tenant.write() as conn:
+            row = conn.execute(sa.select(u).where(u.c.id == user_id)).first()
+            if row is None:
+                raise NotFound(f"no user {user_id}")
+            if roles is not UNCHANGED:
+                chosen = _check_roles(conn, roles, frozenset(row.roles.split(",")))
+                if _is_admin(row.roles) and "admin" not in chosen and row.active:
+                    _keep_an_admin(conn, user_id)
+                values["roles"] = ",".join(sorted(chosen))
+            if manager_id is not UNCHANGED:
+                _check_manager(dict(conn.execute(sa.select(u.c.id, u.c.manager_id)).all()), user_id, manager_id)
+                values["manager_id"] = manager_id
+            if "full_name" in values and not values["full_name"]:
+                values["full_name"] = row.username  # as create does: a display name is never blank
+            if values:
+                conn.execute(u.update().where(u.c.id == user_id).values(**values))
+            updated = _user(conn.execute(sa.select(u).where(u.c.id == user_id)).one())
+        self._forget_tokens(ctx)
+        return updated
 
     def names(self, ctx: Context, ids: set[int]) -> dict[int, str]:
         """Display names (full name, else username) of the users among ``ids``."""
@@ -151,15 +287,7 @@ class UserService:
             managers = dict(conn.execute(sa.select(u.c.id, u.c.manager_id)).all())
             if user_id not in managers:
                 raise NotFound(f"no user {user_id}")
-            if manager_id is not None:
-                if manager_id not in managers:
-                    raise ValidationError({"manager_id": [f"no user {manager_id}"]})
-                seen, at = {user_id}, manager_id
-                while at is not None:
-                    if at in seen:
-                        raise ValidationError({"manager_id": ["would make a loop in the reporting chain"]})
-                    seen.add(at)
-                    at = managers.get(at)
+            _check_manager(managers, user_id, manager_id)
             conn.execute(u.update().where(u.c.id == user_id).values(manager_id=manager_id))
 
     def manager_chain(self, conn: sa.Connection, user_id: int, limit: int = 20) -> list[User]:
@@ -278,11 +406,15 @@ class UserService:
         self._forget_tokens(ctx)
 
     def set_active(self, ctx: Context, user_id: int, active: bool) -> None:
-        """Deactivate (or reactivate) a user: their sessions and tokens stop working."""
+        """Deactivate (or reactivate) a user: their sessions and tokens stop working.
+        The last active administrator cannot be deactivated."""
         if not ctx.actor.is_admin:
             raise PermissionDenied("only administrators may deactivate users")
         u = systables.users
         with ctx.tenant.write() as conn:
+            roles = conn.execute(sa.select(u.c.roles).where(u.c.id == user_id, u.c.active)).scalar_one_or_none()
+            if not active and roles is not None and _is_admin(roles):
+                _keep_an_admin(conn, user_id)
             if conn.execute(u.update().where(u.c.id == user_id).values(active=bool(active))).rowcount != 1:
                 raise NotFound(f"no user {user_id}")
         self._forget_tokens(ctx)

@@ -43,7 +43,7 @@ def rec(lw_services):
 
 @pytest.fixture
 def app(lw_database_url, tmp_path):
-    """An app over a fresh platform with tenant ``main`` and users admin / sam (sales) / vera (viewer)."""
+    """An app over a fresh platform with tenant ``main`` and its administrator ``admin``."""
     import secrets
 
     from loomwork import create_app
@@ -58,8 +58,6 @@ def app(lw_database_url, tmp_path):
     tenant = st.platform.create_tenant("main")
     ctx = Context(tenant, Actor.system())
     st.services.users.create(ctx, "admin", "admin-password", roles=("admin",))
-    st.services.users.create(ctx, "sam", "sales-password", roles=("sales",))
-    st.services.users.create(ctx, "vera", "viewer-password", roles=("viewer",))
     yield app
     st.platform.drop_all()
     st.platform.dispose()
@@ -67,13 +65,16 @@ def app(lw_database_url, tmp_path):
 
 @pytest.fixture
 def crm_app(app):
-    """``app`` with the sample CRM package installed."""
+    """``app`` with the sample CRM package installed and users sam (sales) and vera (viewer)
+    (after the install: a user's roles must be the tenant's)."""
     from loomwork.metadata.packages import load_package
     from loomwork.runtime.context import Actor, Context
 
     st = app.extensions["loomwork"]
     ctx = Context(st.platform.tenant("main"), Actor.system())
     st.services.packages.install(ctx, load_package(SAMPLE_PACKAGE))
+    st.services.users.create(ctx, "sam", "sales-password", roles=("sales",))
+    st.services.users.create(ctx, "vera", "viewer-password", roles=("viewer",))
     return app
 
 

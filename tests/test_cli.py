@@ -25,6 +25,7 @@ def cli(lw_database_url, tmp_path, monkeypatch):
         assert (result.exit_code == 0) == ok, result.output
         return result
 
+    run.database_url = lw_database_url
     yield run
     from loomwork import create_app
 
@@ -41,12 +42,63 @@ def test_init_tenants_users_and_tokens(cli):
     assert "main" in listing and "second\tSecond Co" in listing
     assert "already exists" in cli("tenant", "create", "second", ok=False).output
     assert "tenant names are" in cli("tenant", "create", "Bad-Name", ok=False).output
-    out = cli("user", "create", "ann", "--tenant", "second", "--role", "sales", "--password", "ann-password-1").output
-    assert "user ann created" in out and "sales" in out
+    refused = cli("user", "create", "ann", "--tenant", "second", "--role", "sales", "--password", "ann-password-1",
+                  ok=False).output
+    assert "no role 'sales' in this tenant (it has admin, user)" in refused  # the second tenant has no package
+    out = cli("user", "create", "ann", "--tenant", "second", "--password", "ann-password-1").output
+    assert "user ann created" in out and "roles user" in out
     assert "at least 10 characters" in cli("user", "create", "bob", "--password", "short", ok=False).output
     token = cli("user", "token", "ann", "--tenant", "second").output.strip()
     assert token.startswith("lw_second.")
     assert "no user 'zed'" in cli("user", "token", "zed", ok=False).output
+
+
+def test_user_roles_are_checked_and_users_managed(cli):
+    """Defect 8 of issue 11: roles are the tenant's; list, update, deactivate and reset users."""
+    cli("init", "--admin", "boss", "--password", "a-long-password")
+    out = cli("user", "create", "zed", "--role", "nonexistent", "--password", "zed-password-1", ok=False).output
+    assert "roles: no role 'nonexistent' in this tenant (it has admin, user)" in out
+    cli("package", "install", str(crm_sample.PATH))
+    cli("user", "create", "ann", "--role", "sales", "--email", "ann@example.com", "--full-name", "Ann Lee",
+        "--password", "ann-password-1")
+    listing = cli("user", "list").output.splitlines()
+    assert listing[0].split() == ["USERNAME", "FULL", "NAME", "EMAIL", "ROLES", "MANAGER", "STATUS"]
+    assert listing[1].split() == ["ann", "Ann", "Lee", "ann@example.com", "sales", "-", "active"]
+    assert listing[2].split() == ["boss", "boss", "-", "admin", "-", "active"]
+    assert "zed" not in "".join(listing)
+
+    out = cli("user", "update", "ann", "--add-role", "finance", "--manager", "boss", "--locale", "zh-CN").output
+    assert out.splitlines()[1].split() == ["ann", "Ann", "Lee", "ann@example.com", "finance,sales", "boss", "active"]
+    assert "no role 'auditor'" in cli("user", "update", "ann", "--add-role", "auditor", ok=False).output
+    assert "locale: must be one of en, zh-CN" in cli("user", "update", "ann", "--locale", "fr", ok=False).output
+    assert "email: is not an email address" in cli("user", "update", "ann", "--email", "nope", ok=False).output
+    assert "no user 'nobody'" in cli("user", "update", "ann", "--manager", "nobody", ok=False).output
+    assert "nothing to change" in cli("user", "update", "ann", ok=False).output
+    out = cli("user", "update", "ann", "--role", "viewer", "--email", "", "--manager", "").output
+    assert out.splitlines()[1].split() == ["ann", "Ann", "Lee", "-", "viewer", "-", "active"]
+    out = cli("user", "update", "ann", "--remove-role", "viewer", ok=False).output
+    assert "give at least one role" in out
+    assert "last active administrator" in cli("user", "update", "boss", "--role", "sales", ok=False).output
+    assert "last active administrator" in cli("user", "deactivate", "boss", ok=False).output
+
+    assert "user ann deactivated" in cli("user", "deactivate", "ann").output
+    assert cli("user", "list").output.splitlines()[1].split()[-1] == "inactive"
+    assert "user ann reactivated" in cli("user", "reactivate", "ann").output
+    assert "no user 'nobody'" in cli("user", "deactivate", "nobody", ok=False).output
+
+    out = cli("user", "reset-password", "ann", "--generate").output
+    generated = out.strip().rsplit(": ", 1)[1]
+    assert out.startswith("password of ann reset: ") and len(generated) >= 16
+    cli("user", "reset-password", "ann", input="a-typed-password\na-typed-password\n")
+    assert "at least 10 characters" in cli("user", "reset-password", "ann", "--password", "short", ok=False).output
+    from loomwork import create_app
+    from loomwork.runtime.context import Actor, Context
+
+    st = create_app({"database_url": cli.database_url}).extensions["loomwork"]
+    users = st.services.users
+    ctx = Context(st.platform.tenant("main"), Actor.system())
+    assert users.authenticate(ctx, "ann", "a-typed-password").roles == {"viewer"}
+    st.platform.dispose()
 
 
 def test_package_install_and_meta_plan_apply_rollback(cli, tmp_path):

@@ -41,8 +41,12 @@ def svc(lw_services, fast_hashing):
     return lw_services.users
 
 
+SALES = {"label": "Sales", "permissions": {"*": ["read"]}}
+
+
 @pytest.fixture
-def ann(svc, lw_ctx):
+def ann(svc, lw_services, lw_ctx):
+    lw_services.metadata.publish(lw_ctx, {"roles": {"sales": SALES}}, comment="roles")
     return svc.create(lw_ctx, "ann", PASSWORD, roles=("sales", "user"), email="ann@example.com")
 
 
@@ -244,3 +248,77 @@ def test_token_permissions(svc, lw_ctx, ann):
         svc.create_token(me, ann.id, "")
     with pytest.raises(NotFound):
         svc.create_token(lw_ctx, 999, "ghost")
+
+
+def test_roles_must_be_the_tenants(svc, lw_services, lw_ctx, ann):
+    """Defect 8 of issue 11: a role the metadata does not define is refused, naming what exists."""
+    with pytest.raises(ValidationError) as info:
+        svc.create(lw_ctx, "bob", PASSWORD, roles=("nonexistent",))
+    assert info.value.errors == {"roles": ["no role 'nonexistent' in this tenant (it has admin, sales, user)"]}
+    with pytest.raises(ValidationError, match="at least one role"):
+        svc.create(lw_ctx, "bob", PASSWORD, roles=())
+    with pytest.raises(ValidationError):
+        svc.create(lw_ctx, "bob", PASSWORD, roles="sales")  # a text is not a list of roles
+    assert [u.username for u in svc.list(lw_ctx)] == ["ann"]
+    with pytest.raises(ValidationError, match="no role 'auditor'"):
+        svc.update(lw_ctx, ann.id, roles=("sales", "auditor"))
+    lw_services.metadata.publish(lw_ctx, {"roles": {"sales": SALES, "auditor": SALES}})
+    assert svc.update(lw_ctx, ann.id, roles=("sales", "auditor")).roles == {"sales", "auditor"}
+    # Deleting a role from the metadata does not stop an admin changing its holders.
+    lw_services.metadata.publish(lw_ctx, {"roles": {"sales": SALES}})
+    assert svc.update(lw_ctx, ann.id, full_name="Ann Lee").roles == {"sales", "auditor"}
+    assert svc.update(lw_ctx, ann.id, roles=("sales", "auditor")).roles == {"sales", "auditor"}
+    assert svc.update(lw_ctx, ann.id, roles=("sales",)).roles == {"sales"}
+    with pytest.raises(ValidationError, match="no role 'auditor'"):
+        svc.update(lw_ctx, ann.id, roles=("sales", "auditor"))  # once taken away, it is not granted again
+
+
+def test_update_changes_what_it_is_given(svc, lw_ctx, ann):
+    boss = svc.create(lw_ctx, "boss", PASSWORD, roles=("admin",))
+    before = svc.get(lw_ctx, ann.id)
+    updated = svc.update(lw_ctx, ann.id, email="ann.lee@example.com", full_name="  Ann Lee ", manager_id=boss.id,
+                         locale="zh-CN", supported_locales=("en", "zh-CN"))
+    assert (updated.email, updated.full_name, updated.manager_id, updated.locale, updated.roles) == \
+        ("ann.lee@example.com", "Ann Lee", boss.id, "zh-CN", before.roles)
+    assert updated.stamp == before.stamp  # sessions survive a change that is not roles or password
+    assert svc.update(lw_ctx, ann.id, roles=("user",)).stamp != before.stamp  # a change of roles ends them
+    cleared = svc.update(lw_ctx, ann.id, email=None, manager_id=None, full_name="")
+    assert (cleared.email, cleared.manager_id, cleared.full_name) == (None, None, "ann")
+    for change, field in (({"email": "not an address"}, "email"), ({"email": 5}, "email"),
+                          ({"manager_id": 999}, "manager_id"), ({"manager_id": ann.id}, "manager_id"),
+                          ({"locale": "fr", "supported_locales": ("en", "zh-CN")}, "locale"),
+                          ({"full_name": "x" * 201}, "full_name")):
+        with pytest.raises(ValidationError) as info:
+            svc.update(lw_ctx, ann.id, **change)
+        assert list(info.value.errors) == [field], change
+    svc.update(lw_ctx, boss.id, manager_id=ann.id)
+    with pytest.raises(ValidationError, match="loop"):
+        svc.update(lw_ctx, ann.id, manager_id=boss.id)
+    with pytest.raises(PermissionDenied):
+        svc.update(as_(lw_ctx, ann), ann.id, full_name="Me")
+    with pytest.raises(NotFound):
+        svc.update(lw_ctx, 999, full_name="Nobody")
+    with pytest.raises(ValidationError, match="email"):
+        svc.create(lw_ctx, "eve", PASSWORD, email="eve at example")
+    assert svc.by_username(lw_ctx, "boss").id == boss.id
+    with pytest.raises(NotFound, match="no user 'nobody'"):
+        svc.by_username(lw_ctx, "nobody")
+
+
+def test_the_last_active_administrator_stays(svc, lw_ctx, ann):
+    boss = svc.create(lw_ctx, "boss", PASSWORD, roles=("admin",))
+    with pytest.raises(ConflictError, match="last active administrator"):
+        svc.update(lw_ctx, boss.id, roles=("user",))
+    with pytest.raises(ConflictError, match="last active administrator"):
+        svc.set_active(lw_ctx, boss.id, False)
+    deputy = svc.create(lw_ctx, "deputy", PASSWORD, roles=("admin", "sales"))
+    svc.set_active(lw_ctx, boss.id, False)
+    assert not svc.get(lw_ctx, boss.id).active
+    with pytest.raises(ConflictError, match="last active administrator"):
+        svc.update(lw_ctx, deputy.id, roles=("sales",))
+    svc.set_active(lw_ctx, boss.id, True)
+    assert svc.update(lw_ctx, deputy.id, roles=("sales",)).roles == {"sales"}
+    svc.set_active(lw_ctx, ann.id, False)  # anyone else may go
+    assert svc.authenticate(lw_ctx, "boss", PASSWORD).id == boss.id
+    with pytest.raises(AuthenticationRequired):
+        svc.authenticate(lw_ctx, "ann", PASSWORD)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import secrets
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ import yaml
 from loomwork.metadata.errors import LoomworkError, ValidationError
 from loomwork.metadata.packages import load_package
 from loomwork.runtime.context import Actor, Context
+from loomwork.runtime.users import generate_password
 
 
 class Env:
@@ -80,7 +80,7 @@ def init(env: Env, tenant: str, admin: str, password: str | None) -> None:
     """Create the platform, a first tenant and its administrator."""
     st = env.state
     st.platform.create_tenant(tenant)
-    password = password or secrets.token_urlsafe(12)
+    password = password or generate_password()
     st.services.users.create(env.ctx(tenant), admin, password, roles=("admin",))
     click.echo(f"tenant {tenant} created; administrator {admin} / {password}")
 
@@ -219,20 +219,129 @@ def worker(env: Env, once: bool, interval: float) -> None:
 
 @main.group()
 def user() -> None:
-    """Manage users and their API tokens."""
+    """Manage users, their roles and their API tokens."""
+
+
+def _show_user(u, managers: dict[int, str]) -> str:
+    manager = managers.get(u.manager_id, "-") if u.manager_id else "-"
+    return (f"{u.username:<16} {u.full_name:<24} {u.email or '-':<28} {','.join(sorted(u.roles)):<20} "
+            f"{manager:<16} {'active' if u.active else 'inactive'}")
 
 
 @user.command("create")
 @click.argument("username")
 @tenant_option
-@click.option("--role", "roles", multiple=True, default=("user",), show_default=True)
+@click.option("--role", "roles", multiple=True, default=("user",), show_default=True,
+              help="A role of the tenant (repeat for several).")
 @click.option("--email", default=None)
+@click.option("--full-name", default="")
 @click.password_option(prompt="Password")
 @click.pass_obj
 def user_create(env: Env, username: str, tenant: str | None, roles: tuple[str, ...], email: str | None,
-                password: str) -> None:
-    u = env.state.services.users.create(env.ctx(tenant), username, password, roles=roles, email=email)
+                full_name: str, password: str) -> None:
+    """Create USERNAME with the given roles (each must be one of the tenant's roles)."""
+    u = env.state.services.users.create(env.ctx(tenant), username, password, roles=roles, email=email,
+                                        full_name=full_name)
     click.echo(f"user {u.username} created (id {u.id}, roles {', '.join(sorted(u.roles))})")
+
+
+@user.command("list")
+@tenant_option
+@click.pass_obj
+def user_list(env: Env, tenant: str | None) -> None:
+    """Every user of the tenant: name, email, roles, manager, whether active."""
+    users = env.state.services.users.list(env.ctx(tenant))
+    names = {u.id: u.username for u in users}
+    click.echo(f"{'USERNAME':<16} {'FULL NAME':<24} {'EMAIL':<28} {'ROLES':<20} {'MANAGER':<16} STATUS")
+    for u in users:
+        click.echo(_show_user(u, names))
+
+
+@user.command("update")
+@click.argument("username")
+@tenant_option
+@click.option("--role", "roles", multiple=True, help="Replace the roles with these (repeat for several).")
+@click.option("--add-role", multiple=True, help="Give a role as well.")
+@click.option("--remove-role", multiple=True, help="Take a role away.")
+@click.option("--email", default=None, help="A new email address ('' removes it).")
+@click.option("--full-name", default=None)
+@click.option("--manager", default=None, help="The username of the user's manager ('' for none).")
+@click.option("--locale", default=None, help="The user's language.")
+@click.pass_obj
+def user_update(env: Env, username: str, tenant: str | None, roles: tuple[str, ...], add_role: tuple[str, ...],
+                remove_role: tuple[str, ...], email: str | None, full_name: str | None, manager: str | None,
+                locale: str | None) -> None:
+    """Change USERNAME's roles, email, full name, manager or language."""
+    from loomwork.web.i18n import SUPPORTED
+
+    ctx = env.ctx(tenant)
+    users = env.state.services.users
+    found = users.by_username(ctx, username)
+    changes: dict[str, Any] = {}
+    if roles and (add_role or remove_role):
+        raise click.UsageError("give --role, or --add-role/--remove-role, not both")
+    if roles or add_role or remove_role:
+        changes["roles"] = (set(roles or found.roles) | set(add_role)) - set(remove_role)
+    if email is not None:
+        changes["email"] = email or None
+    if full_name is not None:
+        changes["full_name"] = full_name
+    if manager is not None:
+        changes["manager_id"] = users.by_username(ctx, manager).id if manager else None
+    if locale is not None:
+        changes.update(locale=locale, supported_locales=tuple(SUPPORTED))
+    if not changes:
+        raise click.UsageError("nothing to change: give --role, --add-role, --remove-role, --email, --full-name, "
+                               "--manager or --locale")
+    updated = users.update(ctx, found.id, **changes)
+    click.echo(f"user {updated.username} updated")
+    click.echo(_show_user(updated, {u.id: u.username for u in users.list(ctx)}))
+
+
+def _set_active(env: Env, username: str, tenant: str | None, active: bool) -> None:
+    ctx = env.ctx(tenant)
+    users = env.state.services.users
+    users.set_active(ctx, users.by_username(ctx, username).id, active)
+    click.echo(f"user {username} {'reactivated' if active else 'deactivated: their sessions and tokens stop working'}")
+
+
+@user.command("deactivate")
+@click.argument("username")
+@tenant_option
+@click.pass_obj
+def user_deactivate(env: Env, username: str, tenant: str | None) -> None:
+    """Stop USERNAME signing in or using their API tokens (their records stay)."""
+    _set_active(env, username, tenant, False)
+
+
+@user.command("reactivate")
+@click.argument("username")
+@tenant_option
+@click.pass_obj
+def user_reactivate(env: Env, username: str, tenant: str | None) -> None:
+    """Let a deactivated USERNAME sign in again."""
+    _set_active(env, username, tenant, True)
+
+
+@user.command("reset-password")
+@click.argument("username")
+@tenant_option
+@click.option("--generate", is_flag=True, help="Make up a password and print it instead of asking for one.")
+@click.option("--password", default=None, help="The new password (default: asked for, hidden).")
+@click.pass_obj
+def user_reset_password(env: Env, username: str, tenant: str | None, generate: bool, password: str | None) -> None:
+    """Give USERNAME a new password; their other sessions end."""
+    if generate and password:
+        raise click.UsageError("give --generate or --password, not both")
+    ctx = env.ctx(tenant)
+    users = env.state.services.users
+    found = users.by_username(ctx, username)
+    if generate:
+        password = generate_password()
+    elif password is None:
+        password = click.prompt("New password", hide_input=True, confirmation_prompt=True)
+    users.set_password(ctx, found.id, password)
+    click.echo(f"password of {username} reset" + (f": {password}" if generate else ""))
 
 
 @user.command("token")
@@ -243,10 +352,8 @@ def user_create(env: Env, username: str, tenant: str | None, roles: tuple[str, .
 def user_token(env: Env, username: str, tenant: str | None, name: str) -> None:
     """Create an API token for USERNAME and print it (it is shown only once)."""
     ctx = env.ctx(tenant)
-    users = {u.username: u for u in env.state.services.users.list(ctx)}
-    if username not in users:
-        raise LoomworkError(f"no user {username!r}")
-    click.echo(env.state.services.users.create_token(ctx, users[username].id, name))
+    users = env.state.services.users
+    click.echo(users.create_token(ctx, users.by_username(ctx, username).id, name))
 
 
 @main.group()

@@ -80,8 +80,8 @@ def setup_demo(state, records: int, echo: Callable[[str], None] = print) -> dict
     ctx = Context(tenant, Actor.system())
     password = secrets.token_urlsafe(9)
     admin = services.users.create(ctx, "admin", password, roles=("admin",), full_name="Demo Admin")
+    version = services.packages.install(ctx, load_package(crm_sample.PATH))  # brings the sales and finance roles
     sam = services.users.create(ctx, "sam", password, roles=("sales",), full_name="Sam Sales")
-    version = services.packages.install(ctx, load_package(crm_sample.PATH))
     # People for the quote discount approval: sam reports to the admin; two in finance.
     services.users.set_manager(ctx, sam.id, admin.id)
     for name, full in (("fiona", "Fiona Finance"), ("felix", "Felix Finance")):
