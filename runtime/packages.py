@@ -86,8 +86,12 @@ class PackageService:
         doc.setdefault("packages", {})[pkg.name] = dict(pkg.manifest)
         return doc, current.version
 
-    def install(self, ctx: Context, pkg: Package) -> int:
-        """Install or re-install ``pkg``; returns the published version."""
+    def install(self, ctx: Context, pkg: Package, *, comment: str = "") -> int:
+        """Install or re-install ``pkg`` as ``ctx``'s actor; returns the published version.
+
+        :param comment: why, kept in the version history after "Install NAME VERSION".
+        """
         doc, base = self.merged(ctx, pkg)
-        return self.metadata.publish(ctx, doc, comment=f"Install {pkg.name} {pkg.version}",
+        what = f"Install {pkg.name} {pkg.version}"
+        return self.metadata.publish(ctx, doc, comment=f"{what}: {comment}" if comment else what,
                                      base_version=base, package=pkg.name)

@@ -101,6 +101,34 @@ def test_user_roles_are_checked_and_users_managed(cli):
     st.platform.dispose()
 
 
+def test_publishes_record_the_operator_and_the_comment(cli, tmp_path, monkeypatch):
+    """Defect 14 of issue 11: CLI publishes name who did them (--as USER, else os:NAME) and why."""
+    monkeypatch.setenv("LOGNAME", "alice")  # what getpass.getuser() reads first
+    cli("init", "--admin", "boss", "--password", "a-long-password")
+    cli("package", "install", str(crm_sample.PATH), "-m", "first CRM")
+    cli("user", "create", "sam", "--role", "sales", "--password", "sam-password-1")
+    exported = yaml.safe_load(cli("meta", "export").output)
+    exported["objects"]["deal"]["fields"]["priority"] = {"type": "choice", "options": [{"value": "high"}]}
+    path = tmp_path / "app.yaml"
+    path.write_text(yaml.safe_dump(exported, allow_unicode=True))
+    assert "--as: no user 'nobody' in tenant main" in cli("meta", "apply", str(path), "--as", "nobody",
+                                                          ok=False).output
+    assert "only administrators may change metadata" in cli("meta", "apply", str(path), "--as", "sam",
+                                                            ok=False).output
+    cli("meta", "apply", str(path), "--as", "boss", "-m", "Deal priority")
+    cli("meta", "rollback", "1", "-m", "priority was a mistake")
+    cli("user", "update", "boss", "--role", "admin", "--role", "sales")
+    cli("user", "create", "root", "--role", "admin", "--password", "root-password")
+    cli("user", "deactivate", "boss")
+    assert "--as: user 'boss' is deactivated" in cli("meta", "rollback", "2", "--as", "boss", ok=False).output
+    lines = cli("meta", "versions").output.splitlines()
+    assert lines[0].split() == ["VER", "PUBLISHED", "(UTC)", "BY", "CHANGES", "COMMENT"]
+    # version, when, who, "N changes", why
+    rows = [(v, by, why) for v, _when, by, _n, _changes, why in (line.split(None, 5) for line in lines[1:])]
+    assert rows == [("3", "os:alice", "priority was a mistake"), ("2", "boss", "Deal priority"),
+                    ("1", "os:alice", "Install crm_sample 1.0.0: first CRM")]
+
+
 def test_package_install_and_meta_plan_apply_rollback(cli, tmp_path):
     cli("init", "--password", "a-long-password")
     dry = cli("package", "install", str(crm_sample.PATH), "--dry-run").output

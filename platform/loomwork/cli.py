@@ -2,7 +2,9 @@
 ``loomwork_register_commands``."""
 from __future__ import annotations
 
+import getpass
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -10,7 +12,7 @@ from typing import Any
 import click
 import yaml
 
-from loomwork.metadata.errors import LoomworkError, ValidationError
+from loomwork.metadata.errors import LoomworkError, NotFound, ValidationError
 from loomwork.metadata.packages import load_package
 from loomwork.runtime.context import Actor, Context
 from loomwork.runtime.users import generate_password
@@ -36,9 +38,30 @@ class Env:
     def state(self):
         return self.app.extensions["loomwork"]
 
-    def ctx(self, tenant: str | None) -> Context:
+    def ctx(self, tenant: str | None, as_user: str | None = None) -> Context:
+        """The context a command acts in: as user ``as_user`` of the tenant (with that
+        user's roles), else as the operator at the keyboard (:func:`operator`)."""
         name = tenant or self.state.settings.default_tenant
-        return Context(self.state.platform.tenant(name), Actor.system())
+        t = self.state.platform.tenant(name)
+        if as_user is None:
+            return Context(t, operator())
+        try:
+            found = self.state.services.users.by_username(Context(t, Actor.system()), as_user)
+        except NotFound:
+            raise LoomworkError(f"--as: no user {as_user!r} in tenant {name}") from None
+        if not found.active:
+            raise LoomworkError(f"--as: user {as_user!r} is deactivated")
+        return Context(t, found.actor())
+
+
+def operator() -> Actor:
+    """Whoever runs the command: an administrator named after the OS account
+    (``os:alice``), so what they publish is recorded under that name, not "system"."""
+    try:
+        name = getpass.getuser()
+    except (KeyError, OSError):  # no login name (a container without a passwd entry)
+        name = f"uid{os.getuid()}"
+    return Actor(None, f"os:{name}", Actor.system().roles)
 
 
 def _fail(exc: LoomworkError) -> None:
@@ -69,6 +92,10 @@ def main(ctx: click.Context, database_url: str | None) -> None:
 
 
 tenant_option = click.option("--tenant", "-t", default=None, help="Tenant name (default: the default tenant).")
+as_option = click.option("--as", "as_user", default=None, metavar="USER",
+                         help="Act as this user of the tenant (recorded as who published); "
+                              "default: your OS user, as os:NAME.")
+comment_option = click.option("--comment", "-m", default="", help="Why (kept in the version history).")
 
 
 @main.command()
@@ -364,17 +391,21 @@ def package() -> None:
 @package.command("install")
 @click.argument("path", type=click.Path(exists=True, file_okay=False))
 @tenant_option
+@as_option
+@comment_option
 @click.option("--dry-run", is_flag=True, help="Show the plan and change nothing.")
 @click.pass_obj
-def package_install(env: Env, path: str, tenant: str | None, dry_run: bool) -> None:
-    ctx = env.ctx(tenant)
+def package_install(env: Env, path: str, tenant: str | None, as_user: str | None, comment: str,
+                    dry_run: bool) -> None:
+    """Install or upgrade the package in folder PATH (published as one metadata version)."""
+    ctx = env.ctx(tenant, as_user)
     pkg = load_package(path)
     services = env.state.services
     if dry_run:
         doc, _ = services.packages.merged(ctx, pkg)
         _print_plan(services.metadata.preview(ctx, doc).as_dict())
         return
-    version = services.packages.install(ctx, pkg)
+    version = services.packages.install(ctx, pkg, comment=comment)
     click.echo(f"installed {pkg.name} {pkg.version}: metadata version {version}")
 
 
@@ -418,13 +449,15 @@ def meta_plan(env: Env, path: str, tenant: str | None, update_dependents: bool) 
 @meta.command("apply")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False))
 @tenant_option
-@click.option("--comment", "-m", default="", help="Why (kept in the version history).")
+@as_option
+@comment_option
 @click.option("--update-dependents", is_flag=True,
               help="Rewrite expressions that use a renamed field instead of refusing the rename.")
 @click.pass_obj
-def meta_apply(env: Env, path: str, tenant: str | None, comment: str, update_dependents: bool) -> None:
+def meta_apply(env: Env, path: str, tenant: str | None, as_user: str | None, comment: str,
+               update_dependents: bool) -> None:
     """Publish PATH: validate, apply its plan and store a new version."""
-    ctx = env.ctx(tenant)
+    ctx = env.ctx(tenant, as_user)
     doc = _read_doc(path)
     svc = env.state.services.metadata
     _print_plan(svc.preview(ctx, doc, update_dependents=update_dependents).as_dict())
@@ -470,22 +503,29 @@ def meta_export(env: Env, tenant: str | None) -> None:
 @tenant_option
 @click.pass_obj
 def meta_versions(env: Env, tenant: str | None) -> None:
+    """Every published version, newest first: when, who published it, how much changed, why."""
+    click.echo(f"{'VER':>4}  {'PUBLISHED (UTC)':<19}  {'BY':<16} {'CHANGES':>11}  COMMENT")
     for v in env.state.services.metadata.versions(env.ctx(tenant)):
         s = v.summary()
-        click.echo(f"{s['version']:>4}  {s['created_at'][:19]}  {s['created_by']:<12} {s['changes']:>3} changes  {s['comment']}")
+        click.echo(f"{s['version']:>4}  {s['created_at'][:19]}  {s['created_by']:<16} {s['changes']:>3} changes  "
+                   f"{s['comment']}")
 
 
 @meta.command("rollback")
 @click.argument("version", type=int)
 @tenant_option
+@as_option
+@comment_option
 @click.option("--dry-run", is_flag=True)
 @click.pass_obj
-def meta_rollback(env: Env, version: int, tenant: str | None, dry_run: bool) -> None:
-    ctx = env.ctx(tenant)
+def meta_rollback(env: Env, version: int, tenant: str | None, as_user: str | None, comment: str,
+                  dry_run: bool) -> None:
+    """Publish VERSION's metadata again, as a new version (default comment: "Roll back to version N")."""
+    ctx = env.ctx(tenant, as_user)
     svc = env.state.services.metadata
     _print_plan(svc.preview_rollback(ctx, version).as_dict())
     if not dry_run:
-        click.echo(f"metadata version {svc.rollback(ctx, version)}")
+        click.echo(f"metadata version {svc.rollback(ctx, version, comment=comment)}")
 
 
 @main.command()
