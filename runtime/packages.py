@@ -16,32 +16,78 @@ from loomwork.metadata.packages import Package
 from .context import Context
 from .publishing import MetadataService
 
+#: A package version: semantic versioning's MAJOR.MINOR.PATCH with an optional
+#: pre-release (``1.4.0-rc.2``), as the manifest schema allows.
+_SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?$")
 
-def _version_tuple(text: str) -> tuple[int, ...]:
-    return tuple(int(p) for p in re.findall(r"\d+", text.split("-")[0])[:3])
+
+def version_key(text: str) -> tuple:
+    """A sort key giving semantic versioning's precedence (semver.org §11): numbers
+    compare as numbers; a pre-release comes before its release; pre-release parts
+    compare numerically when numeric, else as text, numeric before text, and a longer
+    list after its own prefix (``1.0.0-alpha < 1.0.0-alpha.1 < 1.0.0-beta < 1.0.0``).
+
+    (Not :mod:`packaging.version`: PEP 440 cannot read every pre-release semantic
+    versioning allows, such as ``1.0.0-x.7.z``, and orders some differently.)
+
+    :raises ValueError: for a text that is not such a version.
+    """
+    m = _SEMVER.match(text) if isinstance(text, str) else None
+    if m is None:
+        raise ValueError(f"{text!r} is not a version like 1.2.0 or 1.2.0-rc.1")
+    release = tuple(int(g) for g in m.group(1, 2, 3))
+    if m.group(4) is None:
+        return (release, 1, ())
+    parts = tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in m.group(4).split("."))
+    return (release, 0, parts)
 
 
 def satisfies(installed: str, spec: str | None) -> bool:
-    """``spec`` is empty (any), ``1.2.0`` (exact), or ``>=1.2.0``."""
+    """``spec`` is empty (any), ``1.2.0`` or ``=1.2.0`` (exact), or ``>=1.2.0``.
+
+    :raises ValueError: if ``spec`` or ``installed`` is not of that form.
+    """
     if not spec:
         return True
     if spec.startswith(">="):
-        return _version_tuple(installed) >= _version_tuple(spec[2:])
-    return _version_tuple(installed) == _version_tuple(spec.lstrip("="))
+        return version_key(installed) >= version_key(spec[2:].strip())
+    return version_key(installed) == version_key(spec.removeprefix("=").strip())
+
+
+class DowngradeRefused(ConflictError):
+    """Installing a version older than the one the tenant has."""
+
+    def __init__(self, name: str, installed: str, offered: str) -> None:
+        super().__init__(f"{name} {installed} is installed; {offered} is older, and installing it would downgrade "
+                         f"the package (allow the downgrade to install it anyway)")
+        self.package, self.installed, self.offered = name, installed, offered
 
 
 class PackageService:
     def __init__(self, metadata: MetadataService) -> None:
         self.metadata = metadata
 
-    def merged(self, ctx: Context, pkg: Package) -> tuple[dict[str, Any], int]:
-        """The tenant document with ``pkg`` merged in, and the version it is based on."""
+    def merged(self, ctx: Context, pkg: Package, *, allow_downgrade: bool = False) -> tuple[dict[str, Any], int]:
+        """The tenant document with ``pkg`` merged in, and the version it is based on.
+
+        :raises DowngradeRefused: when the tenant has a newer version of ``pkg``, unless
+            ``allow_downgrade``.
+        :raises ValidationError: when a dependency is missing or too old.
+        """
         current = self.metadata.current(ctx)
         doc = copy.deepcopy(current.doc)
         own = current.ownership
         installed = doc.get("packages", {})
-        missing = [d for d in pkg.manifest.get("depends", [])
-                   if d["name"] not in installed or not satisfies(installed[d["name"]]["version"], d.get("version"))]
+        have = installed.get(pkg.name, {}).get("version")
+        if have is not None and not allow_downgrade and version_key(pkg.version) < version_key(have):
+            raise DowngradeRefused(pkg.name, have, pkg.version)
+        missing = []
+        for d in pkg.manifest.get("depends", []):
+            try:
+                if d["name"] not in installed or not satisfies(installed[d["name"]]["version"], d.get("version")):
+                    missing.append(d)
+            except ValueError as exc:
+                raise ValidationError({"package.depends": [f"{d['name']}: {exc}"]}) from None
         if missing:
             need = ", ".join(f"{d['name']} {d.get('version', '')}".strip() for d in missing)
             raise ValidationError({"package.depends": [f"install {need} first"]})
@@ -86,12 +132,14 @@ class PackageService:
         doc.setdefault("packages", {})[pkg.name] = dict(pkg.manifest)
         return doc, current.version
 
-    def install(self, ctx: Context, pkg: Package, *, comment: str = "") -> int:
-        """Install or re-install ``pkg`` as ``ctx``'s actor; returns the published version.
+    def install(self, ctx: Context, pkg: Package, *, comment: str = "", allow_downgrade: bool = False) -> int:
+        """Install, re-install or upgrade ``pkg`` as ``ctx``'s actor; returns the published version.
 
         :param comment: why, kept in the version history after "Install NAME VERSION".
+        :param allow_downgrade: install even when the tenant has a newer version.
+        :raises DowngradeRefused: see :meth:`merged`.
         """
-        doc, base = self.merged(ctx, pkg)
+        doc, base = self.merged(ctx, pkg, allow_downgrade=allow_downgrade)
         what = f"Install {pkg.name} {pkg.version}"
         return self.metadata.publish(ctx, doc, comment=f"{what}: {comment}" if comment else what,
                                      base_version=base, package=pkg.name)

@@ -156,6 +156,23 @@ def test_package_install_and_meta_plan_apply_rollback(cli, tmp_path):
     assert "objects.deal.fields.amount.precision: must be <= 18" in bad
 
 
+def test_package_downgrade_needs_allow_downgrade(cli, tmp_path):
+    """Defect 15 of issue 11."""
+    cli("init", "--password", "a-long-password")
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "note.yaml").write_text("kind: object\nname: note\nfields: {body: {type: text}}\n")
+    (pkg / "package.yaml").write_text("name: notes\nversion: 2.0.0\ntitle: Notes\n")
+    cli("package", "install", str(pkg))
+    (pkg / "package.yaml").write_text("name: notes\nversion: 1.5.0\ntitle: Notes\n")
+    for extra in ((), ("--dry-run",)):
+        out = cli("package", "install", str(pkg), *extra, ok=False).output
+        assert "error: notes 2.0.0 is installed and 1.5.0 is older; give --allow-downgrade to install it anyway" in out
+    assert "Install notes 2.0.0" in cli("meta", "versions").output.splitlines()[1]
+    assert "metadata version 2" in cli("package", "install", str(pkg), "--allow-downgrade").output
+    assert "Install notes 1.5.0" in cli("meta", "versions").output.splitlines()[1]
+
+
 def test_bad_package_reports_the_file(cli, tmp_path):
     cli("init", "--password", "a-long-password")
     pkg = tmp_path / "pkg"

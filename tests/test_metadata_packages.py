@@ -1,6 +1,7 @@
 """Packages: loading YAML folders (errors name the file), installing, dependencies."""
 from __future__ import annotations
 
+import random
 import textwrap
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pytest
 from loomwork.metadata.errors import MetadataError, ValidationError
 from loomwork.metadata.packages import MAX_FILE_BYTES, load_package
 from loomwork.plugins import crm_sample
-from loomwork.runtime.packages import satisfies
+from loomwork.runtime.packages import DowngradeRefused, satisfies, version_key
 
 MANIFEST = "name: kit\nversion: 1.0.0\ntitle: {en: Kit, zh-CN: 套件}\n"
 
@@ -174,10 +175,28 @@ def test_sample_package_loads():
 @pytest.mark.parametrize("installed,spec,ok", [
     ("1.2.0", None, True), ("1.2.0", "", True), ("1.2.0", "1.2.0", True), ("1.2.0", "=1.2.0", True),
     ("1.2.0", "1.2.1", False), ("1.10.0", ">=1.9.0", True), ("1.2.0", ">=1.10.0", False),
-    ("2.0.0-beta", ">=2.0.0", True),
+    ("2.0.0-beta", ">=2.0.0", False), ("2.0.0", ">=2.0.0-beta", True), ("2.0.0-rc.1", ">=2.0.0-beta.3", True),
+    ("1.2.0", ">= 1.2.0", True), ("1.2.0", "= 1.2.0", True),
 ])
 def test_version_specs(installed, spec, ok):
     assert satisfies(installed, spec) is ok
+
+
+def test_versions_follow_semantic_versioning_precedence():
+    """The order semver.org §11 gives, however the list starts out."""
+    ordered = ["0.9.9", "1.0.0-0.3.7", "1.0.0-alpha", "1.0.0-alpha.1", "1.0.0-alpha.beta", "1.0.0-beta",
+               "1.0.0-beta.2", "1.0.0-beta.11", "1.0.0-rc.1", "1.0.0-x.7.z.92", "1.0.0", "1.0.1", "1.2.0", "1.10.0",
+               "2.0.0", "10.0.0"]
+    for seed in range(5):
+        shuffled = ordered[:]
+        random.Random(seed).shuffle(shuffled)
+        assert sorted(shuffled, key=version_key) == ordered
+    assert version_key("1.2.3") == version_key("1.2.3")
+    for bad in ("1.2", "1.2.3.4", "v1.2.3", "1.02.3", "1.2.3-", "1.2.3-a..b", "", None, "1.2.3+build"):
+        with pytest.raises(ValueError):
+            version_key(bad)
+    with pytest.raises(ValueError):
+        satisfies("1.0.0", ">=one")
 
 
 # -- installing (storage: both dialects) ---------------------------------------------
@@ -226,6 +245,28 @@ def test_dependencies_are_checked(lw_services, lw_ctx, tmp_path):
     own = lw_services.metadata.current(lw_ctx).ownership
     assert own["objects.extra"]["package"] == "addon"
     assert own["objects.thing"]["package"] == "base"
+
+
+def test_installing_an_older_version_is_refused_unless_allowed(lw_services, lw_ctx, tmp_path):
+    """Defect 15 of issue 11: a downgrade is refused with a clear message, or done when allowed."""
+    files = {"thing.yaml": "kind: object\nname: thing\nfields: {n: {type: text}}\n"}
+    kit = make_pkg(tmp_path / "kit", files, manifest="name: kit\nversion: 1.10.0\ntitle: Kit\n")
+    packages = lw_services.packages
+    packages.install(lw_ctx, load_package(kit))
+    (kit / "package.yaml").write_text("name: kit\nversion: 1.9.0\ntitle: Kit\n")  # older, though "9" > "1" as text
+    for attempt in (lambda pkg: packages.install(lw_ctx, pkg), lambda pkg: packages.merged(lw_ctx, pkg)):
+        with pytest.raises(DowngradeRefused) as info:
+            attempt(load_package(kit))
+        assert info.value.status == 409
+        assert info.value.message.startswith("kit 1.10.0 is installed; 1.9.0 is older")
+    assert lw_services.metadata.current(lw_ctx).doc["packages"]["kit"]["version"] == "1.10.0"
+    (kit / "package.yaml").write_text("name: kit\nversion: 1.10.0-rc.1\ntitle: Kit\n")  # a pre-release is older
+    with pytest.raises(DowngradeRefused):
+        packages.install(lw_ctx, load_package(kit))
+    assert packages.install(lw_ctx, load_package(kit), allow_downgrade=True) == 2
+    assert lw_services.metadata.current(lw_ctx).doc["packages"]["kit"]["version"] == "1.10.0-rc.1"
+    (kit / "package.yaml").write_text("name: kit\nversion: 1.10.0\ntitle: Kit\n")
+    assert packages.install(lw_ctx, load_package(kit)) == 3  # upgrading needs no permission
 
 
 def test_semantically_invalid_package_fails_at_install(lw_services, lw_ctx, tmp_path):

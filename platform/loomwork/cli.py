@@ -394,18 +394,27 @@ def package() -> None:
 @as_option
 @comment_option
 @click.option("--dry-run", is_flag=True, help="Show the plan and change nothing.")
+@click.option("--allow-downgrade", is_flag=True, help="Install even if the tenant has a newer version.")
 @click.pass_obj
 def package_install(env: Env, path: str, tenant: str | None, as_user: str | None, comment: str,
-                    dry_run: bool) -> None:
-    """Install or upgrade the package in folder PATH (published as one metadata version)."""
+                    dry_run: bool, allow_downgrade: bool) -> None:
+    """Install or upgrade the package in folder PATH (published as one metadata version).
+    An older version than the installed one is refused unless --allow-downgrade."""
+    from loomwork.runtime.packages import DowngradeRefused
+
     ctx = env.ctx(tenant, as_user)
     pkg = load_package(path)
     services = env.state.services
-    if dry_run:
-        doc, _ = services.packages.merged(ctx, pkg)
-        _print_plan(services.metadata.preview(ctx, doc).as_dict())
-        return
-    version = services.packages.install(ctx, pkg, comment=comment)
+    try:
+        if dry_run:
+            doc, _ = services.packages.merged(ctx, pkg, allow_downgrade=allow_downgrade)
+            _print_plan(services.metadata.preview(ctx, doc).as_dict())
+            return
+        version = services.packages.install(ctx, pkg, comment=comment, allow_downgrade=allow_downgrade)
+    except DowngradeRefused as exc:
+        click.secho(f"error: {exc.package} {exc.installed} is installed and {exc.offered} is older; "
+                    f"give --allow-downgrade to install it anyway", fg="red", err=True)
+        sys.exit(1)
     click.echo(f"installed {pkg.name} {pkg.version}: metadata version {version}")
 
 
