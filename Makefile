@@ -4,6 +4,9 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 PIP_INSTALL = $(BIN)/pip install --quiet --disable-pip-version-check
 QUICK  ?=
+# make demo PORT=5001 HOST=0.0.0.0: where the demo listens (default 127.0.0.1:5000).
+PORT   ?=
+HOST   ?=
 
 .PHONY: demo test lint bench clean messages
 
@@ -20,7 +23,7 @@ $(VENV)/.installed-dev: $(BIN)/activate setup.cfg pyproject.toml
 	touch $(VENV)/.installed $@
 
 demo: $(VENV)/.installed
-	$(BIN)/loomwork demo
+	$(BIN)/loomwork demo $(if $(PORT),--port $(PORT),) $(if $(HOST),--host $(HOST),)
 
 test: $(VENV)/.installed-dev
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e . --config-settings editable_mode=strict

@@ -208,3 +208,45 @@ def test_scripts_switch_dry_run_runs_and_worker(cli, tmp_path):
     assert "shout" in runs and "(dry run)" in runs and "ok" in runs
     cli("worker", "--once")  # first sight of "tick": its schedule starts now
     assert "scripts are disabled" in cli("tenant", "scripts", "--disable").output
+
+
+def test_demo_prints_every_user_and_serves_on_the_port_asked(tmp_path, monkeypatch, lw_cheap_passwords):
+    """Defect 16 of issue 11: every demo user with the password and roles; --port, make demo PORT=."""
+    import socket
+    import subprocess
+    from pathlib import Path
+
+    for name in ("LOOMWORK_DATABASE_URL", "LOOMWORK_NAMESPACE", "LOOMWORK_DEFAULT_TENANT"):
+        monkeypatch.delenv(name, raising=False)
+    instance = str(tmp_path / "demo")
+    runner = CliRunner()
+
+    def demo(*args: str):
+        return runner.invoke(main, ["demo", "--instance", instance, "--records", "12", *args], catch_exceptions=False)
+
+    first = demo("--no-serve", "--port", "5099")
+    assert first.exit_code == 0, first.output
+    assert "URL:       http://127.0.0.1:5099/" in first.output
+    password = (Path(instance) / "demo-login.json").read_text().split('"password": "')[1].split('"')[0]
+    rows = {line.split()[0]: line.split() for line in first.output.splitlines()
+            if line.startswith("    ") and f"/ {password}" in line}
+    assert {name: row[2:4] for name, row in rows.items()} == {
+        "admin": [password, "admin"], "sam": [password, "sales"], "fiona": [password, "finance"],
+        "felix": [password, "finance"]}
+    again = demo("--no-serve")
+    assert "reusing the demo instance" in again.output
+    assert [line for line in again.output.splitlines() if f"/ {password}" in line] == \
+        [line for line in first.output.splitlines() if f"/ {password}" in line]
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        busy = runner.invoke(main, ["demo", "--instance", str(tmp_path / "other"), "--port", str(port)])
+    assert busy.exit_code == 1
+    assert f"cannot serve on 127.0.0.1:{port}" in busy.output and "make demo PORT=" in busy.output
+    assert not (tmp_path / "other" / "demo-login.json").exists()  # refused before building anything
+    assert demo("--port", "70000").exit_code == 2
+
+    root = Path(__file__).resolve().parent.parent
+    dry = subprocess.run(["make", "-n", "demo", "PORT=5001", "HOST=0.0.0.0"], cwd=root, capture_output=True,
+                         text=True, check=True).stdout.splitlines()
+    assert dry[-1].split() == [".venv/bin/loomwork", "demo", "--port", "5001", "--host", "0.0.0.0"]

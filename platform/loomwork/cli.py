@@ -541,24 +541,45 @@ def meta_rollback(env: Env, version: int, tenant: str | None, as_user: str | Non
 @click.option("--instance", default="instance", show_default=True, type=click.Path(file_okay=False))
 @click.option("--records", default=300, show_default=True, help="How many sample records to create.")
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=5000, show_default=True, type=int)
+@click.option("--port", default=5000, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--no-serve", is_flag=True, help="Set up the instance and exit.")
 def demo(instance: str, records: int, host: str, port: int, no_serve: bool) -> None:
-    """An embedded SQLite instance with the sample CRM package and sample data."""
+    """An embedded SQLite instance with the sample CRM package and sample data, served
+    on --host/--port (``make demo PORT=5001`` passes the port)."""
     from loomwork.app import create_app
 
     from .demo import setup_demo
 
+    if not no_serve:
+        _check_port(host, port)  # before the set-up, not after it
     app = create_app({"database_url": f"sqlite:///{instance}", "instance_dir": instance, "secure_cookies": False})
     login = setup_demo(app.extensions["loomwork"], records, echo=click.echo)
+    url = f"http://{host}:{port}"
     click.secho("\nLoomwork demo is ready.", fg="green", bold=True)
-    click.echo(f"  URL:       http://{host}:{port}/")
-    click.echo(f"  Login:     {login['username']} / {login['password']}")
-    click.echo(f"  API token: {login['token']}")
-    click.echo(f"  Try:       curl -H 'Authorization: Bearer {login['token']}' http://{host}:{port}/api/v1/data/deal?limit=3")
-    click.echo(f"  OpenAPI:   http://{host}:{port}/api/v1/openapi.json\n")
+    click.echo(f"  URL:       {url}/")
+    click.echo("  Sign in as (username / password, roles, name):")
+    width = max(len(u["username"]) for u in login["users"])
+    roles_width = max(len(", ".join(u["roles"])) for u in login["users"])
+    for u in login["users"]:
+        click.echo(f"    {u['username']:<{width}} / {login['password']}   {', '.join(u['roles']):<{roles_width}}"
+                   f"   {u['full_name']}")
+    click.echo(f"  API token: {login['token']}  (of {login['username']})")
+    click.echo(f"  Try:       curl -H 'Authorization: Bearer {login['token']}' {url}/api/v1/data/deal?limit=3")
+    click.echo(f"  OpenAPI:   {url}/api/v1/openapi.json\n")
     if not no_serve:
         app.run(host=host, port=port, threaded=True, use_reloader=False)
+
+
+def _check_port(host: str, port: int) -> None:
+    """:raises LoomworkError: if nothing can listen on ``host:port`` (it is taken, say)."""
+    import socket
+
+    try:
+        with socket.create_server((host, port)):
+            pass
+    except OSError as exc:
+        raise LoomworkError(f"cannot serve on {host}:{port} ({exc.strerror or exc}); choose another port with "
+                            f"--port (make demo PORT=...)") from None
 
 
 def _load_plugin_commands() -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import random
-import secrets
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 from loomwork.metadata.packages import load_package
 from loomwork.plugins import crm_sample
 from loomwork.runtime.context import Actor, Context
+from loomwork.runtime.users import generate_password
 
 COMPANIES = ["Acme", "Globex", "Initech", "Umbrella", "Hooli", "Stark", "Wayne", "Wonka", "Tyrell", "Cyberdyne",
              "Soylent", "Vandelay", "Massive Dynamic", "Aperture", "Black Mesa", "Oceanic", "Duff", "Gringotts",
@@ -66,34 +66,55 @@ def sample_records(n: int, seed: int = 7) -> dict[str, list[dict[str, Any]]]:
     return {"account": accounts, "contact": contacts, "deal": deals}
 
 
-def setup_demo(state, records: int, echo: Callable[[str], None] = print) -> dict[str, str]:
-    """Create (or reuse) the demo tenant and return the admin's login and an API token."""
+#: The demo's people: (username, full name, roles, manager). Sam's quote discounts go
+#: to the admin (his manager) and, above 40%, to both finance users.
+DEMO_USERS = (
+    ("admin", "Demo Admin", ("admin",), None),
+    ("sam", "Sam Sales", ("sales",), "admin"),
+    ("fiona", "Fiona Finance", ("finance",), None),
+    ("felix", "Felix Finance", ("finance",), None),
+)
+
+
+def setup_demo(state, records: int, echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """Create (or reuse) the demo tenant. Returns the admin's login (``username``,
+    ``password``: every demo user's, ``token``: an API token of the admin) and ``users``:
+    each user of the tenant as ``{username, full_name, roles}``, read from the tenant."""
     platform, services = state.platform, state.services
     tenant_name = state.settings.default_tenant
     login_file = Path(state.settings.instance_dir) / "demo-login.json"
     if platform.exists(tenant_name) and login_file.exists():
         echo(f"reusing the demo instance in {state.settings.instance_dir}/")
-        return json.loads(login_file.read_text())
+        login = json.loads(login_file.read_text())
+    else:
+        login = _create_demo(state, tenant_name, records, echo)
+        login_file.write_text(json.dumps(login))
+        login_file.chmod(0o600)
+    ctx = Context(platform.tenant(tenant_name), Actor.system())
+    login["users"] = [{"username": u.username, "full_name": u.full_name, "roles": sorted(u.roles)}
+                      for u in services.users.list(ctx) if u.active]
+    return login
+
+
+def _create_demo(state, tenant_name: str, records: int, echo: Callable[[str], None]) -> dict[str, str]:
+    platform, services = state.platform, state.services
     if platform.exists(tenant_name):
         platform.drop_tenant(tenant_name)
     tenant = platform.create_tenant(tenant_name, "Demo company")
     ctx = Context(tenant, Actor.system())
-    password = secrets.token_urlsafe(9)
-    admin = services.users.create(ctx, "admin", password, roles=("admin",), full_name="Demo Admin")
-    version = services.packages.install(ctx, load_package(crm_sample.PATH))  # brings the sales and finance roles
-    sam = services.users.create(ctx, "sam", password, roles=("sales",), full_name="Sam Sales")
-    # People for the quote discount approval: sam reports to the admin; two in finance.
-    services.users.set_manager(ctx, sam.id, admin.id)
-    for name, full in (("fiona", "Fiona Finance"), ("felix", "Felix Finance")):
-        services.users.create(ctx, name, password, roles=("finance",), full_name=full)
+    password = generate_password()
+    version = services.packages.install(ctx, load_package(crm_sample.PATH))  # first: it brings the roles
     echo(f"installed the sample CRM package (metadata version {version})")
+    made = {}
+    for username, full_name, roles, manager in DEMO_USERS:
+        made[username] = services.users.create(ctx, username, password, roles=roles, full_name=full_name)
+        if manager:
+            services.users.set_manager(ctx, made[username].id, made[manager].id)
+    admin = made["admin"]
     admin_ctx = Context(tenant, admin.actor())
     for obj, rows in sample_records(records).items():
         for start in range(0, len(rows), 500):
             services.records.bulk_create(admin_ctx, obj, rows[start:start + 500])
         echo(f"created {len(rows)} {obj} records")
     token = services.users.create_token(ctx, admin.id, "demo")
-    login = {"username": "admin", "password": password, "token": token}
-    login_file.write_text(json.dumps(login))
-    login_file.chmod(0o600)
-    return login
+    return {"username": admin.username, "password": password, "token": token}
