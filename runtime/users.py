@@ -152,6 +152,19 @@ def _keep_an_admin(conn: sa.Connection, user_id: int) -> None:
         raise ConflictError("this is the tenant's last active administrator; make someone else one first")
 
 
+def refuse_sign_in(password: Any) -> None:
+    """Refuse a sign-in that cannot succeed (an unknown workspace, say) as slowly and in
+    the same words as a wrong password, so the answer tells nothing about what exists.
+
+    :raises AuthenticationRequired: always.
+    """
+    try:
+        _hasher.verify(_DUMMY_HASH, password if isinstance(password, str) else "")
+    except (VerificationError, InvalidHashError):
+        pass  # the point was the time it takes; the verdict is the same either way
+    raise AuthenticationRequired("wrong username or password")
+
+
 def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 

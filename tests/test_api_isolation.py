@@ -168,4 +168,52 @@ def test_sign_in_page_does_not_list_tenants(tenants, crm_app):
     assert web.post("/login", data=form).status_code == 302
     assert web.get("/api/v1/auth/me").json["tenant"] == "other"
     # An unknown or malformed tenant in the link just shows the default workspace.
-    assert 'value="main"' in web.get("/login?tenant=BAD!").get_data(as_text=True)
+    assert 'value="main"' in crm_app.test_client().get("/login?tenant=BAD!").get_data(as_text=True)
+
+
+def test_workspace_field_fails_like_a_wrong_password_and_is_remembered(tenants, crm_app, monkeypatch):
+    """Defect 19 of issue 11: the sign-in form's Workspace field."""
+    from loomwork.runtime import users as users_mod
+
+    web = crm_app.test_client()
+    html = web.get("/login").get_data(as_text=True)
+    assert '<label for="workspace">Workspace</label>' in html and 'id="workspace" name="tenant" value="main"' in html
+    csrf = html.split('name="csrf_token" value="')[1].split('"')[0]
+    form = {"csrf_token": csrf, "tenant": "other", "username": "olga", "password": "olga-password"}
+    verified = []
+    real = users_mod._hasher
+
+    class Counting:
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def verify(self, stored, password):
+            verified.append(stored)
+            return real.verify(stored, password)
+
+    monkeypatch.setattr(users_mod, "_hasher", Counting())
+    answers = {}
+    for workspace, password in (("nope", "olga-password"), ("other", "wrong password"), ("BAD!", "olga-password")):
+        resp = web.post("/login", data={**form, "tenant": workspace, "password": password})
+        page = resp.get_data(as_text=True)
+        answers[workspace] = (resp.status_code, page.split('role="alert">')[1].split("<")[0])
+        assert f'name="tenant" value="{workspace}"' in page.replace("&#34;", '"')  # what was typed stays
+        assert not [c for c in resp.headers.getlist("Set-Cookie") if c.startswith("loomwork_workspace=")]
+    assert set(answers.values()) == {(401, "Wrong workspace, username or password.")}
+    # The unknown workspace took a password check's time like the wrong password did.
+    assert len(verified) == 3 and verified[0] == verified[2] == users_mod._DUMMY_HASH
+    api = web.post("/api/v1/auth/login", json={"tenant": "nope", "username": "olga", "password": "olga-password"})
+    assert api.status_code == 401 and len(verified) == 4
+    monkeypatch.setattr(users_mod, "_hasher", real)
+
+    ok = web.post("/login", data={**form, "tenant": " Other "})  # typed loosely
+    assert ok.status_code == 302
+    [cookie] = [c for c in ok.headers.getlist("Set-Cookie") if c.startswith("loomwork_workspace=")]
+    assert cookie.startswith("loomwork_workspace=other;") and "HttpOnly" in cookie and "SameSite=Lax" in cookie
+    web.post("/logout", data={"csrf_token": web.get("/").get_data(as_text=True)
+                              .split('name="csrf_token" value="')[1].split('"')[0]})
+    assert 'name="tenant" value="other"' in web.get("/login").get_data(as_text=True)  # remembered
+    assert 'name="tenant" value="main"' in web.get("/login?tenant=main").get_data(as_text=True)  # a link wins
+    assert 'name="tenant" value="other"' in web.get("/login?tenant=BAD!").get_data(as_text=True)
+    web.set_cookie("loomwork_workspace", "<script>")  # a forged cookie is not shown
+    assert 'name="tenant" value="main"' in web.get("/login").get_data(as_text=True)

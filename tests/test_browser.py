@@ -279,6 +279,40 @@ def test_sign_in_navigation_and_sign_out(open_page, live):
     assert page.request.get(live.url("/api/v1/data/deal")).status == 401
 
 
+def test_sign_in_to_another_workspace(open_page, live):
+    """Defect 19 of issue 11: a Workspace field (listing no tenants) signs in to another
+    tenant; an unknown one fails like a wrong password; the form remembers the last one."""
+    from loomwork.runtime.context import Actor, Context
+
+    name = _tag()
+    platform = live.state.platform
+    tenant = platform.create_tenant(name, "Second company")
+    try:
+        live.state.services.users.create(Context(tenant, Actor.system()), "olga", live.password, roles=("admin",))
+        page = open_page("/login", user=None)
+        workspace = page.get_by_label("Workspace")
+        expect(workspace).to_have_value("main")
+        assert name not in page.content()
+        _shot(page, "login-workspace")
+        workspace.fill("nope")
+        _sign_in(page, live, "olga")
+        expect(page.locator(".notice-error")).to_have_text("Wrong workspace, username or password.")
+        expect(workspace).to_have_value("nope")  # kept, to be corrected
+        expect(page.locator("#username")).to_have_value("olga")
+        workspace.fill(name.upper())  # names are lower case; what was typed is forgiven
+        _sign_in(page, live, "olga")
+        page.wait_for_url(live.url("/"))
+        expect(page.locator("main h1")).to_have_text("Welcome, olga")
+        nav = page.get_by_role("navigation", name="Objects")
+        expect(nav.locator("h2.nav-group")).to_have_count(0)  # the second tenant has no objects yet
+        page.get_by_role("button", name="Sign out").click()
+        page.wait_for_url(live.url("/login"))
+        expect(page.get_by_label("Workspace")).to_have_value(name)  # remembered for the next sign-in
+        _shot(page, "login-remembered-workspace")
+    finally:
+        platform.drop_tenant(name)
+
+
 # -- 2. create, edit and delete a record ------------------------------------------------
 
 def test_create_edit_and_delete_a_deal(open_page, live):

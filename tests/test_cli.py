@@ -53,6 +53,31 @@ def test_init_tenants_users_and_tokens(cli):
     assert "no user 'zed'" in cli("user", "token", "zed", ok=False).output
 
 
+def test_tenant_create_makes_its_administrator(cli):
+    """Defect 19 of issue 11: a new tenant comes with an administrator who can sign in."""
+    from loomwork import create_app
+    from loomwork.runtime.context import Actor, Context
+
+    cli("init", "--password", "a-long-password")
+    out = cli("tenant", "create", "acme", "--title", "Acme Co", "--admin", "ada").output.strip()
+    assert out.startswith("tenant acme created; administrator ada / ")
+    generated = out.rsplit(" / ", 1)[1]
+    assert len(generated) >= 16
+    out = cli("tenant", "create", "globex", "--admin", "gus", "--password", "gus-password-1").output.strip()
+    assert out == "tenant globex created; administrator gus"  # a password given is not printed
+    # Nothing is left behind when the administrator cannot be made.
+    assert "at least 10 characters" in cli("tenant", "create", "initech", "--password", "short", ok=False).output
+    assert "printable" in cli("tenant", "create", "initech", "--admin", "x" * 151, ok=False).output
+    assert "initech" not in cli("tenant", "list").output
+    assert cli("user", "list", "--tenant", "acme").output.splitlines()[1].split()[-3:] == ["admin", "-", "active"]
+
+    st = create_app({"database_url": cli.database_url}).extensions["loomwork"]
+    for tenant, username, password in (("acme", "ada", generated), ("globex", "gus", "gus-password-1")):
+        ctx = Context(st.platform.tenant(tenant), Actor(None, "anonymous", frozenset()))
+        assert st.services.users.authenticate(ctx, username, password).roles == {"admin"}
+    st.platform.dispose()
+
+
 def test_user_roles_are_checked_and_users_managed(cli):
     """Defect 8 of issue 11: roles are the tenant's; list, update, deactivate and reset users."""
     cli("init", "--admin", "boss", "--password", "a-long-password")

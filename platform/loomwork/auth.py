@@ -23,7 +23,7 @@ from loomwork.metadata.errors import (
     PermissionDenied,
 )
 from loomwork.runtime.context import Actor, Context
-from loomwork.runtime.users import token_tenant
+from loomwork.runtime.users import refuse_sign_in, token_tenant
 
 from .state import state
 
@@ -175,9 +175,12 @@ def login(tenant_name: str | None, username: str, password: str):
     throttle: LoginThrottle = st.login_throttle
     throttle.check(*keys)
     try:
-        ctx = anonymous_context(tenant_name)
+        try:
+            ctx = anonymous_context(tenant_name)
+        except NotFound:  # no such workspace: answered like a wrong password, as slowly
+            refuse_sign_in(password)
         user = st.services.users.authenticate(ctx, username, password)
-    except (AuthenticationRequired, NotFound):
+    except AuthenticationRequired:
         throttle.failed(*keys)
         raise AuthenticationRequired("wrong tenant, username or password") from None
     throttle.succeeded(keys[0])

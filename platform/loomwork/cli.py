@@ -98,18 +98,46 @@ as_option = click.option("--as", "as_user", default=None, metavar="USER",
 comment_option = click.option("--comment", "-m", default="", help="Why (kept in the version history).")
 
 
+def _create_tenant(env: Env, name: str, title: str | None, admin: str, password: str | None) -> None:
+    """Create tenant ``name`` with its administrator, or nothing: a tenant nobody can
+    administer is no use. Prints the password when it made one up."""
+    from loomwork.runtime.users import check_password_strength
+
+    if password is not None:
+        check_password_strength(password)
+    chosen = password or generate_password()
+    platform = env.state.platform
+    created = platform.create_tenant(name, title)
+    try:
+        env.state.services.users.create(Context(created, operator()), admin, chosen, roles=("admin",))
+    except LoomworkError:
+        platform.drop_tenant(name)
+        raise
+    click.echo(f"tenant {name} created; administrator {admin}" + ("" if password else f" / {chosen}"))
+
+
+admin_options = [
+    click.option("--admin", default="admin", show_default=True, metavar="USERNAME",
+                 help="The username of the tenant's administrator."),
+    click.option("--password", default=None, help="The administrator's password (default: generated and printed)."),
+]
+
+
+def _with(options):
+    def decorate(f):
+        for option in reversed(options):
+            f = option(f)
+        return f
+    return decorate
+
+
 @main.command()
 @click.option("--tenant", "-t", default="main", show_default=True)
-@click.option("--admin", default="admin", show_default=True)
-@click.option("--password", default=None, help="Admin password (default: generated and printed).")
+@_with(admin_options)
 @click.pass_obj
 def init(env: Env, tenant: str, admin: str, password: str | None) -> None:
     """Create the platform, a first tenant and its administrator."""
-    st = env.state
-    st.platform.create_tenant(tenant)
-    password = password or generate_password()
-    st.services.users.create(env.ctx(tenant), admin, password, roles=("admin",))
-    click.echo(f"tenant {tenant} created; administrator {admin} / {password}")
+    _create_tenant(env, tenant, None, admin, password)
 
 
 @main.command()
@@ -131,10 +159,12 @@ def tenant() -> None:
 @tenant.command("create")
 @click.argument("name")
 @click.option("--title", default=None)
+@_with(admin_options)
 @click.pass_obj
-def tenant_create(env: Env, name: str, title: str | None) -> None:
-    env.state.platform.create_tenant(name, title)
-    click.echo(f"tenant {name} created")
+def tenant_create(env: Env, name: str, title: str | None, admin: str, password: str | None) -> None:
+    """Create tenant NAME with its administrator. Its users sign in with NAME in the
+    sign-in page's Workspace field (or at /login?tenant=NAME)."""
+    _create_tenant(env, name, title, admin, password)
 
 
 @tenant.command("list")

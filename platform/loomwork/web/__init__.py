@@ -86,12 +86,23 @@ def _page_error(exc: LoomworkError):
                            message=exc.message), exc.status
 
 
-def _workspace(raw: str | None) -> str:
-    """The tenant a sign-in page is for: ``/login?tenant=acme``, else the default one.
+#: Remembers the workspace of the last sign-in in this browser (a name the visitor typed
+#: themself, so it tells them nothing new), for the next sign-in form.
+WORKSPACE_COOKIE = "loomwork_workspace"
+WORKSPACE_COOKIE_DAYS = 365
 
-    The page never lists tenants: their names are not for anonymous visitors to collect.
+
+def _workspace(raw: str | None) -> str:
+    """The workspace (tenant) a sign-in form starts with: ``/login?tenant=acme``, else the
+    one this browser last signed in to, else the default one.
+
+    The page never lists tenants, and shows a name without checking that it exists:
+    their names are not for anonymous visitors to collect.
     """
-    return raw if raw and TENANT_NAME.match(raw) else state().settings.default_tenant
+    for candidate in (raw, request.cookies.get(WORKSPACE_COOKIE)):
+        if candidate and TENANT_NAME.match(candidate):
+            return candidate
+    return state().settings.default_tenant
 
 
 def _next_url(raw: str | None) -> str:
@@ -110,8 +121,9 @@ def login_form():
 @bp.post("/login")
 def login_submit():
     set_locale(None)
-    asked = request.form.get("tenant") or None  # a bad name fails like a wrong password
-    tenant = _workspace(asked)
+    # An unknown or malformed workspace fails exactly like a wrong password (auth.login).
+    typed = request.form.get("tenant", "").strip()
+    asked = typed.lower() or None  # tenant names are lower case; forgive the capitals
     try:
         auth.check_csrf(request.form.get("csrf_token"))
         auth.login(asked, request.form.get("username", ""), request.form.get("password", ""))
@@ -119,10 +131,14 @@ def login_submit():
         message = (_("Wrong workspace, username or password.") if isinstance(exc, AuthenticationRequired)
                    else _("Too many failed sign-ins; wait a few minutes and try again.")
                    if exc.status == 429 else _("Your session expired; please try again."))
-        return render_template("login.html", csrf=auth.csrf_token(), error=message, tenant=tenant,
-                               username=request.form.get("username", ""), next=request.form.get("next", "")), \
-            exc.status, getattr(exc, "headers", {})
-    return redirect(_next_url(request.form.get("next")))
+        # What was typed stays in the form (bounded), so a mistyped workspace can be fixed.
+        return render_template("login.html", csrf=auth.csrf_token(), error=message,
+                               tenant=(typed or _workspace(None))[:64], username=request.form.get("username", ""),
+                               next=request.form.get("next", "")), exc.status, getattr(exc, "headers", {})
+    resp = redirect(_next_url(request.form.get("next")))
+    resp.set_cookie(WORKSPACE_COOKIE, session["tenant"], max_age=WORKSPACE_COOKIE_DAYS * 86400, httponly=True,
+                    samesite="Lax", secure=current_app.config["SESSION_COOKIE_SECURE"])
+    return resp
 
 
 @bp.post("/logout")
