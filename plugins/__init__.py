@@ -2,4 +2,4 @@
 industry templates shipped as packages."""
 
 #: Modules the plugin manager registers before any third-party plugin.
-DEFAULT_PLUGINS = ("loomwork.plugins.core_fields", "loomwork.plugins.core_functions")
+DEFAULT_PLUGINS = ("loomwork.plugins.core_fields", "loomwork.plugins.core_functions", "loomwork.plugins.core_writes")

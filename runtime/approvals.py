@@ -10,11 +10,12 @@ from ``pending`` only by a conditional update, under the instance's row lock, so
 two people deciding at the same moment exactly one wins and the other is told.
 
 While an instance is pending, its record is locked by the process's ``lock`` policy,
-checked by the record service on every write path.
+checked by the write pipeline on every write path. The engine's own writes to the
+record (an action's field updates, an approver's step-editable values) have the
+origin ``approval`` holding that record, which the lock lets through.
 """
 from __future__ import annotations
 
-import contextvars
 import datetime as dt
 import json
 import math
@@ -32,19 +33,15 @@ from .context import Actor, Context
 from .evaluation import fetch_paths, make_env, virtual_values
 from .expr import EvaluationError
 from .jobs import JobService, Notification
+from .participants import stored_row
 from .permissions import Permissions
+from .pipeline import Origin
 from .rules import compile_one
 
 OPEN = ("pending", "returned")
 #: Task states that still count (the others were replaced or withdrawn).
 LIVE = ("waiting", "pending", "approved", "rejected")
 
-#: The record (object, id) the engine is writing itself (an action's field updates, an
-#: approver's step-editable values): that record's lock does not apply to the process
-#: holding it. Only that record: anything else written meanwhile (a script's ctx.update)
-#: meets every lock as usual.
-_engine_writing: contextvars.ContextVar[tuple[str, int] | None] = contextvars.ContextVar(
-    "lw_engine_writing", default=None)
 
 
 def _dumps(value: Any) -> str:
@@ -609,9 +606,11 @@ class ApprovalService:
 
     # -- the record lock and automatic submission (called by the record service) ------------
     def check_write(self, ctx: Context, conn: sa.Connection, app: CompiledApp, object_name: str, record_id: int,
-                    fields: Iterable[str], *, delete: bool = False) -> None:
-        """Refuse a write the lock of the record's pending approval (or a lock action) forbids."""
-        if _engine_writing.get() == (object_name, record_id) or not has_processes(app, object_name):
+                    fields: Iterable[str], *, delete: bool = False, origin: Origin = Origin.USER) -> None:
+        """Refuse a write the lock of the record's pending approval (or a lock action)
+        forbids. The engine writing the record its process holds passes (only that
+        record: anything else written meanwhile meets every lock as usual)."""
+        if origin.holds(object_name, record_id) or not has_processes(app, object_name):
             return
         i = systables.approval_instances
         inst = conn.execute(sa.select(i).where(i.c.object == object_name, i.c.record_id == record_id,
@@ -638,10 +637,10 @@ class ApprovalService:
         raise PermissionDenied(f"{object_name} {record_id} is waiting for approval ({inst.process}) and locked")
 
     def after_write(self, ctx: Context, conn: sa.Connection, app: CompiledApp, object_name: str,
-                    new: Mapping[str, Any], old: Mapping[str, Any] | None) -> None:
+                    new: Mapping[str, Any], old: Mapping[str, Any] | None, *, origin: Origin = Origin.USER) -> None:
         """Submit the record to processes that start on create, or on an update that makes
         their condition true."""
-        if _engine_writing.get() == (object_name, new["id"]):
+        if origin.holds(object_name, new["id"]):
             return  # the process's own field updates start nothing
         trigger = "create" if old is None else "update"
         for proc in app.meta.approvals_for(object_name, trigger):
@@ -663,35 +662,33 @@ class ApprovalService:
     def _run_actions(self, ctx: Context, conn: sa.Connection, app: CompiledApp, inst: Any,
                      actions: Iterable[Mapping[str, Any]]) -> None:
         system = ctx.as_actor(Actor.system())
+        # The system writes, on behalf of whoever's decision ran the actions.
+        origin = Origin.approval(inst.object, inst.record_id, process=inst.process, on_behalf_of=ctx.actor.id)
         i = systables.approval_instances
         for action in actions:
             row = self._record(conn, app, inst.object, inst.record_id, None)
-            token = _engine_writing.set((inst.object, inst.record_id))
-            try:
-                if "set" in action:
-                    values = {f: _jsonable(self._value(ctx, conn, app, inst.object, src, row))
-                              for f, src in action["set"].items()}
-                    self.records.update(system, inst.object, inst.record_id, values)
-                elif "lock" in action:
-                    conn.execute(i.update().where(i.c.id == inst.id).values(locked=bool(action["lock"])))
-                    if not action["lock"]:  # unlock: also earlier instances' locks of this record
-                        conn.execute(i.update().where(i.c.object == inst.object, i.c.record_id == inst.record_id)
-                                     .values(locked=False))
-                elif "notify" in action:
-                    people = self._resolve(ctx, conn, app, inst, action["notify"]["to"], row)
-                    ids = self._create_tasks(ctx, conn, inst, inst.node or "end", inst.round, people, kind="cc")
-                    self._event(conn, inst.id, "notify", None, ctx.now(), action["notify"].get("message"),
-                                detail={"to": people, "tasks": ids})
-                elif "create" in action:
-                    values = {f: _jsonable(self._value(ctx, conn, app, inst.object, src, row))
-                              for f, src in action["create"]["values"].items()}
-                    self.records.create(system, action["create"]["object"], values)
-                elif "script" in action:
-                    if self.scripts is None:
-                        raise ValidationError({"_schema": ["scripts are not available here"]})
-                    self.scripts.run_action(system, inst.object, inst.record_id, action["script"])
-            finally:
-                _engine_writing.reset(token)
+            if "set" in action:
+                values = {f: _jsonable(self._value(ctx, conn, app, inst.object, src, row))
+                          for f, src in action["set"].items()}
+                self.records.update(system, inst.object, inst.record_id, values, origin=origin)
+            elif "lock" in action:
+                conn.execute(i.update().where(i.c.id == inst.id).values(locked=bool(action["lock"])))
+                if not action["lock"]:  # unlock: also earlier instances' locks of this record
+                    conn.execute(i.update().where(i.c.object == inst.object, i.c.record_id == inst.record_id)
+                                 .values(locked=False))
+            elif "notify" in action:
+                people = self._resolve(ctx, conn, app, inst, action["notify"]["to"], row)
+                ids = self._create_tasks(ctx, conn, inst, inst.node or "end", inst.round, people, kind="cc")
+                self._event(conn, inst.id, "notify", None, ctx.now(), action["notify"].get("message"),
+                            detail={"to": people, "tasks": ids})
+            elif "create" in action:
+                values = {f: _jsonable(self._value(ctx, conn, app, inst.object, src, row))
+                          for f, src in action["create"]["values"].items()}
+                self.records.create(system, action["create"]["object"], values, origin=origin)
+            elif "script" in action:
+                # The action script's writes to this record are the process's too.
+                self.scripts.run_action(system, inst.object, inst.record_id, action["script"],
+                                        origin=Origin("script", action["script"], origin.record, origin.on_behalf_of))
             self._event(conn, inst.id, "action", None, ctx.now(), None, node=inst.node,
                         detail={"action": next(iter(action))})
 
@@ -703,11 +700,9 @@ class ApprovalService:
         refused = sorted(set(values) - allowed)
         if refused:
             raise ValidationError({f: ["cannot be changed at this step"] for f in refused})
-        token = _engine_writing.set((inst.object, inst.record_id))
-        try:  # as the approver, with their field rules; the lock lets these fields through
-            self.records.update(ctx, inst.object, inst.record_id, dict(values))
-        finally:
-            _engine_writing.reset(token)
+        # As the approver, with their field rules; the lock lets the process's writes through.
+        self.records.update(ctx, inst.object, inst.record_id, dict(values),
+                            origin=Origin.approval(inst.object, inst.record_id, process=inst.process))
 
     # -- deadlines (jobs run by ``loomwork worker``) --------------------------------------------
     def _open_task(self, conn: sa.Connection, payload: Mapping[str, Any]) -> tuple[Any, Any] | None:
@@ -782,7 +777,7 @@ class ApprovalService:
         obj = app.object(object_name)
         if ctx is not None:
             self.permissions.check(ctx, app, object_name, "read")
-        return virtual_values(app, obj, dict(self.records._row(conn, obj, record_id)), ctx, conn)
+        return virtual_values(app, obj, dict(stored_row(conn, obj, record_id)), ctx, conn)
 
     def _value(self, ctx: Context, conn: sa.Connection, app: CompiledApp, object_name: str, source: str,
                row: Mapping[str, Any], old: Mapping[str, Any] | None = None) -> Any:

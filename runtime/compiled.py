@@ -85,8 +85,8 @@ class CompiledObject:
         """Per field a caller may name: (why it is refused or None, its parser, read-only)."""
         out = {}
         for n, f in self.fields.items():
-            refusal = ("is numbered by the system" if f.defn.type == "autonumber"
-                       else "is computed by the system" if f.ftype.computed else None)
+            refusal = ("is computed by the system" if f.ftype.computed
+                       else "is numbered by the system" if f.ftype.system_set else None)
             out[n] = (refusal, self.schema.fields[n], f.defn.read_only)
         return out
 
@@ -95,8 +95,7 @@ class CompiledObject:
         """Required fields checked with the input. Fields with a visibility condition are
         checked with the other rules (a field hidden by its condition is never required)."""
         return tuple(n for n, f in self.fields.items()
-                     if f.defn.required and not f.ftype.computed and f.defn.type != "autonumber"
-                     and n not in self.rules.visible)
+                     if f.defn.required and not f.ftype.system_set and n not in self.rules.visible)
 
     @functools.cached_property
     def value_checks(self) -> dict[str, CompiledField]:
@@ -108,6 +107,11 @@ class CompiledObject:
         """Fields' literal ``default`` values, parsed once."""
         return {n: self.schema.fields[n].deserialize(f.defn.default)
                 for n, f in self.fields.items() if f.defn.default is not None}
+
+    @functools.cached_property
+    def lookups(self) -> dict[str, str]:
+        """Fields holding ids of other records, with the object each points at."""
+        return {n: t for n, f in self.fields.items() if (t := f.ftype.reference_target(f.defn)) is not None}
 
     @functools.cached_property
     def stored_fields(self) -> tuple[str, ...]:
@@ -262,6 +266,10 @@ class Runtime:
                 compile_script(script["source"], name)
             except ScriptCompileError as exc:
                 errors.extend((f"scripts.{name}.source", msg) for msg in exc.errors)
+        if not errors and any("filter" in v or "sort" in v for v in doc.get("views", {}).values()):
+            from .query import view_errors  # the query engine builds on this module
+
+            errors.extend(view_errors(self.compile(doc, 0)))
         if errors:
             merged: dict[str, list[str]] = {}
             for path, msg in errors:

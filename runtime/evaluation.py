@@ -1,9 +1,10 @@
 """Applying an object's rules to one record as it is written.
 
-The record service calls :func:`apply_rules` for every record it creates or
-updates, whatever the caller (API, form, bulk write, import, script hook): expression
-defaults, stored formulas, field and section conditions, dependent choices and
-validation rules. Every failing check is collected, so one 422 lists them all.
+The write pipeline's ``defaults``, ``formulas`` and ``rules`` participants run a
+:class:`RuleRun` for every record created or updated, whatever the caller (API,
+form, bulk write, import, script hook): expression defaults, stored formulas, field
+and section conditions, dependent choices and validation rules. Every failing check
+is collected, so one 422 lists them all.
 
 Conditions are evaluated on the record as it will be saved, except ``read_only_if``
 on an update, which is evaluated on the record as stored: a user cannot unlock a
@@ -125,88 +126,107 @@ def virtual_values(app: CompiledApp, obj: CompiledObject, row: dict[str, Any], c
     return row
 
 
-def apply_rules(ctx: Context, conn: sa.Connection, app: CompiledApp, obj: CompiledObject,
-                values: dict[str, Any], old: Mapping[str, Any] | None, given: set[str],
-                prefix: str = "") -> dict[str, list[str]]:
-    """Complete ``values`` (defaults, stored formulas) and check the record's rules.
+class RuleRun:
+    """One record's rules as its write passes the ``defaults``, ``formulas`` and
+    ``rules`` stages: one evaluation environment (lookups fetched once), errors
+    collected so one 422 lists them all.
 
-    :param values: typed values being written (changed in place).
+    :param values: typed values being written (completed in place).
     :param old: the stored row for an update, ``None`` for a create.
     :param given: the fields the caller sent (a default never overrides them).
-    :returns: errors keyed ``prefix + field`` (``_schema`` for record-level rules).
     """
-    rules = obj.rules
-    creating = old is None
-    errors: dict[str, list[str]] = {}
 
-    def fail(name: str | None, message: str) -> None:
-        key = f"{prefix}{name}" if name else (prefix.rstrip(".") or "_schema")
-        errors.setdefault(key, []).append(message)
+    def __init__(self, ctx: Context, conn: sa.Connection, app: CompiledApp, obj: CompiledObject,
+                 values: dict[str, Any], old: Mapping[str, Any] | None, given: set[str], prefix: str = "") -> None:
+        self.ctx, self.obj, self.values, self.old, self.given, self.prefix = ctx, obj, values, old, given, prefix
+        self.errors: dict[str, list[str]] = {}
+        self.rec = {**(old or {}), **values}
+        rules = obj.rules
+        self.paths = fetch_paths(conn, app, obj, self.rec, rules.paths, ctx) if rules.paths else {}
+        self.env = make_env(ctx, self.rec, old, self.paths)
 
-    rec = {**(old or {}), **values}
-    paths = fetch_paths(conn, app, obj, rec, rules.paths, ctx) if rules.paths else {}
-    env = make_env(ctx, rec, old, paths)
-    if creating:
-        for name, e in rules.defaults:
-            if name not in given and values.get(name) is None:
+    def fail(self, name: str | None, message: str) -> None:
+        key = f"{self.prefix}{name}" if name else (self.prefix.rstrip(".") or "_schema")
+        self.errors.setdefault(key, []).append(message)
+
+    def set(self, name: str, value: Any) -> None:
+        """Write ``value`` to the record (and what later expressions see)."""
+        self.values[name] = self.rec[name] = value
+
+    def defaults(self) -> None:
+        """Expression defaults of a new record, for fields the caller did not send."""
+        if self.old is not None:
+            return
+        for name, e in self.obj.rules.defaults:
+            if name not in self.given and self.values.get(name) is None:
                 try:
-                    value = _typed_default(obj, name, e(env))
+                    value = _typed_default(self.obj, name, e(self.env))
                 except (EvaluationError, ValueError, TypeError) as exc:
-                    fail(name, f"default could not be computed: {exc}")
+                    self.fail(name, f"default could not be computed: {exc}")
                     continue
-                values[name] = rec[name] = value
-    for name, e in rules.virtual_formulas:
-        try:
-            rec[name] = coerce(obj, name, e.evaluate(env))
-        except EvaluationError:
-            rec[name] = None
-    for name, e in rules.stored_formulas:
-        try:
-            rec[name] = values[name] = coerce(obj, name, e.evaluate(env))
-        except EvaluationError as exc:
-            fail(name, f"cannot be computed: {exc.detail}")
-            rec[name] = values[name] = None
+                self.set(name, value)
 
-    old_env = make_env(ctx, old, None, paths) if old is not None and rules.read_only else env
-    for name in rules.condition_fields:
-        f = obj.fields[name]
-        conditions = rules.visible.get(name)
-        try:
-            visible = conditions is None or all(c.evaluate(env) is True for c in conditions)
-            conditional = any(c.evaluate(env) is True for c in rules.required.get(name, ()))
-            locked = name in given and name in rules.read_only and not ctx.actor.is_admin and any(
-                c.evaluate(old_env) is True for c in rules.read_only[name])
-        except EvaluationError as exc:
-            fail(name, f"its conditions could not be checked: {exc.detail}")
-            continue
-        # A plain ``required`` without a visibility condition was checked with the input.
-        static = f.defn.required and conditions is not None and (creating or name in values)
-        if visible and (conditional or static) and rec.get(name) in _BLANK and f.ftype.name != "autonumber":
-            fail(name, "is required")
-        if locked and values.get(name) != (old or {}).get(name):
-            fail(name, "is read-only here")
-    for name, controller in rules.dependent.items():
-        if name not in values and controller not in values:
-            continue
-        value = rec.get(name)
-        if value in _BLANK:
-            continue
-        allowed = allowed_by_controller(obj.fields[name].defn, rec.get(controller))
-        chosen = value if isinstance(value, list) else [value]
-        bad = [v for v in chosen if v not in (allowed or ())]
-        if bad:
-            shown = rec.get(controller)
-            fail(name, f"{bad[0]!r} is not allowed when {controller} is "
-                       f"{'empty' if shown in _BLANK else repr(shown)}")
-    for rule, e in rules.on_create if creating else rules.on_update:
-        try:
-            hit = e.evaluate(env) is True
-        except EvaluationError as exc:
-            fail(rule.field, f"rule {rule.name} could not be checked: {exc.detail}")
-            continue
-        if hit:
-            fail(rule.field, label_text(rule.message, ctx.locale, rule.name))
-    return errors
+    def formulas(self) -> None:
+        """Stored formulas (and, for the rules to read, virtual ones) on the record as it
+        will be saved."""
+        obj, rec, env = self.obj, self.rec, self.env
+        for name, e in obj.rules.virtual_formulas:
+            try:
+                rec[name] = coerce(obj, name, e.evaluate(env))
+            except EvaluationError:
+                rec[name] = None
+        for name, e in obj.rules.stored_formulas:
+            try:
+                self.set(name, coerce(obj, name, e.evaluate(env)))
+            except EvaluationError as exc:
+                self.fail(name, f"cannot be computed: {exc.detail}")
+                self.set(name, None)
+
+    def checks(self) -> None:
+        """Field conditions (visible, required, read-only), dependent choices and the
+        object's validation rules."""
+        ctx, obj, rules, rec, env, old, values, given = (self.ctx, self.obj, self.obj.rules, self.rec, self.env,
+                                                          self.old, self.values, self.given)
+        creating = old is None
+        old_env = make_env(ctx, old, None, self.paths) if old is not None and rules.read_only else env
+        for name in rules.condition_fields:
+            f = obj.fields[name]
+            conditions = rules.visible.get(name)
+            try:
+                visible = conditions is None or all(c.evaluate(env) is True for c in conditions)
+                conditional = any(c.evaluate(env) is True for c in rules.required.get(name, ()))
+                locked = name in given and name in rules.read_only and not ctx.actor.is_admin and any(
+                    c.evaluate(old_env) is True for c in rules.read_only[name])
+            except EvaluationError as exc:
+                self.fail(name, f"its conditions could not be checked: {exc.detail}")
+                continue
+            # A plain ``required`` without a visibility condition was checked with the input.
+            static = f.defn.required and conditions is not None and (creating or name in values)
+            if visible and (conditional or static) and rec.get(name) in _BLANK and not f.ftype.system_set:
+                self.fail(name, "is required")
+            if locked and values.get(name) != (old or {}).get(name):
+                self.fail(name, "is read-only here")
+        for name, controller in rules.dependent.items():
+            if name not in values and controller not in values:
+                continue
+            value = rec.get(name)
+            if value in _BLANK:
+                continue
+            allowed = allowed_by_controller(obj.fields[name].defn, rec.get(controller))
+            chosen = value if isinstance(value, list) else [value]
+            bad = [v for v in chosen if v not in (allowed or ())]
+            if bad:
+                shown = rec.get(controller)
+                self.fail(name, f"{bad[0]!r} is not allowed when {controller} is "
+                                f"{'empty' if shown in _BLANK else repr(shown)}")
+        for rule, e in rules.on_create if creating else rules.on_update:
+            try:
+                hit = e.evaluate(env) is True
+            except EvaluationError as exc:
+                self.fail(rule.field, f"rule {rule.name} could not be checked: {exc.detail}")
+                continue
+            if hit:
+                self.fail(rule.field, label_text(rule.message, ctx.locale, rule.name))
 
 
 def _typed_default(obj: CompiledObject, name: str, value: Any) -> Any:

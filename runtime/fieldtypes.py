@@ -52,6 +52,9 @@ class FieldType:
     expr_type: ClassVar[str | None] = "text"
     #: Whether the server computes the value (formula, roll-up): never written by callers.
     computed: ClassVar[bool] = False
+    #: Whether the server sets the value (computed, or numbered like an autonumber): a
+    #: caller never writes it, it is never "missing", and no state rule holds it back.
+    system_set: ClassVar[bool] = False
     #: The form widget a field of this type gets unless a layout overrides it.
     widget: ClassVar[str] = "text"
 
@@ -65,6 +68,10 @@ class FieldType:
     def field_ops(self, field: FieldDef) -> frozenset[str]:
         """The filter operators this field supports."""
         return self.filter_ops
+
+    def reference_target(self, field: FieldDef) -> str | None:
+        """The object whose record ids this field holds (a lookup's target), or None."""
+        return None
 
     # -- metadata ---------------------------------------------------------
     def bound(self, value: Any) -> Any:
@@ -595,6 +602,9 @@ class LookupType(FieldType):
                     f"would make every stored id name a record of the wrong object")
         return reason
 
+    def reference_target(self, field):
+        return field.prop("target")
+
     def column_type(self, field):
         return sa.BigInteger()
 
@@ -613,6 +623,7 @@ class AutonumberType(FieldType):
 
     widget = "readonly"
     name = "autonumber"
+    system_set = True
     properties = {"pattern": {"type": "string", "pattern": "\\{0+\\}", "maxLength": 60}}
     required_properties = ("pattern",)
     filter_ops = TEXT_OPS
@@ -636,14 +647,24 @@ class AutonumberType(FieldType):
         return mf.String(dump_only=True)
 
     @staticmethod
-    def render(pattern: str, when: dt.datetime, counter_of: Any) -> str:
-        """Fill ``pattern``; ``counter_of(prefix)`` returns the next counter for it."""
+    def _filled(pattern: str, when: dt.datetime) -> tuple[str, re.Match[str]]:
         text = (pattern.replace("{YYYY}", f"{when.year:04d}").replace("{YY}", f"{when.year % 100:02d}")
                 .replace("{MM}", f"{when.month:02d}").replace("{DD}", f"{when.day:02d}"))
         m = re.search(r"\{(0+)\}", text)
-        prefix = text[: m.start()]
-        n = counter_of(prefix)
-        return f"{prefix}{n:0{len(m.group(1))}d}{text[m.end():]}"
+        assert m is not None, "checked at publish"
+        return text, m
+
+    @classmethod
+    def prefix(cls, pattern: str, when: dt.datetime) -> str:
+        """The text before the counter on ``when``: the counter restarts when it changes."""
+        text, m = cls._filled(pattern, when)
+        return text[: m.start()]
+
+    @classmethod
+    def render(cls, pattern: str, when: dt.datetime, n: int) -> str:
+        """``pattern`` filled for ``when`` with counter value ``n``."""
+        text, m = cls._filled(pattern, when)
+        return f"{text[: m.start()]}{n:0{len(m.group(1))}d}{text[m.end():]}"
 
 
 class JsonType(FieldType):
@@ -733,6 +754,7 @@ class ComputedType(FieldType):
 
     widget = "readonly"
     computed = True
+    system_set = True
     indexable = True
 
     def result_type(self, field: FieldDef) -> str:

@@ -2,7 +2,8 @@
 
 A publish that adds a stored formula or roll-up, or changes its definition, leaves
 existing rows to be computed. That runs after the publish commits, in keyset batches
-of short write transactions, so no table is locked for the whole pass and readers
+of short write transactions (a row whose value moves gets a new ``row_version`` and
+``updated_at``, as every derived write does), so no table is locked for the whole pass and readers
 and writers go on meanwhile (they see the old value of a row until its batch
 commits). A pass that is interrupted leaves old values behind; ``loomwork meta
 recompute`` runs it again (it is idempotent).
@@ -81,11 +82,14 @@ def recompute_formulas(ctx: Context, runtime: Runtime, object_name: str, batch: 
             for rid, version, change in updates:
                 by_cols.setdefault(tuple(sorted(change)), []).append(
                     {"lw_id": rid, "lw_rv": version, **{f"lw_{k}": v for k, v in change.items()}})
+            now = ctx.now()
             for cols, params in by_cols.items():
-                # A row changed since it was read was computed by that write itself.
+                # A row changed since it was read was computed by that write itself. A
+                # recomputed row is a derived write: its ETag and updated_at move.
                 conn.execute(t.update().where(t.c.id == sa.bindparam("lw_id"),
                                               t.c.row_version == sa.bindparam("lw_rv")).values(
-                    {c: sa.bindparam(f"lw_{c}", type_=t.c[c].type) for c in cols}), params)
+                    {**{c: sa.bindparam(f"lw_{c}", type_=t.c[c].type) for c in cols},
+                     "row_version": t.c.row_version + 1, "updated_at": now}), params)
             done += len(updates)
             last = rows[-1]["id"]
 
@@ -100,7 +104,7 @@ def recompute_rollup(ctx: Context, runtime: Runtime, object_name: str, field: st
                            if r.parent == object_name and r.field == field), None)
             if rollup is None:
                 return done
-            step = rollups.recompute(conn, app, rollup, last, batch)
+            step = rollups.recompute(conn, app, rollup, last, batch, ctx.now())
             if step is None:
                 return done
             last, count = step

@@ -10,7 +10,8 @@ logs every run.
 (their reads use their own short transactions), so a slow script never holds a write
 lock; the write then checks ``row_version`` again. They shape and check the record:
 ``record`` changes become part of the write, ``ctx.error`` refuses it, and writing
-other records is left to actions. Writes a script makes do not trigger scripts.
+other records is left to actions. Writes a script makes do not trigger scripts: they
+have the origin ``script`` (see :class:`~loomwork.runtime.pipeline.Origin`).
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from croniter import croniter
@@ -42,11 +43,15 @@ from . import systables
 from .compiled import READ_MAX_AGE, CompiledApp, Runtime
 from .context import Actor, Context
 from .permissions import Permissions
-from .query import MAX_LIMIT, ListRequest
+from .pipeline import Origin
+from .query import MAX_LIMIT, ListRequest, QueryService
 from .sandbox.budget import CEILING, DEFAULTS, LONG_RUNNING, BudgetExceeded, Limits, ScriptFailed
 from .sandbox.policy import digest
 from .sandbox.pool import Pool, Unsendable, WorkerCrashed
 from .sandbox.protocol import PlainError, plain, typed
+
+if TYPE_CHECKING:
+    from .records import RecordService
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +72,6 @@ _TYPED = {"decimal": "decimal", "currency": "decimal", "percent": "decimal", "da
 #: Run-log rows waiting for the enclosing write transaction to end.
 _pending_logs: contextvars.ContextVar[list[dict[str, Any]] | None] = contextvars.ContextVar(
     "lw_pending_script_logs", default=None)
-#: Set while the host serves a script's ``ctx`` write: such writes trigger no scripts.
-_serving_script: contextvars.ContextVar[bool] = contextvars.ContextVar("lw_serving_script", default=False)
 
 
 _POOLS: dict[tuple[int, int, int], Pool] = {}
@@ -147,14 +150,15 @@ class RunOutcome:
 
 
 class ScriptService:
-    def __init__(self, runtime: Runtime, permissions: Permissions, settings: ScriptSettings | None = None) -> None:
+    def __init__(self, runtime: Runtime, permissions: Permissions, records: RecordService, query: QueryService,
+                 settings: ScriptSettings | None = None) -> None:
         self.runtime = runtime
         self.permissions = permissions
+        #: What scripts' ``ctx`` calls read and write through.
+        self.records, self.query = records, query
         self.settings = settings or ScriptSettings()
         #: Whether a tenant's scripts may run; the shell wires the registry switch in.
         self.enabled: Callable[[str], bool] = lambda tenant: False
-        self.records: Any = None  # set by Services (the record service calls us back)
-        self.query: Any = None
         self._pool: Pool | None = None
 
     # -- plumbing ---------------------------------------------------------------
@@ -176,10 +180,11 @@ class ScriptService:
         return base.capped(script.budget, self.settings.ceiling)
 
     def triggered(self, ctx: Context, app: CompiledApp, object_name: str, event: str) -> list[ScriptDef]:
-        """The active ``event`` scripts of an object, if the tenant's scripts may run
-        and this write is not itself made by a script."""
+        """The active ``event`` scripts of an object, if the tenant's scripts may run.
+        (Whether a write runs them at all is its origin's business: the pipeline's
+        script participants ask :attr:`Origin.runs_scripts`.)"""
         scripts = app.meta.scripts_for(object_name, event=event)
-        if not scripts or _serving_script.get() or not self.enabled(ctx.tenant.name):
+        if not scripts or not self.enabled(ctx.tenant.name):
             return []
         return scripts
 
@@ -207,8 +212,12 @@ class ScriptService:
     def execute(self, ctx: Context, app: CompiledApp, script: ScriptDef, trigger: str,
                 items: Sequence[tuple[Mapping[str, Any] | None, Mapping[str, Any] | None]], *,
                 params: Mapping[str, Any] | None = None, dry_run: bool = False,
-                record_ids: Sequence[int | None] = ()) -> list[RunOutcome]:
-        """Run ``script`` once per ``(record, old)`` of ``items`` (one round trip) and log it."""
+                record_ids: Sequence[int | None] = (), origin: Origin | None = None) -> list[RunOutcome]:
+        """Run ``script`` once per ``(record, old)`` of ``items`` (one round trip) and log it.
+
+        :param origin: the origin of the script's ``ctx`` writes (default: the script's own).
+        """
+        writes_as = origin or Origin.script(script.name)
         limits = self.limits_for(script)
         meter = Meter(limits)
         now = ctx.now()
@@ -231,8 +240,8 @@ class ScriptService:
             request.update(batch[0])
         else:
             request["batch"] = batch
-        call_ctx = ctx if script.run_as is None else Context(
-            ctx.tenant, Actor(ctx.actor.id, ctx.actor.username, frozenset({script.run_as})), ctx.locale, ctx.clock)
+        call_ctx = ctx if script.run_as is None else ctx.as_actor(
+            Actor(ctx.actor.id, ctx.actor.username, frozenset({script.run_as})))
 
         host_failure: list[str] = []
 
@@ -242,7 +251,7 @@ class ScriptService:
                 # Inside a write, each call is a savepoint: a statement that fails (and is
                 # reported to the script) must not leave the whole transaction aborted.
                 with joined.begin_nested() if joined is not None else contextlib.nullcontext():
-                    return self._serve(call_ctx, app, trigger, meter.at(item), name, args)
+                    return self._serve(call_ctx, app, writes_as, trigger, meter.at(item), name, args)
             except _CallRefused as refused:
                 return refused.reply
             except Exception:  # a fault of ours or of the database: the run ends, nothing is half-done
@@ -289,7 +298,7 @@ class ScriptService:
                       worst.used, "".join(o.log for o in outcomes), dry_run)
         return outcomes
 
-    def _serve(self, ctx: Context, app: CompiledApp, trigger: str, meter: Meter, name: str,
+    def _serve(self, ctx: Context, app: CompiledApp, origin: Origin, trigger: str, meter: Meter, name: str,
                args: dict[str, Any]) -> dict[str, Any]:
         """Answer one ``ctx`` call; errors go back to the script as ``ScriptApiError``."""
         allowed = CALL_ARGS.get(name)
@@ -334,14 +343,10 @@ class ScriptService:
             values = args.get("values")
             if not isinstance(values, dict):
                 return {"error": f"ctx.{name}: values must be a dictionary of field values"}
-            token = _serving_script.set(True)
-            try:
-                if name == "create":
-                    written = self.records.create(ctx, object_name, values)
-                else:
-                    written = self.records.update(ctx, object_name, args.get("id"), values)
-            finally:
-                _serving_script.reset(token)
+            if name == "create":
+                written = self.records.create(ctx, object_name, values, origin=origin)
+            else:
+                written = self.records.update(ctx, object_name, args.get("id"), values, origin=origin)
             return {"value": written, "types": self._types_of(app, object_name)}
         except ValidationError as exc:
             # Raised, not returned: the caller's savepoint must roll back what the call did.
@@ -474,9 +479,13 @@ class ScriptService:
         return not script.roles or ctx.actor.is_admin or not ctx.actor.roles.isdisjoint(script.roles)
 
     def run_action(self, ctx: Context, object_name: str, record_id: Any, name: str,
-                   params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                   params: Mapping[str, Any] | None = None, *, origin: Origin | None = None) -> dict[str, Any]:
         """Run action ``name`` on a record, all-or-nothing: its ``ctx`` writes and its
-        changes to ``record`` are saved together or not at all."""
+        changes to ``record`` are saved together or not at all.
+
+        :param origin: the origin of its writes (default: the script's own; an approval
+            process running it passes one that holds the record)."""
+        origin = origin or Origin.script(name)
         self._require_enabled(ctx)
         app = self.runtime.compiled(ctx.tenant, max_age=READ_MAX_AGE)
         script = app.meta.scripts.get(name)
@@ -489,19 +498,15 @@ class ScriptService:
         record = self.records.get(ctx, object_name, record_id)
         with self.logs_after(ctx), ctx.tenant.write() as conn, ctx.tenant.joined(conn):
             (outcome,) = self.execute(ctx, app, script, "action", [(record, record)], params=params,
-                                      record_ids=[record["id"]])
+                                      record_ids=[record["id"]], origin=origin)
             outcome.raise_failure(script.name)
             if outcome.errors:
                 raise ValidationError({f or "_schema": [m] for f, m in outcome.errors})
             changes = {k: v for k, v in (outcome.record or {}).items()
                        if k not in SYSTEM_COLUMNS and v != record.get(k)}
             if changes:
-                token = _serving_script.set(True)
-                try:
-                    record = self.records.update(ctx, object_name, record["id"], changes,
-                                                 expected_version=record["row_version"])
-                finally:
-                    _serving_script.reset(token)
+                record = self.records.update(ctx, object_name, record["id"], changes,
+                                             expected_version=record["row_version"], origin=origin)
             else:
                 record = self.records.get(ctx, object_name, record["id"])
         return {"result": outcome.result, "record": record, "log": outcome.log}

@@ -1,11 +1,15 @@
 """The runtime services of one process, wired together once."""
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
 from .approvals import ApprovalService
 from .compiled import Runtime
 from .jobs import JobService
 from .packages import PackageService
+from .participants import builtin_participants
 from .permissions import Permissions
+from .pipeline import Participant
 from .publishing import MetadataService
 from .query import QueryService
 from .records import RecordService
@@ -14,25 +18,33 @@ from .users import UserService
 from .views import ViewService
 from .workflows import WorkflowService
 
+#: Builds the write pipeline's participants once every service exists (they call back
+#: into scripts, approvals and workflows). The app passes the plugin hook's results.
+ParticipantFactory = Callable[["Services"], Iterable[Participant]]
+
 
 class Services:
-    """Everything a caller (API, CLI, jobs, tests) needs, sharing one compiled cache."""
+    """Everything a caller (API, CLI, jobs, tests) needs, sharing one compiled cache.
 
-    def __init__(self, runtime: Runtime) -> None:
+    :param participants: the write pipeline's participants; by default the built-ins
+        (an app gets them, and plugins', from ``loomwork_write_participants``).
+    """
+
+    def __init__(self, runtime: Runtime, participants: ParticipantFactory = builtin_participants) -> None:
         self.runtime = runtime
         self.permissions = Permissions()
         self.metadata = MetadataService(runtime)
-        self.records = RecordService(runtime, self.permissions)
         self.query = QueryService(runtime, self.permissions)
+        self.records = RecordService(runtime, self.permissions)
         self.users = UserService()
         self.packages = PackageService(self.metadata)
         self.views = ViewService(runtime, self.permissions, self.query)
-        self.scripts = ScriptService(runtime, self.permissions)
-        self.scripts.records, self.scripts.query = self.records, self.query
-        self.records.scripts = self.scripts
+        self.scripts = ScriptService(runtime, self.permissions, self.records, self.query)
         self.jobs = JobService()
         self.approvals = ApprovalService(runtime, self.permissions, self.records, self.users, self.scripts,
                                          self.jobs)
-        self.records.approvals = self.approvals
         self.workflows = WorkflowService(runtime, self.permissions, self.records)
-        self.records.workflows = self.workflows
+        # The pipeline is the record service's registry of participants, filled once
+        # here: the built-ins need the services above, which need the record service.
+        for p in participants(self):
+            self.records.pipeline.add(p)

@@ -47,6 +47,10 @@ history = sa.Table(
     sa.Column("new", sa.Text),
     sa.Column("changed_by", sa.Integer),
     sa.Column("changed_at", UTCDateTime, nullable=False),
+    #: How the change came (a write origin: user, api, import, script, approval, derived...).
+    sa.Column("origin", sa.String(12)),
+    #: The script, process or import behind it, if any.
+    sa.Column("via", sa.String(80)),
     sa.Index("ix_lw_history_record", "object", "record_id", "id"),
 )
 
@@ -209,7 +213,7 @@ jobs = sa.Table(
 )
 
 #: Columns added to system tables after they first shipped: (table, column).
-ADDED_COLUMNS = ((users, "manager_id"),)
+ADDED_COLUMNS = ((users, "manager_id"), (history, "origin"), (history, "via"))
 
 
 def create(conn: sa.Connection) -> None:

@@ -20,7 +20,9 @@ from .compiled import READ_MAX_AGE, CompiledApp, CompiledObject, Runtime
 from .context import Context
 from .evaluation import fetch_paths, make_env
 from .expr import EvaluationError
+from .participants import stored_row
 from .permissions import Permissions
+from .pipeline import Origin
 from .rules import compile_one
 
 
@@ -55,7 +57,7 @@ class WorkflowService:
             return
         before = old.get(wf.field)
         others = sorted(k for k in changed if k != wf.field and k in obj.fields
-                        and not obj.fields[k].ftype.computed and obj.fields[k].ftype.name != "autonumber")
+                        and not obj.fields[k].ftype.system_set)
         if others:
             edit = (wf.states.get(before) or {}).get("edit")
             if edit is not None and not ctx.actor.is_admin:
@@ -98,7 +100,7 @@ class WorkflowService:
             return []  # most objects: no query at all
         with ctx.tenant.read() as conn:
             obj = app.object(object_name)
-            record = dict(self.records._row(conn, obj, record_id))
+            record = dict(stored_row(conn, obj, record_id))
             out = []
             for t in wf.from_state(record.get(wf.field)):
                 if not self._may(ctx, t.get("roles")):
@@ -109,7 +111,8 @@ class WorkflowService:
                 out.append({"name": t["name"], "label": self._label(t, ctx), "to": t["to"]})
             return out
 
-    def transition(self, ctx: Context, object_name: str, record_id: Any, name: str) -> dict[str, Any]:
+    def transition(self, ctx: Context, object_name: str, record_id: Any, name: str, *,
+                   origin: Origin = Origin.USER) -> dict[str, Any]:
         """Take transition ``name`` (the record service checks it like any write)."""
         app = self.runtime.compiled(ctx.tenant, max_age=READ_MAX_AGE)
         wf = app.meta.workflow_for(object_name)
@@ -121,7 +124,7 @@ class WorkflowService:
             raise ValidationError({wf.field: [f"{self._label(t, ctx)} does not start from "
                                               f"{self._state_label(wf, record.get(wf.field), ctx)}"]})
         return self.records.update(ctx, object_name, record["id"], {wf.field: t["to"]},
-                                   expected_version=record["row_version"])
+                                   expected_version=record["row_version"], origin=origin)
 
     # -- helpers ------------------------------------------------------------------------
     @staticmethod

@@ -284,6 +284,28 @@ def test_rollups_follow_child_create_update_delete_restore(rapi, acme):
     assert rollups_of(rapi, other) == (1, "50.00", "50.00")
 
 
+
+def test_a_rollup_change_moves_the_parents_etag(rapi, acme):
+    """A roll-up is a derived write of the parent: a cached copy of the account must not
+    be answered 304 after a child changed its totals (issue 11's stale ETag)."""
+    first = rapi.get(f"/api/v1/data/account/{acme['id']}")
+    tag = first.headers["ETag"]
+    assert rapi.get(f"/api/v1/data/account/{acme['id']}", headers={"If-None-Match": tag}).status_code == 304
+    opp = rapi.post("/api/v1/data/opp", json={"name": "1", "account": acme["id"], "amount": "100"}).json
+    fresh = rapi.get(f"/api/v1/data/account/{acme['id']}", headers={"If-None-Match": tag})
+    assert fresh.status_code == 200 and fresh.json["pipeline"] == "100.00"
+    assert fresh.headers["ETag"] != tag and fresh.json["row_version"] == first.json["row_version"] + 1
+    # The history says what moved and that it was derived, by whom it was caused.
+    entries = rapi.get(f"/api/v1/data/account/{acme['id']}/history").json
+    entries = entries.get("data", entries) if isinstance(entries, dict) else entries
+    moved = {e["field"]: e for e in entries if e.get("field") in ("pipeline", "opp_count")}
+    assert moved["pipeline"]["old"] == "0.00" and moved["pipeline"]["new"] == "100.00"
+    assert moved["pipeline"]["origin"] == "derived"
+    # A write that leaves the totals alone leaves the parent's version alone too.
+    version = fresh.json["row_version"]
+    rapi.patch(f"/api/v1/data/opp/{opp['id']}", json={"name": "renamed"})
+    assert rapi.get(f"/api/v1/data/account/{acme['id']}").json["row_version"] == version
+
 # -- form rules, where-used, renames ----------------------------------------------------
 def test_rules_endpoint_gives_typed_trees(api, api_as):
     no_dependent = copy.deepcopy(OPP)

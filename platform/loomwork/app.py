@@ -11,7 +11,6 @@ from flask import Flask
 from loomwork.metadata.errors import LoomworkError
 from loomwork.runtime.sandbox.budget import CEILING, Limits
 from loomwork.runtime.scripts import SCRIPTS_FLAG, ScriptSettings
-from loomwork.runtime.services import Services
 from loomwork.runtime.tenancy import Platform
 
 from . import api, web
@@ -19,7 +18,7 @@ from .api import errors
 from .auth import LoginThrottle
 from .config import Settings, load_settings, secret_key
 from .notify import EmailNotifier
-from .plugin_manager import make_plugin_manager, make_runtime
+from .plugin_manager import make_plugin_manager, make_services
 from .state import AppState
 
 SECURITY_HEADERS = {
@@ -52,7 +51,7 @@ def create_app(settings: Mapping[str, Any] | None = None) -> Flask:
     """
     cfg = load_settings(settings)
     pm = make_plugin_manager(cfg.plugin_list)
-    services = Services(make_runtime(pm))
+    services = make_services(pm)
     platform = Platform(cfg.database_url, namespace=cfg.namespace)
     services.scripts.enabled = lambda tenant: platform.flag(tenant, SCRIPTS_FLAG)
     services.scripts.settings = script_settings(cfg)

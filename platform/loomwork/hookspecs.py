@@ -15,6 +15,8 @@ if TYPE_CHECKING:
 
     from loomwork.runtime.expr import Function
     from loomwork.runtime.fieldtypes import FieldType
+    from loomwork.runtime.pipeline import Participant
+    from loomwork.runtime.services import Services
 
 hookspec = pluggy.HookspecMarker("loomwork")
 
@@ -34,6 +36,21 @@ def loomwork_expression_functions() -> list[Function]:
 
     A function declares its parameter type classes and a Python implementation; give it
     ``sql`` too and it works in list filters on formula fields. Names must be unique.
+    """
+
+
+@hookspec
+def loomwork_write_participants(services: Services) -> list[Participant]:
+    """Return participants of the record write pipeline.
+
+    A participant has a ``name``, a ``stage`` (one of
+    :data:`loomwork.runtime.pipeline.STAGES`), the ``operations`` it takes part in
+    (``create``, ``update``, ``delete``, ``restore``) and is called with each
+    :class:`~loomwork.runtime.pipeline.WriteBatch` of those operations; it may record
+    errors, change values, raise, or write in the batch's transaction. Within a stage,
+    built-ins run first, then plugins in registration order. ``services`` are the
+    process's runtime services (for participants that call back into them).
+    ``loomwork debug pipeline OBJECT`` lists what runs.
     """
 
 

@@ -11,6 +11,8 @@ from loomwork.plugins import DEFAULT_PLUGINS
 from loomwork.runtime.compiled import Runtime
 from loomwork.runtime.expr import Function
 from loomwork.runtime.fieldtypes import FieldType
+from loomwork.runtime.pipeline import Participant
+from loomwork.runtime.services import Services
 
 from . import hookspecs
 
@@ -54,3 +56,14 @@ def expression_functions(pm: pluggy.PluginManager) -> dict[str, Function]:
 def make_runtime(pm: pluggy.PluginManager) -> Runtime:
     """The runtime with every plugin's field types and expression functions."""
     return Runtime(field_types(pm), expression_functions(pm))
+
+
+def write_participants(pm: pluggy.PluginManager, services: Services) -> list[Participant]:
+    """Every plugin's write participants, built-ins first (pluggy calls the last
+    registered first)."""
+    return [p for found in reversed(pm.hook.loomwork_write_participants(services=services)) for p in found or ()]
+
+
+def make_services(pm: pluggy.PluginManager, runtime: Runtime | None = None) -> Services:
+    """The runtime services, their write pipeline built from the plugins' participants."""
+    return Services(runtime or make_runtime(pm), participants=lambda s: write_participants(pm, s))

@@ -89,10 +89,11 @@ def lw_ctx(lw_tenant):
 
 
 @pytest.fixture
-def lw_services(lw_runtime):
-    from loomwork.runtime.services import Services
+def lw_services(lw_plugin_manager, lw_runtime):
+    """The runtime services, with the write pipeline the plugins give (as an app has)."""
+    from loomwork.plugin_manager import make_services
 
-    return Services(lw_runtime)
+    return make_services(lw_plugin_manager, lw_runtime)
 
 
 @pytest.fixture
