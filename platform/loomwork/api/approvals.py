@@ -7,6 +7,7 @@ import datetime as dt
 from flask import request
 
 from loomwork.metadata.errors import PermissionDenied, ValidationError
+from loomwork.runtime.pipeline import Origin
 
 from ..auth import current_context
 from ..state import state
@@ -159,4 +160,5 @@ def record_transitions(object_name: str, record_id: str):
 @bp.post("/data/<object_name>/<record_id>/transitions/<name>")
 def take_transition(object_name: str, record_id: str, name: str):
     _fields(set())
-    return respond(state().services.workflows.transition(current_context(), object_name, record_id, name))
+    return respond(state().services.workflows.transition(current_context(), object_name, record_id, name,
+                                                         origin=Origin.API))

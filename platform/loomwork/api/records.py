@@ -6,6 +6,7 @@ import re
 from flask import request
 
 from loomwork.metadata.errors import BadQuery, ConflictError, NotFound
+from loomwork.runtime.pipeline import Origin
 from loomwork.runtime.query import DEFAULT_LIMIT, MAX_LIMIT, ListRequest, parse_query_string
 
 from ..auth import current_context
@@ -120,9 +121,9 @@ def create_records(object_name: str):
     data = body()
     records = state().services.records
     if isinstance(data, list):
-        created = records.bulk_create(ctx, object_name, data)
+        created = records.bulk_create(ctx, object_name, data, origin=Origin.API)
         return respond({"data": created}, 201)
-    record = records.create(ctx, object_name, data)
+    record = records.create(ctx, object_name, data, origin=Origin.API)
     return respond(record, 201, {"ETag": etag(record),
                                  "Location": f"{bp.url_prefix}/data/{object_name}/{record['id']}"})
 
@@ -142,7 +143,8 @@ def update_record(object_name: str, raw_id: str):
     ctx = current_context()
     rid = record_id(object_name, raw_id)
     expected = if_match(rid)
-    record = state().services.records.update(ctx, object_name, rid, body(), expected_version=expected)
+    record = state().services.records.update(ctx, object_name, rid, body(), expected_version=expected,
+                                              origin=Origin.API)
     return respond(record, 200, {"ETag": etag(record)})
 
 
@@ -150,14 +152,14 @@ def update_record(object_name: str, raw_id: str):
 def delete_record(object_name: str, raw_id: str):
     ctx = current_context()
     rid = record_id(object_name, raw_id)
-    state().services.records.delete(ctx, object_name, rid, expected_version=if_match(rid))
+    state().services.records.delete(ctx, object_name, rid, expected_version=if_match(rid), origin=Origin.API)
     return respond(None, 204)
 
 
 @bp.post("/data/<object_name>/<raw_id>/restore")
 def restore_record(object_name: str, raw_id: str):
     ctx = current_context()
-    record = state().services.records.restore(ctx, object_name, record_id(object_name, raw_id))
+    record = state().services.records.restore(ctx, object_name, record_id(object_name, raw_id), origin=Origin.API)
     return respond(record, 200, {"ETag": etag(record)})
 
 
