@@ -15,6 +15,7 @@ from typing import Any
 import jsonschema
 from referencing import Registry, Resource
 
+from . import filters
 from .errors import MetadataError
 from .model import COMMON_FIELD_KEYS, SYSTEM_COLUMNS, FieldTypeSpec
 
@@ -381,9 +382,6 @@ def validate_manifest(doc: Any, prefix: str = "package") -> None:
 LIST_SYSTEM_COLUMNS = tuple(c for c in SYSTEM_COLUMNS if c != "deleted_at")
 #: Field types a list cannot be sorted by (the same as for an object's ``default_sort``).
 UNSORTABLE_TYPES = frozenset({"json", "multi_choice", "long_text"})
-MAX_FILTER_DEPTH = 20
-MAX_FILTER_CONDITIONS = 200
-_PATH = re.compile(r"[a-z][a-z0-9_]{0,62}(\.[a-z][a-z0-9_]{0,62}){0,2}")
 
 _NUMERIC = frozenset({"number", "decimal", "currency", "percent"})
 #: The form widgets that fit a field of each type; ``readonly`` fits every field. A
@@ -446,38 +444,13 @@ def _resolve(objects: Mapping[str, Any], obj: str, path: str, *,
 
 
 def _filter_walk(node: Any, path: str) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-    """Check a filter AST's shape, depth and size without recursion (it comes from
-    users). :returns: ``(errors, [(path of a field key, field path)])``."""
-    errors: list[tuple[str, str]] = []
-    refs: list[tuple[str, str]] = []
-    stack: list[tuple[Any, str, int]] = [(node, path, 1)]
-    conditions = 0
-    while stack:
-        n, p, depth = stack.pop()
-        if depth > MAX_FILTER_DEPTH:
-            errors.append((p, f"the filter is nested deeper than {MAX_FILTER_DEPTH} levels"))
-            break
-        keys = set(n) if isinstance(n, Mapping) else set()
-        if keys in ({"and"}, {"or"}):
-            (kind, items), = n.items()
-            if not isinstance(items, list) or not items:
-                errors.append((f"{p}.{kind}", "must be a non-empty list of conditions"))
-            else:
-                stack.extend((x, f"{p}.{kind}.{i}", depth + 1) for i, x in reversed(list(enumerate(items))))
-        elif keys == {"not"}:
-            stack.append((n["not"], f"{p}.not", depth + 1))
-        elif {"field", "op"} <= keys <= {"field", "op", "value"}:
-            conditions += 1
-            if not isinstance(n["field"], str) or not _PATH.fullmatch(n["field"]):
-                errors.append((f"{p}.field", "must be a field name or a path through at most two lookups"))
-            else:
-                refs.append((f"{p}.field", n["field"]))
-            if not isinstance(n["op"], str) or not n["op"]:
-                errors.append((f"{p}.op", "must be an operator name"))
-        else:
-            errors.append((p, "must be {and: [...]}, {or: [...]}, {not: {...}} or {field, op, value}"))
-    if conditions > MAX_FILTER_CONDITIONS:
-        errors.append((path, f"has more than {MAX_FILTER_CONDITIONS} conditions"))
+    """Check a filter AST by the rules of :mod:`.filters` (shape, operators and their
+    operands, depth, size). :returns: ``(errors, [(path of a field key, field path)])``;
+    the field paths are resolved against the objects by :func:`layout_errors`, and the
+    runtime compiles the whole filter for each object (types, values) before a publish."""
+    errors, found = filters.check(node, path)
+    bad = {p for p, _ in errors}
+    refs = [(f"{c.path}.field", c.field) for c in found if f"{c.path}.field" not in bad]
     return errors, refs
 
 

@@ -57,8 +57,10 @@ from marshmallow import fields as mf
 from marshmallow import validate as mv
 from sqlalchemy.dialects import postgresql
 
+from loomwork.metadata import filters
 from loomwork.metadata.diff import desired_indexes
 from loomwork.metadata.errors import BadQuery
+from loomwork.metadata.filters import MAX_PATH_HOPS, OPERATORS, VARIABLES
 
 from .compiled import READ_MAX_AGE, CompiledApp, CompiledObject
 from .context import Context
@@ -87,13 +89,6 @@ def _computable(app: CompiledApp, obj: CompiledObject, name: str, dialect: str, 
         raise BadQuery(f"{purpose}: formula {obj.name}.{name} cannot be computed by the database "
                        f"({reason}), so it cannot be used to {'sort' if purpose == 'sort' else 'filter'}")
 
-OPERATORS = ("eq", "ne", "lt", "lte", "gt", "gte", "in", "nin", "contains", "icontains",
-             "starts_with", "is_null", "between")
-VARIABLES = ("$user.id", "$now", "$today")
-MAX_DEPTH = 6
-MAX_CONDITIONS = 50
-MAX_LIST = 500
-MAX_PATH_HOPS = 3
 MAX_SORT = 4
 DEFAULT_LIMIT, MAX_LIMIT = 50, 500
 MAX_CURSOR = 256 * 1024
@@ -117,9 +112,9 @@ def _like_escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def _show(raw: Any) -> str:
-    text = repr(raw)
-    return text if len(text) <= 80 else text[:77] + "..."
+_show = filters.show
+#: The moment ``$now`` stands for while a filter is only checked (a publish), not run.
+_CHECK_MOMENT = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
 
 
 def _int_bits(column: sa.ColumnElement) -> int:
@@ -180,6 +175,14 @@ def _parse(parser: mf.Field, column: sa.ColumnElement, raw: Any, path: str) -> A
     return value
 
 
+def field_ops(obj: CompiledObject, name: str) -> frozenset[str]:
+    """The filter operators a field or system column of ``obj`` takes."""
+    f = obj.fields.get(name)
+    if f is not None:
+        return f.ftype.field_ops(f.defn)
+    return COMPARE_OPS if name in _SYSTEM else frozenset()
+
+
 @dataclass(frozen=True)
 class Resolved:
     """A field path resolved to a column (possibly of a joined lookup target)."""
@@ -205,8 +208,7 @@ class Resolved:
 
     @property
     def ops(self) -> frozenset[str]:
-        f = self.object.fields.get(self.name)
-        return f.ftype.field_ops(f.defn) if f else COMPARE_OPS
+        return field_ops(self.object, self.name)
 
     @property
     def multi(self) -> bool:
@@ -215,21 +217,38 @@ class Resolved:
 
 
 class FilterCompiler:
-    """Compiles filter ASTs against one object, collecting the joins their paths need."""
+    """Compiles filter ASTs against one object, collecting the joins their paths need.
 
-    def __init__(self, app: CompiledApp, obj: CompiledObject, ctx: Context, can_read,
+    The AST's own rules (shape, operators and operands, caps) are
+    :mod:`loomwork.metadata.filters`'; this adds what needs compiled metadata: paths
+    resolved through readable lookups, operators the field's type supports, values
+    parsed by the field's type, variables.
+    """
+
+    def __init__(self, app: CompiledApp, obj: CompiledObject, ctx: Context | None, can_read,
                  dialect: str = "sqlite", source: Source | None = None) -> None:
+        """:param ctx: who asks (``$user.id``, ``$now``); None to check a filter without
+            running it (variables are then type-checked only)."""
         self.app, self.obj, self.ctx, self.can_read = app, obj, ctx, can_read
         self.dialect = dialect
         #: What an object is read from (its table, or a subquery adding virtual formulas).
         self.source: Source = source or (lambda o, alias=None: o.table if alias is None else o.table.alias(alias))
         self.joins: dict[str, tuple[sa.FromClause, sa.ColumnElement]] = {}
-        self.conditions = 0
+        #: Where in the AST the node being compiled is (``filter.and.1``), for messages.
+        self.at = ""
 
-    def compile(self, node: Any) -> sa.ColumnElement:
-        """One filter AST as a boolean SQL expression. :raises BadQuery:"""
-        self.conditions = 0
-        return self._node(node, 0)
+    def compile(self, node: Any, path: str = "filter") -> sa.ColumnElement:
+        """One filter AST as a boolean SQL expression.
+
+        :param path: what to call the root in messages.
+        :raises BadQuery: naming the node for a filter that breaks the AST's rules, or
+            the field path for one that does not fit the object.
+        """
+        errors, _found = filters.check(node, path)
+        if errors:
+            where, message = errors[0]
+            raise BadQuery(f"{where}: {message}")
+        return self._node(node, path)
 
     def select_from(self) -> sa.FromClause:
         src: sa.FromClause = self.source(self.obj)
@@ -239,7 +258,7 @@ class FilterCompiler:
 
     # -- paths ------------------------------------------------------------
     def resolve(self, path: Any, *, purpose: str = "filter") -> Resolved:
-        if not isinstance(path, str) or not path or len(path) > 200:
+        if not isinstance(path, str) or not path or len(path) > filters.MAX_PATH_LENGTH:
             raise BadQuery(f"{purpose}: field must be a field name or a dotted path")
         parts = path.split(".")
         if len(parts) - 1 > MAX_PATH_HOPS:
@@ -281,14 +300,14 @@ class FilterCompiler:
         p = r.parser
         if name == "$user.id":
             if isinstance(p, mf.Integer):
-                return self.ctx.actor.id
+                return self.ctx.actor.id if self.ctx is not None else None
         elif name == "$now":
             if isinstance(p, mf.DateTime):
-                return self.ctx.now()
+                return self.ctx.now() if self.ctx is not None else _CHECK_MOMENT
             if isinstance(p, mf.Date):
                 raise BadQuery(f"{r.path}: $now is a moment; compare a date field with $today")
         elif name == "$today":
-            today = self.ctx.now().astimezone(dt.UTC).date()
+            today = (self.ctx.now() if self.ctx is not None else _CHECK_MOMENT).astimezone(dt.UTC).date()
             if isinstance(p, mf.DateTime):
                 return dt.datetime.combine(today, dt.time(), dt.UTC)
             if isinstance(p, mf.Date):
@@ -299,46 +318,34 @@ class FilterCompiler:
         raise BadQuery(f"{r.path}: {name} cannot be compared with {r.kind}")
 
     # -- conditions -------------------------------------------------------
-    def _node(self, node: Any, depth: int) -> sa.ColumnElement:
-        if not isinstance(node, Mapping) or not node:
-            raise BadQuery("each filter node must be an object: {and|or: [...]}, {not: ...} or {field, op, value}")
-        keys = set(node)
-        if keys in ({"and"}, {"or"}, {"not"}):
-            if depth + 1 > MAX_DEPTH:
-                raise BadQuery(f"filter is nested deeper than {MAX_DEPTH} levels")
-            (kind, items), = node.items()
-            if kind == "not":
-                # Unknown (NULL) counts as false, so "not (stage eq won)" keeps empty
-                # stages, exactly like "stage ne won".
-                return sa.not_(sa.func.coalesce(self._node(items, depth + 1), sa.false()))
-            if not isinstance(items, list) or not items:
-                raise BadQuery(f"{kind!r} needs a non-empty list of conditions")
-            parts = [self._node(i, depth + 1) for i in items]
-            return sa.and_(*parts) if kind == "and" else sa.or_(*parts)
-        if keys == {"field", "op", "value"}:
+    def _node(self, node: Mapping[str, Any], path: str) -> sa.ColumnElement:
+        """A node of a filter that :func:`filters.check` passed."""
+        if "field" in node:
+            self.at = path
             return self.condition(node["field"], node["op"], node["value"])
-        if keys == {"field", "op"}:
-            raise BadQuery(f"condition on {_show(node['field'])} needs a value")
-        raise BadQuery(f"unrecognised filter node with keys {sorted(map(str, keys))}")
+        (kind, items), = node.items()
+        if kind == "not":
+            # Unknown (NULL) counts as false, so "not (stage eq won)" keeps empty
+            # stages, exactly like "stage ne won".
+            return sa.not_(sa.func.coalesce(self._node(items, f"{path}.not"), sa.false()))
+        parts = [self._node(item, f"{path}.{kind}.{i}") for i, item in enumerate(items)]
+        return sa.and_(*parts) if kind == "and" else sa.or_(*parts)
 
     def condition(self, path: Any, op: Any, raw: Any) -> sa.ColumnElement:
         """One ``{field, op, value}`` condition."""
-        self.conditions += 1
-        if self.conditions > MAX_CONDITIONS:
-            raise BadQuery(f"filter has more than {MAX_CONDITIONS} conditions")
-        if not isinstance(op, str) or op not in OPERATORS:
+        operator = OPERATORS.get(op) if isinstance(op, str) else None
+        if operator is None:
             raise BadQuery(f"unknown operator {_show(op)}; known: {', '.join(OPERATORS)}")
+        problem = filters.operand_problem(operator, raw)
+        if problem:
+            raise BadQuery(f"{_show(path)}: {problem}")
         r = self.resolve(path)
         if op not in r.ops:
             raise BadQuery(f"{r.path}: operator {op!r} does not apply to {r.kind}")
         col = r.column
         if op == "is_null":
-            if not isinstance(raw, bool):
-                raise BadQuery(f"{r.path}: is_null needs true or false")
             return self._empty(r) if raw else sa.not_(self._empty(r))
         if op in ("in", "nin"):
-            if not isinstance(raw, list) or not raw or len(raw) > MAX_LIST:
-                raise BadQuery(f"{r.path}: {op} needs a list of 1 to {MAX_LIST} values")
             values = [self.value(r, v) for v in raw]
             present = [v for v in values if v is not None]
             with_empty = len(present) < len(values)
@@ -349,8 +356,6 @@ class FilterCompiler:
                 return col.not_in(present) if present else col.is_not(None)
             return sa.or_(col.not_in(present), col.is_(None))
         if op == "between":
-            if not isinstance(raw, list) or len(raw) != 2:
-                raise BadQuery(f"{r.path}: between needs [low, high]")
             lo, hi = (self.value(r, v) for v in raw)
             if lo is None or hi is None:
                 raise BadQuery(f"{r.path}: between needs two values, not null")
@@ -360,7 +365,7 @@ class FilterCompiler:
             if value is None:
                 return self._empty(r) if op == "eq" else sa.not_(self._empty(r))
             return col == value if op == "eq" else sa.or_(col != value, col.is_(None))
-        if value is None:
+        if value is None:  # a variable that is empty ($user.id of the system)
             raise BadQuery(f"{r.path}: {op} needs a value; use is_null to find empty values")
         if op == "lt":
             return col < value
@@ -406,6 +411,63 @@ class FilterCompiler:
             return col.op("@>", is_comparison=True)(sa.cast(sa.literal(orjson.dumps([value]).decode()), postgresql.JSONB))
         each = sa.func.json_each(col).table_valued("value")
         return sa.exists(sa.select(1).select_from(each).where(each.c.value == value))
+
+
+def _sources(app: CompiledApp, dialect: str, env: SqlEnv, readable: frozenset[str]) -> Source:
+    """How one request reads each object: its table, or its table plus virtual formulas."""
+    built: dict[tuple[str, str | None], sa.FromClause] = {}
+
+    def source(obj: CompiledObject, alias: str | None = None) -> sa.FromClause:
+        # One object per (object, alias) for the whole request: columns taken from one
+        # must be read from that same one.
+        key = (obj.name, alias)
+        if key not in built:
+            if not obj.rules.virtual_formulas:
+                built[key] = obj.table if alias is None else obj.table.alias(alias)
+            elif alias is None:
+                built[key] = query_source(app, obj, dialect, env, readable)
+            else:
+                built[key] = formula_source(app, obj, dialect, env, alias, readable)
+        return built[key]
+
+    return source
+
+
+#: Views open on every database Loomwork runs on, so a publish checks them for each.
+DIALECTS = ("sqlite", "postgresql")
+
+
+def view_errors(app: CompiledApp) -> list[tuple[str, str]]:
+    """Problems of the package views of ``app`` that only compiled metadata can see:
+    each view's filter and sort compiled for its object as its list would run them
+    (operators the fields support, values their types accept, formulas the database
+    can compute), for every dialect. Checked before a publish, so a view that
+    publishes opens. :returns: ``(path, message)`` pairs naming the filter node.
+    """
+    errors: dict[tuple[str, str], None] = {}
+    readable = frozenset(app.objects)
+    for name, view in app.meta.doc.get("views", {}).items():
+        if view.get("object") not in app.objects:
+            continue
+        obj = app.object(view["object"])
+        for dialect in DIALECTS:
+            source = _sources(app, dialect, SqlEnv(now=_CHECK_MOMENT), readable)
+            fc = FilterCompiler(app, obj, None, lambda _name: True, dialect, source)
+            if view.get("filter") is not None:
+                base = f"views.{name}.filter"
+                try:
+                    fc.compile(view["filter"], base)
+                except BadQuery as exc:
+                    where, sep, message = exc.message.partition(": ")
+                    at_node = sep and where.startswith(base)
+                    errors[(where if at_node else (fc.at or base), message if at_node else exc.message)] = None
+            if view.get("sort"):
+                try:
+                    for key, _desc in QueryService._sort(obj, view["sort"]):
+                        _computable(app, obj, key, dialect, "sort")
+                except BadQuery as exc:
+                    errors[(f"views.{name}.sort", exc.message)] = None
+    return list(errors)
 
 
 # -- query-string form ----------------------------------------------------
@@ -883,24 +945,7 @@ class QueryService:
     def _sources(self, app: CompiledApp, ctx: Context, dialect: str) -> Source:
         """How this request reads each object: its table, or its table plus virtual formulas."""
         env = SqlEnv(user_id=ctx.actor.id, user_role=primary_role(ctx.actor.roles), now=ctx.now())
-
-        built: dict[tuple[str, str | None], sa.FromClause] = {}
-        readable = frozenset(self.permissions.readable_objects(ctx, app))
-
-        def source(obj: CompiledObject, alias: str | None = None) -> sa.FromClause:
-            # One object per (object, alias) for the whole request: columns taken from one
-            # must be read from that same one.
-            key = (obj.name, alias)
-            if key not in built:
-                if not obj.rules.virtual_formulas:
-                    built[key] = obj.table if alias is None else obj.table.alias(alias)
-                elif alias is None:
-                    built[key] = query_source(app, obj, dialect, env, readable)
-                else:
-                    built[key] = formula_source(app, obj, dialect, env, alias, readable)
-            return built[key]
-
-        return source
+        return _sources(app, dialect, env, frozenset(self.permissions.readable_objects(ctx, app)))
 
     # -- counts -----------------------------------------------------------
     def _count(self, conn: sa.Connection, obj: CompiledObject, plan: _Plan, kind: str) -> tuple[int, str]:
@@ -930,5 +975,5 @@ class QueryService:
         return f'"{schema}"."{name}"' if schema else f'"{name}"'
 
 
-__all__ = ["ListRequest", "ListResult", "QueryService", "FilterCompiler", "parse_query_string",
-           "OPERATORS", "VARIABLES", "DEFAULT_LIMIT", "MAX_LIMIT"]
+__all__ = ["ListRequest", "ListResult", "QueryService", "FilterCompiler", "parse_query_string", "field_ops",
+           "view_errors", "DEFAULT_LIMIT", "MAX_LIMIT"]

@@ -26,6 +26,7 @@ from urllib.parse import parse_qs, parse_qsl, urlsplit
 
 import pytest
 
+from loomwork.metadata import filters
 from loomwork.runtime.expr import FieldInfo, Scope, builtin_functions, compile_expression
 
 pytestmark = pytest.mark.browser
@@ -132,10 +133,13 @@ FUNCTIONS = builtin_functions()
 
 
 def _compile_markers(node: Any) -> Any:
-    """Replace each ``{"$expr": source}`` with the typed tree the server compiles."""
+    """Replace each ``{"$expr": source}`` with the typed tree the server compiles, and
+    ``{"$filter_rules": true}`` with the filter rules the list page serves."""
     if isinstance(node, dict):
         if set(node) == {"$expr"}:
             return compile_expression(node["$expr"], SCOPE, FUNCTIONS).tree
+        if set(node) == {"$filter_rules"}:
+            return filters.rules_document()
         return {k: _compile_markers(v) for k, v in node.items()}
     if isinstance(node, list):
         return [_compile_markers(v) for v in node]
@@ -656,6 +660,28 @@ def test_filter_built_elsewhere_is_kept_until_edited(page, static_server):
     page.click(".lw-add-condition")
     page.locator(".lw-filter-row .lw-filter-field").select_option("is_big")
     assert json.loads(submit_filter(page, seen)["filter"][0]) == {"field": "is_big", "op": "eq", "value": True}
+
+
+def test_filter_builder_follows_the_served_rules(page, static_server):
+    """The builder knows operators and caps only from the rules the page serves."""
+    def change(data):
+        data["rules"]["max_conditions"] = 2
+        data["filter"] = {"field": "stage", "op": "in", "value": ["won"]}
+
+    open_fixture(page, static_server, "list_fixture.html", change)
+    assert page.locator(".lw-filter-row").count() == 1
+    page.click(".lw-add-condition")
+    assert page.locator(".lw-filter-row").count() == 2
+    assert page.is_disabled(".lw-add-condition"), "no more rows than a filter may have conditions"
+    page.locator(".lw-filter-remove").first.click()
+    assert not page.is_disabled(".lw-add-condition")
+
+    def unknown(data):
+        del data["rules"]["operators"]["in"]
+        data["filter"] = {"field": "stage", "op": "in", "value": ["won"]}
+
+    open_fixture(page, static_server, "list_fixture.html", unknown)
+    assert "built elsewhere" in page.inner_text(".lw-filter-note")
 
 
 def test_bulk_selection_count_and_select_all(page, static_server):

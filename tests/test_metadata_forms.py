@@ -9,11 +9,11 @@ import pytest
 
 from loomwork.metadata.diff import INSTANT, plan
 from loomwork.metadata.errors import ConflictError, MetadataError
+from loomwork.metadata.filters import MAX_CONDITIONS as MAX_FILTER_CONDITIONS
+from loomwork.metadata.filters import MAX_DEPTH as MAX_FILTER_DEPTH
 from loomwork.metadata.model import AppMetadata, FormDef, ViewDef
 from loomwork.metadata.packages import Package, load_package
 from loomwork.metadata.validation import (
-    MAX_FILTER_CONDITIONS,
-    MAX_FILTER_DEPTH,
     layout_dependents,
     schema_errors,
     validate_app,
@@ -229,8 +229,14 @@ SEMANTIC = [
     (_view(filter={"and": [{"field": "stage"}]}), "views.v.filter.and.0", "must be {and: [...]}"),
     (_view(filter={"field": "stage", "op": "eq", "value": 1, "x": 2}), "views.v.filter", "must be {and: [...]}"),
     (_view(filter={"field": "Stage", "op": "eq"}), "views.v.filter.field", "must be a field name or a path"),
-    (_view(filter={"field": "stage", "op": 3, "value": 1}), "views.v.filter.op", "must be an operator name"),
-    (_view(filter=_deep_filter(MAX_FILTER_DEPTH)), "views.v.filter" + ".not" * MAX_FILTER_DEPTH,
+    (_view(filter={"field": "stage", "op": 3, "value": 1}), "views.v.filter.op", "unknown operator 3; known: eq, ne"),
+    (_view(filter={"field": "stage", "op": "equals", "value": "won"}), "views.v.filter.op",
+     "unknown operator 'equals'"),
+    (_view(filter={"field": "stage", "op": "in", "value": "won"}), "views.v.filter.value",
+     "in needs a list of 1 to 500 values"),
+    (_view(filter={"field": "contact.account.region.parent.name", "op": "eq", "value": "x"}),
+     "views.v.filter.field", "more than 3 hops"),
+    (_view(filter=_deep_filter(MAX_FILTER_DEPTH + 1)), "views.v.filter" + ".not" * MAX_FILTER_DEPTH,
      f"nested deeper than {MAX_FILTER_DEPTH} levels"),
     (_view(filter={"or": [{"field": "stage", "op": "eq", "value": str(i)}
                           for i in range(MAX_FILTER_CONDITIONS + 1)]}),
@@ -256,7 +262,7 @@ def test_valid_paths_filters_and_widgets(types):
                                             {"field": "stage", "op": "is_null", "value": False},
                                             {"not": {"or": [{"field": "account.industry", "op": "in",
                                                              "value": ["retail"]}]}}]}}
-    doc["views"]["nested"] = {"object": "deal", "filter": _deep_filter(MAX_FILTER_DEPTH - 1)}
+    doc["views"]["nested"] = {"object": "deal", "filter": _deep_filter(MAX_FILTER_DEPTH)}
     deal_fields(doc)[:] = [{"field": "name", "widget": "textarea", "span": 2}, {"field": "amount", "widget": "number"},
                            {"field": "probability", "widget": "decimal"}, {"field": "account", "widget": "readonly"},
                            {"field": "close_date", "widget": "date", "label": {"en": "Close", "zh-CN": "成交"},

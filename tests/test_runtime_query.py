@@ -24,8 +24,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from loomwork.metadata.errors import BadQuery
+from loomwork.metadata.filters import MAX_CONDITIONS, OPERATORS
 from loomwork.runtime.context import Actor, Context
-from loomwork.runtime.query import MAX_CONDITIONS, OPERATORS, ListRequest, parse_query_string
+from loomwork.runtime.query import ListRequest, parse_query_string
 
 UTC = dt.UTC
 
@@ -475,25 +476,26 @@ def test_row_filter_is_applied_with_its_own_condition_budget(world, monkeypatch)
 
 
 BAD_FILTERS = [
-    ([], "must be an object"),
-    ("qty=1", "must be an object"),
-    ({}, "must be an object"),
+    ([], "filter: must be {and: [...]}"),
+    ("qty=1", "filter: must be {and: [...]}"),
+    ({}, "filter: must be {and: [...]}"),
     ({"and": []}, "non-empty list"),
     ({"or": {}}, "non-empty list"),
     ({"and": F("qty", "eq", 1)}, "non-empty list"),
-    ({"not": []}, "must be an object"),
-    ({"and": [F("qty", "eq", 1)], "or": [F("qty", "eq", 1)]}, "unrecognised filter node"),
-    ({"field": "qty", "op": "eq"}, "needs a value"),
-    ({"field": "qty", "value": 1}, "unrecognised"),
-    ({"field": "qty", "op": "eq", "value": 1, "extra": 2}, "unrecognised"),
-    ({1: 2, "a": 3}, "unrecognised"),
-    (F("qty", "like", 1), "unknown operator 'like'"),
-    (F("qty", ["eq"], 1), "unknown operator"),
+    ({"not": []}, "filter.not: must be {and: [...]}"),
+    ({"and": [F("qty", "eq", 1)], "or": [F("qty", "eq", 1)]}, "not an object with keys ['and', 'or']"),
+    ({"field": "qty", "op": "eq"}, "filter.value: the condition on 'qty' needs a value"),
+    ({"field": "qty", "value": 1}, "not an object with keys"),
+    ({"field": "qty", "op": "eq", "value": 1, "extra": 2}, "not an object with keys"),
+    ({1: 2, "a": 3}, "not an object with keys"),
+    (F("qty", "like", 1), "filter.op: unknown operator 'like'"),
+    ({"or": [F("qty", "eq", 1), F("qty", ["eq"], 1)]}, "filter.or.1.op: unknown operator"),
     (F("qty", "contains", "1"), "qty: operator 'contains' does not apply to an integer field"),
     (F("active", "lt", True), "'lt' does not apply to a boolean field"),
     (F("stage", "between", ["a", "b"]), "does not apply to a choice field"),
     (F("tags", "eq", "a"), "does not apply to a multi_choice field"),
-    (F("details", "eq", {}), "does not apply to a json field"),
+    (F("details", "eq", "x"), "does not apply to a json field"),
+    (F("details", "is_null", {}), "is_null needs true or false"),
     (F("notes", "lt", "x"), "does not apply to a long_text field"),
     (F("id", "contains", "1"), "does not apply to the system field id"),
     (F("qty", "eq", "abc"), "qty: 'abc' is not valid here (Not a valid integer)"),
@@ -501,7 +503,8 @@ BAD_FILTERS = [
     (F("qty", "eq", True), "not valid here"),
     (F("qty", "eq", 2**64), "out of range"),
     (F("owner_id", "eq", 2**40), "out of range"),
-    (F("qty", "eq", [1]), "not valid here"),
+    (F("qty", "eq", [1]), "not valid here (a single value is expected)"),
+    (F("name", "eq", "x" * 1001), "at most 1000 characters"),
     (F("amount", "eq", "ten"), "Not a valid number"),
     (F("amount", "eq", "1.234"), "Too many decimal places"),
     (F("amount", "gt", {"x": 1}), "not valid here"),
@@ -514,7 +517,7 @@ BAD_FILTERS = [
     (F("active", "eq", "yes"), "Not a valid boolean"),
     (F("stage", "eq", "wno"), "must be one of"),
     (F("tags", "contains", "zzz"), "must be one of"),
-    (F("tags", "contains", None), "not valid here"),
+    (F("tags", "contains", None), "contains needs a value"),
     (F("name", "eq", 5), "Not a valid string"),
     (F("name", "contains", "a\x00"), "must not contain NUL"),
     (F("name", "in", ["a", "\x00"]), "must not contain NUL"),
@@ -528,8 +531,9 @@ BAD_FILTERS = [
     (F("qty", "lt", None), "use is_null"),
     (F("qty", "is_null", "yes"), "is_null needs true or false"),
     (F("nope", "eq", 1), "unknown field 'nope' of deal"),
-    (F("", "eq", 1), "field must be a field name"),
-    (F(5, "eq", 1), "field must be a field name"),
+    (F("", "eq", 1), "filter.field: must be a field name or a path"),
+    (F(5, "eq", 1), "filter.field: must be a field name or a path"),
+    (F("Name", "eq", 1), "must be a field name or a path through at most 3 lookups (account.industry), not 'Name'"),
     (F("deleted_at", "is_null", True), "unknown field 'deleted_at'"),
     (F("qty__gte", "eq", 1), "compact filters are written path__op"),
     (F("account.nope", "eq", 1), "unknown field 'account.nope' of account"),

@@ -15,18 +15,12 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 
 import loomwork
+from loomwork.metadata import filters
+from loomwork.metadata.filters import MAX_CONDITIONS, MAX_DEPTH, MAX_LIST, MAX_PATH_HOPS, OPERATORS
 from loomwork.metadata.model import label_text
 from loomwork.runtime.compiled import READ_MAX_AGE, CompiledApp, CompiledObject
 from loomwork.runtime.fieldtypes import AwareDateTimeField, ExactDecimalField, JsonValueField
-from loomwork.runtime.query import (
-    DEFAULT_LIMIT,
-    MAX_CONDITIONS,
-    MAX_DEPTH,
-    MAX_LIMIT,
-    MAX_LIST,
-    MAX_PATH_HOPS,
-    OPERATORS,
-)
+from loomwork.runtime.query import DEFAULT_LIMIT, MAX_LIMIT
 
 from ..auth import current_context
 from ..state import state
@@ -39,9 +33,12 @@ Filter records either with the JSON filter AST in `filter` or with compact param
 **AST** (`filter={{"and":[{{"field":"stage","op":"eq","value":"won"}},{{"field":"amount","op":"gte","value":"1000"}}]}}`):
 a node is `{{"and": [...]}}`, `{{"or": [...]}}`, `{{"not": node}}` or `{{"field": path, "op": op, "value": v}}`.
 `path` is a field name or a dotted path through lookups (`account.industry`, at most {MAX_PATH_HOPS} hops).
-Operators: `{' '.join(OPERATORS)}` (each field lists the ones it takes in `x-filter-ops`).
+Operators: `{' '.join(OPERATORS)}` (each field lists the ones it takes in `x-filter-ops`):
+{chr(10).join(f"- `{op.name}`: {op.doc}" for op in OPERATORS.values())}
+
 `in`/`nin` take a list (at most {MAX_LIST} values), `between` takes `[low, high]` (inclusive),
-`is_null` takes true/false.
+`is_null` takes true/false; a text operand has at most {filters.MAX_TEXT} characters.
+The schema `Filter` describes the tree.
 Variables: `"$user.id"`, `"$now"`, `"$today"` (write `"$$x"` for a literal `$x`).
 Empty values: `ne`, `nin` and `not` keep records whose value is empty; other comparisons never match empty values.
 At most {MAX_DEPTH} levels deep and {MAX_CONDITIONS} conditions.
@@ -75,7 +72,7 @@ def _system_properties() -> dict[str, Any]:
 
 def _component_names(objects: list[str]) -> dict[str, str]:
     """``deal_item`` -> ``DealItem``, made unique (also against the fixed ``Problem``)."""
-    taken = {"Problem"}
+    taken = {"Problem", "Filter"}
     out = {}
     for name in objects:
         base = "".join(p.capitalize() for p in name.split("_")) or name
@@ -182,8 +179,10 @@ def build_spec(app: CompiledApp, objects: list[str], locale: str = "en") -> dict
                                   "description": "Per-field messages (422); bulk rows are keyed index.field."}},
         "required": ["title", "status", "detail"],
     })
+    spec.components.schema("Filter", filters.json_schema())
     params = {
-        "filter": {"name": "filter", "in": "query", "schema": {"type": "string"},
+        "filter": {"name": "filter", "in": "query",
+                   "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Filter"}}},
                    "description": "JSON filter AST. " + FILTER_GRAMMAR},
         "sort": {"name": "sort", "in": "query", "schema": {"type": "string"},
                  "description": "Comma-separated fields, '-' for descending (at most 4)."},

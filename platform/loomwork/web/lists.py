@@ -13,10 +13,11 @@ import orjson
 from flask import flash, redirect, render_template, request, url_for
 from werkzeug.datastructures import MultiDict
 
+from loomwork.metadata import filters
 from loomwork.metadata.errors import LoomworkError, ValidationError
 from loomwork.metadata.model import SYSTEM_COLUMNS, label_text
 from loomwork.runtime.compiled import CompiledApp, CompiledObject
-from loomwork.runtime.query import MAX_LIMIT, ListRequest, parse_query_string
+from loomwork.runtime.query import MAX_LIMIT, ListRequest, field_ops, parse_query_string
 
 from .. import auth
 from ..state import state
@@ -103,7 +104,7 @@ def _filter_fields(app: CompiledApp, obj: CompiledObject) -> dict[str, Any]:
     """Fields the filter builder offers, with their operators and choices."""
     out = {}
     for name, f in obj.fields.items():
-        ops = sorted(f.ftype.field_ops(f.defn))
+        ops = sorted(field_ops(obj, name))
         if not ops:
             continue
         entry = {"label": label_text(f.defn.label, locale(), name), "type": _kind(f), "ops": ops}
@@ -111,8 +112,7 @@ def _filter_fields(app: CompiledApp, obj: CompiledObject) -> dict[str, Any]:
             entry["choices"] = [{"value": v, "label": lbl} for v, lbl in choice_labels(f, locale()).items()]
         out[name] = entry
     for name in ("created_at", "updated_at"):
-        out[name] = {"label": _label(app, obj, name), "type": "datetime",
-                     "ops": ["between", "eq", "gt", "gte", "is_null", "lt", "lte", "ne"]}
+        out[name] = {"label": _label(app, obj, name), "type": "datetime", "ops": sorted(field_ops(obj, name))}
     return out
 
 
@@ -158,7 +158,7 @@ def list_page(object_name: str):
         page_sizes=PAGE_SIZES, query=_query(st), filter_json=orjson.dumps(st["filter"]).decode()
         if st["filter"] is not None else "",
         list_data={"object": obj.name, "fields": _filter_fields(app, obj), "op_labels": _op_labels(),
-                   "filter": st["filter"]},
+                   "filter": st["filter"], "rules": filters.rules_document()},
         bulk_fields=[{"name": n, "label": _label(app, obj, n), "type": f.ftype.name}
                      for n, f in obj.fields.items()
                      if not f.ftype.computed and f.ftype.name not in ("autonumber", "json", "lookup")

@@ -1,3 +1,5 @@
+const hasOwn = (obj, key) => obj != null && Object.prototype.hasOwnProperty.call(obj, key);
+
 /**
  * List pages: the filter builder and bulk selection.
  *
@@ -9,7 +11,11 @@
  * page data in `<script type="application/json" id="lw-list-data">`:
  *
  *   {"object": "deal", "fields": {name: {label, type, ops, choices?}},
- *    "op_labels": {"eq": "is", ...}, "filter": <AST or null>}
+ *    "op_labels": {"eq": "is", ...}, "filter": <AST or null>,
+ *    "rules": {"operators": {name: {operand, nullable, text}}, "max_conditions", ...}}
+ *
+ * `rules` is the filter AST's one definition (loomwork.metadata.filters), served by the
+ * page: which operand each operator takes and the caps, so nothing here restates them.
  *
  * The builder edits a flat AST: one condition, or {and|or: [conditions]}. Anything
  * else (not, nesting, unknown fields or operators) is left alone with a note until
@@ -19,12 +25,14 @@
  */
 import { _ } from "./lw-ui.js";
 
-const LIST_OPS = new Set(["in", "nin"]);
+/** The filter rules the page serves; until then, no operator is known. */
+let RULES = { operators: {}, max_conditions: 0 };
+/** What operator `op` takes: "value", "list", "range" or "flag" (see the rules). */
+const operand = (op) => (hasOwn(RULES.operators, op) ? RULES.operators[op].operand : null);
 /** Operators a new row starts with, in order of preference. */
 const DEFAULT_OPS = ["eq", "icontains", "contains"];
 const VARIABLE_KINDS = new Set(["date", "datetime", "time", "integer", "number"]);
 
-const hasOwn = (obj, key) => obj != null && Object.prototype.hasOwnProperty.call(obj, key);
 
 function el(tag, attrs = {}, children = []) {
   const node = document.createElement(tag);
@@ -160,13 +168,13 @@ function listEditor(kind, field, values) {
 /** The value control of a condition on `field` with `op`. */
 function valueEditor(field, op, value) {
   const kind = controlKind(field.type);
-  if (op === "is_null") {
+  if (operand(op) === "flag") {
     const select = el("select", { "aria-label": _("Value") },
       [option("true", _("yes"), value !== false), option("false", _("no"), value === false)]);
     return { node: select, read: () => select.value === "true" };
   }
-  if (LIST_OPS.has(op)) return listEditor(kind, field, value);
-  if (op === "between") {
+  if (operand(op) === "list") return listEditor(kind, field, value);
+  if (operand(op) === "range") {
     const [lo, hi] = Array.isArray(value) ? value : [];
     const a = scalarEditor(kind === "choice" ? "text" : kind, field, lo, _("From"));
     const b = scalarEditor(kind === "choice" ? "text" : kind, field, hi, _("To"));
@@ -183,10 +191,10 @@ function valueEditor(field, op, value) {
 
 /** A value entered for one operator, carried over to another. */
 function carryValue(value, fromOp, toOp) {
-  if (value === undefined || fromOp === "is_null" || toOp === "is_null") return undefined;
+  if (value === undefined || operand(fromOp) === "flag" || operand(toOp) === "flag") return undefined;
   const list = Array.isArray(value) ? value : [value];
-  if (LIST_OPS.has(toOp)) return list;
-  if (toOp === "between") return [list[0], list[1]];
+  if (operand(toOp) === "list") return list;
+  if (operand(toOp) === "range") return [list[0], list[1]];
   return list[0];
 }
 
@@ -207,11 +215,12 @@ function editable(cond, fields) {
     value = op === "eq";
     op = "is_null";
   }
-  if (!field.ops.includes(op)) return null;
-  if (op === "is_null" && typeof value !== "boolean") return null;
-  if (LIST_OPS.has(op) && !Array.isArray(value)) return null;
-  if (op === "between" && !(Array.isArray(value) && value.length === 2)) return null;
-  if (!LIST_OPS.has(op) && op !== "between" && value !== null && typeof value === "object") return null;
+  const kind = operand(op);
+  if (kind === null || !field.ops.includes(op)) return null;
+  if (kind === "flag" && typeof value !== "boolean") return null;
+  if (kind === "list" && !Array.isArray(value)) return null;
+  if (kind === "range" && !(Array.isArray(value) && value.length === 2)) return null;
+  if (kind === "value" && value !== null && typeof value === "object") return null;
   return { field: cond.field, op, value };
 }
 
@@ -280,12 +289,18 @@ class FilterBuilder {
         if (row) row.fieldSelect.focus();
       });
     }
+    this.updateAdd();
     form.addEventListener("submit", () => this.write());
+  }
+
+  /** No more rows than a filter may have conditions. */
+  updateAdd() {
+    if (this.add) this.add.disabled = this.rows.length >= RULES.max_conditions;
   }
 
   addRow(cond) {
     const names = Object.keys(this.fields);
-    if (names.length === 0) return null;
+    if (names.length === 0 || this.rows.length >= RULES.max_conditions) return null;
     const row = { node: el("div", { class: "lw-filter-row" }), editor: null, op: null };
     row.fieldSelect = el("select", { class: "lw-filter-field", "aria-label": _("Field") },
       names.map((n) => option(n, this.fields[n].label || n)));
@@ -303,6 +318,7 @@ class FilterBuilder {
     this.rows.push(row);
     if (cond) this.setField(row, cond.field, cond.op, cond.value);
     else this.setField(row, names[0], null, undefined);
+    this.updateAdd();
     return row;
   }
 
@@ -325,6 +341,7 @@ class FilterBuilder {
     const i = this.rows.indexOf(row);
     this.rows.splice(i, 1);
     row.node.remove();
+    this.updateAdd();
     const next = this.rows[i] || this.rows[i - 1];
     (next ? next.fieldSelect : this.add)?.focus();
   }
@@ -433,6 +450,7 @@ class BulkBar {
  * @param {object} data the page data (see the module header)
  */
 export function initList(root, data) {
+  if (data.rules) RULES = data.rules;
   const form = root.querySelector("form.lw-filter");
   const builder = form && form.querySelector(".lw-filter-rows") ? new FilterBuilder(form, data) : null;
   const bulk = new BulkBar(root, data);
