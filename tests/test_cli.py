@@ -275,3 +275,58 @@ def test_demo_prints_every_user_and_serves_on_the_port_asked(tmp_path, monkeypat
     dry = subprocess.run(["make", "-n", "demo", "PORT=5001", "HOST=0.0.0.0"], cwd=root, capture_output=True,
                          text=True, check=True).stdout.splitlines()
     assert dry[-1].split() == [".venv/bin/loomwork", "demo", "--port", "5001", "--host", "0.0.0.0"]
+
+
+PLUGIN = '''
+import click
+
+from loomwork.runtime import hookimpl
+
+
+@hookimpl
+def loomwork_register_commands(cli):
+    @cli.command("hello")
+    @click.argument("name")
+    @click.pass_obj
+    def hello(env, name):
+        """Greet NAME from the default tenant."""
+        click.echo(f"hello {name} from {env.state.settings.default_tenant} ({len(cli.commands)} commands)")
+'''
+
+
+def test_a_plugin_named_in_the_settings_adds_commands(tmp_path, monkeypatch):
+    """Issue 11 §2: the CLI registers the plugins the app does, the ``plugins`` setting's too."""
+    name = f"lw_cli_plugin_{secrets.token_hex(4)}"
+    (tmp_path / f"{name}.py").write_text(PLUGIN)
+    (tmp_path / f"{name}_clash.py").write_text(PLUGIN.replace('"hello"', '"user"'))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("LOOMWORK_DATABASE_URL", f"sqlite:///{tmp_path / 'inst'}")
+    monkeypatch.setenv("LOOMWORK_INSTANCE_DIR", str(tmp_path / "inst"))
+    runner = CliRunner()
+    monkeypatch.delenv("LOOMWORK_PLUGINS", raising=False)
+    missing = runner.invoke(main, ["hello", "ann"])
+    assert missing.exit_code == 2 and "No such command 'hello'" in missing.output
+
+    monkeypatch.setenv("LOOMWORK_PLUGINS", name)
+    out = runner.invoke(main, ["hello", "ann"], catch_exceptions=False)
+    assert out.exit_code == 0, out.output
+    assert out.output.startswith("hello ann from main (") and "commands)" in out.output
+    listed = runner.invoke(main, ["--help"]).output
+    assert "hello" in listed and "Greet NAME from the default tenant." in listed and "user" in listed
+    assert "hello" not in main.commands  # the group itself is left as it was, for other settings
+
+    config = tmp_path / "loomwork.toml"  # the settings file works the same way
+    config.write_text(f'[loomwork]\nplugins = "{name}"\n')
+    monkeypatch.delenv("LOOMWORK_PLUGINS")
+    monkeypatch.setenv("LOOMWORK_CONFIG", str(config))
+    assert runner.invoke(main, ["hello", "bo"]).output.startswith("hello bo from main")
+
+    monkeypatch.setenv("LOOMWORK_PLUGINS", f"{name}_clash")
+    clash = runner.invoke(main, ["hello", "ann"])
+    assert clash.exit_code == 1 and "a plugin adds a command 'user', which is a built-in command's name" in clash.output
+    monkeypatch.setenv("LOOMWORK_PLUGINS", "no_such_plugin_module")
+    broken = runner.invoke(main, ["hello", "ann"])
+    assert broken.exit_code == 1 and "cannot load plugin no_such_plugin_module" in broken.output
+    # A built-in command is found without the plugins, and then says why the app cannot start.
+    built_in = runner.invoke(main, ["tenant", "list"])
+    assert built_in.exit_code == 1 and "error: cannot load plugin no_such_plugin_module" in built_in.output

@@ -31,7 +31,10 @@ class Env:
             from loomwork.app import create_app
 
             overrides = {"database_url": self.database_url} if self.database_url else {}
-            self._app = create_app(overrides)
+            try:
+                self._app = create_app(overrides)
+            except ImportError as exc:  # a plugin the settings name
+                raise LoomworkError(_plugin_import_error(exc)) from None
         return self._app
 
     @property
@@ -83,7 +86,71 @@ class Group(click.Group):
             _fail(exc)
 
 
-@click.group(cls=Group)
+#: Where the root context keeps the commands plugins added (once per invocation).
+_PLUGIN_COMMANDS = "loomwork.plugin_commands"
+
+
+class RootGroup(Group):
+    """The ``loomwork`` group: its own commands, and those plugins add through
+    ``loomwork_register_commands``.
+
+    The group exists before any app, so plugin commands are gathered when a command is
+    first looked up (or listed), from the plugins the app registers too: the built-in
+    ones, the ``plugins`` setting (file or ``LOOMWORK_PLUGINS``) and entry points. A
+    command that runs no plugin lookup (a built-in one, by name) imports no plugin.
+    """
+
+    def _plugin_commands(self, ctx: click.Context) -> dict[str, click.Command]:
+        meta = ctx.find_root().meta
+        if _PLUGIN_COMMANDS not in meta:
+            meta[_PLUGIN_COMMANDS] = plugin_commands(self)
+        return meta[_PLUGIN_COMMANDS]
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(self._plugin_commands(ctx)))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return super().get_command(ctx, cmd_name) or self._plugin_commands(ctx).get(cmd_name)
+
+
+def _plugin_import_error(exc: ImportError) -> str:
+    return f"cannot load plugin {exc.name or ''}: {exc} (check the plugins setting or LOOMWORK_PLUGINS)"
+
+
+def plugin_commands(cli: click.Group) -> dict[str, click.Command]:
+    """The commands the configured plugins register, by name, without changing ``cli``
+    (each invocation may run with other settings).
+
+    :raises click.ClickException: when the settings or a plugin cannot be loaded, or a
+        plugin's command has a built-in command's name.
+    """
+    from .config import load_settings
+    from .plugin_manager import make_plugin_manager
+
+    try:
+        settings = load_settings()
+    except LoomworkError as exc:
+        raise click.ClickException(exc.message) from None
+    try:
+        pm = make_plugin_manager(settings.plugin_list)
+    except LoomworkError as exc:
+        raise click.ClickException(exc.message) from None
+    except ImportError as exc:
+        raise click.ClickException(_plugin_import_error(exc)) from None
+    # Plugins add to a stand-in holding the built-in commands, so they can see them.
+    stand_in = click.Group(cli.name, commands=dict(cli.commands))
+    pm.hook.loomwork_register_commands(cli=stand_in)
+    added = {}
+    for name, command in stand_in.commands.items():
+        if cli.commands.get(name) is command:
+            continue
+        if name in cli.commands:
+            raise click.ClickException(f"a plugin adds a command {name!r}, which is a built-in command's name")
+        added[name] = command
+    return added
+
+
+@click.group(cls=RootGroup)
 @click.option("--database-url", envvar="LOOMWORK_DATABASE_URL", help="sqlite:///DIR or postgresql://...")
 @click.pass_context
 def main(ctx: click.Context, database_url: str | None) -> None:
@@ -611,11 +678,3 @@ def _check_port(host: str, port: int) -> None:
         raise LoomworkError(f"cannot serve on {host}:{port} ({exc.strerror or exc}); choose another port with "
                             f"--port (make demo PORT=...)") from None
 
-
-def _load_plugin_commands() -> None:
-    from loomwork.plugin_manager import make_plugin_manager
-
-    make_plugin_manager().hook.loomwork_register_commands(cli=main)
-
-
-_load_plugin_commands()
