@@ -1,10 +1,11 @@
 """``/api/v1/openapi.json``: OpenAPI 3.1 generated from metadata, cached per version,
-filtered to what the caller may read, and true to what the API really sends and takes.
+filtered to what the caller may read, describing every route under ``/api/v1``, and
+true to what the API really sends and takes.
 
-``openapi-spec-validator`` is not installed here, so the document is checked
-structurally: required members, unique operation ids, declared path parameters,
-resolvable ``$ref``s, every schema valid under JSON Schema 2020-12 (the dialect of
-OpenAPI 3.1), and real requests and responses validated against those schemas.
+The document is validated by ``openapi-spec-validator`` (a dev dependency) and checked
+structurally besides: unique operation ids, declared path parameters, resolvable
+``$ref``s, every schema valid under JSON Schema 2020-12 (the dialect of OpenAPI 3.1),
+and real requests and responses validated against those schemas.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import re
 
 import jsonschema
 import pytest
+from openapi_spec_validator import validate as validate_openapi
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
@@ -21,15 +23,19 @@ pytestmark = pytest.mark.usefixtures("fast_setup")
 OPERATIONS = {"get", "put", "post", "delete", "patch", "options", "head", "trace"}
 
 
-#: Paths every document lists whatever the caller reads: the script endpoints (403 to
-#: non-administrators) and the approval endpoints (which check the record's object).
-SCRIPT_PATHS = {"/api/v1/scripts/{name}/dry-run", "/api/v1/scripts/runs", "/api/v1/data/{object}/{id}/approvals",
-                "/api/v1/approvals/inbox", "/api/v1/approvals/processes/{object}", "/api/v1/approvals/{instance}",
-                "/api/v1/approvals/{instance}/recall", "/api/v1/approvals/{instance}/comments",
-                "/api/v1/approvals/tasks/{task}/approve", "/api/v1/approvals/tasks/{task}/reject",
-                "/api/v1/approvals/tasks/{task}/transfer", "/api/v1/approvals/tasks/{task}/add-signer",
-                "/api/v1/approvals/tasks/batch-approve", "/api/v1/data/{object}/{id}/transitions",
-                "/api/v1/data/{object}/{id}/transitions/{name}"}
+#: Some of the paths every document lists whatever the caller reads (the endpoints
+#: check access themselves): scripts, approvals, workflows, metadata, views, sign-in.
+PLATFORM_PATHS = {"/api/v1/scripts/{name}/dry-run", "/api/v1/scripts/runs", "/api/v1/data/{object}/{id}/approvals",
+                  "/api/v1/approvals/inbox", "/api/v1/approvals/tasks/batch-approve",
+                  "/api/v1/data/{object}/{id}/transitions", "/api/v1/data/{object}/{id}/transitions/{name}",
+                  "/api/v1/meta", "/api/v1/meta/objects", "/api/v1/meta/publish", "/api/v1/views/{object}",
+                  "/api/v1/auth/login", "/api/v1/auth/me", "/api/v1/users/{user_id}/delegations",
+                  "/api/v1/openapi.json"}
+
+
+def object_paths(doc: dict) -> set[str]:
+    """The paths generated for concrete objects (``/api/v1/data/deal...``)."""
+    return {p for p in doc["paths"] if p.startswith("/api/v1/data/") and not p.startswith("/api/v1/data/{")}
 
 def spec_of(client) -> dict:
     resp = client.get("/api/v1/openapi.json")
@@ -60,7 +66,8 @@ def resolve(doc: dict, ref: str):
 
 
 def check_structure(doc: dict) -> None:
-    """What openapi-spec-validator would catch for a document of this shape."""
+    """The document is valid OpenAPI 3.1, and what a validator does not catch."""
+    validate_openapi(doc)
     assert doc["openapi"] == "3.1.0"
     assert doc["info"]["title"] and doc["info"]["version"]
     assert isinstance(doc["paths"], dict)
@@ -116,8 +123,8 @@ def test_document_shape(api):
         assert set(doc["paths"][f"{base}/{{id}}"]) == {"get", "patch", "delete"}
         assert set(doc["paths"][f"{base}/{{id}}/restore"]) == {"post"}
         assert set(doc["paths"][f"{base}/{{id}}/history"]) == {"get"}
-    assert len(doc["paths"]) == 16 + len(SCRIPT_PATHS)
-    assert SCRIPT_PATHS <= set(doc["paths"])
+    assert len(object_paths(doc)) == 16
+    assert PLATFORM_PATHS <= set(doc["paths"])
     assert set(doc["components"]["securitySchemes"]) == {"bearer", "session"}
 
 
@@ -236,11 +243,13 @@ def test_lists_only_objects_the_caller_may_read(crm_app, api, api_as, anon):
                              roles=("dealer",))
     dan = spec_of(api_as("dan"))
     check_structure(dan)
-    assert set(dan["paths"]) == {"/api/v1/data/deal", "/api/v1/data/deal/{id}", "/api/v1/data/deal/{id}/restore",
-                                 "/api/v1/data/deal/{id}/history", *SCRIPT_PATHS}
+    assert object_paths(dan) == {"/api/v1/data/deal", "/api/v1/data/deal/{id}", "/api/v1/data/deal/{id}/restore",
+                                 "/api/v1/data/deal/{id}/history"}
+    assert set(dan["paths"]) - object_paths(dan) == set(spec_of(api)["paths"]) - object_paths(spec_of(api))
+    assert PLATFORM_PATHS <= set(dan["paths"])
     assert not any(name.startswith(("Account", "Contact")) for name in dan["components"]["schemas"])
-    assert len(spec_of(api)["paths"]) == 16 + len(SCRIPT_PATHS)
-    assert len(spec_of(api_as("vera"))["paths"]) == 16 + len(SCRIPT_PATHS)
+    assert len(object_paths(spec_of(api))) == 16
+    assert len(object_paths(spec_of(api_as("vera")))) == 16
     assert anon.get("/api/v1/openapi.json").status_code == 401
     # What the document hides, the API refuses too.
     assert api_as("dan").get("/api/v1/data/account").status_code == 403
@@ -258,3 +267,60 @@ def test_component_names_never_collide(api):
         "schema"]["properties"]["data"]["items"]["$ref"] for p in ("problem", "deal_input", "dealinput", "deal")}
     assert len(set(targets.values())) == 4
     assert "title" in resolve(doc, targets["problem"])["properties"]
+
+
+def _pattern(rule: str) -> re.Pattern:
+    """A Flask rule as a pattern of documented paths: each parameter is either a
+    template (``{id}``) or a concrete name (an object, an action script)."""
+    parts = re.split(r"<(?:[a-z]+:)?[a-z_]+>", rule)
+    return re.compile(r"(?:\{[a-z_]+\}|[a-z][a-z0-9_]*)".join(map(re.escape, parts)))
+
+
+def test_every_api_route_is_described(crm_app, api):
+    """Walk Flask's URL map: every route under /api/v1, with each of its methods, is in
+    the document, generically (``{object}``) or for the objects (and their action
+    scripts) the caller may read."""
+    doc = spec_of(api)
+    missing = []
+    for rule in crm_app.url_map.iter_rules():
+        if not rule.rule.startswith("/api/v1/"):
+            continue
+        pattern = _pattern(rule.rule)
+        for method in rule.methods - {"HEAD", "OPTIONS"}:
+            if not any(pattern.fullmatch(path) and method.lower() in item for path, item in doc["paths"].items()):
+                missing.append(f"{method} {rule.rule}")
+    assert not missing, f"routes missing from the OpenAPI document: {missing}"
+
+
+def test_admin_endpoints_are_tagged(api):
+    doc = spec_of(api)
+    tagged = {(path, method) for path, item in doc["paths"].items() for method, op in item.items()
+              if "admin" in op["tags"]}
+    for path, method in [("/api/v1/meta", "get"), ("/api/v1/meta/publish", "post"), ("/api/v1/meta/versions", "get"),
+                         ("/api/v1/meta/objects/{name}", "put"), ("/api/v1/scripts/runs", "get"),
+                         ("/api/v1/users/{user_id}/manager", "put")]:
+        assert (path, method) in tagged, (path, method)
+    assert ("/api/v1/meta/objects", "get") not in tagged and ("/api/v1/views/{object}", "get") not in tagged
+    assert "admin" in {t["name"] for t in doc["tags"]}
+    assert doc["paths"]["/api/v1/auth/login"]["post"]["security"] == []
+
+
+def test_platform_answers_match_the_schemas(api):
+    """Answers of the platform endpoints validate against the schemas they are given."""
+    doc = spec_of(api)
+    registry = Registry().with_resource("urn:openapi", Resource.from_contents(doc, DRAFT202012))
+
+    def check(path: str, method: str, resp, code: str = "200") -> None:
+        assert resp.status_code == int(code), resp.get_data(as_text=True)[:300]
+        schema = doc["paths"][path][method]["responses"][code]["content"]["application/json"]["schema"]
+        jsonschema.Draft202012Validator(_rebase(schema), registry=registry).validate(resp.json)
+
+    check("/api/v1/auth/me", "get", api.get("/api/v1/auth/me"))
+    check("/api/v1/meta/versions", "get", api.get("/api/v1/meta/versions"))
+    check("/api/v1/meta/versions/{version}", "get", api.get("/api/v1/meta/versions/1"))
+    check("/api/v1/views/{object}", "get", api.get("/api/v1/views/deal"))
+    view = {"label": "Big", "filter": {"field": "amount", "op": "gte", "value": "1000"}, "sort": ["-amount"]}
+    check("/api/v1/views/{object}", "post", api.post("/api/v1/views/deal", json=view), "201")
+    deal = {k: v for k, v in api.get("/api/v1/meta/objects/deal").json.items() if k not in ("version", "name")}
+    check("/api/v1/meta/objects/{name}", "put",
+          api.put("/api/v1/meta/objects/deal", json={"object": deal, "dry_run": True}))

@@ -1,5 +1,9 @@
 """``/api/v1/openapi.json``: OpenAPI 3.1 generated from the current metadata version.
 
+Every endpoint under ``/api/v1`` is described: the record endpoints here, per object;
+the rest (sign-in, metadata, views, users, approvals, workflows, scripts) in
+:mod:`.openapi_platform`.
+
 Built with apispec from each object's marshmallow schema, cached on the compiled app
 (so once per tenant and version), and filtered to what the caller may read.
 
@@ -26,6 +30,7 @@ from ..auth import current_context
 from ..state import state
 from . import bp
 from .jsonio import respond
+from .openapi_platform import add_platform_paths
 
 FILTER_GRAMMAR = f"""\
 Filter records either with the JSON filter AST in `filter` or with compact parameters.
@@ -294,96 +299,10 @@ def build_spec(app: CompiledApp, objects: list[str], locale: str = "en") -> dict
                     "type": "object", "properties": {"result": {"description": "The script's result"},
                                                      "record": ref, "log": {"type": "string"}}}}}},
                               **{c: errors[c] for c in ("401", "403", "404", "409", "422")}}}})
-    _approval_paths(spec, errors)
-    spec.path(path="/api/v1/scripts/{name}/dry-run", operations={"post": {
-        "tags": ["scripts"], "summary": "Dry-run a script (administrators)", "operationId": "dry_run_script",
-        "description": "Runs the script against a stored record (record_id) and/or given values (record) "
-                       "and rolls back whatever it wrote.",
-        "parameters": [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
-        "requestBody": {"required": False, "content": {"application/json": {"schema": {
-            "type": "object", "additionalProperties": False,
-            "properties": {"record_id": {"type": "integer"}, "record": {"type": "object"},
-                           "params": {"type": "object"}}}}}},
-        "responses": {"200": {"description": "What the script did: status, record, result, errors, log, used"},
-                      **{c: errors[c] for c in ("401", "403", "404", "409", "422")}}}})
-    spec.path(path="/api/v1/scripts/runs", operations={"get": {
-        "tags": ["scripts"], "summary": "The script run log, newest first (administrators)",
-        "operationId": "script_runs",
-        "parameters": [{"name": "script", "in": "query", "schema": {"type": "string"}},
-                       {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
-                       {"name": "before", "in": "query", "schema": {"type": "integer"},
-                        "description": "Runs with a smaller id (the next page: next_before)"}],
-        "responses": {"200": {"description": "Runs: script, object, record_id, trigger, actor, started_at, "
-                                             "duration_ms, status, error, used, log, dry_run"},
-                      **{c: errors[c] for c in ("401", "403")}}}})
+    add_platform_paths(spec, errors)
     doc = spec.to_dict()
     doc["security"] = [{"bearer": []}, {"session": []}]
     return doc
-
-
-def _approval_paths(spec: APISpec, errors: dict[str, Any]) -> None:
-    """The approval endpoints (the same for every object)."""
-    def op(summary: str, op_id: str, params: list[str], body: dict[str, Any] | None, codes: tuple[str, ...],
-           ok: str = "200") -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "tags": ["approvals"], "summary": summary, "operationId": op_id,
-            "parameters": [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}} for p in params],
-            "responses": {ok: {"description": "The approval instance: status, nodes with their state, tasks, history"},
-                          **{c: errors[c] for c in codes}}}
-        if body is not None:
-            out["requestBody"] = {"required": False, "content": {"application/json": {"schema": {
-                "type": "object", "additionalProperties": False, "properties": body}}}}
-        return out
-
-    text = {"type": "string", "maxLength": 4000}
-    decided = ("401", "403", "404", "409", "422")
-    spec.path(path="/api/v1/data/{object}/{id}/approvals", operations={
-        "get": op("The record's approvals, newest first", "record_approvals", ["object", "id"], None,
-                  ("401", "403", "404")),
-        "post": op("Submit the record for approval (or resubmit one sent back)", "submit_approval",
-                   ["object", "id"], {"process": {"type": "string"}, "comment": text,
-                                      "chosen": {"type": "object", "description": "node name -> user ids or names, "
-                                                 "for steps whose approvers the submitter chooses"}},
-                   decided, ok="201")})
-    spec.path(path="/api/v1/approvals/inbox", operations={"get": {
-        "tags": ["approvals"], "summary": "Waiting for me, submitted by me, or CC to me", "operationId": "approval_inbox",
-        "parameters": [{"name": "box", "in": "query", "schema": {"enum": ["waiting", "submitted", "cc"]}}],
-        "responses": {"200": {"description": "Tasks (waiting, cc) or instances (submitted)"},
-                      **{c: errors[c] for c in ("401", "422")}}}})
-    spec.path(path="/api/v1/approvals/processes/{object}", operations={"get": op(
-        "The object's active approval processes", "approval_processes", ["object"], None, ("401", "403", "404"))})
-    spec.path(path="/api/v1/approvals/{instance}", operations={"get": op(
-        "An approval with its process drawn as nodes, its tasks and history", "approval_instance", ["instance"],
-        None, ("401", "403", "404"))})
-    spec.path(path="/api/v1/approvals/{instance}/recall", operations={"post": op(
-        "Recall (the submitter, while it is not final)", "recall_approval", ["instance"], {"comment": text},
-        decided)})
-    spec.path(path="/api/v1/approvals/{instance}/comments", operations={"post": op(
-        "Comment", "comment_approval", ["instance"], {"comment": text}, decided, ok="201")})
-    spec.path(path="/api/v1/approvals/tasks/{task}/approve", operations={"post": op(
-        "Approve a task of mine", "approve_task", ["task"],
-        {"comment": text, "values": {"type": "object", "description": "fields this step lets me edit"}}, decided)})
-    spec.path(path="/api/v1/approvals/tasks/{task}/reject", operations={"post": op(
-        "Reject: to the end, back to the submitter, or back to an earlier step", "reject_task", ["task"],
-        {"comment": text, "to": {"type": "string", "description": "end (default), submitter, or a step's name"}},
-        decided)})
-    spec.path(path="/api/v1/approvals/tasks/{task}/transfer", operations={"post": op(
-        "Hand my task to someone else", "transfer_task", ["task"],
-        {"to": {"description": "a user id or username"}, "comment": text}, decided)})
-    spec.path(path="/api/v1/approvals/tasks/{task}/add-signer", operations={"post": op(
-        "Add a signer before or after me", "add_signer", ["task"],
-        {"user": {"description": "a user id or username"}, "position": {"enum": ["before", "after"]},
-         "comment": text}, decided)})
-    spec.path(path="/api/v1/data/{object}/{id}/transitions", operations={"get": op(
-        "The status transitions I may take now", "record_transitions", ["object", "id"], None,
-        ("401", "403", "404"))})
-    spec.path(path="/api/v1/data/{object}/{id}/transitions/{name}", operations={"post": op(
-        "Take a status transition (roles and condition checked)", "take_transition", ["object", "id", "name"], {},
-        decided)})
-    spec.path(path="/api/v1/approvals/tasks/batch-approve", operations={"post": op(
-        "Approve several tasks (each on its own)", "batch_approve", [],
-        {"tasks": {"type": "array", "items": {"type": "integer"}, "maxItems": 200}, "comment": text},
-        ("401", "422"))})
 
 
 @bp.get("/openapi.json")
