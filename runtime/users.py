@@ -161,8 +161,8 @@ def refuse_sign_in(password: Any) -> None:
     try:
         _hasher.verify(_DUMMY_HASH, password if isinstance(password, str) else "")
     except (VerificationError, InvalidHashError):
-        pass  # the point was the time it takes; the verdict is the same either way
-    raise AuthenticationRequired("wrong username or password")
+        raise AuthenticationRequired("wrong username or password") from None
+    raise AuthenticationRequired("wrong username or password")  # even the dummy's own password
 
 
 def _digest(token: str) -> str:

@@ -322,3 +322,20 @@ def test_the_last_active_administrator_stays(svc, lw_ctx, ann):
     assert svc.authenticate(lw_ctx, "boss", PASSWORD).id == boss.id
     with pytest.raises(AuthenticationRequired):
         svc.authenticate(lw_ctx, "ann", PASSWORD)
+
+
+def test_refuse_sign_in_always_refuses_after_a_password_check(fast_hashing, monkeypatch):
+    from loomwork.runtime import users as users_mod
+
+    checked = []
+
+    class Counting:
+        def verify(self, stored, password):
+            checked.append(password)
+            return CHEAP.verify(stored, password)
+
+    monkeypatch.setattr(users_mod, "_hasher", Counting())
+    for password in ("guess", "not a password", None, 5):  # the dummy hash's own password too
+        with pytest.raises(AuthenticationRequired, match="wrong username or password"):
+            users_mod.refuse_sign_in(password)
+    assert checked == ["guess", "not a password", "", ""]
