@@ -4,9 +4,9 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 PIP_INSTALL = $(BIN)/pip install --quiet --disable-pip-version-check
 QUICK  ?=
-# make demo PORT=5001 HOST=0.0.0.0: where the demo listens (default 127.0.0.1:5000).
+# make demo PORT=5001: the demo's port (default 5000). Not HOST too: some shells export
+# HOST as the machine's name, which would quietly change where the demo listens.
 PORT   ?=
-HOST   ?=
 
 .PHONY: demo test lint bench clean messages
 
@@ -23,7 +23,7 @@ $(VENV)/.installed-dev: $(BIN)/activate setup.cfg pyproject.toml
 	touch $(VENV)/.installed $@
 
 demo: $(VENV)/.installed
-	$(BIN)/loomwork demo $(if $(PORT),--port $(PORT),) $(if $(HOST),--host $(HOST),)
+	$(BIN)/loomwork demo $(if $(PORT),--port $(PORT),)
 
 test: $(VENV)/.installed-dev
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e . --config-settings editable_mode=strict
