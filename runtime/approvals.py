@@ -25,7 +25,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from loomwork.metadata.errors import ConflictError, NotFound, PermissionDenied, ValidationError
-from loomwork.metadata.model import ApprovalDef
+from loomwork.metadata.model import ApprovalDef, label_text
 
 from . import systables
 from .compiled import READ_MAX_AGE, CompiledApp, Runtime
@@ -36,6 +36,7 @@ from .jobs import JobService, Notification
 from .participants import stored_row
 from .permissions import Permissions
 from .pipeline import Origin
+from .reasons import Ability, Reason
 from .rules import compile_one
 
 OPEN = ("pending", "returned")
@@ -149,19 +150,15 @@ class ApprovalService:
         i = systables.approval_instances
         open_one = conn.execute(sa.select(i).where(i.c.object == object_name, i.c.record_id == record_id,
                                                    i.c.status.in_(OPEN)).with_for_update()).first()
-        if open_one is not None and open_one.status == "pending":
-            raise ConflictError(f"{object_name} {record_id} is already waiting for approval "
-                                f"({open_one.process}, instance {open_one.id})")
-        if open_one is not None and open_one.submitter != ctx.actor.id and not ctx.actor.is_admin and not automatic:
-            raise PermissionDenied("it was sent back to its submitter, who resubmits it")
-        if not automatic:
-            self._check_submitter(ctx, app, proc, row)
+        reason = self._submit_reason(ctx, conn, app, proc, row, open_one, automatic=automatic)
+        if reason is not None:
+            if automatic and reason.code in ("not_applicable", "final_state"):
+                return None  # a record the process does not apply to: nothing to start
+            kind = {"already_pending": ConflictError, "not_applicable": ValidationError}.get(reason.code)
+            if kind is ValidationError:
+                raise ValidationError({"_schema": [reason.message]})
+            raise (kind or PermissionDenied)(reason.message)
         doc = proc.snapshot()
-        if doc.get("entry_condition") and not self._holds(ctx, conn, app, object_name, doc["entry_condition"], row):
-            if automatic:  # a record the process does not apply to: nothing to start
-                return None
-            raise ValidationError({"_schema": [f"{proc.title(ctx.locale)} does not apply to this record "
-                                               f"(its entry condition is not met)"]})
         now = ctx.now()
         picked = _clean_chosen(chosen)
         if open_one is not None:  # returned to the submitter: the same instance goes on
@@ -185,16 +182,57 @@ class ApprovalService:
         self._enter(ctx, conn, app, self._instance(conn, inst_id), start)
         return inst_id
 
-    def _check_submitter(self, ctx: Context, app: CompiledApp, proc: ApprovalDef, row: Mapping[str, Any]) -> None:
-        self.permissions.check(ctx, app, proc.object, "update")
-        who = proc.doc.get("submitters")
-        if not who or ctx.actor.is_admin:
-            return
-        if who.get("owner") and row.get("owner_id") == ctx.actor.id:
-            return
-        if not ctx.actor.roles.isdisjoint(who.get("roles", ())):
-            return
-        raise PermissionDenied(f"you may not submit {proc.name!r} for this record")
+    def _submit_reason(self, ctx: Context, conn: sa.Connection, app: CompiledApp, proc: ApprovalDef,
+                       row: Mapping[str, Any], open_one: Any, *, automatic: bool) -> Reason | None:
+        """Why ``ctx``'s actor cannot submit ``row`` to ``proc`` now (None: they can).
+        The one home of these rules: :meth:`submit` raises the reason, the record
+        page shows it on a disabled button."""
+        title = proc.title(ctx.locale)
+        params = {"process": title}
+        if open_one is not None and open_one.status == "pending":
+            return Reason("already_pending", f"it is already waiting for approval ({title})", params)
+        if open_one is not None and open_one.submitter != ctx.actor.id and not ctx.actor.is_admin \
+                and not automatic:
+            return Reason("returned_to_submitter", "it was sent back to its submitter, who resubmits it", params)
+        wf = app.meta.workflow_for(proc.object)
+        if wf is not None and (wf.states.get(row.get(wf.field)) or {}).get("final"):
+            state = label_text((wf.states.get(row.get(wf.field)) or {}).get("label"), ctx.locale,
+                               str(row.get(wf.field)))
+            return Reason("final_state", f"a record in its final state ({state}) is not submitted for approval",
+                          {**params, "state": state})
+        if not automatic:
+            if not self.permissions.allowed(ctx, app, proc.object, "update"):
+                return Reason("no_update", f"you may not change {proc.object} records", params)
+            who = proc.doc.get("submitters")
+            if who and not ctx.actor.is_admin and not (who.get("owner") and row.get("owner_id") == ctx.actor.id) \
+                    and ctx.actor.roles.isdisjoint(who.get("roles", ())):
+                return Reason("not_submitter", f"you may not submit this record for {title}", params)
+        condition = proc.doc.get("entry_condition")
+        if condition and not self._holds(ctx, conn, app, proc.object, condition, row):
+            return Reason("not_applicable", f"{title} does not apply to this record (its entry condition is "
+                                            f"not met)", params)
+        return None
+
+    def submit_options(self, ctx: Context, conn: sa.Connection, app: CompiledApp, object_name: str,
+                       row: Mapping[str, Any]) -> list[tuple[ApprovalDef, Ability]]:
+        """The active processes of the record, each with whether ``ctx``'s actor can
+        submit it now (a record sent back offers only its own process)."""
+        i = systables.approval_instances
+        open_one = conn.execute(sa.select(i).where(i.c.object == object_name, i.c.record_id == row["id"],
+                                                   i.c.status.in_(OPEN)).order_by(i.c.id.desc()).limit(1)).first()
+        out = []
+        for proc in app.meta.approvals_for(object_name):
+            if open_one is not None and open_one.status == "returned" and proc.name != open_one.process:
+                continue
+            reason = self._submit_reason(ctx, conn, app, proc, row, open_one, automatic=False)
+            out.append((proc, Ability.yes() if reason is None else Ability.no(reason)))
+        return out
+
+    def reject_targets(self, conn: sa.Connection, inst_id: int, node: str) -> list[str]:
+        """Where a rejection at ``node`` may send the instance: ``end``, the submitter,
+        or a step it passed before (see :meth:`reject`)."""
+        visited = self._visited(conn, inst_id)
+        return ["end", "submitter", *(visited[:visited.index(node)] if node in visited else [])]
 
     # -- walking the process -----------------------------------------------------------
     def _enter(self, ctx: Context, conn: sa.Connection, app: CompiledApp, inst: Any, name: str) -> None:
@@ -397,12 +435,11 @@ class ApprovalService:
                 self._event(conn, inst.id, "reject", ctx.actor.id, now, comment, node=task.node, task_id=task.id)
                 self._after_decision(ctx, conn, app, inst, node, task)
                 return self._describe(conn, self._instance(conn, inst.id))
-            visited = self._visited(conn, inst.id)
             # Back means back: a step this instance passed before the current one.
-            earlier = visited[:visited.index(task.node)] if task.node in visited else []
-            if to not in ("end", "submitter") and to not in earlier:
+            targets = self.reject_targets(conn, inst.id, task.node)
+            if to not in targets:
                 raise ValidationError({"to": [f"send it back to end, submitter, or a step it passed: "
-                                              f"{', '.join(earlier) or '(none)'}"]})
+                                              f"{', '.join(targets[2:]) or '(none)'}"]})
             self._event(conn, inst.id, "reject", ctx.actor.id, now, comment, node=task.node, task_id=task.id,
                         detail={"to": to})
             self._close_open_tasks(conn, inst.id)
@@ -605,36 +642,65 @@ class ApprovalService:
             return self._describe(conn, inst)
 
     # -- the record lock and automatic submission (called by the record service) ------------
-    def check_write(self, ctx: Context, conn: sa.Connection, app: CompiledApp, object_name: str, record_id: int,
-                    fields: Iterable[str], *, delete: bool = False, origin: Origin = Origin.USER) -> None:
-        """Refuse a write the lock of the record's pending approval (or a lock action)
-        forbids. The engine writing the record its process holds passes (only that
-        record: anything else written meanwhile meets every lock as usual)."""
-        if origin.holds(object_name, record_id) or not has_processes(app, object_name):
-            return
+    def _lock(self, ctx: Context, conn: sa.Connection, app: CompiledApp, object_name: str, record_id: int,
+              delete: bool) -> tuple[Reason | None, frozenset[str]]:
+        """Why the record's approval keeps ``ctx``'s actor from changing it (None: it
+        does not), and the fields they may still change (an approver at their step).
+        Decided on the instance's snapshot, as it runs, not on the current definition."""
+        if not has_processes(app, object_name):
+            return None, frozenset()
         i = systables.approval_instances
         inst = conn.execute(sa.select(i).where(i.c.object == object_name, i.c.record_id == record_id,
                                                sa.or_(i.c.status == "pending", i.c.locked))
                             .order_by(i.c.id.desc()).limit(1)).first()
         if inst is None:
-            return
+            return None, frozenset()
+        definition = Definition(json.loads(inst.definition))
+        title = label_text(definition.doc.get("label"), ctx.locale, inst.process.replace("_", " ").capitalize())
         if inst.status != "pending":  # locked by an action after it ended
             if ctx.actor.is_admin:
-                return
-            raise PermissionDenied(f"{object_name} {record_id} is locked by its approval ({inst.process})")
-        policy = json.loads(inst.definition).get("lock", "admins")
+                return None, frozenset()
+            return Reason("approval_locked", f"it is locked by its approval ({title})", {"process": title}), \
+                frozenset()
+        policy = definition.doc.get("lock", "admins")
         if policy == "admins" and ctx.actor.is_admin:
-            return
-        if policy == "approvers" and not delete:
+            return None, frozenset()
+        editable: frozenset[str] = frozenset()
+        if policy == "approvers" and not delete and inst.node:
             t = systables.approval_tasks
             mine = conn.execute(sa.select(t.c.id).where(t.c.instance_id == inst.id, t.c.node == inst.node,
                                                         t.c.round == inst.round, t.c.assignee == ctx.actor.id,
                                                         t.c.status == "pending").limit(1)).first()
-            editable = set(Definition(json.loads(inst.definition)).node(inst.node).get("editable_fields", ())) \
-                if inst.node else set()
-            if mine is not None and set(fields) <= editable:
-                return
-        raise PermissionDenied(f"{object_name} {record_id} is waiting for approval ({inst.process}) and locked")
+            if mine is not None:
+                editable = frozenset(definition.node(inst.node).get("editable_fields", ()))
+        return Reason("approval_pending", f"it is waiting for approval ({title}) and locked",
+                      {"process": title}), editable
+
+    def check_write(self, ctx: Context, conn: sa.Connection, app: CompiledApp, object_name: str, record_id: int,
+                    fields: Iterable[str], *, delete: bool = False, origin: Origin = Origin.USER) -> None:
+        """Refuse a write the lock of the record's pending approval (or a lock action)
+        forbids. The engine writing the record its process holds passes (only that
+        record: anything else written meanwhile meets every lock as usual)."""
+        if origin.holds(object_name, record_id):
+            return
+        reason, editable = self._lock(ctx, conn, app, object_name, record_id, delete)
+        if reason is not None and not (editable and set(fields) <= editable):
+            raise PermissionDenied(f"{object_name} {record_id}: {reason.message}")
+
+    def lock_state(self, ctx: Context, conn: sa.Connection, app: CompiledApp, object_name: str,
+                   record_id: int) -> tuple[Ability, frozenset[str] | None, Ability]:
+        """``(edit, fields, delete)``: whether the approval lock lets ``ctx``'s actor edit
+        the record (only ``fields`` when not None) and delete it — what
+        :meth:`check_write` would say."""
+        reason, editable = self._lock(ctx, conn, app, object_name, record_id, False)
+        if reason is None:
+            edit, fields = Ability.yes(), None
+        elif editable:
+            edit, fields = Ability.yes(), editable
+        else:
+            edit, fields = Ability.no(reason), None
+        gone, _ = self._lock(ctx, conn, app, object_name, record_id, True)
+        return edit, fields, Ability.yes() if gone is None else Ability.no(gone)
 
     def after_write(self, ctx: Context, conn: sa.Connection, app: CompiledApp, object_name: str,
                     new: Mapping[str, Any], old: Mapping[str, Any] | None, *, origin: Origin = Origin.USER) -> None:
@@ -846,6 +912,7 @@ class ApprovalService:
                   for r in conn.execute(sa.select(e).where(e.c.instance_id == inst.id).order_by(e.c.id))]
         definition = Definition(json.loads(inst.definition))
         reached = {x["node"] for x in tasks} | {x["node"] for x in events if x["node"]}
+        skipped = _not_taken(definition, events, reached)
         nodes = []
         for n in definition.nodes:
             mine = [x for x in tasks if x["node"] == n["name"] and x["kind"] == "approve"]
@@ -857,10 +924,49 @@ class ApprovalService:
                 state = "rejected"
             elif n["name"] in reached:
                 state = "passed"
+            elif n["name"] in skipped:
+                state = "skipped"  # on a branch this instance did not take
             else:
                 state = "not_reached"
             nodes.append({"name": n["name"], "type": n["type"], "label": n.get("label"), "state": state})
-        return {**self._summary(inst), "nodes": nodes, "tasks": tasks, "history": events}
+        for x in events:
+            x["system"] = x["action"] in SYSTEM_EVENTS
+        reject_to = self.reject_targets(conn, inst.id, inst.node) if inst.status == "pending" and inst.node else []
+        return {**self._summary(inst), "nodes": nodes, "tasks": tasks, "history": events, "reject_to": reject_to}
+
+
+#: Events the engine records for itself (routing, a step's completion, an action run):
+#: kept in the history, marked ``system`` so a page can leave them out of the story.
+SYSTEM_EVENTS = frozenset({"branch", "node_approved", "action"})
+
+
+def _not_taken(definition: Definition, events: Sequence[Mapping[str, Any]], reached: set[str]) -> set[str]:
+    """Nodes only on the branches a routing decision did not take (and not reached)."""
+
+    def chain(start: str) -> list[str]:
+        out: list[str] = []
+        name = start
+        while name != "end" and name in definition.index and name not in out:
+            out.append(name)
+            name = definition.next_of(name)
+        return out
+
+    skipped: set[str] = set()
+    for e in events:
+        if e["action"] != "branch" or not e["node"] or e["node"] not in definition.index:
+            continue
+        taken = (e.get("detail") or {}).get("to")
+        node = definition.node(e["node"])
+        ahead = set(chain(taken)) if taken else set()
+        for alt in [b["next"] for b in node.get("branches", ())] + [definition.next_of(e["node"])]:
+            if alt == taken:
+                continue
+            for name in chain(alt):
+                if name in ahead:
+                    break  # the branches meet again here
+                if name not in reached:
+                    skipped.add(name)
+    return skipped
 
 
 def has_processes(app: CompiledApp, object_name: str) -> bool:

@@ -112,7 +112,9 @@ class RecordService:
             # A few more than asked for: some may have been deleted since (by anyone).
             rows = conn.execute(
                 sa.select(h.c.object, h.c.record_id, sa.func.max(h.c.changed_at), last)
-                .where(h.c.changed_by == ctx.actor.id, h.c.object.in_(readable), h.c.action != "delete")
+                .where(h.c.changed_by == ctx.actor.id, h.c.object.in_(readable), h.c.action != "delete",
+                       # A total that moved because of their change is not a change of theirs.
+                       sa.or_(h.c.origin.is_(None), h.c.origin != "derived"))
                 .group_by(h.c.object, h.c.record_id).order_by(last.desc()).limit(limit * 3)).all()
             live: set[tuple[str, int]] = set()
             for name in {r[0] for r in rows}:

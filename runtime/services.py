@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
+from .abilities import AbilityService
 from .approvals import ApprovalService
 from .compiled import Runtime
 from .jobs import JobService
@@ -44,6 +45,8 @@ class Services:
         self.approvals = ApprovalService(runtime, self.permissions, self.records, self.users, self.scripts,
                                          self.jobs)
         self.workflows = WorkflowService(runtime, self.permissions, self.records)
+        #: What an actor may do with a record now, and why not (pages ask here).
+        self.abilities = AbilityService(runtime, self.permissions, self.approvals, self.workflows)
         # The pipeline is the record service's registry of participants, filled once
         # here: the built-ins need the services above, which need the record service.
         for p in participants(self):

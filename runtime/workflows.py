@@ -23,6 +23,7 @@ from .expr import EvaluationError
 from .participants import stored_row
 from .permissions import Permissions
 from .pipeline import Origin
+from .reasons import Ability, Reason
 from .rules import compile_one
 
 
@@ -49,6 +50,19 @@ class WorkflowService:
             return {f"{prefix}{wf.field}": [f"a new record starts as {self._state_label(wf, wf.initial, ctx)}"]}
         return {}
 
+    def edit_rule(self, ctx: Context, wf: WorkflowDef, state: Any) -> tuple[Reason | None, frozenset[str] | None]:
+        """Whether the record's state lets ``ctx``'s actor change its other fields:
+        ``(refusal, only these fields)``; ``(None, None)`` when the state sets no rule."""
+        edit = (wf.states.get(state) or {}).get("edit")
+        if edit is None or ctx.actor.is_admin:
+            return None, None
+        label = self._state_label(wf, state, ctx)
+        if not self._may(ctx, edit.get("roles")) or edit.get("roles") == ():
+            return Reason("state_locked", f"a record in state {label} cannot be changed by you", {"state": label}), \
+                None
+        fields = edit.get("fields")
+        return None, frozenset(fields) if fields is not None else None
+
     def check_update(self, ctx: Context, conn: sa.Connection, app: CompiledApp, obj: CompiledObject,
                      old: Mapping[str, Any], changed: Mapping[str, Any]) -> None:
         """Refuse a change the workflow does not allow. :raises ValidationError, PermissionDenied:"""
@@ -59,15 +73,13 @@ class WorkflowService:
         others = sorted(k for k in changed if k != wf.field and k in obj.fields
                         and not obj.fields[k].ftype.system_set)
         if others:
-            edit = (wf.states.get(before) or {}).get("edit")
-            if edit is not None and not ctx.actor.is_admin:
-                if not self._may(ctx, edit.get("roles")) or edit.get("roles") == ():
-                    raise PermissionDenied(f"a record in state {self._state_label(wf, before, ctx)} cannot be "
-                                           f"changed by you")
-                if edit.get("fields") is not None and set(others) - set(edit["fields"]):
-                    bad = ", ".join(sorted(set(others) - set(edit["fields"])))
-                    raise PermissionDenied(f"in state {self._state_label(wf, before, ctx)} these fields are "
-                                           f"fixed: {bad}")
+            refusal, fields = self.edit_rule(ctx, wf, before)
+            if refusal is not None:
+                raise refusal.error()
+            if fields is not None and set(others) - fields:
+                bad = ", ".join(sorted(set(others) - fields))
+                raise PermissionDenied(f"in state {self._state_label(wf, before, ctx)} these fields are "
+                                       f"fixed: {bad}")
         if wf.field not in changed or changed[wf.field] == before:
             return
         after = changed[wf.field]
@@ -87,12 +99,39 @@ class WorkflowService:
         for t in mine:
             if not t.get("condition") or self._holds(ctx, conn, app, obj, t["condition"], record, old):
                 return
-        raise ValidationError({wf.field: [f"{self._label(mine[0], ctx)} is not possible yet "
-                                          f"({mine[0]['condition']})"]})
+        raise ValidationError({wf.field: [self._not_yet(mine[0], ctx).message]})
+
+    def _not_yet(self, t: Mapping[str, Any], ctx: Context) -> Reason:
+        """Why a transition whose condition does not hold cannot be taken: its own
+        ``message`` when it has one, never the raw condition."""
+        label = self._label(t, ctx)
+        message = label_text(t.get("message"), ctx.locale, "") if t.get("message") else ""
+        return Reason("transition_not_yet", message or f"{label} is not possible yet",
+                      {"transition": label, "message": message})
 
     # -- transitions as actions ------------------------------------------------------------------
+    def options(self, ctx: Context, conn: sa.Connection, app: CompiledApp, obj: CompiledObject,
+                record: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """The transitions ``ctx``'s actor's roles allow from the record's state, each
+        with whether its condition holds now (and why not: the transition's message)."""
+        wf = app.meta.workflow_for(obj.name)
+        if wf is None:
+            return []
+        out = []
+        for t in wf.from_state(record.get(wf.field)):
+            if not self._may(ctx, t.get("roles")):
+                continue  # never theirs to take: not shown
+            after = {**record, wf.field: t["to"]}
+            holds = not t.get("condition") or self._holds(ctx, conn, app, obj, t["condition"], after, record)
+            out.append({"name": t["name"], "label": self._label(t, ctx), "to": t["to"],
+                        "to_label": self._state_label(wf, t["to"], ctx),
+                        "ability": Ability.yes() if holds else Ability.no(self._not_yet(t, ctx))})
+        return out
+
     def available(self, ctx: Context, object_name: str, record_id: Any) -> list[dict[str, Any]]:
-        """The transitions the caller may take from the record's state now."""
+        """The transitions the caller may take from the record's state now, and those
+        their roles allow but whose condition does not hold yet (``allowed: false``
+        with the reason)."""
         app = self.runtime.compiled(ctx.tenant, max_age=READ_MAX_AGE)
         self.permissions.check(ctx, app, object_name, "read")
         wf = app.meta.workflow_for(object_name)
@@ -101,15 +140,8 @@ class WorkflowService:
         with ctx.tenant.read() as conn:
             obj = app.object(object_name)
             record = dict(stored_row(conn, obj, record_id))
-            out = []
-            for t in wf.from_state(record.get(wf.field)):
-                if not self._may(ctx, t.get("roles")):
-                    continue
-                after = {**record, wf.field: t["to"]}
-                if t.get("condition") and not self._holds(ctx, conn, app, obj, t["condition"], after, record):
-                    continue
-                out.append({"name": t["name"], "label": self._label(t, ctx), "to": t["to"]})
-            return out
+            return [{"name": o["name"], "label": o["label"], "to": o["to"], **o["ability"].as_dict()}
+                    for o in self.options(ctx, conn, app, obj, record)]
 
     def transition(self, ctx: Context, object_name: str, record_id: Any, name: str, *,
                    origin: Origin = Origin.USER) -> dict[str, Any]:

@@ -52,7 +52,11 @@ def test_states_transitions_and_edit_rules(tickets):
         rec.update(al, "ticket", t["id"], {"status": "closed"})
     t = rec.update(al, "ticket", t["id"], {"status": "open"})
     assert [x["name"] for x in wf.available(al, "ticket", t["id"])] == ["wait"]  # close needs support
-    assert [x["name"] for x in wf.available(sue, "ticket", t["id"])] == ["wait"]  # and a resolution
+    # and a resolution: shown, disabled, with why (never the raw condition)
+    options = {x["name"]: x for x in wf.available(sue, "ticket", t["id"])}
+    assert options["wait"]["allowed"] and not options["close"]["allowed"]
+    assert options["close"]["reason"]["message"] == "close is not possible yet"
+    assert "resolution" not in options["close"]["reason"]["message"]
     with pytest.raises(PermissionDenied, match="may not take close"):
         rec.update(al, "ticket", t["id"], {"status": "closed", "resolution": "fixed"})
     with pytest.raises(ValidationError, match="not possible yet"):
@@ -67,12 +71,39 @@ def test_states_transitions_and_edit_rules(tickets):
     t = rec.update(sue, "ticket", t["id"], {"status": "open"})
     t = rec.update(sue, "ticket", t["id"], {"status": "closed", "resolution": "replaced the toner"})
     assert t["status"] == "closed"
+    # The final state: the record page offers no Edit, and says why.
+    can = s.abilities.for_record(sue, "ticket", t["id"])
+    assert not can.edit.allowed and can.edit.reason.code == "state_locked" and can.transitions == []
+    assert can.states == ["closed"]
     with pytest.raises(PermissionDenied, match="closed cannot be changed"):
         rec.update(sue, "ticket", t["id"], {"priority": 3})
     with pytest.raises(ValidationError, match="cannot go from closed"):
         rec.update(sue, "ticket", t["id"], {"status": "open"})
     with pytest.raises(NotFound):
         wf.transition(sue, "ticket", t["id"], "teleport")
+
+
+def test_a_transition_says_in_its_own_words_why_it_is_not_open(lw_services, lw_ctx, lw_cheap_passwords):
+    import copy
+
+    workflow = copy.deepcopy(WORKFLOW)
+    workflow["transitions"][2]["message"] = {"en": "Fill in the resolution first", "zh-CN": "请先填写解决方案"}
+    lw_services.metadata.publish(lw_ctx, {"objects": {"ticket": TICKET}, "roles": ROLES,
+                                          "workflows": {"support": workflow}}, comment="workflow")
+    sue = Context(lw_ctx.tenant, lw_services.users.create(lw_ctx, "sue", None, roles=("support",)).actor(),
+                  clock=lw_ctx.clock)
+    rec = lw_services.records
+    t = rec.create(sue, "ticket", {"title": "t"})
+    t = rec.update(sue, "ticket", t["id"], {"status": "open"})
+    with pytest.raises(ValidationError) as err:
+        rec.update(sue, "ticket", t["id"], {"status": "closed"})
+    assert err.value.errors == {"status": ["Fill in the resolution first"]}
+    zh = Context(sue.tenant, sue.actor, locale="zh-CN", clock=sue.clock)
+    can = lw_services.abilities.for_record(zh, "ticket", t["id"])
+    close = next(x for x in can.transitions if x["name"] == "close")
+    assert close["ability"].reason.params["message"] == "请先填写解决方案"
+    # The edit form's state field offers where the record can go now, not every state.
+    assert can.states == ["open", "waiting"]
 
 
 def test_bulk_writes_and_the_api_follow_the_workflow_too(tickets, lw_ctx):

@@ -24,7 +24,7 @@ from .. import auth
 from ..state import state
 from . import bp
 from .common import _, compiled, digits, locale, navigation, object_label, signed_in
-from .messages import translate_all
+from .messages import reason_text, translate_all
 from .present import format_plain
 from .titles import Titles, user_names
 
@@ -55,28 +55,31 @@ def _msgs(exc: LoomworkError) -> str:
     return exc.message
 
 
-def panel(ctx: Context, app: CompiledApp, object_name: str, record: dict[str, Any]) -> dict[str, Any] | None:
-    """What the record page shows about approvals (None when the object has no process)."""
+def panel(ctx: Context, app: CompiledApp, object_name: str, record: dict[str, Any],
+          abilities: Any) -> dict[str, Any] | None:
+    """What the record page shows about approvals (None when the object has no process).
+    What may be done comes from the services (``abilities``, the instance); this only
+    lays it out."""
     if not has_processes(app, object_name):
         return None  # most record pages: no approval query at all
     service = state().services.approvals
-    processes = app.meta.approvals_for(object_name)
     instances = service.for_record(ctx, object_name, record["id"], limit=1)
-    if not processes and not instances:
+    if not abilities.submit and not instances:
         return None
+    out: dict[str, Any] = {"processes": [], "instance": None}
+    for option in abilities.submit:
+        ability = option["ability"]
+        if not ability.allowed and ability.reason and ability.reason.code == "already_pending":
+            continue  # the panel shows the instance instead
+        proc = app.meta.approvals[option["name"]]
+        choose = [{"name": n["name"], "title": label_text(n.get("label"), locale(), n["name"])}
+                  for n in proc.doc["nodes"] if n["type"] == "approval"
+                  and any(spec.get("chosen_by_submitter") for spec in n.get("approvers", ()))] \
+            if ability.allowed else []
+        out["processes"].append({"name": proc.name, "label": option["label"], "choose": choose,
+                                 "people": _active_people(ctx) if choose else [], "allowed": ability.allowed,
+                                 "reason": reason_text(ability.reason)})
     latest = instances[0] if instances else None
-    open_ = latest is not None and latest["status"] in ("pending", "returned")
-    may_update = state().services.permissions.allowed(ctx, app, object_name, "update")
-    out: dict[str, Any] = {"processes": [], "instance": None, "locked": False}
-    if may_update and (not open_ or latest["status"] == "returned"):
-        for p in processes:
-            if latest is not None and latest["status"] == "returned" and p.name != latest["process"]:
-                continue
-            choose = [{"name": n["name"], "title": label_text(n.get("label"), locale(), n["name"])}
-                      for n in p.doc["nodes"] if n["type"] == "approval"
-                      and any(spec.get("chosen_by_submitter") for spec in n.get("approvers", ()))]
-            out["processes"].append({"name": p.name, "label": p.title(locale()), "choose": choose,
-                                     "people": _active_people(ctx) if choose else []})
     if latest is None:
         return out
     people = user_names(ctx, {t["assignee"] for t in latest["tasks"]} | {h["actor"] for h in latest["history"]}
@@ -85,23 +88,31 @@ def panel(ctx: Context, app: CompiledApp, object_name: str, record: dict[str, An
                  and t["kind"] == "approve"), None)
     steps = []
     for n in latest["nodes"]:
+        if n["state"] == "skipped" or n["type"] not in ("approval", "cc"):
+            continue  # the branch not taken; routing and actions are the engine's business
         who = [people.get(t["assignee"], "#" + str(t["assignee"])) for t in latest["tasks"]
                if t["node"] == n["name"] and t["status"] not in ("cancelled", "transferred")]
         steps.append({**n, "title": label_text(n.get("label"), locale(), n["name"].replace("_", " ").capitalize()),
                       "who": who})
-    passed = [s for s in steps if s["state"] in ("approved", "passed") and s["type"] == "approval"]
+    seen: dict[str, int] = {}
+    for step in steps:  # two steps of the same name are told apart by their number
+        seen[step["title"]] = seen.get(step["title"], 0) + 1
+    counts = dict.fromkeys(seen, 0)
+    for step in steps:
+        if seen[step["title"]] > 1:
+            counts[step["title"]] += 1
+            step["title"] = f"{step['title']} ({counts[step['title']]})"
+    titles = {s["name"]: s["title"] for s in steps}
     history = [{"action": _(ACTION_LABELS.get(h["action"], h["action"])), "by": people.get(h["actor"], _("system")),
                 "at": format_plain("datetime", h["at"], locale()), "comment": h["comment"]}
-               for h in reversed(latest["history"])]
+               for h in reversed(latest["history"]) if not h["system"]]
     proc = app.meta.approvals.get(latest["process"])
-    policy = (proc.doc.get("lock", "admins") if proc else "admins")
-    # The page hides edit and delete while the lock keeps this user out (the server refuses anyway).
-    out["locked"] = latest["status"] == "pending" and not (policy == "admins" and ctx.actor.is_admin) \
-        and not (policy == "approvers" and any(t["assignee"] == ctx.actor.id and t["status"] == "pending"
-                                               for t in latest["tasks"]))
+    reject_to = [{"value": to, "label": _("to the end (rejected)") if to == "end" else
+                  _("back to the submitter") if to == "submitter" else
+                  _("back to %(step)s", step=titles.get(to, to))} for to in latest["reject_to"]]
     # People to hand my task to, or to add as signers.
     others = [p for p in _active_people(ctx) if p[0] != ctx.actor.id] if mine is not None else []
-    out["instance"] = {**latest, "steps": steps, "history": history, "mine": mine, "back_to": passed,
+    out["instance"] = {**latest, "steps": steps, "history": history, "mine": mine, "reject_to": reject_to,
                        "others": others,
                        "title": proc.title(locale()) if proc else latest["process"],
                        "status_label": _(STATUS_LABELS.get(latest["status"], latest["status"])),

@@ -55,3 +55,34 @@ def translate(message: str) -> str:
 
 def translate_all(errors: dict[str, list[str]]) -> dict[str, list[str]]:
     return {k: [translate(m) for m in msgs] for k, msgs in errors.items()}
+
+
+#: The runtime's refusal reasons (:class:`loomwork.runtime.reasons.Reason`) by code.
+_REASONS = {
+    "approval_pending": N_("Locked while it waits for approval (%(process)s)"),
+    "approval_locked": N_("Locked by its approval (%(process)s)"),
+    "already_pending": N_("Already waiting for approval (%(process)s)"),
+    "returned_to_submitter": N_("Sent back to its submitter, who submits it again"),
+    "final_state": N_("In its final state (%(state)s): not submitted for approval"),
+    "no_update": N_("You may not change these records"),
+    "no_delete": N_("You may not delete these records"),
+    "not_submitter": N_("You may not submit this record for %(process)s"),
+    "not_applicable": N_("%(process)s does not apply to this record"),
+    "state_locked": N_("In state %(state)s it cannot be changed by you"),
+    "transition_not_yet": N_("%(transition)s is not possible yet"),
+    "no_fields": N_("No field of it may be changed now"),
+}
+
+
+def reason_text(reason: object) -> str:
+    """A refusal reason (a ``Reason`` or its dict) in the page's language."""
+    if reason is None:
+        return ""
+    data = reason.as_dict() if hasattr(reason, "as_dict") else dict(reason)  # type: ignore[call-overload]
+    params = data.get("params") or {}
+    if data["code"] == "transition_not_yet" and params.get("message"):
+        return params["message"]  # the transition's own words, translated by its metadata
+    msgid = _REASONS.get(data["code"])
+    if msgid is None:
+        return translate(data["message"])
+    return _(msgid, **{k: v for k, v in params.items() if isinstance(v, (str, int, float))})

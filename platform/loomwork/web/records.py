@@ -26,7 +26,7 @@ from ..state import state
 from . import bp
 from .approvals import panel as approval_panel
 from .common import _, compiled, digits, locale, navigation, object_label, signed_in
-from .messages import translate_all
+from .messages import reason_text, translate, translate_all
 from .present import choice_labels, display, input_value, parse_form
 from .titles import Titles, user_names
 
@@ -43,31 +43,37 @@ def _record_id(raw: str) -> int:
 def _editable(obj: CompiledObject, layout: Layout) -> list[str]:
     """The fields a form for ``layout`` sends: placed, and neither computed nor numbered."""
     return [s.field for s in layout.slots()
-            if s.widget != "readonly" and not obj.fields[s.field].ftype.computed
-            and obj.fields[s.field].ftype.name != "autonumber" and not obj.fields[s.field].defn.read_only]
+            if s.widget != "readonly" and not obj.fields[s.field].ftype.system_set
+            and not obj.fields[s.field].defn.read_only]
 
 
 def _field_view(app: CompiledApp, obj: CompiledObject, slot: Any, record: dict[str, Any], states: FieldStates,
-                titles: Titles, raw: dict[str, Any] | None, errors: dict[str, list[str]]) -> dict[str, Any]:
+                titles: Titles, raw: dict[str, Any] | None, errors: dict[str, list[str]],
+                limits: _Limits | None = None) -> dict[str, Any]:
     f = obj.fields[slot.field]
     loc = locale()
     value = record.get(f.name)
-    system_set = f.ftype.computed or f.ftype.name == "autonumber"  # shown, never typed in
+    system_set = f.ftype.system_set  # shown, never typed in
     view = {
         "name": f.name, "id": f"f-{f.name}", "type": f.ftype.name, "widget": "readonly" if system_set else slot.widget,
         "span": slot.span,
         "label": label_text(slot.label or f.defn.label, loc, f.name.replace("_", " ").capitalize()),
         "help": label_text(slot.help or f.defn.prop("help"), loc, ""),
         "required": bool(f.defn.required) or f.name in states.required,
-        "read_only": slot.widget == "readonly" or f.ftype.computed or f.ftype.name == "autonumber"
-        or bool(f.defn.read_only) or f.name in states.read_only,
+        "read_only": slot.widget == "readonly" or system_set or bool(f.defn.read_only) or f.name in states.read_only,
         "hidden": f.name in states.hidden,
+        "limited": limits is not None and f.name in limits.read_only,
         "value": raw[f.name] if raw is not None and f.name in raw else input_value(f, value),
         "errors": errors.get(f.name, []),
         "scale": f.defn.prop("scale"), "currency": f.defn.prop("currency"),
     }
+    if view["limited"]:
+        view["read_only"] = True
     if f.ftype.name in ("choice", "multi_choice"):
         view["choices"] = list(choice_labels(f, loc).items())
+        offered = limits.choices.get(f.name) if limits is not None else None
+        if offered is not None:
+            view["choices"] = [(v, lbl) for v, lbl in view["choices"] if v in offered]
     if f.ftype.name == "lookup":
         target = app.object(f.defn.prop("target"))
         view["lookup"] = {"object": target.name, "title_field": target.defn.title_field or "id",
@@ -78,12 +84,13 @@ def _field_view(app: CompiledApp, obj: CompiledObject, slot: Any, record: dict[s
     return view
 
 
-def _tabs(app, obj, layout: Layout, record, states, titles, raw=None, errors=None) -> list[dict[str, Any]]:
+def _tabs(app, obj, layout: Layout, record, states, titles, raw=None, errors=None,
+          limits: _Limits | None = None) -> list[dict[str, Any]]:
     tabs = []
     for tab in layout.tabs:
         sections = []
         for sec in tab.sections:
-            fields = [_field_view(app, obj, s, record, states, titles, raw, errors or {}) for s in sec.slots]
+            fields = [_field_view(app, obj, s, record, states, titles, raw, errors or {}, limits) for s in sec.slots]
             sections.append({"name": sec.name, "label": label_text(sec.label, locale(), ""), "columns": sec.columns,
                              "collapsible": sec.collapsible, "collapsed": sec.collapsed, "fields": fields,
                              "hidden": bool(fields) and all(f["hidden"] for f in fields)})
@@ -162,11 +169,14 @@ def record_page(object_name: str, raw_id: str):
         return display(f, row.get(name), locale(), title=titles.title(target, row.get(name)) if target else None)
 
     actions = [{"name": s.name, "label": s.title(locale())} for s in services.scripts.actions(ctx, object_name)]
-    approval = approval_panel(ctx, app, object_name, record)
-    transitions = services.workflows.available(ctx, object_name, rid)
+    abilities = services.abilities.for_record(ctx, object_name, rid)
+    approval = approval_panel(ctx, app, object_name, record, abilities)
+    transitions = [{"name": t["name"], "label": t["label"], "allowed": t["ability"].allowed,
+                    "reason": reason_text(t["ability"].reason)} for t in abilities.transitions]
     return _page("record.html", ctx, app, obj, record=record, tabs=tabs, related=related, present=present,
                  history=_history(obj, history, titles, users, {s.field: s.widget for s in layout.slots()}),
-                 users=users, actions=actions, approval=approval, transitions=transitions,
+                 users=users, actions=actions, approval=approval, transitions=transitions, abilities=abilities,
+                 edit_reason=reason_text(abilities.edit.reason),
                  title=titles.title(obj.name, rid) or f"#{rid}",
                  created_at=_when(record.get("created_at")), updated_at=_when(record.get("updated_at")))
 
@@ -291,13 +301,20 @@ def edit_form(object_name: str, raw_id: str):
     record, states = services.records.for_form(ctx, object_name, rid)
     obj = app.object(object_name)
     layout = layout_for(app, object_name, ctx.actor.roles)
+    # Said before the user types: a locked record (approval, state) is shown, not edited.
+    abilities = services.abilities.for_record(ctx, object_name, rid)
+    locked = None if abilities.edit.allowed else reason_text(abilities.edit.reason)
+    limits = _edit_limits(app, obj, abilities)
     raw, errors, banner, stale = None, {}, None, False
     if request.method == "POST":
-        data, raw, errors = parse_form(obj.fields, _editable(obj, layout), request.form)
+        editable = [n for n in _editable(obj, layout) if n not in limits.read_only]
+        data, raw, errors = parse_form(obj.fields, editable, request.form)
         version = request.form.get("row_version", "")
         # An empty box for an empty field is no change (a form cannot tell null from []).
         data = {k: v for k, v in data.items() if not (v in (None, []) and record.get(k) in (None, []))}
-        if not errors:
+        if locked is not None:  # locked since the form was opened: say so, keep what was typed
+            errors, banner = {}, _("Not saved: %(reason)s", reason=locked)
+        elif not errors:
             try:
                 services.records.update(ctx, object_name, rid, data,
                                         expected_version=int(version) if digits(version) else None)
@@ -305,6 +322,8 @@ def edit_form(object_name: str, raw_id: str):
                 errors, banner = translate_all(exc.errors), _("Please correct the errors below.")
             except ConflictError:
                 stale = True
+            except PermissionDenied as exc:  # refused meanwhile (say, submitted): keep what was typed
+                banner = _("Not saved: %(reason)s", reason=translate(exc.message))
             else:
                 flash(_("Changes saved."), "ok")
                 return redirect(url_for("web.record_page", object_name=object_name, raw_id=rid))
@@ -312,10 +331,33 @@ def edit_form(object_name: str, raw_id: str):
             banner = _("Please correct the errors below.")
         if not stale:
             record["row_version"] = int(version) if digits(version) else record["row_version"]
-    return _form_page(ctx, app, obj, layout, record, states, raw, errors, banner, editing=True, stale=stale)
+    return _form_page(ctx, app, obj, layout, record, states, raw, errors, banner, editing=True, stale=stale,
+                      locked=locked, limits=limits)
 
 
-def _form_page(ctx, app, obj, layout, record, states, raw, errors, banner, *, editing: bool, stale: bool = False):
+class _Limits:
+    """What the services allow this edit: fields kept read-only, choices offered."""
+
+    def __init__(self, read_only: frozenset[str] = frozenset(), choices: dict[str, list[Any]] | None = None):
+        self.read_only, self.choices = read_only, choices or {}
+
+
+def _edit_limits(app: CompiledApp, obj: CompiledObject, abilities: Any) -> _Limits:
+    """The workflow's state field offers the current state and the transitions open
+    now; fields outside an approver's or a state's editable ones stay read-only."""
+    choices: dict[str, list[Any]] = {}
+    wf = app.meta.workflow_for(obj.name)
+    if wf is not None:
+        choices[wf.field] = list(abilities.states)
+    read_only = frozenset()
+    if abilities.editable_fields is not None:
+        read_only = frozenset(n for n in obj.fields if n not in abilities.editable_fields
+                              and not (wf is not None and n == wf.field))
+    return _Limits(read_only, choices)
+
+
+def _form_page(ctx, app, obj, layout, record, states, raw, errors, banner, *, editing: bool, stale: bool = False,
+               locked: str | None = None, limits: _Limits | None = None):
     titles = Titles(ctx, app)
     titles.want_record(obj, record)
     if raw:
@@ -324,13 +366,13 @@ def _form_page(ctx, app, obj, layout, record, states, raw, errors, banner, *, ed
             if f.ftype.name == "lookup" and isinstance(value, str) and digits(value):
                 titles.want(f.defn.prop("target"), [int(value)])
     titles.fetch()
-    tabs = _tabs(app, obj, layout, record, states, titles, raw, errors)
+    tabs = _tabs(app, obj, layout, record, states, titles, raw, errors, limits)
     placed = {s.field for s in layout.slots()}
     other_errors = [f"{k}: {m}" if k != "_schema" else m
                     for k, msgs in errors.items() if k not in placed for m in msgs]
     status = 409 if stale else 422 if errors else 200
     return _page("form.html", ctx, app, obj, record=record, tabs=tabs, editing=editing, banner=banner,
-                 stale=stale, other_errors=other_errors,
+                 stale=stale, other_errors=other_errors, locked=locked,
                  title=titles.title(obj.name, record.get("id")) if editing else "",
                  form_data=_form_data(ctx, app, obj, layout, tabs, record, states, editing)), status
 
