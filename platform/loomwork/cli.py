@@ -678,3 +678,30 @@ def _check_port(host: str, port: int) -> None:
         raise LoomworkError(f"cannot serve on {host}:{port} ({exc.strerror or exc}); choose another port with "
                             f"--port (make demo PORT=...)") from None
 
+
+@main.group()
+def debug() -> None:
+    """Look inside: what the platform would do, without doing it."""
+
+
+@debug.command("pipeline")
+@click.argument("object_name")
+@click.option("--operation", "-o", "operations", multiple=True,
+              type=click.Choice(["create", "update", "delete", "restore"]),
+              help="Only these operations (default: all four).")
+@tenant_option
+@click.pass_obj
+def debug_pipeline(env: Env, object_name: str, operations: tuple[str, ...], tenant: str | None) -> None:
+    """List the write pipeline's participants for OBJECT_NAME, in the order they run
+    (built-ins and plugins'), and whether each has work for it."""
+    ctx = env.ctx(tenant)
+    services = env.state.services
+    app = services.runtime.compiled(ctx.tenant)
+    app.object(object_name)
+    marks = {True: "", False: "  (nothing to do here)", None: ""}
+    for op in operations or ("create", "update", "delete", "restore"):
+        click.secho(f"{op}:", bold=True)
+        for stage, name, summary, applies in services.records.pipeline.describe(op, app, object_name):
+            line = f"  {stage:<18} {name:<20} {summary}{marks[applies]}"
+            click.echo(click.style(line, dim=True) if applies is False else line)
+
