@@ -176,3 +176,22 @@ def test_transitions_are_disabled_with_their_message_and_the_form_offers_only_op
     t = rec.update(as_("sam"), "ticket", t["id"], {"status": "closed"})
     page = sam.text(f"/app/ticket/{t['id']}")
     assert f"/app/ticket/{t['id']}/edit" not in page and "In state closed it cannot be changed by you" in page
+
+
+def test_the_api_answers_what_may_be_done_with_a_record(crm, api_as):
+    st, as_, app = crm
+    quote = st.services.records.create(as_("sam"), "quote", {"name": "Q", "list_price": "100", "discount": "10"})
+    sam = api_as("sam")
+    got = sam.get(f"/api/v1/data/quote/{quote['id']}/abilities").get_json()
+    assert got["edit"] == {"allowed": True, "reason": None, "fields": None} and got["delete"]["allowed"]
+    assert got["submit"] == [{"name": "quote_discount", "label": "Discount approval", "allowed": False, "reason": {
+        "code": "not_applicable", "message": "Discount approval does not apply to this record (its entry "
+                                            "condition is not met)", "params": {"process": "Discount approval"}}}]
+    st.services.records.update(as_("sam"), "quote", quote["id"], {"discount": "30"})
+    st.services.approvals.submit(as_("sam"), "quote", quote["id"])
+    got = sam.get(f"/api/v1/data/quote/{quote['id']}/abilities").get_json()
+    assert not got["edit"]["allowed"] and got["edit"]["reason"]["code"] == "approval_pending"
+    assert sam.patch(f"/api/v1/data/quote/{quote['id']}", json={"name": "x"}).status_code == 403
+    assert api_as("vera").get(f"/api/v1/data/quote/{quote['id']}/abilities").get_json()["edit"]["reason"][
+        "code"] == "no_update"
+    assert sam.get("/api/v1/data/quote/999999/abilities").status_code == 404

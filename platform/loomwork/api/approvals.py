@@ -150,6 +150,15 @@ def delete_delegation(user_id: int, delegation_id: int):
     return "", 204
 
 
+# -- what may be done with a record ----------------------------------------------------------
+
+@bp.get("/data/<object_name>/<record_id>/abilities")
+def record_abilities(object_name: str, record_id: str):
+    """Whether the caller may edit (which fields), delete, take each transition of and
+    submit the record now, each refusal with its reason (code, message, params)."""
+    return respond(state().services.abilities.for_record(current_context(), object_name, record_id).as_dict())
+
+
 # -- status workflows ----------------------------------------------------------------------
 
 @bp.get("/data/<object_name>/<record_id>/transitions")
