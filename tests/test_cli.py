@@ -295,6 +295,7 @@ def loomwork_register_commands(cli):
     def hello(env, name):
         """Greet NAME from the default tenant."""
         click.echo(f"hello {name} from {env.state.settings.default_tenant} ({len(cli.commands)} commands)")
+        click.echo(f"same plugins: {env.state.plugins is env.plugin_manager}")
 '''
 
 
@@ -315,6 +316,7 @@ def test_a_plugin_named_in_the_settings_adds_commands(tmp_path, monkeypatch):
     out = runner.invoke(main, ["hello", "ann"], catch_exceptions=False)
     assert out.exit_code == 0, out.output
     assert out.output.startswith("hello ann from main (") and "commands)" in out.output
+    assert "same plugins: True" in out.output  # the app of the command is built with the CLI's plugins
     listed = runner.invoke(main, ["--help"]).output
     assert "hello" in listed and "Greet NAME from the default tenant." in listed and "user" in listed
     assert "hello" not in main.commands  # the group itself is left as it was, for other settings

@@ -44,13 +44,15 @@ def script_settings(cfg: Settings) -> ScriptSettings:
                           long_running=long_running, ceiling=ceiling, log_retention_days=cfg.script_log_days)
 
 
-def create_app(settings: Mapping[str, Any] | None = None) -> Flask:
+def create_app(settings: Mapping[str, Any] | None = None, *, plugin_manager: Any = None) -> Flask:
     """Build a Loomwork app: settings, plugins, runtime services, platform and routes.
 
     :param settings: overrides applied after the file and environment (see :mod:`.config`).
+    :param plugin_manager: the plugins to use (the command line passes the one it built
+        its commands from); by default one is made from the ``plugins`` setting.
     """
     cfg = load_settings(settings)
-    pm = make_plugin_manager(cfg.plugin_list)
+    pm = plugin_manager or make_plugin_manager(cfg.plugin_list)
     services = make_services(pm)
     platform = Platform(cfg.database_url, namespace=cfg.namespace)
     services.scripts.enabled = lambda tenant: platform.flag(tenant, SCRIPTS_FLAG)

@@ -21,8 +21,11 @@ from loomwork.runtime.users import generate_password
 class Env:
     """Settings, plugins and services built lazily from the command's options."""
 
-    def __init__(self, database_url: str | None) -> None:
+    def __init__(self, database_url: str | None, plugin_manager: Any = None) -> None:
         self.database_url = database_url
+        #: The plugin manager the command line was built with (its commands came from
+        #: it), handed to the app so both see the same plugins.
+        self.plugin_manager = plugin_manager
         self._app = None
 
     @property
@@ -32,7 +35,7 @@ class Env:
 
             overrides = {"database_url": self.database_url} if self.database_url else {}
             try:
-                self._app = create_app(overrides)
+                self._app = create_app(overrides, plugin_manager=self.plugin_manager)
             except ImportError as exc:  # a plugin the settings name
                 raise LoomworkError(_plugin_import_error(exc)) from None
         return self._app
@@ -88,6 +91,7 @@ class Group(click.Group):
 
 #: Where the root context keeps the commands plugins added (once per invocation).
 _PLUGIN_COMMANDS = "loomwork.plugin_commands"
+_PLUGIN_MANAGER = "loomwork.plugin_manager"
 
 
 class RootGroup(Group):
@@ -103,7 +107,7 @@ class RootGroup(Group):
     def _plugin_commands(self, ctx: click.Context) -> dict[str, click.Command]:
         meta = ctx.find_root().meta
         if _PLUGIN_COMMANDS not in meta:
-            meta[_PLUGIN_COMMANDS] = plugin_commands(self)
+            meta[_PLUGIN_COMMANDS], meta[_PLUGIN_MANAGER] = plugin_commands(self)
         return meta[_PLUGIN_COMMANDS]
 
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -147,7 +151,7 @@ def plugin_commands(cli: click.Group) -> dict[str, click.Command]:
         if name in cli.commands:
             raise click.ClickException(f"a plugin adds a command {name!r}, which is a built-in command's name")
         added[name] = command
-    return added
+    return added, pm
 
 
 @click.group(cls=RootGroup)
@@ -155,7 +159,7 @@ def plugin_commands(cli: click.Group) -> dict[str, click.Command]:
 @click.pass_context
 def main(ctx: click.Context, database_url: str | None) -> None:
     """Loomwork: metadata-driven business applications."""
-    ctx.obj = Env(database_url)
+    ctx.obj = Env(database_url, ctx.find_root().meta.get(_PLUGIN_MANAGER))
 
 
 tenant_option = click.option("--tenant", "-t", default=None, help="Tenant name (default: the default tenant).")
