@@ -134,6 +134,8 @@ def test_the_panel_shows_the_path_taken_and_who_changed_the_record(crm):
     assert record["approval_status"] == "approved" and record["updated_by"] == as_("admin").actor.id
     meta = page[page.index('class="muted small record-meta"'):][:600]
     assert "Last modified by admin" in meta
+    timeline = page[page.index('id="history-title"'):]
+    assert '<span class="history-origin">by the approval</span>' in timeline
     entry = next(e for e in st.services.records.history(as_("admin"), "quote", quote["id"])
                  if e["field"] == "approval_status")
     assert entry["origin"] == "approval" and entry["via"] == "quote_discount"

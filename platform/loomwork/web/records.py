@@ -240,8 +240,22 @@ def _history(obj: CompiledObject, entries: list[dict[str, Any]], titles: Titles,
             return display(_f, v, locale(), title=titles.title(target, v) if target else None,
                            widget=widgets.get(_f.name))
         out.append({"action": e["action"], "field": label, "old": show(e["old"]), "new": show(e["new"]),
-                    "by": users.get(e["changed_by"], _("system")), "at": _when(e["changed_at"])})
+                    "by": users.get(e["changed_by"], _("system")), "at": _when(e["changed_at"]),
+                    "how": _how(e.get("origin"), e.get("via"))})
     return out
+
+
+def _how(origin: str | None, via: str | None) -> str:
+    """How a history entry came about, when it was not a person's own edit."""
+    if origin == "derived":
+        return _("follows another change")
+    if origin == "approval":
+        return _("by the approval")
+    if origin == "script":
+        return _("by a script")
+    if origin == "import":
+        return _("imported")
+    return ""
 
 
 def _related(ctx, app: CompiledApp, rel: Any, rid: int, titles: Titles) -> dict[str, Any]:
