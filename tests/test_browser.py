@@ -780,3 +780,66 @@ def test_an_approval_from_submit_to_approved_with_two_users(open_page, live):
     expect(sam.locator(".approval-history")).to_contain_text("Good margin, go ahead")
     expect(sam.locator('[data-field="notes"] dd')).to_have_text("Approved: send the contract")
     _shot(sam, "approval-done")
+
+
+def test_locks_reasons_and_disabled_buttons_come_from_the_services(open_page, live):
+    """Issue 11, defects 3, 4, 6 and 7 in a real browser: submit disabled with why, the
+    edit page of a locked record says so before typing, the approval shows the path
+    taken, and a workflow transition is disabled with its message."""
+    import copy
+
+    from loomwork.metadata.packages import load_package
+    from loomwork.plugins import crm_sample
+
+    st = live.state
+    ctx = live.ctx("admin")
+    doc = copy.deepcopy(dict(st.services.metadata.current(ctx).doc))
+    doc.setdefault("approvals", {})["quote_discount"] = load_package(crm_sample.PATH).approvals["quote_discount"]
+    doc["objects"]["ticket"] = {"label": {"en": "Ticket", "zh-CN": "工单"}, "fields": {
+        "title": {"type": "text", "required": True},
+        "status": {"type": "choice", "options": [{"value": s} for s in ("new", "open", "closed")]},
+        "resolution": {"type": "text"}}}
+    doc["roles"]["sales"]["permissions"]["ticket"] = ["create", "read", "update"]
+    doc.setdefault("workflows", {})["tickets"] = {
+        "object": "ticket", "field": "status", "initial": "new",
+        "states": [{"name": "new"}, {"name": "open"}, {"name": "closed", "final": True, "edit": {"roles": []}}],
+        "transitions": [{"name": "open", "from": ["new"], "to": "open", "label": {"en": "Open"}},
+                        {"name": "close", "from": ["open"], "to": "closed", "label": {"en": "Close"},
+                         "condition": "not is_blank(resolution)",
+                         "message": {"en": "Fill in the resolution first", "zh-CN": "请先填写解决方案"}}]}
+    st.services.metadata.publish(ctx, doc, comment="browser test: locks and reasons")
+    tag = _tag()
+    small = live.create("quote", {"name": f"Small {tag}", "list_price": "100", "discount": "5"}, username="sam")
+    big = live.create("quote", {"name": f"Big {tag}", "list_price": "100", "discount": "30"}, username="sam")
+
+    sam = open_page(f"/app/quote/{small['id']}", user="sam")
+    button = sam.get_by_role("button", name="Submit for approval: Discount approval")
+    expect(button).to_be_disabled()
+    expect(sam.locator(".approval-panel")).to_contain_text("Discount approval does not apply to this record")
+    _shot(sam, "abilities-submit-disabled")
+
+    sam.goto(live.url(f"/app/quote/{big['id']}"))
+    sam.get_by_role("button", name="Submit for approval: Discount approval").click()
+    expect(sam.locator(".notice-ok")).to_have_text("Submitted for approval.")
+    expect(sam.locator(".approval-panel .step-title")).to_have_text(["Manager"])  # not the branch not taken
+    expect(sam.locator(".approval-history")).not_to_contain_text("Routed")
+    expect(sam.get_by_role("link", name="Edit")).to_have_count(0)
+    expect(sam.locator(".lock-reason")).to_have_text("Locked while it waits for approval (Discount approval)")
+    _shot(sam, "abilities-locked-record")
+    sam.goto(live.url(f"/app/quote/{big['id']}/edit"))
+    expect(sam.locator("#lock-notice")).to_contain_text("You cannot change this record now.")
+    expect(sam.locator("#f-name")).to_be_disabled()
+    expect(sam.get_by_role("button", name="Save")).to_have_count(0)
+    _shot(sam, "abilities-locked-edit")
+
+    ticket = live.create("ticket", {"title": f"Printer {tag}"}, username="sam")
+    st.services.records.update(live.ctx("sam"), "ticket", ticket["id"], {"status": "open"})
+    sam.goto(live.url(f"/app/ticket/{ticket['id']}"))
+    close = sam.get_by_role("button", name="Close")
+    expect(close).to_be_disabled()
+    expect(sam.locator(".page-actions")).to_contain_text("Fill in the resolution first")
+    expect(sam.locator(".page-actions")).not_to_contain_text("is_blank")
+    _shot(sam, "abilities-transition-disabled")
+    sam.goto(live.url(f"/app/ticket/{ticket['id']}/edit"))
+    expect(sam.locator("#f-status option")).to_have_count(1 + sam.locator("#f-status option[value='']").count())
+    expect(sam.locator("#f-status option[value='closed']")).to_have_count(0)
