@@ -180,6 +180,8 @@ class WriteBatch:
     app: CompiledApp | None = None
     conn: sa.Connection | None = None
     errors: dict[str, list[str]] = field(default_factory=dict)
+    #: Set once the ``rules`` stage is over: errors raised, unchanged updates settled.
+    settled: bool = False
     #: What participants share across stages (say, a before-script's view of the record).
     notes: dict[str, Any] = field(default_factory=dict)
 
@@ -342,15 +344,15 @@ class Pipeline:
             i = _STAGE_INDEX[p.stage]
             if i < lo or i > hi:
                 continue
-            if i > _STAGE_INDEX["rules"] and not batch.notes.get("_settled"):
+            if i > _STAGE_INDEX["rules"] and not batch.settled:
                 self._settle(batch)
             p(batch)
-        if hi >= _STAGE_INDEX["rules"] and not batch.notes.get("_settled"):
+        if hi >= _STAGE_INDEX["rules"] and not batch.settled:
             self._settle(batch)
 
     @staticmethod
     def _settle(batch: WriteBatch) -> None:
-        batch.notes["_settled"] = True
+        batch.settled = True
         batch.raise_errors()
         if batch.operation == "update":
             for w in batch.active:

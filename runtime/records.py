@@ -155,8 +155,8 @@ class RecordService:
                     batch.app = self.runtime.compiled(ctx.tenant, conn)
                     batch.app.object(batch.object_name)  # NotFound before anything else
                     pipeline.run_stages(batch, "access", "outbox")
-                    for w in batch.writes:
-                        if not w.failed:
+                    if batch.operation != "delete":
+                        for w in batch.writes:
                             batch.result_of(w)  # while the transaction can still read
         return batch
 
