@@ -2,4 +2,5 @@
 industry templates shipped as packages."""
 
 #: Modules the plugin manager registers before any third-party plugin.
-DEFAULT_PLUGINS = ("loomwork.plugins.core_fields", "loomwork.plugins.core_functions", "loomwork.plugins.core_writes")
+DEFAULT_PLUGINS = ("loomwork.plugins.core_fields", "loomwork.plugins.core_functions", "loomwork.plugins.core_writes",
+                   "loomwork.plugins.email_notifier")

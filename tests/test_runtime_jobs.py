@@ -224,3 +224,33 @@ def test_a_job_whose_lease_passed_to_another_worker_is_not_run_twice(timed):
     for job in claimed[1:]:
         assert s.jobs._run(admin, job, T0)["status"] == "taken"  # A finds them taken
     assert sorted(sent) == ["n0", "n1", "n2"]
+
+
+def test_the_email_notifier_is_a_default_plugin_offered_only_with_smtp(tmp_path):
+    """Email comes from loomwork.plugins.email_notifier through loomwork_notifiers, like a
+    plugin's notifier: the app collects the hook, and without smtp_host there is none."""
+    from loomwork import hookimpl
+    from loomwork.app import create_app
+    from loomwork.plugin_manager import make_plugin_manager
+    from loomwork.plugins import DEFAULT_PLUGINS
+    from loomwork.plugins.email_notifier import EmailNotifier
+
+    assert "loomwork.plugins.email_notifier" in DEFAULT_PLUGINS
+
+    class Chat:
+        def send(self, ctx, user, note):
+            pass
+
+    class ChatPlugin:
+        @hookimpl
+        def loomwork_notifiers(self, settings):
+            return [Chat()]
+
+    base = {"database_url": f"sqlite:///{tmp_path / 'i'}", "secret_key": "x", "instance_dir": str(tmp_path)}
+    plain = create_app(base, plugin_manager=make_plugin_manager([ChatPlugin()], entry_points=False))
+    assert [type(n) for n in plain.extensions["loomwork"].services.jobs.notifiers] == [Chat]
+    mail = create_app({**base, "smtp_host": "mail.example.com"},
+                      plugin_manager=make_plugin_manager([ChatPlugin()], entry_points=False))
+    notifiers = mail.extensions["loomwork"].services.jobs.notifiers
+    assert [type(n) for n in notifiers] == [EmailNotifier, Chat]  # built-ins first
+    assert notifiers[0].host == "mail.example.com"

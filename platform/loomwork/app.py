@@ -17,7 +17,6 @@ from . import api, web
 from .api import errors
 from .auth import LoginThrottle
 from .config import Settings, load_settings, secret_key
-from .notify import EmailNotifier
 from .plugin_manager import make_plugin_manager, make_services
 from .state import AppState
 
@@ -57,9 +56,9 @@ def create_app(settings: Mapping[str, Any] | None = None, *, plugin_manager: Any
     platform = Platform(cfg.database_url, namespace=cfg.namespace)
     services.scripts.enabled = lambda tenant: platform.flag(tenant, SCRIPTS_FLAG)
     services.scripts.settings = script_settings(cfg)
-    if cfg.smtp_host:
-        services.jobs.notifiers.append(EmailNotifier(cfg))
-    for found in pm.hook.loomwork_notifiers(settings=cfg):
+    # Email is a default plugin's notifier (loomwork.plugins.email_notifier), offered
+    # when smtp_host is set; built-ins first (pluggy calls the last registered first).
+    for found in reversed(pm.hook.loomwork_notifiers(settings=cfg)):
         services.jobs.notifiers.extend(found or ())
 
     app = Flask("loomwork", template_folder="web/templates", static_folder="web/static",

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 
     from loomwork.runtime.expr import Function
     from loomwork.runtime.fieldtypes import FieldType
+    from loomwork.runtime.jobs import Notifier
     from loomwork.runtime.pipeline import Participant
     from loomwork.runtime.services import Services
 
@@ -65,7 +66,9 @@ def loomwork_app_created(app: Flask) -> None:
 
 
 @hookspec
-def loomwork_notifiers(settings: Any) -> list[Any]:
+def loomwork_notifiers(settings: Any) -> list[Notifier]:
     """Notifiers to deliver notifications (objects with ``send(ctx, user, note)``; see
-    :class:`loomwork.runtime.jobs.Notifier`). ``settings`` are the instance settings."""
+    :class:`loomwork.runtime.jobs.Notifier`). ``settings`` are the instance settings:
+    return none when yours are not configured (the built-in email notifier,
+    :mod:`loomwork.plugins.email_notifier`, is offered only when ``smtp_host`` is set)."""
 

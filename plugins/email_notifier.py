@@ -1,8 +1,9 @@
-"""Notifiers the shell configures: email over the operator's SMTP settings.
+"""Email notifications over the operator's SMTP server, registered through
+``loomwork_notifiers`` like any plugin's notifier (chat, SMS).
 
 The runtime queues notifications as jobs (:mod:`loomwork.runtime.jobs`); ``loomwork
-worker`` hands each to every notifier. Plugins add their own (chat, SMS) through the
-``loomwork_notifiers`` hook.
+worker`` hands each to every notifier. This plugin offers one only when the instance
+settings name an SMTP host (``smtp_host``), so an instance without mail sends none.
 """
 from __future__ import annotations
 
@@ -10,16 +11,20 @@ import smtplib
 from email.message import EmailMessage
 from typing import Any
 
+from loomwork.runtime import hookimpl
 from loomwork.runtime.context import Context
-from loomwork.runtime.jobs import Notification
-
-from .config import Settings
+from loomwork.runtime.jobs import Notification, Notifier
 
 
 class EmailNotifier:
-    """Sends a notification to the user's email address (users without one are skipped)."""
+    """Sends a notification to the user's email address (users without one are skipped).
 
-    def __init__(self, settings: Settings) -> None:
+    :param settings: the instance settings; read are ``smtp_host``, ``smtp_port``,
+        ``smtp_from``, ``smtp_user``, ``smtp_password``, ``smtp_starttls`` and
+        ``base_url`` (links in the mail are made absolute with it).
+    """
+
+    def __init__(self, settings: Any) -> None:
         self.host, self.port = settings.smtp_host, settings.smtp_port
         self.sender, self.user, self.password = settings.smtp_from, settings.smtp_user, settings.smtp_password
         self.starttls, self.base_url = settings.smtp_starttls, settings.base_url.rstrip("/")
@@ -37,3 +42,8 @@ class EmailNotifier:
             if self.user:
                 smtp.login(self.user, self.password)
             smtp.send_message(msg)
+
+
+@hookimpl
+def loomwork_notifiers(settings: Any) -> list[Notifier]:
+    return [EmailNotifier(settings)] if settings.smtp_host else []
