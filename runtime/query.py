@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import dataclasses
 import datetime as dt
 import hashlib
 import re
@@ -69,6 +70,7 @@ from .expr.sql import SqlEnv
 from .fieldtypes import COMPARE_OPS, AwareDateTimeField, MultiChoiceType
 from .formula_sql import formula_source, query_source, sql_problems
 from .sqltypes import JSONDoc
+from .titles import expand, expand_fields
 
 #: ``source(obj, alias=None)``: what a query reads an object from.
 Source = Callable[..., sa.FromClause]
@@ -471,7 +473,7 @@ def view_errors(app: CompiledApp) -> list[tuple[str, str]]:
 
 
 # -- query-string form ----------------------------------------------------
-RESERVED_PARAMS = frozenset({"filter", "sort", "fields", "limit", "cursor", "count", "search"})
+RESERVED_PARAMS = frozenset({"filter", "sort", "fields", "limit", "cursor", "count", "search", "expand"})
 
 
 def parse_query_string(args: Sequence[tuple[str, str]]) -> dict[str, Any] | None:
@@ -516,6 +518,8 @@ class ListRequest:
     count: str = "none"
     search: str | None = None
     include_deleted: bool = False
+    #: Lookup fields to give their target's title alongside (``account$title``).
+    expand: Sequence[str] = ()
 
 
 @dataclass
@@ -611,18 +615,54 @@ class QueryService:
             app = self.runtime.compiled(ctx.tenant, conn, max_age=READ_MAX_AGE)
             self.permissions.check(ctx, app, object_name, "read")
             obj = app.object(object_name)
-            if not obj.rules.virtual_formulas:
-                return self._list(ctx, conn, app, obj, req)
-            try:
-                return self._list(ctx, conn, app, obj, req)
-            except (sa.exc.DataError, sa.exc.OperationalError) as exc:
-                # A virtual formula the database cannot compute for some stored values
-                # (an overflow, say): the database refuses the whole statement.
-                if isinstance(exc, sa.exc.OperationalError) and "user-defined function" not in str(exc.orig):
-                    raise
-                raise BadQuery(f"a formula of {obj.name} could not be computed for some record "
-                               f"({str(exc.orig).splitlines()[0][:160]}); list without it (fields=...) "
-                               f"or fix the record") from None
+            expanded = list(expand_fields(obj, req.expand))
+            if expanded and req.fields is not None and isinstance(req.fields, Sequence):
+                # The titles need the ids: expanded lookups are returned too.
+                req = dataclasses.replace(req, fields=[*req.fields, *(n for n in expanded if n not in req.fields)])
+            result = self._guarded(obj, lambda: self._list(ctx, conn, app, obj, req))
+        if expanded:
+            expand(self, ctx, app, obj, result.data, expanded)
+        return result
+
+    def expand(self, ctx: Context, object_name: str, records: list[dict[str, Any]], names: Sequence[str]) -> None:
+        """Add ``<lookup>$title`` to ``records`` of ``object_name`` (as ``expand=`` does for
+        a list): one query per target object. :raises BadQuery: for a name that is not a
+        lookup field."""
+        app = self.runtime.compiled(ctx.tenant, max_age=READ_MAX_AGE)
+        expand(self, ctx, app, app.object(object_name), records, names)
+
+    def rows_by_id(self, ctx: Context, object_name: str, ids: Sequence[int], fields: Sequence[str]) -> list[dict]:
+        """The records ``ids`` (at most ``MAX_LIST``) of ``object_name`` the actor may read,
+        with ``fields``, in no order: one query, whatever the object's default sort."""
+        with ctx.tenant.read() as conn:
+            app = self.runtime.compiled(ctx.tenant, conn, max_age=READ_MAX_AGE)
+            self.permissions.check(ctx, app, object_name, "read")
+            obj = app.object(object_name)
+            req = ListRequest(filter={"field": "id", "op": "in", "value": list(ids)}, fields=list(fields),
+                              sort=["id"], limit=max(1, len(ids)))
+
+            def read() -> list[dict]:
+                plan = self._plan(ctx, conn, app, obj, req)
+                result = conn.execute(sa.select(*plan.columns).select_from(plan.source).where(*plan.where))
+                keys = tuple(result.keys())
+                return self._dump(ctx, conn, app, obj, plan, [dict(zip(keys, r, strict=True)) for r in result])
+
+            return self._guarded(obj, read)
+
+    @staticmethod
+    def _guarded(obj: CompiledObject, read: Callable[[], Any]) -> Any:
+        if not obj.rules.virtual_formulas:
+            return read()
+        try:
+            return read()
+        except (sa.exc.DataError, sa.exc.OperationalError) as exc:
+            # A virtual formula the database cannot compute for some stored values
+            # (an overflow, say): the database refuses the whole statement.
+            if isinstance(exc, sa.exc.OperationalError) and "user-defined function" not in str(exc.orig):
+                raise
+            raise BadQuery(f"a formula of {obj.name} could not be computed for some record "
+                           f"({str(exc.orig).splitlines()[0][:160]}); list without it (fields=...) "
+                           f"or fix the record") from None
 
     def page_selects(self, ctx: Context, conn: sa.Connection, object_name: str, req: ListRequest) -> list[sa.Select]:
         """The SELECTs :meth:`list` may run for ``req``, in the order it tries them (for
@@ -639,15 +679,7 @@ class QueryService:
         rows = self._read(conn, self._selects(app, obj, plan, conn.dialect.name, req.limit), req.limit + 1)
         more = len(rows) > req.limit
         rows = rows[: req.limit]
-        wanted = {c.name for c in plan.columns}
-        if not all(n in wanted for n, _ in plan.sort):  # sort columns read only for the cursor
-            rows_out = [{k: v for k, v in r.items() if k in wanted} for r in rows]
-        else:
-            rows_out = rows
-        python_only = sql_problems(app, obj, conn.dialect.name) if obj.rules.virtual_formulas else {}
-        if python_only and wanted & set(python_only):
-            rows_out = [self._python_formulas(ctx, conn, app, obj, r, wanted) for r in rows_out]
-        data = [obj.dump(r) for r in rows_out]
+        data = self._dump(ctx, conn, app, obj, plan, rows)
         next_cursor = None
         if more:
             last = rows[-1]
@@ -656,6 +688,16 @@ class QueryService:
         if req.count != "none":
             count, kind = self._count(conn, obj, plan, req.count)
         return ListResult(data, next_cursor, count, kind)
+
+    def _dump(self, ctx, conn, app, obj: CompiledObject, plan: _Plan, rows: list[dict[str, Any]]) -> list[dict]:
+        """Rows as the API sends them: the columns asked for, formulas Python computes."""
+        wanted = {c.name for c in plan.columns}
+        if any(k not in wanted for k in (rows[0] if rows else ())):  # sort columns read only for the cursor
+            rows = [{k: v for k, v in r.items() if k in wanted} for r in rows]
+        python_only = sql_problems(app, obj, conn.dialect.name) if obj.rules.virtual_formulas else {}
+        if python_only and wanted & set(python_only):
+            rows = [self._python_formulas(ctx, conn, app, obj, r, wanted) for r in rows]
+        return [obj.dump(r) for r in rows]
 
     @staticmethod
     def _read(conn: sa.Connection, blocks: Iterable[list[sa.Select]], want: int) -> list[dict[str, Any]]:

@@ -321,6 +321,9 @@ def test_platform_answers_match_the_schemas(api):
     check("/api/v1/views/{object}", "get", api.get("/api/v1/views/deal"))
     view = {"label": "Big", "filter": {"field": "amount", "op": "gte", "value": "1000"}, "sort": ["-amount"]}
     check("/api/v1/views/{object}", "post", api.post("/api/v1/views/deal", json=view), "201")
+    acc = api.post("/api/v1/data/account", json={"name": "Acme"}).json
+    record = api.post("/api/v1/data/deal", json={"name": "Big", "account": acc["id"]}).json
+    check("/api/v1/data/{object}/{id}/abilities", "get", api.get(f"/api/v1/data/deal/{record['id']}/abilities"))
     deal = {k: v for k, v in api.get("/api/v1/meta/objects/deal").json.items() if k not in ("version", "name")}
     check("/api/v1/meta/objects/{name}", "put",
           api.put("/api/v1/meta/objects/deal", json={"object": deal, "dry_run": True}))

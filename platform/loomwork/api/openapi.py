@@ -25,6 +25,7 @@ from loomwork.metadata.model import label_text
 from loomwork.runtime.compiled import READ_MAX_AGE, CompiledApp, CompiledObject
 from loomwork.runtime.fieldtypes import AwareDateTimeField, ExactDecimalField, JsonValueField
 from loomwork.runtime.query import DEFAULT_LIMIT, MAX_LIMIT
+from loomwork.runtime.titles import TITLE_SUFFIX
 
 from ..auth import current_context
 from ..state import state
@@ -147,8 +148,12 @@ def _schemas(obj: CompiledObject, converter, locale: str) -> tuple[dict, dict, d
                 if f.defn.required and f.defn.default is None and f.defn.type != "autonumber"
                 and not f.defn.default_expr and not f.defn.visible_if]
     create_props = {n: (_not_null(p) if n in required else p) for n, p in props.items()}
-    record = {"type": "object", "properties": {**_system_properties(), **props}, "required": ["id", "row_version"],
-              "description": label_text(obj.defn.label, locale, obj.name)}
+    titles = {f"{n}{TITLE_SUFFIX}": {
+        "type": ["string", "null"], "readOnly": True,
+        "description": f"With expand={n}: the title of the {target} record {n} names; null when {n} is empty "
+                       f"or names no {target} record you may read"} for n, target in obj.lookups.items()}
+    record = {"type": "object", "properties": {**_system_properties(), **props, **titles},
+              "required": ["id", "row_version"], "description": label_text(obj.defn.label, locale, obj.name)}
     create = {"type": "object", "properties": create_props, "additionalProperties": False}
     if required:
         create["required"] = required
@@ -200,6 +205,10 @@ def build_spec(app: CompiledApp, objects: list[str], locale: str = "en") -> dict
         "count": {"name": "count", "in": "query", "schema": {"enum": ["none", "exact", "estimate"], "default": "none"}},
         "search": {"name": "search", "in": "query", "schema": {"type": "string", "maxLength": 200},
                    "description": "Text searched in the object's search fields."},
+        "expand": {"name": "expand", "in": "query", "schema": {"type": "string"},
+                   "description": f"Comma-separated lookup fields: each record gets `<field>{TITLE_SUFFIX}`, the "
+                                  f"title of the record the lookup names (null if you may not read it). One "
+                                  f"query per target object for the whole page."},
     }
     for name, p in params.items():
         spec.components.parameter(name, p["in"], dict(p))
@@ -259,7 +268,9 @@ def build_spec(app: CompiledApp, objects: list[str], locale: str = "en") -> dict
                          "description": "The ETag you have; 304 if the record has not changed."}
         spec.path(path=f"/api/v1/data/{name}/{{id}}", operations={
             "get": {"tags": [tag], "summary": f"Get one {name}", "operationId": f"get_{name}",
-                    "parameters": [id_param, if_none_match],
+                    "description": "With `expand`, the answer is never 304: the titles are other records' "
+                                   "values, which the ETag does not cover.",
+                    "parameters": [id_param, if_none_match, "expand"],
                     "responses": {"200": {"description": "The record", "headers": etag_header,
                                           "content": {"application/json": {"schema": ref}}},
                                   "304": {"description": "Not modified (If-None-Match)", "headers": etag_header},

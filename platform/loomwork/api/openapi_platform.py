@@ -352,6 +352,21 @@ def _approval_paths(spec: APISpec, errors: dict[str, Any]) -> None:
         ["approvals"], "Approve several tasks (each on its own)", "batch_approve",
         body={"tasks": {"type": "array", "items": {"type": "integer"}, "maxItems": 200}, "comment": _TEXT},
         ok_text="One outcome per task", codes=("401", "422"), errors=errors)})
+    reason = {"type": ["object", "null"], "description": "Why not: a code, a message in your language and its "
+                                                         "params", "properties": {
+        "code": {"type": "string"}, "message": {"type": "string"}, "params": {"type": "object"}}}
+    ability = {"type": "object", "properties": {"allowed": {"type": "boolean"}, "reason": reason}}
+    spec.path(path="/api/v1/data/{object}/{id}/abilities", operations={"get": _op(
+        ["workflows"], "What I may do with a record now, each refusal with its reason", "record_abilities",
+        path={"object": {"type": "string"}, "id": {"type": "string"}},
+        description="Whether the caller may edit (and which fields, when only some may change), delete, take "
+                    "each transition of and submit the record now.",
+        ok_schema={"type": "object", "properties": {
+            "edit": {"allOf": [ability, {"type": "object", "properties": {
+                "fields": {"type": ["array", "null"], "items": {"type": "string"}}}}]},
+            "delete": ability, "submit": {"type": "array", "items": _ANY_OBJECT},
+            "transitions": {"type": "array", "items": _ANY_OBJECT}, "states": {"type": "array", "items": {}}}},
+        codes=("401", "403", "404"), errors=errors)})
     spec.path(path="/api/v1/data/{object}/{id}/transitions", operations={"get": _op(
         ["workflows"], "The status transitions of a record, with whether I may take each and why not",
         "record_transitions", path={"object": {"type": "string"}, "id": {"type": "string"}},

@@ -19,7 +19,7 @@ _ID = re.compile(r"^[1-9][0-9]{0,18}$")
 #: One entity tag of a record: ``"<id>-<row_version>"``, possibly weak (``W/``).
 _ETAG = re.compile(r'^(W/)?"([0-9]{1,19})-([0-9]{1,19})"$')
 #: Parameters that must come at most once (the compact filter may repeat a field).
-_SINGLE = ("filter", "sort", "fields", "limit", "cursor", "count", "search")
+_SINGLE = ("filter", "sort", "fields", "limit", "cursor", "count", "search", "expand")
 
 
 def etag(record: dict) -> str:
@@ -101,7 +101,13 @@ def list_request() -> ListRequest:
     req.cursor = args.get("cursor") or None
     req.count = args.get("count") or "none"
     req.search = args.get("search") or None
+    req.expand = expand_param()
     return req
+
+
+def expand_param() -> list[str]:
+    """``expand=account,contact``: lookups to give their target's title alongside."""
+    return [n for n in request.args.get("expand", "").split(",") if n]
 
 
 @bp.get("/data/<object_name>")
@@ -131,9 +137,19 @@ def create_records(object_name: str):
 @bp.get("/data/<object_name>/<raw_id>")
 def get_record(object_name: str, raw_id: str):
     ctx = current_context()
-    record = state().services.records.get(ctx, object_name, record_id(object_name, raw_id))
+    for name, value in request.args.items(multi=True):
+        check_query_text(name, value)
+    if len(request.args.getlist("expand")) > 1:
+        raise BadQuery("give expand at most once")
+    expand = expand_param()
+    services = state().services
+    record = services.records.get(ctx, object_name, record_id(object_name, raw_id))
     headers = {"ETag": etag(record), "Cache-Control": "private, no-cache"}
-    if not_modified(record):
+    if expand:
+        # The titles are other records' values: the ETag cannot vouch for them, so an
+        # expanded answer is never "not modified".
+        services.query.expand(ctx, object_name, [record], expand)
+    elif not_modified(record):
         return respond(None, 304, headers)
     return respond(record, 200, headers)
 
