@@ -17,6 +17,7 @@ from referencing import Registry, Resource
 
 from . import filters
 from .errors import MetadataError
+from .extensions import ApprovalActionSpec, WidgetSpec
 from .model import COMMON_FIELD_KEYS, SYSTEM_COLUMNS, FieldTypeSpec
 
 SCHEMA_FILES = ("common", "object", "role", "form", "view", "script", "approval", "workflow", "package", "app")
@@ -107,8 +108,18 @@ def _path(prefix: str, parts: Iterable[Any]) -> str:
 
 def schema_errors(kind: str, doc: Any, prefix: str = "") -> list[tuple[str, str]]:
     """JSON Schema errors of ``doc`` as ``(path, message)`` pairs, most specific first."""
+    return _errors(_validator(kind), doc, prefix)
+
+
+def body_errors(body_schema: Mapping[str, Any], body: Any, prefix: str) -> list[tuple[str, str]]:
+    """JSON Schema errors of ``body`` against a schema a plugin gives (an approval
+    action kind's), which may ``$ref`` the schemas of :data:`SCHEMA_FILES` by ``$id``."""
+    return _errors(jsonschema.Draft202012Validator(body_schema, registry=_registry()[0]), body, prefix)
+
+
+def _errors(validator: jsonschema.Draft202012Validator, doc: Any, prefix: str) -> list[tuple[str, str]]:
     out = []
-    for err in sorted(_validator(kind).iter_errors(doc), key=lambda e: list(map(str, e.absolute_path))):
+    for err in sorted(validator.iter_errors(doc), key=lambda e: list(map(str, e.absolute_path))):
         # oneOf / anyOf wrap their causes; report the most useful leaf.
         leaf = err
         if err.context:
@@ -285,9 +296,17 @@ def validate_object(
     return errors
 
 
-def validate_app(doc: Any, types: Mapping[str, FieldTypeSpec]) -> None:
+def validate_app(doc: Any, types: Mapping[str, FieldTypeSpec], *,
+                 widgets: Mapping[str, WidgetSpec] | None = None,
+                 actions: Mapping[str, ApprovalActionSpec] | None = None) -> None:
     """Validate a whole tenant metadata document.
 
+    :param types: the registered field types by name.
+    :param widgets: the registered form widgets by name (layouts may name only these,
+        for fields they fit); None leaves layouts' widgets unchecked.
+    :param actions: the registered approval action kinds by name (processes may use
+        only these, with bodies their schemas and checks accept); None leaves actions
+        unchecked. The runtime always passes both registries.
     :raises MetadataError: with every problem found, keyed by path.
     """
     if not isinstance(doc, dict):
@@ -317,7 +336,7 @@ def validate_app(doc: Any, types: Mapping[str, FieldTypeSpec]) -> None:
         # Layouts and views refer to fields; check them once the objects are sound.
         errors.extend(layout_errors(doc))
         errors.extend(script_errors(doc))
-        errors.extend(approval_errors(doc))
+        errors.extend(approval_errors(doc, actions))
         errors.extend(workflow_errors(doc))
     _raise(errors)
 
@@ -519,9 +538,11 @@ def script_errors(doc: Mapping[str, Any]) -> list[tuple[str, str]]:
 USER_COLUMNS = ("owner_id", "created_by", "updated_by")
 
 
-def approval_errors(doc: Mapping[str, Any]) -> list[tuple[str, str]]:
+def approval_errors(doc: Mapping[str, Any],
+                    actions: Mapping[str, ApprovalActionSpec] | None = None) -> list[tuple[str, str]]:
     """Approval processes: their object, node names and links (no loop through ``next``
-    and branches: a process always ends), fields and roles they name.
+    and branches: a process always ends), fields and roles they name, and their actions
+    by the registered ``actions`` kinds (unchecked when None).
     (Their expressions are checked by the runtime with the rest.)"""
     objects = doc.get("objects", {})
     roles = set(doc.get("roles", {})) | {"admin", "user"}
@@ -531,7 +552,7 @@ def approval_errors(doc: Mapping[str, Any]) -> list[tuple[str, str]]:
         if proc["object"] not in objects:
             errors.append((f"{base}.object", f"unknown object {proc['object']!r}"))
             continue
-        check = _ProcessCheck(doc, proc, roles, errors)
+        check = ProcessCheck(doc, proc, roles, actions)
         nodes = proc.get("nodes", [])
         names = [n["name"] for n in nodes]
         for i, n in enumerate(nodes):
@@ -547,62 +568,76 @@ def approval_errors(doc: Mapping[str, Any]) -> list[tuple[str, str]]:
             links += [(b["next"], f"{where}.branches.{j}.next") for j, b in enumerate(n.get("branches", ()))]
             errors.extend((w, f"no node {t!r} (use a node's name, or end)") for t, w in links if t not in known)
             if n["type"] == "approval":
-                check.people(n.get("approvers"), f"{where}.approvers")
-                check.people((n.get("deadline") or {}).get("reassign_to"), f"{where}.deadline.reassign_to")
+                errors.extend(check.people(n.get("approvers"), f"{where}.approvers"))
+                errors.extend(check.people((n.get("deadline") or {}).get("reassign_to"),
+                                           f"{where}.deadline.reassign_to"))
                 for fname in n.get("editable_fields", ()):
                     if fname not in check.fields:
                         errors.append((f"{where}.editable_fields", f"{proc['object']} has no field {fname!r}"))
                 if n.get("mode") == "ratio" and "ratio" not in n:
                     errors.append((f"{where}.ratio", "a ratio node says which share must approve (0 to 1)"))
             elif n["type"] == "cc":
-                check.people(n.get("recipients"), f"{where}.recipients")
+                errors.extend(check.people(n.get("recipients"), f"{where}.recipients"))
             elif n["type"] == "action":
-                check.actions(n.get("actions"), f"{where}.actions")
+                errors.extend(check.actions(n.get("actions"), f"{where}.actions"))
         for key in ("on_approved", "on_rejected", "on_recalled"):
-            check.actions(proc.get(key), f"{base}.{key}")
+            errors.extend(check.actions(proc.get(key), f"{base}.{key}"))
         if not errors:
             errors.extend(_approval_loops(base, nodes))
     return errors
 
 
-class _ProcessCheck:
-    """Checks of the people and actions one approval process names."""
+class ProcessCheck:
+    """What the checks of one approval process know, and the checks they share; an
+    approval action kind's ``check`` receives it.
+
+    :ivar doc: the tenant's whole document; ``objects``, ``scripts`` and ``roles`` (a
+        set of names, built-in roles included) are read from it.
+    :ivar proc: the process document; ``object`` is its object's name and ``fields``
+        that object's field documents.
+    """
 
     def __init__(self, doc: Mapping[str, Any], proc: Mapping[str, Any], roles: set[str],
-                 errors: list[tuple[str, str]]) -> None:
+                 kinds: Mapping[str, ApprovalActionSpec] | None = None) -> None:
+        self.doc = doc
         self.objects = doc.get("objects", {})
         self.scripts = doc.get("scripts", {})
-        self.proc, self.roles, self.errors = proc, roles, errors
-        self.fields = self.objects[proc["object"]].get("fields", {})
+        self.proc, self.roles, self.kinds = proc, roles, kinds
+        self.object: str = proc["object"]
+        self.fields = self.objects[self.object].get("fields", {})
 
-    def people(self, specs: Any, where: str) -> None:
+    def people(self, specs: Any, where: str) -> list[tuple[str, str]]:
+        """Problems of approver specs (users, roles, record fields, manager chains) at ``where``."""
+        errors = []
         for j, spec in enumerate(specs or ()):
             if "role" in spec and spec["role"] not in self.roles:
-                self.errors.append((f"{where}.{j}.role", f"unknown role {spec['role']!r}"))
+                errors.append((f"{where}.{j}.role", f"unknown role {spec['role']!r}"))
             if "field" in spec:
                 f = self.fields.get(spec["field"])
                 if spec["field"] not in USER_COLUMNS and (f is None or f.get("type") != "integer"):
-                    self.errors.append((f"{where}.{j}.field", f"{spec['field']!r} is not a user field "
-                                        f"(owner_id, created_by, updated_by or an integer field)"))
+                    errors.append((f"{where}.{j}.field", f"{spec['field']!r} is not a user field "
+                                   f"(owner_id, created_by, updated_by or an integer field)"))
             manager = spec.get("manager") or {}
             if manager.get("up_to_role") and manager["up_to_role"] not in self.roles:
-                self.errors.append((f"{where}.{j}.manager.up_to_role", f"unknown role {manager['up_to_role']!r}"))
+                errors.append((f"{where}.{j}.manager.up_to_role", f"unknown role {manager['up_to_role']!r}"))
+        return errors
 
-    def actions(self, actions: Any, where: str) -> None:
-        on = self.proc["object"]
+    def actions(self, actions: Any, where: str) -> list[tuple[str, str]]:
+        """Problems of a list of actions: each a registered kind whose body its schema
+        and its own check accept (errors at ``<where>.<i>.<kind>...``)."""
+        errors: list[tuple[str, str]] = []
+        if self.kinds is None:
+            return errors
         for j, action in enumerate(actions or ()):
-            for fname in (action.get("set") or {}):
-                if fname not in self.fields:
-                    self.errors.append((f"{where}.{j}.set.{fname}", f"{on} has no field {fname!r}"))
-            if "script" in action:
-                s = self.scripts.get(action["script"])
-                if s is None or not (s.get("trigger") or {}).get("action") or s.get("object") != on:
-                    self.errors.append((f"{where}.{j}.script", f"no action script {action['script']!r} of {on}"))
-            if "create" in action and action["create"]["object"] not in self.objects:
-                self.errors.append((f"{where}.{j}.create.object",
-                                    f"unknown object {action['create']['object']!r}"))
-            if "notify" in action:
-                self.people(action["notify"]["to"], f"{where}.{j}.notify.to")
+            for name, body in action.items():  # one key: the schema says so
+                kind = self.kinds.get(name)
+                if kind is None:
+                    errors.append((f"{where}.{j}", f"unknown action {name!r}; known: "
+                                                   f"{', '.join(sorted(self.kinds))}"))
+                    continue
+                here = f"{where}.{j}.{name}"
+                errors.extend(body_errors(kind.schema, body, here) or kind.check(body, here, self))
+        return errors
 
 
 def workflow_errors(doc: Mapping[str, Any]) -> list[tuple[str, str]]:

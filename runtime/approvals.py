@@ -13,6 +13,10 @@ While an instance is pending, its record is locked by the process's ``lock`` pol
 checked by the write pipeline on every write path. The engine's own writes to the
 record (an action's field updates, an approver's step-editable values) have the
 origin ``approval`` holding that record, which the lock lets through.
+
+Action nodes and the ``on_approved`` / ``on_rejected`` / ``on_recalled`` lists run
+action kinds found by name in the runtime's registry (the built-ins and plugins',
+:mod:`.approval_actions`), each given an :class:`~.approval_actions.ActionRun`.
 """
 from __future__ import annotations
 
@@ -28,6 +32,7 @@ from loomwork.metadata.errors import ConflictError, NotFound, PermissionDenied, 
 from loomwork.metadata.model import ApprovalDef, label_text
 
 from . import systables
+from .approval_actions import ActionRun
 from .compiled import READ_MAX_AGE, CompiledApp, Runtime
 from .context import Actor, Context
 from .evaluation import fetch_paths, make_env, virtual_values
@@ -730,33 +735,16 @@ class ApprovalService:
         system = ctx.as_actor(Actor.system())
         # The system writes, on behalf of whoever's decision ran the actions.
         origin = Origin.approval(inst.object, inst.record_id, process=inst.process, on_behalf_of=ctx.actor.id)
-        i = systables.approval_instances
         for action in actions:
+            (name, body), = action.items()  # one kind per action (checked at publish)
+            kind = self.runtime.approval_actions.get(name)
+            if kind is None:  # published with a plugin this process no longer has
+                raise ConflictError(f"approval action {name!r} of {inst.process} is not installed here")
             row = self._record(conn, app, inst.object, inst.record_id, None)
-            if "set" in action:
-                values = {f: _jsonable(self._value(ctx, conn, app, inst.object, src, row))
-                          for f, src in action["set"].items()}
-                self.records.update(system, inst.object, inst.record_id, values, origin=origin)
-            elif "lock" in action:
-                conn.execute(i.update().where(i.c.id == inst.id).values(locked=bool(action["lock"])))
-                if not action["lock"]:  # unlock: also earlier instances' locks of this record
-                    conn.execute(i.update().where(i.c.object == inst.object, i.c.record_id == inst.record_id)
-                                 .values(locked=False))
-            elif "notify" in action:
-                people = self._resolve(ctx, conn, app, inst, action["notify"]["to"], row)
-                ids = self._create_tasks(ctx, conn, inst, inst.node or "end", inst.round, people, kind="cc")
-                self._event(conn, inst.id, "notify", None, ctx.now(), action["notify"].get("message"),
-                            detail={"to": people, "tasks": ids})
-            elif "create" in action:
-                values = {f: _jsonable(self._value(ctx, conn, app, inst.object, src, row))
-                          for f, src in action["create"]["values"].items()}
-                self.records.create(system, action["create"]["object"], values, origin=origin)
-            elif "script" in action:
-                # The action script's writes to this record are the process's too.
-                self.scripts.run_action(system, inst.object, inst.record_id, action["script"],
-                                        origin=Origin("script", action["script"], origin.record, origin.on_behalf_of))
+            detail = kind.run(ActionRun(body, ctx, system, conn, app, inst, row, origin, self.records, self.scripts,
+                                        self.jobs, self.users, self))
             self._event(conn, inst.id, "action", None, ctx.now(), None, node=inst.node,
-                        detail={"action": next(iter(action))})
+                        detail={**(detail or {}), "action": name})
 
     def _edit(self, ctx: Context, app: CompiledApp, inst: Any, node: Mapping[str, Any],
               values: Mapping[str, Any]) -> None:
@@ -1009,11 +997,3 @@ def _clean_chosen(chosen: Any) -> dict[str, list[Any]] | None:
             for v in chosen.values()):
         raise ValidationError({"chosen": ["map each node to a list of user ids or usernames"]})
     return {str(k): list(v) for k, v in chosen.items()}
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, (dt.date, dt.datetime)):
-        return value.isoformat()
-    if value is not None and type(value).__name__ == "Decimal":
-        return str(value)
-    return value

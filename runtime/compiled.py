@@ -26,6 +26,7 @@ from loomwork.metadata.errors import MetadataError, NotFound
 from loomwork.metadata.model import SYSTEM_COLUMNS, AppMetadata, FieldDef, ObjectDef
 from loomwork.metadata.validation import validate_app
 
+from .approval_actions import ActionKind, builtin_actions, check_kinds
 from .expr import Function, builtin_functions
 from .fieldtypes import FieldType
 from .rules import ObjectRules, check_app, compile_app_rules, with_rollup_sources
@@ -157,13 +158,16 @@ class CompiledApp:
     """Everything executable for one (tenant, version). Treat as read-only."""
 
     def __init__(self, meta: AppMetadata, types: Mapping[str, FieldType],
-                 functions: Mapping[str, Function] | None = None) -> None:
+                 functions: Mapping[str, Function] | None = None, *,
+                 actions: Mapping[str, ActionKind] | None = None) -> None:
         self.meta = meta
         self.version = meta.version
         self.sa_metadata = sa.MetaData()
         self.objects: dict[str, CompiledObject] = {}
         self.functions = functions if functions is not None else builtin_functions()
         self.field_types = types
+        #: Approval action kinds by name (they say where their bodies hold expressions).
+        self.approval_actions = actions if actions is not None else builtin_actions()
         self._artefacts: dict[str, Any] = {}
         #: Element path -> {"package", "customized"} (navigation groups objects by package).
         self.ownership: Mapping[str, Mapping[str, Any]] = {}
@@ -171,7 +175,7 @@ class CompiledApp:
         sources = _rollup_sources(meta, types)
         for obj in meta.objects.values():
             self.objects[obj.name] = compile_object(obj, types, self.sa_metadata, sources)
-        rules, errors = compile_app_rules(meta, types, self.functions)
+        rules, errors = compile_app_rules(meta, types, self.functions, self.approval_actions)
         if errors:  # published versions were checked; this is a plugin function gone missing
             raise MetadataError({path: [msg] for path, msg in errors})
         for name, r in rules.items():
@@ -246,21 +250,30 @@ READ_MAX_AGE = 0.2
 
 
 class Runtime:
-    """The runtime of one process: the field-type registry and the compiled cache."""
+    """The runtime of one process: the registries plugins fill (field types, expression
+    functions, approval action kinds) and the compiled cache.
 
-    def __init__(self, field_types: Mapping[str, FieldType], functions: Mapping[str, Function] | None = None) -> None:
+    :param approval_actions: action kinds by name; by default the built-ins (an app
+        gets them, and plugins', from ``loomwork_approval_actions``).
+    :raises LoomworkError: for an action kind that is not well formed.
+    """
+
+    def __init__(self, field_types: Mapping[str, FieldType], functions: Mapping[str, Function] | None = None, *,
+                 approval_actions: Mapping[str, ActionKind] | None = None) -> None:
         self.field_types = dict(field_types)
         self.functions = dict(functions) if functions is not None else builtin_functions()
+        self.approval_actions = dict(approval_actions) if approval_actions is not None else builtin_actions()
+        check_kinds(self.approval_actions)
         self._cache: dict[tuple[str, str], CompiledApp] = {}
         self._checked: dict[tuple[str, str], float] = {}
         self._lock = threading.Lock()
 
     def validate(self, doc: Mapping[str, Any], *, expressions: bool = True) -> None:
         """Validate a metadata document, its expressions included. :raises MetadataError:"""
-        validate_app(doc, self.field_types)
+        validate_app(doc, self.field_types, actions=self.approval_actions)
         if not expressions:
             return
-        errors = check_app(AppMetadata.from_doc(doc), self.field_types, self.functions)
+        errors = check_app(AppMetadata.from_doc(doc), self.field_types, self.functions, self.approval_actions)
         for name, script in doc.get("scripts", {}).items():
             try:
                 compile_script(script["source"], name)
@@ -277,7 +290,8 @@ class Runtime:
             raise MetadataError(merged)
 
     def compile(self, doc: Mapping[str, Any], version: int) -> CompiledApp:
-        return CompiledApp(AppMetadata.from_doc(doc, version), self.field_types, self.functions)
+        return CompiledApp(AppMetadata.from_doc(doc, version), self.field_types, self.functions,
+                           actions=self.approval_actions)
 
     def expire(self, tenant: Tenant) -> None:
         """Make the next read check the version again (after a publish in this process)."""

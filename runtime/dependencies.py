@@ -15,6 +15,7 @@ from typing import Any
 from loomwork.metadata.errors import MetadataError
 from loomwork.metadata.model import AppMetadata
 
+from .approval_actions import ActionKind
 from .expr import ExpressionError, Function, compile_expression, parse
 from .fieldtypes import FieldType
 from .rules import build_scope, iter_expressions
@@ -46,9 +47,11 @@ def field_changes(old: AppMetadata, doc: Mapping[str, Any]) -> tuple[dict[Key, s
 
 
 def check_dependents(old: AppMetadata, doc: Mapping[str, Any], types: Mapping[str, FieldType],
-                     functions: Mapping[str, Function], *, update: bool = False) -> Mapping[str, Any]:
+                     functions: Mapping[str, Function], *, update: bool = False,
+                     actions: Mapping[str, ActionKind] | None = None) -> Mapping[str, Any]:
     """Refuse renames and deletions of fields still in use, or rewrite the uses of
-    renamed fields when ``update``. Returns the document to publish."""
+    renamed fields when ``update``. Returns the document to publish. ``actions`` are
+    the approval action kinds, which find the expressions in actions' bodies."""
     renames, drops = field_changes(old, doc)
     if not renames and not drops:
         return doc
@@ -59,7 +62,7 @@ def check_dependents(old: AppMetadata, doc: Mapping[str, Any], types: Mapping[st
     problems: dict[str, list[str]] = {}
     rewrites: list[tuple[str, str, str]] = []  # (path, object, source)
     scopes: dict[str, Any] = {}
-    for path, obj, source, _ in iter_expressions(new):
+    for path, obj, source, _ in iter_expressions(new, actions):
         if obj not in old.objects:
             continue
         scope = scopes.setdefault(obj, build_scope(old, types, obj))

@@ -140,7 +140,8 @@ class MetadataService:
         obj = app.object(object_name)
         if field_name not in obj.fields:
             raise NotFound(f"no field {field_name!r} on {object_name}")
-        return where_used(app.meta, self.runtime.field_types, self.runtime.functions, object_name, field_name)
+        return where_used(app.meta, self.runtime.field_types, self.runtime.functions, object_name, field_name,
+                          actions=self.runtime.approval_actions)
 
     def recompute(self, ctx: Context, object_name: str, field_name: str | None = None) -> Mapping[str, int]:
         """Compute stored formulas and roll-ups of an object again (all, or one field)."""
@@ -178,7 +179,7 @@ class MetadataService:
         # Uses of renamed or deleted fields first: they explain what validation would
         # only call unknown names.
         doc = check_dependents(current_meta, doc, self.runtime.field_types, self.runtime.functions,
-                               update=update_dependents)
+                               update=update_dependents, actions=self.runtime.approval_actions)
         check_layout_dependents(current.doc, doc)
         self.runtime.validate(doc)
         doc = _normalise(doc)

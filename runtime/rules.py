@@ -24,6 +24,7 @@ from loomwork.metadata.model import (
     label_text,
 )
 
+from .approval_actions import ActionKind, builtin_actions
 from .expr import Expression, ExpressionError, FieldInfo, Function, Scope, compile_expression
 from .fieldtypes import FieldType
 
@@ -269,9 +270,12 @@ class _Compiler:
         return out
 
 
-def compile_app_rules(meta: AppMetadata, types: Mapping[str, FieldType],
-                      functions: Mapping[str, Function]) -> tuple[dict[str, ObjectRules], list[tuple[str, str]]]:
-    """Rules per object, and the errors found (empty for a published version)."""
+def compile_app_rules(meta: AppMetadata, types: Mapping[str, FieldType], functions: Mapping[str, Function],
+                      actions: Mapping[str, ActionKind] | None = None
+                      ) -> tuple[dict[str, ObjectRules], list[tuple[str, str]]]:
+    """Rules per object, and the errors found (empty for a published version).
+    ``actions`` are the registered approval action kinds (default: the built-ins),
+    which say where their bodies hold expressions."""
     c = _Compiler(meta, types, functions)
     out = {name: c.object_rules(obj) for name, obj in meta.objects.items()}
     for r in c.rollups():
@@ -279,25 +283,27 @@ def compile_app_rules(meta: AppMetadata, types: Mapping[str, FieldType],
     # Approval and workflow expressions are compiled where they run; here they are checked.
     for proc in [*meta.approvals.values(), *meta.workflows.values()]:
         if proc.object in meta.objects:
-            expressions = _approval_expressions(proc) if isinstance(proc, ApprovalDef) else _workflow_expressions(proc)
+            expressions = _approval_expressions(proc, actions) if isinstance(proc, ApprovalDef) \
+                else _workflow_expressions(proc)
             for path, obj, source, allow_old in expressions:
                 c.compile(source, obj, path, allow_old=allow_old, expect="boolean" if path.endswith("condition")
                           else None)
     return out, c.errors
 
 
-def check_app(meta: AppMetadata, types: Mapping[str, FieldType],
-              functions: Mapping[str, Function]) -> list[tuple[str, str]]:
+def check_app(meta: AppMetadata, types: Mapping[str, FieldType], functions: Mapping[str, Function],
+              actions: Mapping[str, ActionKind] | None = None) -> list[tuple[str, str]]:
     """Every expression problem of a metadata document, as ``(path, message)``."""
-    return compile_app_rules(meta, types, functions)[1]
+    return compile_app_rules(meta, types, functions, actions)[1]
 
 
 def where_used(meta: AppMetadata, types: Mapping[str, FieldType], functions: Mapping[str, Function],
-               object_name: str, field_name: str) -> list[dict[str, str]]:
+               object_name: str, field_name: str,
+               actions: Mapping[str, ActionKind] | None = None) -> list[dict[str, str]]:
     """Every expression (and roll-up) that reads ``object_name.field_name``."""
     c = _Compiler(meta, types, functions)
     found = []
-    for path, obj, source, allow_old in iter_expressions(meta):
+    for path, obj, source, allow_old in iter_expressions(meta, actions):
         e = c.compile(source, obj, path, allow_old=allow_old)
         if e is not None and (object_name, field_name) in e.deps.fields:
             found.append({"path": path, "expression": source})
@@ -308,8 +314,10 @@ def where_used(meta: AppMetadata, types: Mapping[str, FieldType], functions: Map
     return found
 
 
-def iter_expressions(meta: AppMetadata) -> Iterator[tuple[str, str, str, bool]]:
-    """(metadata path, object the expression runs on, source, may use old) for each expression."""
+def iter_expressions(meta: AppMetadata, actions: Mapping[str, ActionKind] | None = None
+                     ) -> Iterator[tuple[str, str, str, bool]]:
+    """(metadata path, object the expression runs on, source, may use old) for each
+    expression; approval actions' by their kinds in ``actions`` (default: the built-ins)."""
     for obj in meta.objects.values():
         base = f"objects.{obj.name}"
         for f in obj.fields.values():
@@ -329,7 +337,7 @@ def iter_expressions(meta: AppMetadata) -> Iterator[tuple[str, str, str, bool]]:
         for v in obj.validations.values():
             yield f"{base}.validations.{v.name}.condition", obj.name, v.condition, True
     for proc in meta.approvals.values():
-        yield from _approval_expressions(proc)
+        yield from _approval_expressions(proc, actions)
     for wf in meta.workflows.values():
         yield from _workflow_expressions(wf)
 
@@ -340,8 +348,10 @@ def _workflow_expressions(wf: Any) -> Iterator[tuple[str, str, str, bool]]:
             yield f"workflows.{wf.name}.transitions.{i}.condition", wf.object, t["condition"], True
 
 
-def _approval_expressions(proc: Any) -> Iterator[tuple[str, str, str, bool]]:
+def _approval_expressions(proc: Any, actions: Mapping[str, ActionKind] | None
+                          ) -> Iterator[tuple[str, str, str, bool]]:
     doc, base, on = proc.doc, f"approvals.{proc.name}", proc.object
+    kinds = builtin_actions() if actions is None else actions
     if (doc.get("trigger") or {}).get("condition"):
         yield f"{base}.trigger.condition", on, doc["trigger"]["condition"], True
     if doc.get("entry_condition"):
@@ -349,17 +359,19 @@ def _approval_expressions(proc: Any) -> Iterator[tuple[str, str, str, bool]]:
     for i, node in enumerate(doc.get("nodes", ())):
         for j, branch in enumerate(node.get("branches", ())):
             yield f"{base}.nodes.{i}.branches.{j}.condition", on, branch["condition"], False
-        yield from _action_expressions(node.get("actions", ()), f"{base}.nodes.{i}.actions", on)
+        yield from _action_expressions(node.get("actions", ()), f"{base}.nodes.{i}.actions", on, kinds)
     for key in ("on_approved", "on_rejected", "on_recalled"):
-        yield from _action_expressions(doc.get(key, ()), f"{base}.{key}", on)
+        yield from _action_expressions(doc.get(key, ()), f"{base}.{key}", on, kinds)
 
 
-def _action_expressions(actions: Any, base: str, on: str) -> Iterator[tuple[str, str, str, bool]]:
+def _action_expressions(actions: Any, base: str, on: str,
+                        kinds: Mapping[str, ActionKind]) -> Iterator[tuple[str, str, str, bool]]:
+    """The expressions each action's kind finds in its body (evaluated on the record)."""
     for j, action in enumerate(actions or ()):
-        for fname, source in (action.get("set") or {}).items():
-            yield f"{base}.{j}.set.{fname}", on, source, False
-        for fname, source in ((action.get("create") or {}).get("values") or {}).items():
-            yield f"{base}.{j}.create.values.{fname}", on, source, False
+        for name, body in action.items():
+            kind = kinds.get(name)
+            for sub, source in (kind.expressions(body) if kind is not None else ()):
+                yield f"{base}.{j}.{name}.{sub}", on, source, False
 
 
 def rules_document(obj: Any, locale: str = "en") -> dict[str, Any]:

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     import click
     from flask import Flask
 
+    from loomwork.runtime.approval_actions import ActionKind
     from loomwork.runtime.expr import Function
     from loomwork.runtime.fieldtypes import FieldType
     from loomwork.runtime.jobs import Notifier
@@ -37,6 +38,19 @@ def loomwork_expression_functions() -> list[Function]:
 
     A function declares its parameter type classes and a Python implementation; give it
     ``sql`` too and it works in list filters on formula fields. Names must be unique.
+    """
+
+
+@hookspec
+def loomwork_approval_actions() -> list[ActionKind]:
+    """Return approval action kinds to register (see
+    :class:`loomwork.runtime.approval_actions.ActionKind`).
+
+    A kind's ``name`` is the action's key in a process (``{"tag": {...}}``). When a
+    process is published its body is checked against the kind's ``schema`` (JSON
+    Schema) and ``check``, and the expressions ``expressions`` names are compiled;
+    on approval (or rejection, recall, an action node) ``run`` does it inside the
+    decision's transaction. A name registered twice fails start-up.
     """
 
 

@@ -8,6 +8,7 @@ import pluggy
 
 from loomwork.metadata.errors import LoomworkError
 from loomwork.plugins import DEFAULT_PLUGINS
+from loomwork.runtime.approval_actions import ActionKind
 from loomwork.runtime.compiled import Runtime
 from loomwork.runtime.expr import Function
 from loomwork.runtime.fieldtypes import FieldType
@@ -53,9 +54,15 @@ def expression_functions(pm: pluggy.PluginManager) -> dict[str, Function]:
     return _by_name(pm.hook.loomwork_expression_functions(), "expression function")
 
 
+def approval_actions(pm: pluggy.PluginManager) -> dict[str, ActionKind]:
+    """Every registered approval action kind by name; a name registered twice is an error."""
+    return _by_name(pm.hook.loomwork_approval_actions(), "approval action")
+
+
 def make_runtime(pm: pluggy.PluginManager) -> Runtime:
-    """The runtime with every plugin's field types and expression functions."""
-    return Runtime(field_types(pm), expression_functions(pm))
+    """The runtime with every plugin's field types, expression functions and approval
+    action kinds."""
+    return Runtime(field_types(pm), expression_functions(pm), approval_actions=approval_actions(pm))
 
 
 def write_participants(pm: pluggy.PluginManager, services: Services) -> list[Participant]:
