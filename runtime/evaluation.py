@@ -24,14 +24,48 @@ from loomwork.metadata.model import label_text
 
 from .compiled import CompiledApp, CompiledObject
 from .context import Context
-from .expr import Env, EvaluationError
+from .expr import Env, EvaluationError, Expression
 from .fieldtypes import allowed_by_controller
 from .permissions import Permissions
+from .rules import ObjectRules
 
 _BLANK = (None, "", [], {})
 
 
 _PERMISSIONS = Permissions()
+
+
+class RuleMessage(str):
+    """A validation message that knows where it came from: the validation rule that
+    raised it (``None`` for a field's own condition, default or formula) and the fields
+    whose values decided it (:func:`reads`), so a form can drop or re-check the message
+    when the user changes one of them. Everywhere else (JSON, logs, comparisons) it is
+    the plain text, like any ``str``.
+    """
+
+    rule: str | None
+    reads: frozenset[str]
+
+    def __new__(cls, text: str, reads: frozenset[str] = frozenset(), rule: str | None = None) -> RuleMessage:
+        msg = super().__new__(cls, text)
+        msg.rule, msg.reads = rule, frozenset(reads)
+        return msg
+
+
+def reads(rules: ObjectRules, *exprs: Expression) -> frozenset[str]:
+    """The fields of the object whose values ``exprs`` depend on: the first hop of every
+    path (``account`` for ``account.industry``) and, through the formulas they read,
+    those formulas' inputs too (the formula itself included)."""
+    out: set[str] = set()
+    todo = [p.split(".", 1)[0] for e in exprs for p in e.deps.paths]
+    formulas = rules.formulas
+    while todo:
+        name = todo.pop()
+        if name not in out:
+            out.add(name)
+            if name in formulas:
+                todo.extend(p.split(".", 1)[0] for p in formulas[name].deps.paths)
+    return frozenset(out)
 
 
 def fetch_paths(conn: sa.Connection, app: CompiledApp, obj: CompiledObject, rec: Mapping[str, Any],
@@ -145,9 +179,12 @@ class RuleRun:
         self.paths = fetch_paths(conn, app, obj, self.rec, rules.paths, ctx) if rules.paths else {}
         self.env = make_env(ctx, self.rec, old, self.paths)
 
-    def fail(self, name: str | None, message: str) -> None:
+    def fail(self, name: str | None, message: str, reads: frozenset[str] = frozenset(),
+             rule: str | None = None) -> None:
+        """Record an error at ``name`` (the record itself for None); ``reads`` and ``rule``
+        say what decided it (see :class:`~.rules.RuleMessage`); the field itself counts."""
         key = f"{self.prefix}{name}" if name else (self.prefix.rstrip(".") or "_schema")
-        self.errors.setdefault(key, []).append(message)
+        self.errors.setdefault(key, []).append(RuleMessage(message, reads | {name} if name else reads, rule))
 
     def set(self, name: str, value: Any) -> None:
         """Write ``value`` to the record (and what later expressions see)."""
@@ -162,7 +199,7 @@ class RuleRun:
                 try:
                     value = _typed_default(self.obj, name, e(self.env))
                 except (EvaluationError, ValueError, TypeError) as exc:
-                    self.fail(name, f"default could not be computed: {exc}")
+                    self.fail(name, f"default could not be computed: {exc}", reads(self.obj.rules, e))
                     continue
                 self.set(name, value)
 
@@ -179,7 +216,7 @@ class RuleRun:
             try:
                 self.set(name, coerce(obj, name, e.evaluate(env)))
             except EvaluationError as exc:
-                self.fail(name, f"cannot be computed: {exc.detail}")
+                self.fail(name, f"cannot be computed: {exc.detail}", reads(obj.rules, e))
                 self.set(name, None)
 
     def checks(self) -> None:
@@ -198,12 +235,12 @@ class RuleRun:
                 locked = name in given and name in rules.read_only and not ctx.actor.is_admin and any(
                     c.evaluate(old_env) is True for c in rules.read_only[name])
             except EvaluationError as exc:
-                self.fail(name, f"its conditions could not be checked: {exc.detail}")
+                self.fail(name, f"its conditions could not be checked: {exc.detail}", self._condition_reads(name))
                 continue
             # A plain ``required`` without a visibility condition was checked with the input.
             static = f.defn.required and conditions is not None and (creating or name in values)
             if visible and (conditional or static) and rec.get(name) in _BLANK and not f.ftype.system_set:
-                self.fail(name, "is required")
+                self.fail(name, "is required", self._condition_reads(name))
             if locked and values.get(name) != (old or {}).get(name):
                 self.fail(name, "is read-only here")
         for name, controller in rules.dependent.items():
@@ -218,15 +255,21 @@ class RuleRun:
             if bad:
                 shown = rec.get(controller)
                 self.fail(name, f"{bad[0]!r} is not allowed when {controller} is "
-                                f"{'empty' if shown in _BLANK else repr(shown)}")
+                                f"{'empty' if shown in _BLANK else repr(shown)}", frozenset({controller}))
         for rule, e in rules.on_create if creating else rules.on_update:
             try:
                 hit = e.evaluate(env) is True
             except EvaluationError as exc:
-                self.fail(rule.field, f"rule {rule.name} could not be checked: {exc.detail}")
+                self.fail(rule.field, f"rule {rule.name} could not be checked: {exc.detail}", reads(rules, e),
+                          rule.name)
                 continue
             if hit:
-                self.fail(rule.field, label_text(rule.message, ctx.locale, rule.name))
+                self.fail(rule.field, label_text(rule.message, ctx.locale, rule.name), reads(rules, e), rule.name)
+
+    def _condition_reads(self, name: str) -> frozenset[str]:
+        """What decides whether ``name`` shows and is required: its conditions' fields."""
+        rules = self.obj.rules
+        return reads(rules, *rules.visible.get(name, ()), *rules.required.get(name, ()))
 
 
 def _typed_default(obj: CompiledObject, name: str, value: Any) -> Any:

@@ -329,3 +329,28 @@ def test_set_null_cascade_recomputes_stored_formulas(lw_publish, rec, ctx):
     assert d["linked"] is True
     rec.delete(ctx, "account", a["id"])
     assert rec.get(ctx, "deal", d["id"])["linked"] is False
+
+
+def test_rule_errors_name_the_fields_that_decided_them(lw_publish, rec, ctx):
+    """Issue 11, defect 2: a form drops a server message once a field it depends on
+    changes; each message of the rules says which fields (and which rule) decided it."""
+    from loomwork.runtime.evaluation import RuleMessage
+
+    lw_publish(crm())
+    errs = errors_of(rec.create, ctx, "deal", {"name": "x", "discount": "60", "stage": "lost"})
+    (cap,), (required,), (lost,) = errs["discount"], errs["lost_reason"], errs["_schema"]
+    assert all(isinstance(m, RuleMessage) for m in (cap, required, lost))
+    assert (cap.rule, cap.reads) == ("discount_cap", {"discount"})
+    assert (required.rule, required.reads) == (None, {"lost_reason", "stage"})  # its visible_if and required_if
+    assert (lost.rule, lost.reads) == ("lost_amount", {"stage", "amount"})
+    assert lost == "A lost deal needs its amount"  # still the plain text everywhere else
+    d = rec.create(ctx, "deal", {"name": "y", "stage": "won"})
+    (stays,) = errors_of(rec.update, ctx, "deal", d["id"], {"stage": "new"})["stage"]
+    assert (stays.rule, stays.reads) == ("no_reopen", {"stage"})
+    # A rule reading a formula depends on the formula's inputs too.
+    doc = crm()
+    doc["objects"]["deal"]["validations"]["net_cap"] = {"condition": "net > 100", "field": "amount",
+                                                         "message": "Too much"}
+    lw_publish(doc)
+    (too_much,) = errors_of(rec.create, ctx, "deal", {"name": "z", "amount": "500"})["amount"]
+    assert too_much.reads == {"amount", "net", "discount"}

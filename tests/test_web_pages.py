@@ -193,12 +193,15 @@ def test_create_form_widgets_errors_inline_and_success(crm):
                                       "amount": "12x"})
     assert resp.status_code == 422
     html = resp.get_data(as_text=True)
-    assert re.search(r'id="f-amount-error">[^<]*\w', html), "the amount error is shown at the field"
+    assert re.search(r'id="f-amount-error"><span class="lw-server-error" data-reads="amount">[^<]*\w', html), \
+        "the amount error is shown at the field, saying it is about the amount"
     assert 'value="12x"' in html  # what the user typed is kept
     resp = web.post("/app/deal/new", {"name": "Lost one", "account": str(data["acme"]["id"]), "stage": "lost",
                                       "amount": "12"})
     assert resp.status_code == 422
-    assert re.search(r'id="f-lost_reason-error">[^<]*required', resp.get_data(as_text=True))
+    # lost_reason is required because of the stage: changing either settles the message.
+    assert re.search(r'id="f-lost_reason-error"><span class="lw-server-error" data-reads="lost_reason stage">'
+                     r'[^<]*required', resp.get_data(as_text=True))
     resp = web.post("/app/deal/new", {"name": "Lost one", "account": str(data["acme"]["id"]), "stage": "lost",
                                       "lost_reason": "price", "amount": "10.5", "tags": ["strategic", "upsell"],
                                       "tags__present": "1", "details": '{"source": "web"}'})

@@ -48,7 +48,7 @@ def _editable(obj: CompiledObject, layout: Layout) -> list[str]:
 
 
 def _field_view(app: CompiledApp, obj: CompiledObject, slot: Any, record: dict[str, Any], states: FieldStates,
-                titles: Titles, raw: dict[str, Any] | None, errors: dict[str, list[str]],
+                titles: Titles, raw: dict[str, Any] | None, errors: dict[str, list[dict[str, Any]]],
                 limits: _Limits | None = None) -> dict[str, Any]:
     f = obj.fields[slot.field]
     loc = locale()
@@ -64,7 +64,7 @@ def _field_view(app: CompiledApp, obj: CompiledObject, slot: Any, record: dict[s
         "hidden": f.name in states.hidden,
         "limited": limits is not None and f.name in limits.read_only,
         "value": raw[f.name] if raw is not None and f.name in raw else input_value(f, value),
-        "errors": errors.get(f.name, []),
+        "errors": errors.get(f.name, []),  # {"text", "reads", "rule"} (see _form_errors)
         "scale": f.defn.prop("scale"), "currency": f.defn.prop("currency"),
     }
     if view["limited"]:
@@ -296,7 +296,7 @@ def create_form(object_name: str):
             try:
                 created = services.records.create(ctx, object_name, given)
             except ValidationError as exc:
-                errors, banner = translate_all(exc.errors), _("Please correct the errors below.")
+                errors, banner = exc.errors, _("Please correct the errors below.")
             else:
                 flash(_("%(object)s created.", object=object_label(app, object_name)), "ok")
                 return redirect(url_for("web.record_page", object_name=object_name, raw_id=created["id"]))
@@ -333,7 +333,7 @@ def edit_form(object_name: str, raw_id: str):
                 services.records.update(ctx, object_name, rid, data,
                                         expected_version=int(version) if digits(version) else None)
             except ValidationError as exc:
-                errors, banner = translate_all(exc.errors), _("Please correct the errors below.")
+                errors, banner = exc.errors, _("Please correct the errors below.")
             except ConflictError:
                 stale = True
             except PermissionDenied as exc:  # refused meanwhile (say, submitted): keep what was typed
@@ -380,15 +380,29 @@ def _form_page(ctx, app, obj, layout, record, states, raw, errors, banner, *, ed
             if f.ftype.name == "lookup" and isinstance(value, str) and digits(value):
                 titles.want(f.defn.prop("target"), [int(value)])
     titles.fetch()
-    tabs = _tabs(app, obj, layout, record, states, titles, raw, errors, limits)
+    shown = _form_errors(errors)
+    tabs = _tabs(app, obj, layout, record, states, titles, raw, shown, limits)
     placed = {s.field for s in layout.slots()}
-    other_errors = [f"{k}: {m}" if k != "_schema" else m
-                    for k, msgs in errors.items() if k not in placed for m in msgs]
+    other_errors = [{**m, "text": f"{k}: {m['text']}" if k != "_schema" else m["text"]}
+                    for k, msgs in shown.items() if k not in placed for m in msgs]
     status = 409 if stale else 422 if errors else 200
     return _page("form.html", ctx, app, obj, record=record, tabs=tabs, editing=editing, banner=banner,
-                 stale=stale, other_errors=other_errors, locked=locked,
+                 stale=stale, other_errors=other_errors, locked=locked, errors_banner=bool(errors),
                  title=titles.title(obj.name, record.get("id")) if editing else "",
                  form_data=_form_data(ctx, app, obj, layout, tabs, record, states, editing)), status
+
+
+def _form_errors(errors: dict[str, list[str]]) -> dict[str, list[dict[str, Any]]]:
+    """The record service's errors in the page's language, each with what decided it:
+    the fields it ``reads`` (a message from the rules says, see ``RuleMessage``; any other
+    one is about its own field) and the validation ``rule`` behind it, for lw-form.js to
+    drop or re-check the message when the user changes one of those fields."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for key, messages in errors.items():
+        for m in messages:
+            reads = sorted(getattr(m, "reads", None) or ({key} if key != "_schema" else ()))
+            out.setdefault(key, []).append({"text": translate(m), "reads": reads, "rule": getattr(m, "rule", None)})
+    return out
 
 
 @bp.route("/app/<object_name>/<raw_id>/delete", methods=["GET", "POST"])

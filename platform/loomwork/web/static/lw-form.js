@@ -26,6 +26,12 @@
  *   a value no longer allowed is cleared and a change event fired.
  * - a tree this browser cannot run (UnsupportedError) or that fails (EvaluationError)
  *   counts as not true, with one console warning; the server decides on the post.
+ * - a message of the server (`.lw-server-error`, at a field or above the form) names the
+ *   fields that decided it (`data-reads`) and the validation rule behind it, if any
+ *   (`data-rule`). Once one of those fields differs from what was posted, the rule is
+ *   checked again here and the message stays only while it still holds; a message
+ *   without a rule (or whose rule this browser cannot run) goes. When none is left, the
+ *   "correct the errors" banner (`.lw-errors-banner`) goes too.
  * The record the conditions see is the stored one overlaid with the form's values,
  * with formula fields recomputed from their trees, and lookup paths
  * (`account.industry`) fetched from the API when a lookup changes (one hop; the
@@ -410,6 +416,16 @@ class LiveForm {
       .filter(([, r]) => r.formula)
       .map(([name, r]) => ({ name, fn: compileTree(r.formula, `${name}.formula`) }));
     this.fields = [...form.querySelectorAll(".lw-field[data-field]")].map((wrap) => describeField(form, wrap, data));
+    this.rulesByName = new Map(((data.rules && data.rules.validations) || []).map((v) => {
+      const label = `validation ${v.name}`;
+      return [v.name, { fn: compileTree(v.condition, label), label }];
+    }));
+    this.serverErrors = [...document.querySelectorAll(".lw-server-error")].map((el) => ({
+      el,
+      reads: (el.dataset.reads || "").split(" ").filter(Boolean),
+      rule: el.dataset.rule || null,
+    }));
+    this.posted = new Map(this.fields.map((f) => [f.name, valueKey(f)]));
     this.busy = false;
     form.addEventListener("input", (event) => this.onEdit(event));
     form.addEventListener("change", (event) => this.onEdit(event));
@@ -447,8 +463,39 @@ class LiveForm {
         if (!this.applyOnce() && !pathsChanged) break;
       }
       this.applySections();
+      this.settleServerErrors();
     } finally {
       this.busy = false;
+    }
+  }
+
+  /** Re-check or drop the server's messages whose fields changed since the post. */
+  settleServerErrors() {
+    if (this.serverErrors.length === 0) return;
+    this.serverErrors = this.serverErrors.filter((e) => e.el.isConnected);
+    const changed = new Set(this.fields.filter((f) => valueKey(f) !== this.posted.get(f.name)).map((f) => f.name));
+    if (changed.size === 0) return;
+    let env = null;
+    const touched = new Set();
+    this.serverErrors = this.serverErrors.filter((e) => {
+      if (!e.el.isConnected) return false; // replaced by a message of this module
+      if (!e.reads.some((name) => changed.has(name))) return true;
+      const rule = e.rule && this.rulesByName.get(e.rule);
+      if (rule) {
+        env = env || this.env();
+        if (holds(rule.fn, env, rule.label)) return true;
+      }
+      const wrap = e.el.closest(".lw-field[data-field]");
+      if (wrap) touched.add(wrap);
+      e.el.remove();
+      return false;
+    });
+    for (const wrap of touched) {
+      const f = this.fields.find((x) => x.wrap === wrap);
+      if (f && f.error && !f.error.querySelector(".lw-server-error")) setError(f, "");
+    }
+    if (this.serverErrors.length === 0) {
+      for (const banner of document.querySelectorAll(".lw-errors-banner")) banner.hidden = true;
     }
   }
 
@@ -610,7 +657,8 @@ class LiveForm {
     const wrap = event.target.closest && event.target.closest(".lw-field[data-field]");
     const f = wrap && this.fields.find((x) => x.wrap === wrap);
     if (f) {
-      setError(f, "");
+      // Only a message of this module; the server's are settled by refresh().
+      if (f.error && !f.error.querySelector(".lw-server-error")) setError(f, "");
       if (f.type === "json" && event.type === "input") checkJson(f);
     }
     this.refresh();
@@ -633,6 +681,11 @@ class LiveForm {
     reveal(first.wrap);
     focusField(first);
   }
+}
+
+/** The field's value as comparable text (undefined for what the form does not read). */
+function valueKey(f) {
+  return JSON.stringify(readValue(f));
 }
 
 function setError(f, message) {
