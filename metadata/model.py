@@ -46,9 +46,16 @@ class FieldTypeSpec(Protocol):
     required_properties: tuple[str, ...]
     #: Whether a ``unique`` constraint or an index makes sense for this type.
     indexable: bool
+    #: The form widget a field of this type gets unless a layout says otherwise (it
+    #: always fits the type).
+    widget: str
 
     def check(self, field: Mapping[str, Any], path: str, app_doc: Mapping[str, Any]) -> list[tuple[str, str]]:
         """Semantic checks beyond the JSON Schema; return ``(path, message)`` pairs."""
+
+    def widget_result_type(self, field: Mapping[str, Any]) -> str | None:
+        """What a field document declares it computes (a formula's ``result_type``),
+        which picks the widgets it fits; None for a type whose widgets fit it by name."""
 
 
 def label_text(label: Any, locale: str = "en", fallback: str = "") -> str:

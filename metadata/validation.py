@@ -334,7 +334,7 @@ def validate_app(doc: Any, types: Mapping[str, FieldTypeSpec], *,
         errors.extend(_index_clashes(objects))
     if not errors:
         # Layouts and views refer to fields; check them once the objects are sound.
-        errors.extend(layout_errors(doc))
+        errors.extend(layout_errors(doc, types, widgets))
         errors.extend(script_errors(doc))
         errors.extend(approval_errors(doc, actions))
         errors.extend(workflow_errors(doc))
@@ -402,43 +402,16 @@ LIST_SYSTEM_COLUMNS = tuple(c for c in SYSTEM_COLUMNS if c != "deleted_at")
 #: Field types a list cannot be sorted by (the same as for an object's ``default_sort``).
 UNSORTABLE_TYPES = frozenset({"json", "multi_choice", "long_text"})
 
-_NUMERIC = frozenset({"number", "decimal", "currency", "percent"})
-#: The form widgets that fit a field of each type; ``readonly`` fits every field. A
-#: field type a plugin adds (not listed) takes only ``readonly`` as an override.
-WIDGETS: Mapping[str, frozenset[str]] = {
-    "text": frozenset({"text", "textarea"}),
-    "long_text": frozenset({"textarea", "text"}),
-    "email": frozenset({"email", "text"}),
-    "phone": frozenset({"phone", "text"}),
-    "url": frozenset({"url", "text"}),
-    "autonumber": frozenset({"text"}),
-    "integer": frozenset({"number"}),
-    "decimal": _NUMERIC, "currency": _NUMERIC, "percent": _NUMERIC,
-    "boolean": frozenset({"checkbox", "toggle"}),
-    "date": frozenset({"date"}),
-    "datetime": frozenset({"datetime"}),
-    "time": frozenset({"time"}),
-    "choice": frozenset({"select", "radio"}),
-    "multi_choice": frozenset({"multiselect", "checkboxes"}),
-    "lookup": frozenset({"lookup"}),
-    "json": frozenset({"json"}),
-    # Computed fields are shown, never edited: by what they compute.
-    "rollup": _NUMERIC | {"date", "datetime"},
-}
-#: A formula's widgets by its ``result_type``.
-RESULT_WIDGETS: Mapping[str, frozenset[str]] = {
-    "text": frozenset({"text", "textarea"}), "number": frozenset({"number"}), "decimal": _NUMERIC,
-    "boolean": frozenset({"checkbox", "toggle"}), "date": frozenset({"date"}), "datetime": frozenset({"datetime"}),
-}
 
-
-def widgets_for(fdoc: Mapping[str, Any]) -> frozenset[str]:
-    """The widgets a form may show field document ``fdoc`` with."""
-    if fdoc.get("type") == "formula":
-        fitting = RESULT_WIDGETS.get(fdoc.get("result_type"), frozenset())
-    else:
-        fitting = WIDGETS.get(fdoc.get("type"), frozenset())
-    return fitting | {"readonly"}
+def widgets_for(fdoc: Mapping[str, Any], types: Mapping[str, FieldTypeSpec],
+                widgets: Mapping[str, WidgetSpec]) -> frozenset[str]:
+    """The widgets a form may show field document ``fdoc`` with: the registered ones
+    that fit its type (or what it declares it computes), and its type's default."""
+    ftype = types.get(fdoc.get("type"))
+    if ftype is None:
+        return frozenset()
+    computes = ftype.widget_result_type(fdoc)
+    return frozenset(w.name for w in widgets.values() if w.fits(ftype.name, computes)) | {ftype.widget}
 
 
 def _resolve(objects: Mapping[str, Any], obj: str, path: str, *,
@@ -734,13 +707,15 @@ def _approval_loops(base: str, nodes: list[Mapping[str, Any]]) -> list[tuple[str
     return []
 
 
-def layout_errors(doc: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """Semantic problems of the forms and views of a document whose objects are valid."""
+def layout_errors(doc: Mapping[str, Any], types: Mapping[str, FieldTypeSpec] | None = None,
+                  widgets: Mapping[str, WidgetSpec] | None = None) -> list[tuple[str, str]]:
+    """Semantic problems of the forms and views of a document whose objects are valid;
+    forms' widgets are checked against the registered ``widgets`` when given."""
     objects = doc.get("objects", {})
     roles = set(doc.get("roles", {})) | {"admin", "user"}
     errors: list[tuple[str, str]] = []
     for name, form in doc.get("forms", {}).items():
-        errors.extend(_form_errors(name, form, objects, roles))
+        errors.extend(_form_errors(name, form, objects, roles, types, widgets))
     defaults: dict[str, str] = {}
     for name, view in doc.get("views", {}).items():
         errors.extend(_view_errors(name, view, objects, roles))
@@ -787,8 +762,9 @@ def _sort_repeats(items: Iterable[str], path: str) -> list[tuple[str, str]]:
     return errors
 
 
-def _form_errors(name: str, form: Mapping[str, Any], objects: Mapping[str, Any],
-                 roles: set[str]) -> list[tuple[str, str]]:
+def _form_errors(name: str, form: Mapping[str, Any], objects: Mapping[str, Any], roles: set[str],
+                 types: Mapping[str, FieldTypeSpec] | None,
+                 widgets: Mapping[str, WidgetSpec] | None) -> list[tuple[str, str]]:
     """A form's own checks (its field names are resolved by :func:`layout_errors`)."""
     errors = _element_errors("forms", name, form, objects, roles)
     odoc = objects.get(form["object"])
@@ -829,10 +805,16 @@ def _form_errors(name: str, form: Mapping[str, Any], objects: Mapping[str, Any],
                     errors.append((where, f"{fname!r} is already in the form at {placed[fname]}"))
                 else:
                     placed[fname] = where
-                if widget is not None and widget not in widgets_for(fields[fname]):
-                    fitting = ", ".join(sorted(widgets_for(fields[fname])))
-                    errors.append((f"{where}.widget", f"widget {widget!r} does not fit a {fields[fname]['type']} "
-                                                      f"field; use one of {fitting}"))
+                if widget is None or widgets is None or types is None:
+                    continue
+                fits = widgets_for(fields[fname], types, widgets)
+                if widget not in fits:
+                    kind, choice = fields[fname]["type"], ", ".join(sorted(fits))
+                    a = "an" if kind[:1] in ("a", "e", "i", "o") else "a"
+                    errors.append((f"{where}.widget",
+                                   f"widget {widget!r} does not fit {a} {kind} field; use one of {choice}"
+                                   if widget in widgets else
+                                   f"unknown widget {widget!r}; {a} {kind} field takes one of {choice}"))
         for ri, rel in enumerate(tab.get("related", ())):
             rpath = f"{tpath}.related.{ri}"
             child = objects.get(rel["object"])

@@ -33,6 +33,7 @@ from .rules import ObjectRules, check_app, compile_app_rules, with_rollup_source
 from .sandbox.policy import ScriptCompileError, compile_script
 from .systables import system_columns
 from .tenancy import Tenant
+from .widgets import Widget, builtin_widgets, check_widgets
 
 
 @dataclass(frozen=True)
@@ -159,7 +160,8 @@ class CompiledApp:
 
     def __init__(self, meta: AppMetadata, types: Mapping[str, FieldType],
                  functions: Mapping[str, Function] | None = None, *,
-                 actions: Mapping[str, ActionKind] | None = None) -> None:
+                 actions: Mapping[str, ActionKind] | None = None,
+                 widgets: Mapping[str, Widget] | None = None) -> None:
         self.meta = meta
         self.version = meta.version
         self.sa_metadata = sa.MetaData()
@@ -168,6 +170,8 @@ class CompiledApp:
         self.field_types = types
         #: Approval action kinds by name (they say where their bodies hold expressions).
         self.approval_actions = actions if actions is not None else builtin_actions()
+        #: Form widgets by name (layouts ask them how wide they are).
+        self.widgets = widgets if widgets is not None else builtin_widgets()
         self._artefacts: dict[str, Any] = {}
         #: Element path -> {"package", "customized"} (navigation groups objects by package).
         self.ownership: Mapping[str, Mapping[str, Any]] = {}
@@ -251,26 +255,32 @@ READ_MAX_AGE = 0.2
 
 class Runtime:
     """The runtime of one process: the registries plugins fill (field types, expression
-    functions, approval action kinds) and the compiled cache.
+    functions, approval action kinds, form widgets) and the compiled cache.
 
     :param approval_actions: action kinds by name; by default the built-ins (an app
         gets them, and plugins', from ``loomwork_approval_actions``).
-    :raises LoomworkError: for an action kind that is not well formed.
+    :param widgets: form widgets by name; by default the built-ins (an app gets them,
+        and plugins', from ``loomwork_widgets``).
+    :raises LoomworkError: for an action kind or widget that is not well formed, or a
+        field type whose default widget is not registered.
     """
 
     def __init__(self, field_types: Mapping[str, FieldType], functions: Mapping[str, Function] | None = None, *,
-                 approval_actions: Mapping[str, ActionKind] | None = None) -> None:
+                 approval_actions: Mapping[str, ActionKind] | None = None,
+                 widgets: Mapping[str, Widget] | None = None) -> None:
         self.field_types = dict(field_types)
         self.functions = dict(functions) if functions is not None else builtin_functions()
         self.approval_actions = dict(approval_actions) if approval_actions is not None else builtin_actions()
+        self.widgets = dict(widgets) if widgets is not None else builtin_widgets()
         check_kinds(self.approval_actions)
+        check_widgets(self.widgets, ((t.name, t.widget) for t in self.field_types.values()))
         self._cache: dict[tuple[str, str], CompiledApp] = {}
         self._checked: dict[tuple[str, str], float] = {}
         self._lock = threading.Lock()
 
     def validate(self, doc: Mapping[str, Any], *, expressions: bool = True) -> None:
         """Validate a metadata document, its expressions included. :raises MetadataError:"""
-        validate_app(doc, self.field_types, actions=self.approval_actions)
+        validate_app(doc, self.field_types, widgets=self.widgets, actions=self.approval_actions)
         if not expressions:
             return
         errors = check_app(AppMetadata.from_doc(doc), self.field_types, self.functions, self.approval_actions)
@@ -291,7 +301,7 @@ class Runtime:
 
     def compile(self, doc: Mapping[str, Any], version: int) -> CompiledApp:
         return CompiledApp(AppMetadata.from_doc(doc, version), self.field_types, self.functions,
-                           actions=self.approval_actions)
+                           actions=self.approval_actions, widgets=self.widgets)
 
     def expire(self, tenant: Tenant) -> None:
         """Make the next read check the version again (after a publish in this process)."""

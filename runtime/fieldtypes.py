@@ -61,6 +61,11 @@ class FieldType:
     def expression_type(self, field: FieldDef) -> str | None:
         return self.expr_type
 
+    def widget_result_type(self, field: Mapping[str, Any]) -> str | None:
+        """What a field document declares it computes, which picks its widgets (a
+        formula's ``result_type``); None: widgets fit this type by its name."""
+        return None
+
     def has_column(self, field: FieldDef) -> bool:
         """Whether the field is stored in a column (a virtual formula is computed in SQL)."""
         return True
@@ -815,6 +820,9 @@ class FormulaType(ComputedType):
 
     def result_type(self, field):
         return field.prop("result_type")
+
+    def widget_result_type(self, field):
+        return field.get("result_type")
 
     def has_column(self, field):
         return bool(field.prop("stored", False))

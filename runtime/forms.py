@@ -24,8 +24,6 @@ from .context import Context
 from .evaluation import fetch_paths, make_env
 from .expr import EvaluationError
 
-#: Widgets whose control is wide: they take the whole row of a multi-column section.
-WIDE_WIDGETS = frozenset({"textarea", "json", "checkboxes", "multiselect"})
 #: Related lists show this many of the child's fields unless the form says otherwise.
 RELATED_FIELDS = 4
 
@@ -111,44 +109,50 @@ def build_layout(app: CompiledApp, obj: CompiledObject, name: str | None, doc: d
         return generated_layout(app, obj)
     tabs = []
     for tdoc in doc["tabs"]:
-        sections = tuple(_section(obj, sdoc) for sdoc in tdoc.get("sections", ()))
+        sections = tuple(_section(app, obj, sdoc) for sdoc in tdoc.get("sections", ()))
         related = tuple(_related(app, rdoc) for rdoc in tdoc.get("related", ()))
         tabs.append(Tab(tdoc["name"], tdoc.get("label"), sections, related))
     return Layout(obj.name, name, tuple(tabs))
 
 
-def _slot(obj: CompiledObject, entry: str | dict[str, Any], columns: int) -> Slot:
+def _wide(app: CompiledApp, widget: str) -> bool:
+    """Whether the widget's control takes the whole row of a multi-column section."""
+    w = app.widgets.get(widget)
+    return w is not None and w.wide
+
+
+def _slot(app: CompiledApp, obj: CompiledObject, entry: str | dict[str, Any], columns: int) -> Slot:
     entry = {"field": entry} if isinstance(entry, str) else entry
     f = obj.fields[entry["field"]]
     widget = entry.get("widget") or f.ftype.widget
-    span = entry.get("span") or (columns if widget in WIDE_WIDGETS else 1)
+    span = entry.get("span") or (columns if _wide(app, widget) else 1)
     return Slot(f.name, widget, min(span, columns), entry.get("label"), entry.get("help"))
 
 
-def _section(obj: CompiledObject, sdoc: dict[str, Any]) -> Section:
+def _section(app: CompiledApp, obj: CompiledObject, sdoc: dict[str, Any]) -> Section:
     columns = sdoc.get("columns", 2)
     shared = obj.defn.sections.get(sdoc["section"]) if sdoc.get("section") else None
     entries = sdoc.get("fields") or (list(shared.fields) if shared else [])
     label = sdoc.get("label") or (shared.label if shared else None)
-    return Section(sdoc["name"], label, columns, tuple(_slot(obj, e, columns) for e in entries),
+    return Section(sdoc["name"], label, columns, tuple(_slot(app, obj, e, columns) for e in entries),
                    bool(sdoc.get("collapsible")), bool(sdoc.get("collapsed")))
 
 
 def _related(app: CompiledApp, rdoc: dict[str, Any]) -> Related:
     child = app.object(rdoc["object"])
-    fields = tuple(rdoc.get("fields") or _summary_fields(child, exclude=rdoc["via"]))
+    fields = tuple(rdoc.get("fields") or _summary_fields(app, child, exclude=rdoc["via"]))
     sort = tuple(rdoc.get("sort") or child.defn.default_sort)
     return Related(child.name, rdoc["via"], rdoc.get("label") or child.defn.plural_label or child.defn.label,
                    fields, sort, rdoc.get("limit", 5))
 
 
-def _summary_fields(obj: CompiledObject, exclude: str) -> list[str]:
+def _summary_fields(app: CompiledApp, obj: CompiledObject, exclude: str) -> list[str]:
     """A few short fields that say what a record is: its title first."""
     out = [obj.defn.title_field] if obj.defn.title_field else []
     for f in obj.fields.values():
         if len(out) >= RELATED_FIELDS:
             break
-        if f.name not in out and f.name != exclude and f.ftype.widget not in WIDE_WIDGETS | {"json"}:
+        if f.name not in out and f.name != exclude and not _wide(app, f.ftype.widget):
             out.append(f.name)
     return out
 
@@ -158,15 +162,15 @@ def generated_layout(app: CompiledApp, obj: CompiledObject) -> Layout:
     placed: set[str] = set()
     sections = []
     for sec in obj.defn.sections.values():
-        slots = tuple(_slot(obj, n, 2) for n in sec.fields if n not in placed)
+        slots = tuple(_slot(app, obj, n, 2) for n in sec.fields if n not in placed)
         placed.update(s.field for s in slots)
         sections.append(Section(sec.name, sec.label, 2, slots))
-    rest = tuple(_slot(obj, n, 2) for n in obj.fields if n not in placed)
+    rest = tuple(_slot(app, obj, n, 2) for n in obj.fields if n not in placed)
     if rest:
         sections.insert(0, Section("details", None, 2, rest))
     related = tuple(
         Related(ref.object, ref.field, app.object(ref.object).defn.plural_label or app.object(ref.object).defn.label,
-                tuple(_summary_fields(app.object(ref.object), exclude=ref.field)),
+                tuple(_summary_fields(app, app.object(ref.object), exclude=ref.field)),
                 tuple(app.object(ref.object).defn.default_sort), 5)
         for ref in obj.referenced_by)
     return Layout(obj.name, None, (Tab("main", None, tuple(sections), related),))

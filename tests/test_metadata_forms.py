@@ -19,8 +19,10 @@ from loomwork.metadata.validation import (
     validate_app,
 )
 from loomwork.plugins import crm_sample
+from loomwork.runtime.widgets import builtin_widgets
 
 SAMPLE = load_package(crm_sample.PATH)
+WIDGETS = builtin_widgets()
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +38,7 @@ def crm_doc() -> dict:
 
 def errors_of(doc, types) -> dict[str, list[str]]:
     with pytest.raises(MetadataError) as info:
-        validate_app(doc, types)
+        validate_app(doc, types, widgets=WIDGETS)
     return info.value.errors
 
 
@@ -115,8 +117,8 @@ def test_model_builds_forms_and_views():
     ("form", {"object": "deal", "tabs": [{"name": "t", "sections": [{"name": "s", "columns": 4}]}]},
      "tabs.0.sections.0.columns", "must be one of 1, 2, 3"),
     ("form", {"object": "deal", "tabs": [{"name": "t", "sections": [
-        {"name": "s", "fields": [{"field": "stage", "widget": "slider"}]}]}]},
-     "tabs.0.sections.0.fields.0.widget", "must be one of text, textarea"),
+        {"name": "s", "fields": [{"field": "stage", "widget": "Slider"}]}]}]},
+     "tabs.0.sections.0.fields.0.widget", "must match"),
     ("form", {"object": "deal", "tabs": [{"name": "t", "sections": [{"name": "s", "fields": ["Amount"]}]}]},
      "tabs.0.sections.0.fields.0", "must match"),
     ("form", {"object": "deal", "priority": 1001, "tabs": [{"name": "t"}]}, "priority", "must be <= 1000"),
@@ -179,6 +181,9 @@ SEMANTIC = [
     (lambda d: d["forms"]["deal_main"]["tabs"][0]["sections"][1]["fields"].__setitem__(
         1, {"field": "tags", "widget": "select"}),
      "forms.deal_main.tabs.0.sections.1.fields.1.widget", "use one of checkboxes, multiselect, readonly"),
+    (lambda d: deal_fields(d).__setitem__(3, {"field": "stage", "widget": "slider"}),
+     "forms.deal_main.tabs.0.sections.0.fields.3.widget",
+     "unknown widget 'slider'; a choice field takes one of radio, readonly, select"),
     (lambda d: d["forms"]["deal_main"]["tabs"][0]["sections"][1].update(section="money"),
      "forms.deal_main.tabs.0.sections.1.section", "unknown section 'money' of deal"),
     (lambda d: d["forms"]["deal_main"]["tabs"][0]["sections"][1].pop("fields"),
@@ -267,7 +272,7 @@ def test_valid_paths_filters_and_widgets(types):
                            {"field": "probability", "widget": "decimal"}, {"field": "account", "widget": "readonly"},
                            {"field": "close_date", "widget": "date", "label": {"en": "Close", "zh-CN": "成交"},
                             "help": "When we expect to close"}]
-    validate_app(doc, types)
+    validate_app(doc, types, widgets=WIDGETS)
 
 
 # -- packages -------------------------------------------------------------------------

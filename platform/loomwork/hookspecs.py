@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from loomwork.runtime.jobs import Notifier
     from loomwork.runtime.pipeline import Participant
     from loomwork.runtime.services import Services
+    from loomwork.runtime.widgets import Widget
 
 hookspec = pluggy.HookspecMarker("loomwork")
 
@@ -38,6 +39,19 @@ def loomwork_expression_functions() -> list[Function]:
 
     A function declares its parameter type classes and a Python implementation; give it
     ``sql`` too and it works in list filters on formula fields. Names must be unique.
+    """
+
+
+@hookspec
+def loomwork_widgets() -> list[Widget]:
+    """Return form widgets to register (see :class:`loomwork.runtime.widgets.Widget`).
+
+    A widget's ``name`` is what a form layout writes in ``widget:``; it fits the field
+    types (and computed result types) it names, and a field type's own default widget
+    (``FieldType.widget``) always fits it. Pages draw it with its ``template`` (a Jinja
+    template the plugin makes findable, for instance with a blueprint registered in
+    ``loomwork_app_created``) or as the built-in control ``renders_as``. A name
+    registered twice fails start-up.
     """
 
 

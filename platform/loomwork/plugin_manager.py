@@ -14,6 +14,7 @@ from loomwork.runtime.expr import Function
 from loomwork.runtime.fieldtypes import FieldType
 from loomwork.runtime.pipeline import Participant
 from loomwork.runtime.services import Services
+from loomwork.runtime.widgets import Widget
 
 from . import hookspecs
 
@@ -59,10 +60,16 @@ def approval_actions(pm: pluggy.PluginManager) -> dict[str, ActionKind]:
     return _by_name(pm.hook.loomwork_approval_actions(), "approval action")
 
 
+def widgets(pm: pluggy.PluginManager) -> dict[str, Widget]:
+    """Every registered form widget by name; a name registered twice is an error."""
+    return _by_name(pm.hook.loomwork_widgets(), "widget")
+
+
 def make_runtime(pm: pluggy.PluginManager) -> Runtime:
-    """The runtime with every plugin's field types, expression functions and approval
-    action kinds."""
-    return Runtime(field_types(pm), expression_functions(pm), approval_actions=approval_actions(pm))
+    """The runtime with every plugin's field types, expression functions, approval
+    action kinds and form widgets."""
+    return Runtime(field_types(pm), expression_functions(pm), approval_actions=approval_actions(pm),
+                   widgets=widgets(pm))
 
 
 def write_participants(pm: pluggy.PluginManager, services: Services) -> list[Participant]:

@@ -31,7 +31,7 @@ from loomwork.runtime.tenancy import TENANT_NAME
 
 from .. import auth
 from ..state import state
-from . import i18n
+from . import i18n, widgets
 from .common import _, compiled, local_path, locale, navigation, object_label, set_locale, signed_in
 from .messages import translate_all
 from .present import choice_css, format_plain
@@ -43,6 +43,7 @@ bp = Blueprint("web", __name__)
 @bp.record_once
 def _setup(setup_state) -> None:
     i18n.install(setup_state.app.jinja_env)
+    widgets.install(setup_state.app, setup_state.app.extensions["loomwork"].services.runtime.widgets)
 
 
 @bp.app_context_processor
