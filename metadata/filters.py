@@ -141,7 +141,8 @@ def _scalar_problem(value: Any) -> str | None:
 _PATH_SHAPE = f"must be a field name or a path through at most {MAX_PATH_HOPS} lookups (account.industry)"
 
 
-def _path_problem(path: Any) -> str | None:
+def path_problem(path: Any) -> str | None:
+    """Why ``path`` cannot name a field (its shape, not whether the field exists)."""
     if not isinstance(path, str) or not path or len(path) > MAX_PATH_LENGTH:
         return _PATH_SHAPE
     if path.count(".") > MAX_PATH_HOPS:
@@ -192,7 +193,7 @@ def check(node: Any, path: str = "filter") -> tuple[list[tuple[str, str]], list[
     if len(found) > MAX_CONDITIONS:
         errors.append((path, f"has more than {MAX_CONDITIONS} conditions"))
     for c in found:
-        problem = _path_problem(c.field)
+        problem = path_problem(c.field)
         if problem:
             errors.append((f"{c.path}.field", problem))
         op = OPERATORS.get(c.op) if isinstance(c.op, str) else None
@@ -262,4 +263,4 @@ def json_schema() -> dict[str, Any]:
 
 __all__ = ["MAX_DEPTH", "MAX_CONDITIONS", "MAX_LIST", "MAX_PATH_HOPS", "MAX_PATH_LENGTH", "MAX_TEXT",
            "VARIABLES", "PATH", "Operator", "OPERATORS", "OPERATOR_NAMES", "Condition", "check", "conditions",
-           "operand_problem", "rules_document", "json_schema", "show"]
+           "operand_problem", "path_problem", "rules_document", "json_schema", "show"]

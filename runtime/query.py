@@ -40,7 +40,6 @@ before trusting its choice of index (see :meth:`QueryService._arms`, ``_probe``)
 """
 from __future__ import annotations
 
-import base64
 import copy
 import dataclasses
 import datetime as dt
@@ -48,7 +47,6 @@ import hashlib
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any
 
 import marshmallow as ma
@@ -69,6 +67,7 @@ from .evaluation import primary_role, virtual_values
 from .expr.sql import SqlEnv
 from .fieldtypes import COMPARE_OPS, AwareDateTimeField, MultiChoiceType
 from .formula_sql import formula_source, query_source, sql_problems
+from .keyset import MALFORMED_CURSOR, SortKey, after, decode_cursor, encode_cursor, order_by, wire
 from .sqltypes import JSONDoc
 from .titles import expand, expand_fields
 
@@ -93,8 +92,6 @@ def _computable(app: CompiledApp, obj: CompiledObject, name: str, dialect: str, 
 
 MAX_SORT = 4
 DEFAULT_LIMIT, MAX_LIMIT = 50, 500
-MAX_CURSOR = 256 * 1024
-UNSORTABLE_TYPES = frozenset({"json", "multi_choice", "long_text"})
 
 #: System columns a filter or sort may name, with the parser of their values.
 _SYSTEM: dict[str, mf.Field] = {
@@ -107,7 +104,6 @@ _SYSTEM: dict[str, mf.Field] = {
     "row_version": mf.Integer(strict=True, allow_none=True),
 }
 _INTEGER_TEXT = re.compile(r"-?[0-9]{1,20}")
-_MALFORMED_CURSOR = "cursor is malformed; use next_cursor from a previous page unchanged"
 
 
 def _like_escape(text: str) -> str:
@@ -415,6 +411,109 @@ class FilterCompiler:
         return sa.exists(sa.select(1).select_from(each).where(each.c.value == value))
 
 
+# -- sort keys ------------------------------------------------------------
+def parse_sort(sort: Any) -> list[tuple[str, bool]]:
+    """``["-amount", "account.name"]`` as ``[(path, descending)]``, ending with ``id``.
+
+    ``id`` breaks ties in the direction of the last key (so the default
+    ``-created_at`` walks the ``(created_at, id)`` index backwards); keys after ``id``
+    could never matter and are dropped. What the paths name is checked by
+    :func:`sort_keys`.
+    """
+    if isinstance(sort, (str, bytes)) or not isinstance(sort, Sequence):
+        raise BadQuery("sort must be a list of field names, '-' first for descending")
+    if len(sort) > MAX_SORT:
+        raise BadQuery(f"sort takes at most {MAX_SORT} fields")
+    out: list[tuple[str, bool]] = []
+    for item in sort:
+        if not isinstance(item, str) or not item:
+            raise BadQuery("sort entries are field names, '-' first for descending")
+        desc = item.startswith("-")
+        name = item[1:] if item[0] in "-+" else item
+        problem = filters.path_problem(name)
+        if problem:
+            raise BadQuery(f"sort: {problem}")
+        if name in {n for n, _ in out}:
+            raise BadQuery(f"sort names {name!r} twice")
+        out.append((name, desc))
+        if name == "id":
+            return out
+    out.append(("id", out[-1][1] if out else False))
+    return out
+
+
+def _sortable(app: CompiledApp, obj: CompiledObject, name: str, dialect: str) -> None:
+    """Refuse a sort on a field whose type has no order (it cannot be indexed either:
+    long text, JSON, multi-choice) or a formula the database cannot compute."""
+    f = obj.fields.get(name)
+    if f is not None and not f.ftype.indexable:
+        raise BadQuery(f"sort: a {f.defn.type} field cannot be sorted")
+    _computable(app, obj, name, dialect, "sort")
+
+
+def _title_key(app: CompiledApp, target: CompiledObject, dialect: str) -> str | None:
+    """The field a lookup to ``target`` sorts by: its title field, when it has an order
+    the database can compute (else the lookup sorts by id)."""
+    name = target.defn.title_field
+    f = target.fields.get(name) if name else None
+    if f is None or not f.ftype.indexable or target.lookups.get(name):
+        return None
+    if f.column is None and sql_problems(app, target, dialect).get(name):
+        return None
+    return name
+
+
+def sort_keys(app: CompiledApp, obj: CompiledObject, fc: FilterCompiler, sort: list[tuple[str, bool]],
+              dialect: str) -> list[SortKey]:
+    """The keys of ``sort`` (from :func:`parse_sort`), their joins added to ``fc``.
+
+    A field or system column of ``obj`` is its column. A lookup sorts by the title of
+    the record it names (ARCHITECTURE §5: users see titles, so "Account A→Z" is by name)
+    through an outer join, when the actor may read the target; else by its id, as the
+    titles it cannot read show ``#id``. A path (``account.industry``) sorts by the field
+    it ends at, through readable lookups like a filter's path.
+    """
+    keys: list[SortKey] = []
+    t = fc.source(obj)
+    for i, (name, desc) in enumerate(sort):
+        path = name
+        if "." not in name:
+            if name not in obj.fields and name not in _SYSTEM:
+                raise BadQuery(f"sort: unknown field {name!r} of {obj.name}")
+            _sortable(app, obj, name, dialect)
+            target = obj.lookups.get(name)
+            title = (_title_key(app, app.object(target), dialect) if target is not None and fc.can_read(target)
+                     else None)
+            if title is None:
+                col = t.c[name]
+                keys.append(SortKey(name, desc, col, _nullable(col), name, _value_field(app, obj, name, choices=False)))
+                continue
+            path = f"{name}.{title}"
+        r = fc.resolve(path, purpose="sort")
+        _sortable(app, r.object, r.name, dialect)
+        keys.append(SortKey(name, desc, r.column, True, f"lw_sort{i}",
+                            _value_field(app, r.object, r.name, choices=False), joined=True))
+    return keys
+
+
+def _cursor_values(keys: list[SortKey], raw_values: list) -> list[Any]:
+    """A cursor's sort values parsed by their keys' types. :raises BadQuery:"""
+    if len(raw_values) != len(keys):
+        raise BadQuery(MALFORMED_CURSOR)
+    out = []
+    for k, raw in zip(keys, raw_values, strict=True):
+        if raw is None:
+            if not k.nullable:
+                raise BadQuery(MALFORMED_CURSOR)
+            out.append(None)
+            continue
+        try:
+            out.append(_parse(k.parser, k.column, raw, k.name))
+        except BadQuery:
+            raise BadQuery(MALFORMED_CURSOR) from None
+    return out
+
+
 def _sources(app: CompiledApp, dialect: str, env: SqlEnv, readable: frozenset[str]) -> Source:
     """How one request reads each object: its table, or its table plus virtual formulas."""
     built: dict[tuple[str, str | None], sa.FromClause] = {}
@@ -465,8 +564,7 @@ def view_errors(app: CompiledApp) -> list[tuple[str, str]]:
                     errors[(where if at_node else (fc.at or base), message if at_node else exc.message)] = None
             if view.get("sort"):
                 try:
-                    for key, _desc in QueryService._sort(obj, view["sort"]):
-                        _computable(app, obj, key, dialect, "sort")
+                    sort_keys(app, obj, fc, parse_sort(view["sort"]), dialect)
                 except BadQuery as exc:
                     errors[(f"views.{name}.sort", exc.message)] = None
     return list(errors)
@@ -532,53 +630,19 @@ class ListResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-# A cursor is opaque but not secret: its check digest catches edits and truncation, and
-# every value in it is parsed and bound like a filter value anyway.
-_CURSOR_SALT = b"loomwork.cursor.v1:"
-
-
-def _cursor_digest(spec: list[str], query_key: str, values: list[Any]) -> str:
-    return hashlib.sha256(_CURSOR_SALT + orjson.dumps([spec, query_key, values])).hexdigest()[:16]
-
-
-def _encode_cursor(spec: list[str], query_key: str, values: list[Any]) -> str:
-    payload = {"s": spec, "q": query_key, "v": values, "d": _cursor_digest(spec, query_key, values)}
-    return base64.urlsafe_b64encode(orjson.dumps(payload)).decode().rstrip("=")
-
-
-def _decode_cursor(text: Any) -> dict[str, Any]:
-    try:
-        if not isinstance(text, str) or len(text) > MAX_CURSOR:
-            raise ValueError
-        data = orjson.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
-        if (not isinstance(data, dict) or not isinstance(data.get("v"), list)
-                or data.get("d") != _cursor_digest(data.get("s"), data.get("q"), data["v"])):
-            raise ValueError
-        return data
-    except (ValueError, TypeError, orjson.JSONDecodeError):
-        raise BadQuery(_MALFORMED_CURSOR) from None
-
-
-def _wire(value: Any) -> Any:
-    if isinstance(value, (dt.datetime, dt.date, dt.time)):
-        return value.isoformat()
-    if isinstance(value, Decimal):
-        return str(value)
-    return value
-
-
 @dataclass
 class _Plan:
     """A list request compiled to SQL, before the page is read."""
 
-    source: sa.FromClause
+    source: sa.FromClause  # the object's source with the joins of filters and sort keys
     live: list[sa.ColumnElement]  # the soft-delete condition, unless deleted rows are wanted
     filters: list[sa.ColumnElement]  # filter, row filter, search
-    sort: list[tuple[str, bool]]
+    keys: list[SortKey]
     columns: list[sa.Column]
     query_key: str
     cursor: list[Any] | None = None  # the sort values of the last row already read
     table: Any = None  # the object's table, or the subquery adding its virtual formulas
+    count_source: Any = None  # the source with the filters' joins only
 
     @property
     def where(self) -> list[sa.ColumnElement]:
@@ -587,7 +651,7 @@ class _Plan:
 
     @property
     def spec(self) -> list[str]:
-        return [f"{'-' if desc else ''}{name}" for name, desc in self.sort]
+        return [f"{'-' if k.desc else ''}{k.name}" for k in self.keys]
 
 
 @dataclass
@@ -683,7 +747,7 @@ class QueryService:
         next_cursor = None
         if more:
             last = rows[-1]
-            next_cursor = _encode_cursor(plan.spec, plan.query_key, [_wire(last[n]) for n, _ in plan.sort])
+            next_cursor = encode_cursor(plan.spec, plan.query_key, [wire(last[k.label]) for k in plan.keys])
         count, kind = None, "none"
         if req.count != "none":
             count, kind = self._count(conn, obj, plan, req.count)
@@ -740,24 +804,23 @@ class QueryService:
             filters.append(fc.compile(row_filter))
         if req.search is not None and req.search != "":
             filters.append(self._search(obj, t, req.search))
-        sort = self._sort(obj, req.sort or obj.defn.default_sort)
-        for name, _ in sort:
-            _computable(app, obj, name, dialect, "sort")
+        count_source = fc.select_from()
+        keys = sort_keys(app, obj, fc, parse_sort(req.sort or obj.defn.default_sort), dialect)
         try:
             key = orjson.dumps([obj.name, req.filter, req.search or "", bool(req.include_deleted)],
                                option=orjson.OPT_SORT_KEYS, default=str)
         except TypeError:
             raise BadQuery("filter must be plain JSON") from None
         live = [] if req.include_deleted else [t.c.deleted_at.is_(None)]
-        plan = _Plan(fc.select_from(), live, filters, sort, self._columns(obj, t, req.fields),
-                     hashlib.sha1(key).hexdigest()[:12], table=t)
+        plan = _Plan(fc.select_from(), live, filters, keys, self._columns(obj, t, req.fields),
+                     hashlib.sha1(key).hexdigest()[:12], table=t, count_source=count_source)
         if req.cursor:
-            data = _decode_cursor(req.cursor)
+            data = decode_cursor(req.cursor)
             if data["s"] != plan.spec:
                 raise BadQuery("cursor belongs to another sort order; start again without a cursor")
             if data["q"] != plan.query_key:
                 raise BadQuery("cursor belongs to another filter or search; start again without a cursor")
-            plan.cursor = self._cursor_values(app, obj, t, sort, data["v"])
+            plan.cursor = _cursor_values(keys, data["v"])
         return plan
 
     def _selects(self, app: CompiledApp, obj: CompiledObject, plan: _Plan, dialect: str,
@@ -766,13 +829,13 @@ class QueryService:
         try in turn; the caller adds ``LIMIT``."""
         t = plan.table
         names = {c.name for c in plan.columns}
-        cols = plan.columns + [t.c[n] for n, _ in plan.sort if n not in names]
+        cols = plan.columns + [k.selected for k in plan.keys if k.label not in names]
         if len(cols) == len(t.columns):
             # Every column: select the table itself, whose cache key SQLAlchemy computes
             # far faster than that of a list of columns (it is part of every request).
             cols = [t]
         probe = (dialect == "sqlite" and bool(plan.filters)
-                 and self._index_ordered(app, obj, t, plan.sort, live=bool(plan.live)))
+                 and self._index_ordered(app, obj, plan.keys, live=bool(plan.live)))
         # A generator: the block after the first is only built when the page needs it.
         for arm in self._arms(obj, plan, dialect):
             full = (sa.select(*cols).select_from(plan.source).where(*plan.live, *plan.filters, *arm.conds)
@@ -789,27 +852,26 @@ class QueryService:
         from (PostgreSQL cannot start one at "``> v`` or empty"), and the block after the
         cursor is only read when the first leaves the page short.
         """
-        t = plan.table
-        sort, cur = plan.sort, plan.cursor
-        (first, desc), rest = sort[0], sort[1:]
-        c0 = t.c[first]
-        if not _nullable(c0):
-            conds = [] if cur is None else [self._after(t, sort, cur)]
-            return [_Arm(conds, self._order(t, sort, dialect))]
+        keys, cur = plan.keys, plan.cursor
+        first, rest = keys[0], keys[1:]
+        c0, desc = first.column, first.desc
+        if not first.nullable:
+            conds = [] if cur is None else [after(keys, cur)]
+            return [_Arm(conds, order_by(keys, dialect))]
         values: list | None = [c0.is_not(None)]
         empties: list | None = [c0.is_(None)]
         if cur is not None and cur[0] is None:  # the cursor is inside the empties
-            empties.append(self._after(t, rest, cur[1:]))
+            empties.append(after(rest, cur[1:]))
             values = values if desc else None
         elif cur is not None:
-            values.append(self._after(t, sort, cur, not_null={first}))
+            values.append(after(keys, cur, not_null={first.label}))
             empties = None if desc else empties
         # The empties block keeps the (constant) first key in its ORDER BY, so an index
         # on (filter columns, first key, id) serves "... AND key IS NULL ORDER BY key, id".
-        arms = [(values, sort), (empties, sort)]
+        arms = [values, empties]
         if desc:
             arms.reverse()
-        return [_Arm(conds, self._order(t, s, dialect, not_null={first})) for conds, s in arms if conds is not None]
+        return [_Arm(conds, order_by(keys, dialect, not_null={first.label})) for conds in arms if conds is not None]
 
     @staticmethod
     def _probe(t: sa.Table, cols, plan: _Plan, arm: _Arm, limit: int) -> sa.Select:
@@ -830,13 +892,13 @@ class QueryService:
                 .order_by(*arm.order))
 
     @staticmethod
-    def _index_ordered(app: CompiledApp, obj: CompiledObject, t: sa.FromClause, sort, *, live: bool) -> bool:
-        """Whether an index of ``obj`` lists rows in ``sort`` order on SQLite: same
-        direction throughout, no NULL ordering to honour after the first key (its empty
-        block is read apart), and an index on the keys before ``id`` (SQLite ends every
-        index with the rowid, which is ``id``)."""
-        names = tuple(n for n, _ in sort)
-        if len({d for _, d in sort}) != 1 or any(_nullable(t.c[n]) for n in names[1:]) \
+    def _index_ordered(app: CompiledApp, obj: CompiledObject, keys: list[SortKey], *, live: bool) -> bool:
+        """Whether an index of ``obj`` lists rows in the order of ``keys`` on SQLite: keys
+        of the object itself, same direction throughout, no NULL ordering to honour after
+        the first key (its empty block is read apart), and an index on the keys before
+        ``id`` (SQLite ends every index with the rowid, which is ``id``)."""
+        names = tuple(k.name for k in keys)
+        if any(k.joined for k in keys) or len({k.desc for k in keys}) != 1 or any(k.nullable for k in keys[1:]) \
                 or any(n in obj.fields and obj.fields[n].column is None for n in names):
             return False
         keys = names[:-1]  # the sort always ends with id
@@ -847,20 +909,6 @@ class QueryService:
             and (live or not live_only) for cols, live_only in indexes)
 
     @staticmethod
-    def _order(t: sa.Table, sort, dialect: str, *, not_null=frozenset()) -> list[sa.ColumnElement]:
-        """``ORDER BY`` terms for ``sort`` with NULL as the largest value: PostgreSQL's own
-        default, so plain ASC/DESC there matches its indexes; spelled out for SQLite, and
-        left out where no NULL can occur."""
-        out = []
-        for name, desc in sort:
-            c = t.c[name]
-            if name in not_null or not _nullable(t.c[name]) or dialect == "postgresql":
-                out.append(c.desc() if desc else c.asc())
-            else:
-                out.append(c.desc().nulls_first() if desc else c.asc().nulls_last())
-        return out
-
-    @staticmethod
     def _search(obj: CompiledObject, t: sa.FromClause, search: Any) -> sa.ColumnElement:
         if not isinstance(search, str) or len(search) > 200 or "\x00" in search:
             raise BadQuery("search must be a text of at most 200 characters, without NUL")
@@ -869,37 +917,6 @@ class QueryService:
             raise BadQuery(f"{obj.name} has no search fields")
         needle = f"%{_like_escape(search.lower())}%"
         return sa.or_(*(sa.func.lower(c).like(needle, escape="\\") for c in cols))
-
-    @staticmethod
-    def _sort(obj: CompiledObject, sort: Any) -> list[tuple[str, bool]]:
-        """``["-amount", "name"]`` as ``[(name, descending)]``, ending with ``id``.
-
-        ``id`` breaks ties in the direction of the last key (so the default
-        ``-created_at`` walks the ``(created_at, id)`` index backwards); keys after
-        ``id`` could never matter and are dropped.
-        """
-        if isinstance(sort, (str, bytes)) or not isinstance(sort, Sequence):
-            raise BadQuery("sort must be a list of field names, '-' first for descending")
-        if len(sort) > MAX_SORT:
-            raise BadQuery(f"sort takes at most {MAX_SORT} fields")
-        out: list[tuple[str, bool]] = []
-        for item in sort:
-            if not isinstance(item, str) or not item:
-                raise BadQuery("sort entries are field names, '-' first for descending")
-            desc = item.startswith("-")
-            name = item[1:] if item[0] in "-+" else item
-            if name in {n for n, _ in out}:
-                raise BadQuery(f"sort names {name!r} twice")
-            f = obj.fields.get(name)
-            if f is None and name not in _SYSTEM:
-                raise BadQuery(f"sort: unknown field {name!r} of {obj.name}")
-            if f is not None and (f.defn.type in UNSORTABLE_TYPES or not f.ftype.indexable):
-                raise BadQuery(f"sort: a {f.defn.type} field cannot be sorted")
-            out.append((name, desc))
-            if name == "id":
-                return out
-        out.append(("id", out[-1][1] if out else False))
-        return out
 
     @staticmethod
     def _columns(obj: CompiledObject, t: sa.FromClause, fields: Sequence[str] | None) -> list[sa.Column]:
@@ -919,62 +936,6 @@ class QueryService:
         extra = [dep for n in names if n in formulas and obj.fields[n].column is None
                  for o, dep in formulas[n].deps.fields if o == obj.name and dep not in names]
         return cols + [t.c[n] for n in dict.fromkeys(extra)]
-
-    # -- keyset paging ----------------------------------------------------
-    @staticmethod
-    def _cursor_values(app: CompiledApp, obj: CompiledObject, t: sa.FromClause, sort, raw_values: list) -> list[Any]:
-        if len(raw_values) != len(sort):
-            raise BadQuery(_MALFORMED_CURSOR)
-        out = []
-        for (name, _), raw in zip(sort, raw_values, strict=True):
-            col = t.c[name]
-            if raw is None:
-                if not _nullable(col):
-                    raise BadQuery(_MALFORMED_CURSOR)
-                out.append(None)
-                continue
-            try:
-                out.append(_parse(_value_field(app, obj, name, choices=False), col, raw, name))
-            except BadQuery:
-                raise BadQuery(_MALFORMED_CURSOR) from None
-        return out
-
-    @staticmethod
-    def _after(t: sa.Table, sort, values, *, not_null=frozenset()) -> sa.ColumnElement:
-        """Rows strictly after ``values`` in the sort order (NULL counts as largest).
-
-        :param not_null: sort keys the caller already restricted to values.
-        """
-        cols = [t.c[n] for n, _ in sort]
-        nullable = [_nullable(c) and n not in not_null for c, (n, _) in zip(cols, sort, strict=True)]
-        directions = {desc for _, desc in sort}
-        if len(directions) == 1 and not any(nullable):
-            # Row-value comparison: both dialects walk the sort index with it.
-            left = sa.tuple_(*cols)
-            right = sa.tuple_(*(sa.literal(v, c.type) for c, v in zip(cols, values, strict=True)))
-            return left < right if directions == {True} else left > right
-
-        def after(i: int) -> sa.ColumnElement:
-            c, desc, v = cols[i], sort[i][1], values[i]
-            if v is None:  # only nullable columns: NULL is the largest value
-                beyond = c.is_not(None) if desc else None
-                equal = c.is_(None)
-            else:
-                v = sa.literal(v, c.type)  # typed, so booleans compare too
-                beyond = c < v if desc else (sa.or_(c > v, c.is_(None)) if nullable[i] else c > v)
-                equal = c == v
-            if i == len(sort) - 1:
-                return beyond if beyond is not None else sa.false()
-            rest = sa.and_(equal, after(i + 1))
-            return rest if beyond is None else sa.or_(beyond, rest)
-
-        cond = after(0)
-        c, desc, v = cols[0], sort[0][1], values[0]
-        if v is not None and (desc or not nullable[0]):
-            # A redundant range on the first key lets the planner start an index scan there.
-            v = sa.literal(v, c.type)
-            cond = sa.and_(c <= v if desc else c >= v, cond)
-        return cond
 
     @staticmethod
     def _python_formulas(ctx, conn, app, obj, row: dict[str, Any], wanted: set[str]) -> dict[str, Any]:
@@ -999,7 +960,7 @@ class QueryService:
                                    {"t": self._qualified(conn, t.name)}).scalar()
                 if est is not None and est >= 0:
                     return int(est), "estimate"
-            stmt = sa.select(t.c.id).select_from(plan.source).where(*plan.where)
+            stmt = sa.select(t.c.id).select_from(plan.count_source).where(*plan.where)
             compiled = stmt.compile(
                 dialect=conn.dialect, render_schema_translate=True,
                 schema_translate_map=conn.get_execution_options().get("schema_translate_map"),
@@ -1007,7 +968,7 @@ class QueryService:
             doc = conn.exec_driver_sql("EXPLAIN (FORMAT JSON) " + str(compiled), compiled.params).scalar()
             doc = doc if isinstance(doc, list) else orjson.loads(doc)
             return max(0, int(doc[0]["Plan"]["Plan Rows"])), "estimate"
-        stmt = sa.select(sa.func.count()).select_from(plan.source).where(*plan.where)
+        stmt = sa.select(sa.func.count()).select_from(plan.count_source).where(*plan.where)
         return conn.execute(stmt).scalar_one(), "exact"
 
     @staticmethod
@@ -1018,4 +979,4 @@ class QueryService:
 
 
 __all__ = ["ListRequest", "ListResult", "QueryService", "FilterCompiler", "parse_query_string", "field_ops",
-           "view_errors", "DEFAULT_LIMIT", "MAX_LIMIT"]
+           "parse_sort", "sort_keys", "view_errors", "DEFAULT_LIMIT", "MAX_LIMIT"]

@@ -500,6 +500,65 @@ def test_list_sort_filter_and_paging(open_page, live):
     assert _row_ids(page) == first
 
 
+def test_lookups_filter_and_sort_by_title(open_page, live):
+    """Issue 11, defect 1: a related list's "View all" says "Account is <name>", the
+    builder picks the account by searching its name and the chip follows, and sorting
+    by the Account column sorts by the accounts' names, page after page."""
+    tag = _tag()
+    aardvark = live.create("account", {"name": f"Aardvark {tag}"})
+    zebra = live.create("account", {"name": f"Zebra {tag}"})
+    for acc, names in ((aardvark, ("one", "two")), (zebra, ("three",))):
+        for name in names:
+            live.create("deal", {"name": f"{name} {tag}", "account": acc["id"]})
+
+    page = open_page(f"/app/account/{aardvark['id']}")
+    page.locator("section.related", has_text="Deals").get_by_role("link", name="View all").click()
+    chip = page.locator(".filter-chip")
+    expect(chip).to_have_count(1)
+    expect(chip.locator(".filter-chip-text")).to_have_text(f"Account is Aardvark {tag}")
+    assert sorted(_column(page, "Deal name")) == [f"one {tag}", f"two {tag}"]
+    expect(page.locator("details.filter-panel")).to_have_attribute("open", "")  # a filter from the address
+    box = page.locator(".lw-filter-row [role=combobox]")
+    expect(box).to_have_value(f"Aardvark {tag}")
+    _shot(page, "list-lookup-view-all")
+
+    # Pick another account by typing part of its name.
+    box.fill("")
+    box.press_sequentially(f"zebra {tag}")
+    listbox = page.locator(".lw-filter-row [role=listbox]")
+    expect(listbox.get_by_role("option")).to_have_text([f"Zebra {tag}"])
+    _shot(page, "list-lookup-search")
+    box.press("ArrowDown")
+    box.press("Enter")
+    expect(box).to_have_value(f"Zebra {tag}")
+    page.locator("form.lw-filter").get_by_role("button", name="Apply").click()
+    page.wait_for_url(re.compile(r"[?&]filter="))
+    assert _query(page)["filter"] == [f'{{"field":"account","op":"eq","value":{zebra["id"]}}}']
+    expect(page.locator(".filter-chip-text")).to_have_text(f"Account is Zebra {tag}")
+    assert _column(page, "Deal name") == [f"three {tag}"]
+
+    # The chip's × drops the condition.
+    page.get_by_role("link", name=f"Remove the condition Account is Zebra {tag}").click()
+    expect(page.locator(".filter-chip")).to_have_count(0)
+    assert len(_row_ids(page)) > 1
+
+    # Sorting by the Account column sorts by the accounts' names, across pages.
+    page.goto(live.url("/app/deal?view=&columns=name,account&page_size=10"))
+    page.locator("th", has_text="Account").get_by_role("link").click()
+    expect(page.locator("th", has_text="Account")).to_have_attribute("aria-sort", "ascending")
+    assert _query(page)["sort"] == ["account"]
+    titles = _column(page, "Account")
+    _shot(page, "list-sorted-by-account")
+    page.get_by_role("link", name="Next page").click()
+    page.wait_for_url(re.compile(r"cursor="))
+    titles += _column(page, "Account")
+    assert len(titles) == 20 and titles == sorted(titles), titles
+    page.goto(live.url("/app/deal?view=&columns=name,account&sort=-account&page_size=50"))
+    expect(page.locator("th", has_text="Account")).to_have_attribute("aria-sort", "descending")
+    names = _column(page, "Account")
+    assert names == sorted(names, reverse=True)
+
+
 # -- 6. saved views --------------------------------------------------------------------------
 
 def test_save_a_view_and_open_it_again(open_page, live):

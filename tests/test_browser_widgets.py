@@ -684,6 +684,57 @@ def test_filter_builder_follows_the_served_rules(page, static_server):
     assert "built elsewhere" in page.inner_text(".lw-filter-note")
 
 
+def _with_lookup(ast: Any, titles: dict[str, str] | None = None) -> Callable[[dict[str, Any]], None]:
+    """The page as the server renders it for a user who may read accounts."""
+    def change(data):
+        data["fields"]["account"]["lookup"] = {"object": "account", "title_field": "name"}
+        data["filter"] = ast
+        data["titles"] = {"account": titles or {}}
+    return change
+
+
+def test_filter_builder_picks_lookup_records_by_searching(page, static_server):
+    """A lookup condition takes its record by search-as-you-type and shows titles;
+    the filter still holds ids."""
+    asked = mock_api(page)
+    seen = capture_gets(page, static_server, "/listed")
+    open_fixture(page, static_server, "list_fixture.html",
+                 _with_lookup({"field": "account", "op": "eq", "value": "3"}, {"3": "Acme"}))
+    row = page.locator(".lw-filter-row").first
+    box = row.locator("[role=combobox]")
+    assert box.input_value() == "Acme", "the title, not the id"
+    assert box.get_attribute("aria-label") == "Value"
+    box.fill("")
+    box.type("bor")
+    page.wait_for_selector(".lw-filter-row [role=listbox]:not([hidden]) [role=option]")
+    search = [u for u in asked if "search=" in u][-1]
+    assert parse_qs(urlsplit(search).query)["search"] == ["bor"]
+    page.keyboard.press("ArrowDown")
+    page.keyboard.press("Enter")
+    assert box.input_value() == "Borealis"
+    _shot(page, "widgets-list-filter-lookup")
+    # Switching to "is any of" keeps the pick as a token; another is added by searching.
+    row.locator(".lw-filter-op").select_option("in")
+    tokens = row.locator(".lw-token")
+    assert tokens.count() == 1 and tokens.first.inner_text().startswith("Borealis")
+    adder = row.locator("[role=combobox]")
+    assert adder.get_attribute("aria-label") == "Add a record"
+    adder.type("acme l")
+    page.wait_for_selector(".lw-filter-row [role=listbox]:not([hidden]) [role=option]")
+    page.click(".lw-filter-row [role=option]")
+    assert [t.split("\n")[0].strip("× ") for t in tokens.all_inner_texts()] == ["Borealis", "Acme Labs"]
+    assert adder.input_value() == ""
+    _shot(page, "widgets-list-filter-lookup-tokens")
+    assert json.loads(submit_filter(page, seen)["filter"][0]) == {"field": "account", "op": "in", "value": [5, 4]}
+
+    open_fixture(page, static_server, "list_fixture.html",
+                 _with_lookup({"field": "account", "op": "in", "value": [3, 4]}, {"3": "Acme"}))
+    tokens = page.locator(".lw-filter-row .lw-token")
+    assert [t.split("\n")[0].strip("× ") for t in tokens.all_inner_texts()] == ["Acme", "#4"]
+    page.click(".lw-filter-row .lw-token button[aria-label='Remove Acme']")
+    assert json.loads(submit_filter(page, seen)["filter"][0]) == {"field": "account", "op": "in", "value": [4]}
+
+
 def test_bulk_selection_count_and_select_all(page, static_server):
     page.add_init_script("window.LW_MESSAGES = {'%(n)s selected': '已选 %(n)s 条'};")
     posts = capture_posts(page, static_server, "/bulk")

@@ -195,7 +195,9 @@ def build_spec(app: CompiledApp, objects: list[str], locale: str = "en") -> dict
                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Filter"}}},
                    "description": "JSON filter AST. " + FILTER_GRAMMAR},
         "sort": {"name": "sort", "in": "query", "schema": {"type": "string"},
-                 "description": "Comma-separated fields, '-' for descending (at most 4)."},
+                 "description": "Comma-separated fields, '-' for descending (at most 4). A lookup sorts by the "
+                                "title of the record it names (by id when you may not read its object); a "
+                                "path (account.industry) by the field it ends at."},
         "fields": {"name": "fields", "in": "query", "schema": {"type": "string"},
                    "description": "Comma-separated fields to return (id and row_version always come)."},
         "limit": {"name": "limit", "in": "query",

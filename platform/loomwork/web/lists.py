@@ -21,7 +21,7 @@ from loomwork.runtime.query import MAX_LIMIT, ListRequest, field_ops, parse_quer
 
 from .. import auth
 from ..state import state
-from . import bp
+from . import bp, filter_chips
 from .common import _, compiled, digits, local_path, locale, navigation, object_label, signed_in
 from .messages import translate_all
 from .present import choice_labels, display, format_plain, parse_form
@@ -33,7 +33,6 @@ PAGE_PARAMS = frozenset({"view", "filter", "sort", "q", "columns", "page_size", 
 #: Columns a list shows when neither the URL nor a view chooses them.
 DEFAULT_COLUMNS = 6
 USER_COLUMNS = ("created_by", "updated_by", "owner_id")
-UNSORTABLE = frozenset({"json", "multi_choice", "long_text"})
 
 
 def _columns(obj: CompiledObject, wanted: list[str]) -> list[str]:
@@ -42,7 +41,7 @@ def _columns(obj: CompiledObject, wanted: list[str]) -> list[str]:
     for name in wanted:
         head, _sep, rest = name.partition(".")
         if head in obj.fields or head in SYSTEM_COLUMNS:
-            if not rest or (head in obj.fields and obj.fields[head].ftype.name == "lookup" and "." not in rest):
+            if not rest or (head in obj.lookups and "." not in rest):
                 out.append(name)
     if out:
         return list(dict.fromkeys(out))
@@ -57,12 +56,14 @@ def _label(app: CompiledApp, obj: CompiledObject, path: str) -> str:
         return {"id": _("ID"), "created_at": _("Created"), "updated_at": _("Last modified"),
                 "created_by": _("Created by"), "updated_by": _("Last modified by"), "owner_id": _("Owner"),
                 "row_version": _("Version")}.get(head, head)
-    f = obj.fields[head]
+    f = obj.fields.get(head)
+    if f is None:
+        return path  # a filter naming no field (its error is shown): as written
     text = label_text(f.defn.label, locale(), head)
     if rest:
-        target = app.object(f.defn.prop("target"))
-        sub = target.fields.get(rest)
-        text += " › " + (label_text(sub.defn.label, locale(), rest) if sub else rest)
+        if head not in obj.lookups:
+            return path
+        text += " › " + _label(app, app.object(obj.lookups[head]), rest)
     return text
 
 
@@ -100,16 +101,20 @@ def _state(obj: CompiledObject, views: list, args: MultiDict) -> dict[str, Any]:
     }
 
 
-def _filter_fields(app: CompiledApp, obj: CompiledObject) -> dict[str, Any]:
-    """Fields the filter builder offers, with their operators and choices."""
+def _filter_fields(app: CompiledApp, obj: CompiledObject, titles: Titles) -> dict[str, Any]:
+    """Fields the filter builder offers, with their operators and choices; a lookup
+    whose target the user may read is picked by searching it (``lookup``), like a form's."""
     out = {}
     for name, f in obj.fields.items():
         ops = sorted(field_ops(obj, name))
         if not ops:
             continue
-        entry = {"label": label_text(f.defn.label, locale(), name), "type": _kind(f), "ops": ops}
+        entry: dict[str, Any] = {"label": label_text(f.defn.label, locale(), name), "type": _kind(f), "ops": ops}
         if f.ftype.name in ("choice", "multi_choice"):
             entry["choices"] = [{"value": v, "label": lbl} for v, lbl in choice_labels(f, locale()).items()]
+        target = obj.lookups.get(name)
+        if target is not None and titles.readable(target):
+            entry["lookup"] = {"object": target, "title_field": app.object(target).defn.title_field or "id"}
         out[name] = entry
     for name in ("created_at", "updated_at"):
         out[name] = {"label": _label(app, obj, name), "type": "datetime", "ops": sorted(field_ops(obj, name))}
@@ -145,20 +150,29 @@ def list_page(object_name: str):
             rows, next_cursor = result.data, result.next_cursor
         except LoomworkError as exc:
             error = exc.message
-    rows_view = _rows(ctx, app, obj, rows, st["columns"])
+    titles = Titles(ctx, app)
+    filter_chips.want_titles(app, obj, st["filter"], titles)
+    rows_view = _rows(ctx, app, obj, rows, st["columns"], titles)
+    chips = filter_chips.chips(app, obj, st["filter"], titles, lambda path: _label(app, obj, path), _op_labels())
+    query = _query(st)
+    for chip in chips["items"] if chips else ():
+        rest = chip.pop("rest")
+        # "null": no filter, rather than the view's own (which an absent filter means).
+        chip["remove"] = url_for("web.list_page", object_name=obj.name, **dict(
+            query, filter=orjson.dumps(rest).decode(), cursor=None))
     perms = services.permissions
     return render_template(
         "list.html", ctx=ctx, nav=navigation(ctx, app), csrf=auth.csrf_token(), object=obj.name,
         object_label=object_label(app, obj.name), object_plural=object_label(app, obj.name, plural=True),
         can={op: perms.allowed(ctx, app, obj.name, op) for op in ("create", "update", "delete")},
-        columns=[{"name": c, "label": _label(app, obj, c), "sortable": "." not in c and
-                  (c in SYSTEM_COLUMNS or obj.fields[c].ftype.name not in UNSORTABLE)} for c in st["columns"]],
+        columns=[{"name": c, "label": _label(app, obj, c), "sortable": _sortable(app, obj, c)} for c in st["columns"]],
         all_columns=[{"name": n, "label": _label(app, obj, n)} for n in [*obj.fields, "created_at", "updated_at"]],
         rows=rows_view, state=st, views=views, error=error, next_cursor=next_cursor,
-        page_sizes=PAGE_SIZES, query=_query(st), filter_json=orjson.dumps(st["filter"]).decode()
-        if st["filter"] is not None else "",
-        list_data={"object": obj.name, "fields": _filter_fields(app, obj), "op_labels": _op_labels(),
-                   "filter": st["filter"], "rules": filters.rules_document()},
+        page_sizes=PAGE_SIZES, query=query, filter_json=orjson.dumps(st["filter"]).decode()
+        if st["filter"] is not None else "", chips=chips,
+        list_data={"object": obj.name, "fields": _filter_fields(app, obj, titles), "op_labels": _op_labels(),
+                   "filter": st["filter"], "rules": filters.rules_document(),
+                   "titles": filter_chips.lookup_titles(app, obj, st["filter"], titles)},
         bulk_fields=[{"name": n, "label": _label(app, obj, n), "type": f.ftype.name}
                      for n, f in obj.fields.items()
                      if not f.ftype.computed and f.ftype.name not in ("autonumber", "json", "lookup")
@@ -181,12 +195,23 @@ def _query(st: dict[str, Any]) -> dict[str, Any]:
     return q
 
 
-def _rows(ctx, app: CompiledApp, obj: CompiledObject, rows: list[dict[str, Any]], columns: list[str]):
-    titles = Titles(ctx, app)
+def _sortable(app: CompiledApp, obj: CompiledObject, column: str) -> bool:
+    """Whether the list can be sorted by a column: a lookup sorts by its target's
+    title, a path by the field it ends at (see ``runtime.query.sort_keys``)."""
+    *hops, name = column.split(".")
+    for hop in hops:
+        obj = app.object(obj.lookups[hop])
+    f = obj.fields.get(name)
+    return name in SYSTEM_COLUMNS if f is None else f.ftype.indexable
+
+
+def _rows(ctx, app: CompiledApp, obj: CompiledObject, rows: list[dict[str, Any]], columns: list[str],
+          titles: Titles):
+    """The table's cells; ``titles`` may hold other wishes of the page, fetched together."""
     for c in columns:
         head, _sep, rest = c.partition(".")
-        if head in obj.fields and obj.fields[head].ftype.name == "lookup":
-            titles.want(obj.fields[head].defn.prop("target"), [r.get(head) for r in rows], [rest] if rest else ())
+        if head in obj.lookups:
+            titles.want(obj.lookups[head], [r.get(head) for r in rows], [rest] if rest else ())
     titles.fetch()
     users = user_names(ctx, {r.get(c) for r in rows for c in columns if c in USER_COLUMNS})
     loc = locale()
@@ -205,12 +230,12 @@ def _rows(ctx, app: CompiledApp, obj: CompiledObject, rows: list[dict[str, Any]]
             else:
                 f = obj.fields[head]
                 if rest:
-                    target = app.object(f.defn.prop("target"))
+                    target = app.object(obj.lookups[head])
                     sub = target.fields.get(rest)
                     v = titles.value(target.name, value, rest)
                     cells.append(display(sub, v, loc) if sub is not None else "")
-                elif f.ftype.name == "lookup":
-                    target = f.defn.prop("target")
+                elif head in obj.lookups:
+                    target = obj.lookups[head]
                     cells.append(display(f, value, loc, title=titles.title(target, value),
                                          link=titles.link(target, value)))
                 else:

@@ -10,12 +10,18 @@ const hasOwn = (obj, key) => obj != null && Object.prototype.hasOwnProperty.call
  * update the value control of the chosen field. It activates on `.lw-list` with the
  * page data in `<script type="application/json" id="lw-list-data">`:
  *
- *   {"object": "deal", "fields": {name: {label, type, ops, choices?}},
+ *   {"object": "deal", "fields": {name: {label, type, ops, choices?, lookup?: {object, title_field}}},
  *    "op_labels": {"eq": "is", ...}, "filter": <AST or null>,
- *    "rules": {"operators": {name: {operand, nullable, text}}, "max_conditions", ...}}
+ *    "rules": {"operators": {name: {operand, nullable, text}}, "max_conditions", ...},
+ *    "titles": {field: {id: title}}}
  *
  * `rules` is the filter AST's one definition (loomwork.metadata.filters), served by the
  * page: which operand each operator takes and the caps, so nothing here restates them.
+ *
+ * A lookup field with `lookup` (its target is readable) takes its values by searching
+ * the target as you type — the forms' LookupBox over `GET /api/v1/data/<object>?search=`
+ * — and shows titles (from `titles` for the filter the page opened with); the AST still
+ * holds record ids. Without `lookup` the value is a record id.
  *
  * The builder edits a flat AST: one condition, or {and|or: [conditions]}. Anything
  * else (not, nesting, unknown fields or operators) is left alone with a note until
@@ -23,10 +29,14 @@ const hasOwn = (obj, key) => obj != null && Object.prototype.hasOwnProperty.call
  * `name`, so only the JSON in the hidden `filter` input reaches the URL (no field
  * of the page can be mistaken for a compact condition).
  */
+import { LookupBox } from "./lw-form.js";
 import { _ } from "./lw-ui.js";
 
 /** The filter rules the page serves; until then, no operator is known. */
 let RULES = { operators: {}, max_conditions: 0 };
+/** Titles of the records the page's filter names: {field: {id: title}}. */
+let TITLES = {};
+let lookupSeq = 0;
 /** What operator `op` takes: "value", "list", "range" or "flag" (see the rules). */
 const operand = (op) => (hasOwn(RULES.operators, op) ? RULES.operators[op].operand : null);
 /** Operators a new row starts with, in order of preference. */
@@ -165,14 +175,90 @@ function listEditor(kind, field, values) {
   return { node: input, read };
 }
 
-/** The value control of a condition on `field` with `op`. */
-function valueEditor(field, op, value) {
+/** A record id as the API takes it (the compact form gives text), or undefined. */
+function recordId(value) {
+  const n = typeof value === "string" && /^\d{1,18}$/.test(value) ? Number(value) : value;
+  return Number.isSafeInteger(n) && n > 0 ? n : undefined;
+}
+
+/** What a chosen record shows: its title when the page knows it, else `#id`. */
+function titleOf(name, id) {
+  const known = TITLES[name] && TITLES[name][String(id)];
+  return known === undefined ? `#${id}` : known;
+}
+
+/**
+ * A search-as-you-type picker of one record of the lookup's target:
+ * `{node, read, box, hidden}`; `read()` gives the chosen id or undefined.
+ */
+function lookupPicker(name, field, value, label) {
+  lookupSeq += 1;
+  const id = `lw-filter-lookup-${lookupSeq}`;
+  const chosen = recordId(value);
+  const hidden = el("input", { type: "hidden" });
+  hidden.value = chosen === undefined ? "" : String(chosen);
+  const text = el("input", {
+    type: "text", id, role: "combobox", "aria-autocomplete": "list", "aria-expanded": "false",
+    "aria-controls": `${id}-list`, autocomplete: "off", "aria-label": label, placeholder: _("Type to search…"),
+  });
+  text.value = chosen === undefined ? "" : titleOf(name, chosen);
+  const list = el("ul", { id: `${id}-list`, role: "listbox", class: "lw-listbox", hidden: true });
+  const node = el("div", { class: "lw-lookup", "data-object": field.lookup.object,
+    "data-title-field": field.lookup.title_field }, [hidden, text, list]);
+  const box = new LookupBox(node);
+  const read = () => recordId(hidden.value);
+  hidden.addEventListener("change", () => {
+    // Remember the title, so the value keeps it when the row's operator changes.
+    const rid = read();
+    if (rid !== undefined) (TITLES[name] ||= {})[String(rid)] = text.value;
+  });
+  return { node, box, hidden, read };
+}
+
+/** Several records of the lookup's target: chosen ones as removable tokens, a picker to add. */
+function lookupListEditor(name, field, values) {
+  const chosen = new Map();
+  for (const v of Array.isArray(values) ? values : []) {
+    const rid = recordId(v);
+    if (rid !== undefined) chosen.set(rid, titleOf(name, rid));
+  }
+  const tokens = el("span", { class: "lw-tokens" });
+  const picker = lookupPicker(name, field, undefined, _("Add a record"));
+  const render = () => {
+    tokens.replaceChildren(...[...chosen].map(([rid, title]) => {
+      const remove = el("button", { type: "button", "aria-label": _("Remove %(name)s", { name: title }), text: "×" });
+      remove.addEventListener("click", () => {
+        chosen.delete(rid);
+        render();
+        picker.node.dispatchEvent(new Event("change", { bubbles: true }));
+        picker.box.text.focus();
+      });
+      return el("span", { class: "lw-token" }, [el("span", { text: title }), remove]);
+    }));
+  };
+  picker.hidden.addEventListener("change", () => {
+    const rid = picker.read();
+    if (rid === undefined) return;
+    chosen.set(rid, picker.box.text.value);
+    picker.hidden.value = "";
+    picker.box.setTitle("");
+    render();
+  });
+  render();
+  picker.node.prepend(tokens);
+  return { node: picker.node, read: () => (chosen.size ? [...chosen.keys()] : undefined) };
+}
+
+/** The value control of a condition on field `name` with `op`. */
+function valueEditor(name, field, op, value) {
   const kind = controlKind(field.type);
   if (operand(op) === "flag") {
     const select = el("select", { "aria-label": _("Value") },
       [option("true", _("yes"), value !== false), option("false", _("no"), value === false)]);
     return { node: select, read: () => select.value === "true" };
   }
+  if (field.lookup && operand(op) === "list") return lookupListEditor(name, field, value);
+  if (field.lookup && operand(op) === "value") return lookupPicker(name, field, value, _("Value"));
   if (operand(op) === "list") return listEditor(kind, field, value);
   if (operand(op) === "range") {
     const [lo, hi] = Array.isArray(value) ? value : [];
@@ -332,7 +418,7 @@ class FilterBuilder {
   setOp(row, op, value) {
     row.op = op;
     row.opSelect.value = op;
-    row.editor = valueEditor(this.fields[row.fieldSelect.value], op, value);
+    row.editor = valueEditor(row.fieldSelect.value, this.fields[row.fieldSelect.value], op, value);
     row.valueBox.replaceChildren(row.editor.node);
   }
 
@@ -451,6 +537,7 @@ class BulkBar {
  */
 export function initList(root, data) {
   if (data.rules) RULES = data.rules;
+  if (data.titles) TITLES = data.titles;
   const form = root.querySelector("form.lw-filter");
   const builder = form && form.querySelector(".lw-filter-rows") ? new FilterBuilder(form, data) : null;
   const bulk = new BulkBar(root, data);
