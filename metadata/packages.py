@@ -4,6 +4,10 @@ Every file other than the manifest holds one or more YAML documents, each with a
 ``kind`` (``object``, ``role``, ``form`` or ``view``) and a ``name``. Errors name the
 file and the path inside the document. Cross-references (a form's fields, a view's
 filter) are checked when the package is installed, against the tenant's metadata.
+
+A :class:`Template` is a package a plugin offers by name through the
+``loomwork_templates`` hook (an industry template, such as the sample CRM), so it
+installs as ``loomwork package install crm_sample`` without knowing its folder.
 """
 from __future__ import annotations
 
@@ -82,8 +86,9 @@ def _read_yaml(path: Path, rel: str) -> list[Any]:
         raise MetadataError({rel: ["is not UTF-8 text"]}) from None
 
 
-def load_package(folder: str | Path) -> Package:
-    """Read a package folder. :raises MetadataError: on any problem, naming the file."""
+def read_manifest(folder: str | Path) -> dict[str, Any]:
+    """The checked manifest (``package.yaml``) of a package folder.
+    :raises MetadataError: when it is missing or invalid."""
     root = Path(folder)
     manifest_path = root / "package.yaml"
     if not manifest_path.is_file():
@@ -92,7 +97,14 @@ def load_package(folder: str | Path) -> Package:
     if len(docs) != 1 or not isinstance(docs[0], dict):
         raise MetadataError({"package.yaml": ["must hold exactly one mapping"]})
     validate_manifest(docs[0], "package.yaml")
-    pkg = Package(docs[0])
+    return docs[0]
+
+
+def load_package(folder: str | Path) -> Package:
+    """Read a package folder. :raises MetadataError: on any problem, naming the file."""
+    root = Path(folder)
+    manifest_path = root / "package.yaml"
+    pkg = Package(read_manifest(root))
     files = sorted(p for p in root.rglob("*") if p.suffix in (".yaml", ".yml") and p != manifest_path)
     errors: dict[str, list[str]] = {}
     first_seen: dict[tuple[str, str], str] = {}
@@ -117,3 +129,36 @@ def load_package(folder: str | Path) -> Package:
     if errors:
         raise MetadataError(errors)
     return pkg
+
+
+@dataclass(frozen=True)
+class Template:
+    """A package a plugin offers by name (``loomwork_templates``): what ``loomwork
+    package list`` shows, read from its manifest; the rest is read when it installs.
+
+    :param name: the manifest's ``name``, by which it installs.
+    :param title: the manifest's translatable ``title``.
+    :param path: the package folder.
+    """
+
+    name: str
+    version: str
+    title: Any
+    path: Path
+    description: str = ""
+
+    @classmethod
+    def at(cls, folder: str | Path) -> Template:
+        """The template of the package in ``folder``. :raises MetadataError: for a
+        missing or invalid manifest (naming the folder)."""
+        try:
+            manifest = read_manifest(folder)
+        except MetadataError as exc:
+            raise MetadataError({f"{folder}: {k}" if k != str(folder) else k: v for k, v in exc.errors.items()}) \
+                from None
+        return cls(manifest["name"], manifest["version"], manifest["title"], Path(folder),
+                   manifest.get("description", ""))
+
+    def load(self) -> Package:
+        """The whole package. :raises MetadataError: on any problem, naming the file."""
+        return load_package(self.path)

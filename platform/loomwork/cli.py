@@ -489,22 +489,71 @@ def package() -> None:
     """Install packages (templates) into a tenant."""
 
 
+@package.command("list")
+@tenant_option
+@click.pass_obj
+def package_list(env: Env, tenant: str | None) -> None:
+    """The templates plugins offer (packages installable by name), and the version of
+    each the tenant has."""
+    from loomwork.metadata.model import label_text
+    from loomwork.runtime.packages import version_key
+
+    from .plugin_manager import templates
+
+    found = templates(env.state.plugins)
+    if not found:
+        click.echo("no templates: plugins offer them through loomwork_templates")
+        return
+    name = tenant or env.state.settings.default_tenant
+    have = env.state.services.metadata.current(env.ctx(tenant)).doc.get("packages", {}) \
+        if env.state.platform.exists(name) else {}
+    rows = [("NAME", "VERSION", "TITLE", f"IN TENANT {name}")]
+    for t in sorted(found.values(), key=lambda t: t.name):
+        installed = (have.get(t.name) or {}).get("version")
+        if installed is None:
+            state = "not installed"
+        elif installed == t.version:
+            state = f"installed {installed}"
+        else:
+            newer = version_key(t.version) > version_key(installed)
+            state = f"installed {installed}" + (" (upgrade available)" if newer else " (newer than this template)")
+        rows.append((t.name, t.version, label_text(t.title, "en", t.name), state))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    for r in rows:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(r[:3], widths, strict=True)) + "  " + r[3])
+
+
+def _package(env: Env, ref: str):
+    """The package in folder ``ref``, else the template named ``ref``.
+    :raises LoomworkError: when it is neither."""
+    from .plugin_manager import templates
+
+    if Path(ref).is_dir():
+        return load_package(ref)
+    found = templates(env.state.plugins)
+    if ref in found:
+        return found[ref].load()
+    raise LoomworkError(f"{ref}: no package folder or template of that name (templates: "
+                        f"{', '.join(sorted(found)) or 'none'}; see loomwork package list)")
+
+
 @package.command("install")
-@click.argument("path", type=click.Path(exists=True, file_okay=False))
+@click.argument("ref", metavar="NAME_OR_PATH")
 @tenant_option
 @as_option
 @comment_option
 @click.option("--dry-run", is_flag=True, help="Show the plan and change nothing.")
 @click.option("--allow-downgrade", is_flag=True, help="Install even if the tenant has a newer version.")
 @click.pass_obj
-def package_install(env: Env, path: str, tenant: str | None, as_user: str | None, comment: str,
+def package_install(env: Env, ref: str, tenant: str | None, as_user: str | None, comment: str,
                     dry_run: bool, allow_downgrade: bool) -> None:
-    """Install or upgrade the package in folder PATH (published as one metadata version).
-    An older version than the installed one is refused unless --allow-downgrade."""
+    """Install or upgrade a package (published as one metadata version): the folder
+    NAME_OR_PATH, or the template of that name (see package list). An older version
+    than the installed one is refused unless --allow-downgrade."""
     from loomwork.runtime.packages import DowngradeRefused
 
     ctx = env.ctx(tenant, as_user)
-    pkg = load_package(path)
+    pkg = _package(env, ref)
     services = env.state.services
     try:
         if dry_run:

@@ -13,10 +13,13 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from loomwork.metadata.packages import load_package
-from loomwork.plugins import crm_sample
 from loomwork.runtime.context import Actor, Context
 from loomwork.runtime.users import generate_password
+
+from .plugin_manager import templates
+
+#: The template the demo installs (found in the plugins' ``loomwork_templates``).
+DEMO_TEMPLATE = "crm_sample"
 
 COMPANIES = ["Acme", "Globex", "Initech", "Umbrella", "Hooli", "Stark", "Wayne", "Wonka", "Tyrell", "Cyberdyne",
              "Soylent", "Vandelay", "Massive Dynamic", "Aperture", "Black Mesa", "Oceanic", "Duff", "Gringotts",
@@ -103,7 +106,8 @@ def _create_demo(state, tenant_name: str, records: int, echo: Callable[[str], No
     tenant = platform.create_tenant(tenant_name, "Demo company")
     ctx = Context(tenant, Actor.system())
     password = generate_password()
-    version = services.packages.install(ctx, load_package(crm_sample.PATH))  # first: it brings the roles
+    # First: it brings the roles. Found like any template, by name among the plugins'.
+    version = services.packages.install(ctx, templates(state.plugins)[DEMO_TEMPLATE].load())
     echo(f"installed the sample CRM package (metadata version {version})")
     made = {}
     for username, full_name, roles, manager in DEMO_USERS:

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     import click
     from flask import Flask
 
+    from loomwork.metadata.packages import Template
     from loomwork.runtime.approval_actions import ActionKind
     from loomwork.runtime.expr import Function
     from loomwork.runtime.fieldtypes import FieldType
@@ -80,6 +81,16 @@ def loomwork_write_participants(services: Services) -> list[Participant]:
     built-ins run first, then plugins in registration order. ``services`` are the
     process's runtime services (for participants that call back into them).
     ``loomwork debug pipeline OBJECT`` lists what runs.
+    """
+
+
+@hookspec
+def loomwork_templates() -> list[Template]:
+    """Return industry templates: packages installable by name (``loomwork package
+    install NAME``), listed by ``loomwork package list``. Each is a
+    :class:`loomwork.metadata.packages.Template`; ``Template.at(folder)`` reads its
+    name, title and version from the folder's manifest. A name registered twice is an
+    error when the templates are read.
     """
 
 

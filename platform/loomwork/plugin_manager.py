@@ -7,6 +7,7 @@ from collections.abc import Iterable
 import pluggy
 
 from loomwork.metadata.errors import LoomworkError
+from loomwork.metadata.packages import Template
 from loomwork.plugins import DEFAULT_PLUGINS
 from loomwork.runtime.approval_actions import ActionKind
 from loomwork.runtime.compiled import Runtime
@@ -63,6 +64,12 @@ def approval_actions(pm: pluggy.PluginManager) -> dict[str, ActionKind]:
 def widgets(pm: pluggy.PluginManager) -> dict[str, Widget]:
     """Every registered form widget by name; a name registered twice is an error."""
     return _by_name(pm.hook.loomwork_widgets(), "widget")
+
+
+def templates(pm: pluggy.PluginManager) -> dict[str, Template]:
+    """Every registered template (installable package) by name; a name registered
+    twice is an error. Manifests are read each time (installing reads the rest)."""
+    return _by_name(pm.hook.loomwork_templates(), "template")
 
 
 def make_runtime(pm: pluggy.PluginManager) -> Runtime:
