@@ -223,6 +223,9 @@ def _rollup_sources(meta: AppMetadata, types: Mapping[str, FieldType]) -> dict[t
             stype = types.get(source.type)
             props["source_type"] = "integer" if source.type == "integer" else (
                 stype.expression_type(source) if stype else "number")
+            money = stype.currency(source) if stype else None
+            if money and f.prop("function") != "count":  # a sum of amounts is an amount
+                props["currency"] = money
             if "scale" not in props and source.type in ("decimal", "currency", "percent"):
                 props["scale"] = source.prop("scale", 2)
             elif "scale" not in props and source.type in ("formula", "rollup"):

@@ -61,6 +61,11 @@ class FieldType:
     def expression_type(self, field: FieldDef) -> str | None:
         return self.expr_type
 
+    def currency(self, field: FieldDef) -> str | None:
+        """The ISO 4217 code of the money a field holds (its ``currency``), or None: a
+        computed field holds money when it says so or when it sums money."""
+        return None
+
     def widget_result_type(self, field: Mapping[str, Any]) -> str | None:
         """What a field document declares it computes, which picks its widgets (a
         formula's ``result_type``); None: widgets fit this type by its name."""
@@ -335,6 +340,9 @@ class CurrencyType(DecimalType):
     widget = "currency"
     properties = {**DecimalType.properties,
                   "currency": {"type": "string", "pattern": "^[A-Z]{3}$"}}
+
+    def currency(self, field):
+        return field.prop("currency")
 
 
 class PercentType(DecimalType):
@@ -768,6 +776,9 @@ class ComputedType(FieldType):
     def scale(self, field: FieldDef) -> int:
         return field.prop("scale", 2)
 
+    def currency(self, field):
+        return field.prop("currency") if self.result_type(field) == "decimal" else None
+
     def expression_type(self, field):
         return self.result_type(field)
 
@@ -815,6 +826,8 @@ class FormulaType(ComputedType):
         "result_type": {"enum": list(RESULT_TYPES)},
         "stored": {"type": "boolean"},
         "scale": {"type": "integer", "minimum": 0, "maximum": 12},
+        # A decimal result that is an amount of money, shown with the currency's symbol.
+        "currency": {"type": "string", "pattern": "^[A-Z]{3}$"},
     }
     required_properties = ("expression", "result_type")
 
@@ -833,6 +846,8 @@ class FormulaType(ComputedType):
             errors.append((f"{path}.unique", "a formula cannot be unique"))
         if field.get("indexed") and not field.get("stored"):
             errors.append((f"{path}.indexed", "only a stored formula can be indexed"))
+        if field.get("currency") and field.get("result_type") != "decimal":
+            errors.append((f"{path}.currency", "only a decimal result can be an amount of money"))
         for key in ("default", "default_expr", "required"):
             if field.get(key):
                 errors.append((f"{path}.{key}", "a formula is computed; it takes no default and is never required"))

@@ -237,3 +237,47 @@ def test_a_rule_is_checked_again_and_its_message_stays_while_it_holds(open_page,
     page.get_by_role("button", name="Save").click()
     page.wait_for_url(live.url(f"/app/deal/{deal['id']}"))
     expect(page.locator(".notice-ok")).to_have_text("Changes saved.")
+
+
+# -- defect 13: formulas computed as the user types; money keeps its currency -------------------
+# (last: it publishes a formula into the shared demo)
+
+def test_formulas_are_previewed_as_the_user_types_and_money_keeps_its_symbol(open_page, live):
+    import copy
+
+    tag = _tag()
+    account = live.create("account", {"name": f"Preview Co {tag}"})
+    page = open_page(f"/app/deal/new?account={account['id']}")
+    trips = _navigations(page)
+    weighted = page.locator("#f-weighted_amount")
+    note = page.locator('.lw-field[data-field="weighted_amount"] .lw-computed-note')
+    expect(weighted).to_have_text("$0.00")
+    expect(note).to_be_hidden()
+    page.fill("#f-amount", "1234.5")
+    page.fill("#f-probability", "33.3")
+    expect(weighted).to_have_text("$411.09")  # round(1234.5 * 33.3 / 100, 2), as the server rounds
+    _shot(page, "formula-preview")
+    assert trips == [], "the preview needs no round trip"
+    page.fill("#f-name", f"Preview {tag}")
+    page.get_by_role("button", name="Save").click()
+    page.wait_for_url(re.compile(r"/app/deal/\d+$"))
+    expect(page.locator('[data-field="weighted_amount"] dd')).to_have_text("$411.09")
+    deal_id = int(page.url.rsplit("/", 1)[1])
+    live.create("deal", {"name": f"Won {tag}", "account": account["id"], "stage": "won", "amount": "2500"})
+    page.goto(live.url(f"/app/account/{account['id']}"))
+    expect(page.locator('[data-field="won_amount"] dd')).to_have_text("$2,500.00")  # a sum of amounts is money
+
+    # A formula following a lookup is the server's: the form keeps the saved value and says so.
+    st, ctx = live.state, live.ctx("admin")
+    doc = copy.deepcopy(dict(st.services.metadata.current(ctx).doc))
+    doc["objects"]["quote"]["fields"]["deal_name"] = {
+        "type": "formula", "result_type": "text", "expression": "deal.name", "label": {"en": "Deal name"}}
+    st.services.metadata.publish(ctx, doc, comment="browser test: a formula through a lookup")
+    quote = live.create("quote", {"name": f"Q {tag}", "list_price": "200", "discount": "10", "deal": deal_id})
+    page.goto(live.url(f"/app/quote/{quote['id']}/edit"))
+    expect(page.locator("#f-deal_name")).to_have_text(f"Preview {tag}")
+    expect(page.locator('.lw-field[data-field="deal_name"] .lw-computed-note')).to_have_text("Computed when saved")
+    page.fill("#f-discount", "25")
+    expect(page.locator("#f-net_price")).to_have_text("$150.00")
+    expect(page.locator('.lw-field[data-field="net_price"] .lw-computed-note')).to_be_hidden()
+    _shot(page, "formula-computed-on-save")

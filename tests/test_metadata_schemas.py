@@ -411,3 +411,27 @@ def test_default_sort_must_be_sortable(lw_runtime, sort, message):
     with pytest.raises(MetadataError) as exc:
         lw_runtime.validate(doc)
     assert any(message in m for msgs in exc.value.errors.values() for m in msgs), exc.value.errors
+
+
+def test_a_formula_may_be_money_in_a_currency(types, lw_runtime):
+    """Issue 11, defect 13: a decimal formula may say it is an amount in a currency (and a
+    sum of amounts is one), so pages show the currency's symbol."""
+    errs = errors_of(one_object({"price": {"type": "currency", "currency": "EUR"},
+                                 "net": {"type": "formula", "result_type": "decimal", "currency": "EUR",
+                                         "expression": "price * 2"},
+                                 "label": {"type": "formula", "result_type": "text", "currency": "EUR",
+                                           "expression": '"x"'},
+                                 "odd": {"type": "formula", "result_type": "decimal", "currency": "euro",
+                                         "expression": "price"}}), types)
+    assert list(errs) == ["objects.deal.fields.label.currency", "objects.deal.fields.odd.currency"]
+    assert errs["objects.deal.fields.label.currency"] == ["only a decimal result can be an amount of money"]
+    doc = one_object({"price": {"type": "currency", "currency": "EUR"},
+                      "net": {"type": "formula", "result_type": "decimal", "currency": "EUR", "expression": "price"},
+                      "parent": {"type": "lookup", "target": "deal"},
+                      "total": {"type": "rollup", "object": "deal", "via": "parent", "function": "sum",
+                                "field": "price"},
+                      "many": {"type": "rollup", "object": "deal", "via": "parent", "function": "count"},
+                      "plain": {"type": "formula", "result_type": "decimal", "expression": "price"}})
+    app = lw_runtime.compile(doc, 1)
+    money = {n: f.ftype.currency(f.defn) for n, f in app.object("deal").fields.items()}
+    assert money == {"price": "EUR", "net": "EUR", "parent": None, "total": "EUR", "many": None, "plain": None}

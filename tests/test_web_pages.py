@@ -377,3 +377,20 @@ def test_language_saved_notice_is_in_the_chosen_language(crm):
     html = web.text("/profile")
     assert 'lang="zh-CN"' in html and 'class="notice notice-ok' in html and "Language saved." not in html
     assert web.post("/profile", {"form": "language", "locale": "en"}).status_code == 302
+
+
+def test_computed_money_has_its_currency_and_forms_know_which_formulas_to_preview(crm):
+    """Issue 11, defect 13: a sum of amounts and a formula in a currency read as money;
+    the form tells lw-form.js how to show each formula and which it can compute."""
+    app, data = crm
+    web = Browser(app, "sam", "sales-password")
+    page = web.text(f"/app/account/{data['globex']['id']}")  # one won deal of 900
+    assert re.search(r'data-field="won_amount">\s*<dt>[^<]*</dt>\s*<dd>\$900\.00</dd>', page)
+    deal = data["deals"][0]
+    assert re.search(r'data-field="weighted_amount">\s*<dt>[^<]*</dt>\s*<dd>\$[0-9,.]+</dd>',
+                     web.text(f"/app/deal/{deal['id']}"))
+    form = web.text("/app/deal/new")
+    form_data = json.loads(unescape(re.search(r'id="lw-form-data">(.*?)</script>', form, re.S).group(1)))
+    assert form_data["fields"]["weighted_amount"]["computed"] == {
+        "kind": "currency", "scale": 2, "currency": "USD", "formula": True, "preview": True}
+    assert "Computed when saved" in form  # until the browser computes it

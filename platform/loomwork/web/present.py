@@ -50,18 +50,27 @@ _SHOWN_AS = {"decimal": {"currency", "percent"}, "number": {"decimal", "currency
              "integer": {"currency", "percent"}, "text": {"email", "phone", "url"}}
 
 
+def shown_as(f: CompiledField, widget: str | None = None) -> str:
+    """How ``f``'s values read: their type, or the layout's ``widget`` when it suits
+    that type (see ``_SHOWN_AS``); a decimal amount of money (a formula with a
+    ``currency``, a sum of amounts) reads as money."""
+    kind = value_type(f)
+    if widget in _SHOWN_AS.get(kind, ()):
+        return widget
+    if kind == "decimal" and f.ftype.currency(f.defn):
+        return "currency"
+    return kind
+
+
 def display(f: CompiledField, value: Any, locale: str, *, title: str | None = None,
             link: str | None = None, widget: str | None = None) -> Markup:
     """``value`` (the API's JSON form) formatted for reading; empty values are ''.
 
-    ``widget`` is the layout's widget for the field, which picks the format when it
-    suits the value's type (see ``_SHOWN_AS``).
+    ``widget`` is the layout's widget for the field (see :func:`shown_as`).
     """
     if value is None or value == [] or value == "":
         return Markup("")
-    kind = value_type(f)
-    if widget in _SHOWN_AS.get(kind, ()):
-        kind = widget
+    kind = shown_as(f, widget)
     if kind == "lookup":
         text = escape(title if title is not None else f"#{value}")
         return Markup(f'<a href="{escape(link)}">{text}</a>') if link else text
@@ -81,7 +90,7 @@ def display(f: CompiledField, value: Any, locale: str, *, title: str | None = No
         return Markup(f'<pre class="lw-json">{escape(json.dumps(value, indent=2, ensure_ascii=False)[:4000])}</pre>')
     if kind == "long_text":
         return Markup(f'<span class="lw-multiline">{escape(value)}</span>')
-    return escape(format_plain(kind, value, locale, scale(f), f.defn.prop("currency")))
+    return escape(format_plain(kind, value, locale, scale(f), f.ftype.currency(f.defn)))
 
 
 def format_plain(kind: str, value: Any, locale: str, places: int | None = None, currency: str | None = None) -> str:

@@ -15,7 +15,7 @@ from flask import abort, flash, redirect, render_template, request, url_for
 from loomwork.metadata.errors import ConflictError, LoomworkError, PermissionDenied, ValidationError
 from loomwork.metadata.model import label_text
 from loomwork.runtime.compiled import CompiledApp, CompiledObject
-from loomwork.runtime.evaluation import primary_role
+from loomwork.runtime.evaluation import primary_role, reads
 from loomwork.runtime.forms import FieldStates, Layout, layout_for
 from loomwork.runtime.query import ListRequest
 from loomwork.runtime.rules import rules_document
@@ -27,7 +27,7 @@ from . import bp
 from .approvals import panel as approval_panel
 from .common import _, compiled, digits, locale, navigation, object_label, signed_in
 from .messages import reason_text, translate, translate_all
-from .present import choice_labels, display, input_value, parse_form
+from .present import choice_labels, display, input_value, parse_form, scale, shown_as
 from .titles import Titles, user_names
 
 #: How many history entries a record page shows.
@@ -65,10 +65,13 @@ def _field_view(app: CompiledApp, obj: CompiledObject, slot: Any, record: dict[s
         "limited": limits is not None and f.name in limits.read_only,
         "value": raw[f.name] if raw is not None and f.name in raw else input_value(f, value),
         "errors": errors.get(f.name, []),  # {"text", "reads", "rule"} (see _form_errors)
-        "scale": f.defn.prop("scale"), "currency": f.defn.prop("currency"),
+        "scale": f.defn.prop("scale"), "currency": f.ftype.currency(f.defn),
     }
     if view["limited"]:
         view["read_only"] = True
+    if f.ftype.computed:
+        view["computed"] = {"kind": shown_as(f, slot.widget), "scale": scale(f), "currency": f.ftype.currency(f.defn),
+                            "formula": f.name in obj.rules.formulas, "preview": _previewable(obj, f.name)}
     if f.ftype.name in ("choice", "multi_choice"):
         view["choices"] = list(choice_labels(f, loc).items())
         offered = limits.choices.get(f.name) if limits is not None else None
@@ -82,6 +85,17 @@ def _field_view(app: CompiledApp, obj: CompiledObject, slot: Any, record: dict[s
     view["display"] = display(f, value, loc, title=titles.title(f.defn.prop("target"), value)
                               if f.ftype.name == "lookup" else None, link=link, widget=slot.widget)
     return view
+
+
+def _previewable(obj: CompiledObject, name: str) -> bool:
+    """Whether a form can compute formula ``name`` as the user types: it reads only this
+    record's fields (no lookup, also through the formulas it reads), which the form
+    holds; lookups are the server's to follow."""
+    formulas = obj.rules.formulas
+    if name not in formulas:
+        return False
+    return not any("." in p for n in reads(obj.rules, formulas[name]) | {name} if n in formulas
+                   for p in formulas[n].deps.paths)
 
 
 def _tabs(app, obj, layout: Layout, record, states, titles, raw=None, errors=None,
@@ -116,6 +130,8 @@ def _form_data(ctx, app: CompiledApp, obj: CompiledObject, layout: Layout, tabs,
                 entry["read_only"] = fv["read_only"] and fv["name"] not in states.read_only
                 if "choices" in fv:
                     entry["choices"] = [{"value": v, "label": lbl} for v, lbl in fv["choices"]]
+                if "computed" in fv:
+                    entry["computed"] = fv["computed"]
                 if "lookup" in fv:
                     entry["lookup"] = {"object": fv["lookup"]["object"], "title_field": fv["lookup"]["title_field"],
                                        "fields": sorted(set(lookups.get(fv["name"], ())))}

@@ -1243,12 +1243,21 @@ function prepareEnv(env) {
  * Compile a typed tree (Expression.tree on the server) to a function of an environment.
  *
  * @param {object} tree the typed JSON tree
+ * @param {{exact?: boolean}} [options] exact: a decimal result comes back as exact text
+ *   ("12345e-2", which this module and Intl.NumberFormat read without rounding) instead
+ *   of the nearest number
  * @returns {(env: object) => any} evaluates to a plain value (see the module header)
  * @throws {UnsupportedError} for plugin functions and patterns the browser cannot run
  */
-export function compile(tree) {
+export function compile(tree, { exact = false } = {}) {
   const run = new Compiler(tree).compile(tree);
   const ty = tree.ty;
+  if (exact) {
+    return (env) => {
+      const v = run(prepareEnv(env));
+      return v instanceof Dec ? v.toString() : toPublic(v, ty);
+    };
+  }
   return (env) => toPublic(run(prepareEnv(env)), ty);
 }
 

@@ -412,9 +412,17 @@ class LiveForm {
     this.base = { user_id: env.user_id ?? null, user_role: env.user_role ?? null, now: env.now, today: env.today };
     this.editing = typeof data.editing === "boolean" ? data.editing : this.old !== null;
     this.admin = env.is_admin === true || (env.is_admin === undefined && env.user_role === "admin");
+    // Decimals exactly (as text), so a preview rounds as the server does.
     this.formulas = Object.entries((data.rules && data.rules.fields) || {})
       .filter(([, r]) => r.formula)
-      .map(([name, r]) => ({ name, fn: compileTree(r.formula, `${name}.formula`) }));
+      .map(([name, r]) => {
+        try {
+          return { name, fn: compile(r.formula, { exact: true }), ok: true };
+        } catch (exc) {
+          warnOnce(`${name}.formula`, exc);
+          return { name, fn: () => { throw exc; }, ok: false };
+        }
+      });
     this.fields = [...form.querySelectorAll(".lw-field[data-field]")].map((wrap) => describeField(form, wrap, data));
     this.rulesByName = new Map(((data.rules && data.rules.validations) || []).map((v) => {
       const label = `validation ${v.name}`;
@@ -463,9 +471,36 @@ class LiveForm {
         if (!this.applyOnce() && !pathsChanged) break;
       }
       this.applySections();
+      this.showFormulas();
       this.settleServerErrors();
     } finally {
       this.busy = false;
+    }
+  }
+
+  /** Formula fields this browser can compute show their value for what is typed now. */
+  showFormulas() {
+    let env = null;
+    for (const f of this.fields) {
+      const spec = f.meta.computed;
+      if (!spec || !spec.preview || !f.control || f.control.tagName !== "OUTPUT") continue;
+      const formula = this.formulas.find((x) => x.name === f.name);
+      if (!formula || !formula.ok) continue; // the saved value stays, "computed when saved"
+      env = env || this.env();
+      const text = formatValue(spec, env.rec[f.name]);
+      if (f.control.dataset.lwShown !== text) {
+        f.control.dataset.lwShown = text;
+        if (text === "") {
+          const dash = document.createElement("span");
+          dash.className = "muted";
+          dash.textContent = "—";
+          f.control.replaceChildren(dash);
+        } else {
+          f.control.textContent = text;
+        }
+      }
+      const note = f.wrap.querySelector(".lw-computed-note");
+      if (note) note.hidden = true;
     }
   }
 
@@ -680,6 +715,57 @@ class LiveForm {
     const first = problems[0];
     reveal(first.wrap);
     focusField(first);
+  }
+}
+
+const INTL_LOCALES = { en: "en-US" };
+const INTL_DATE = { dateStyle: "medium", timeZone: "UTC" };
+
+function numeric(v) {
+  return typeof v === "string" ? v : String(v); // exact text: Intl formats it without rounding first
+}
+
+/**
+ * A computed value as the server's present.display writes it for the page's language:
+ * `spec` is the form data's `computed` entry ({kind, scale, currency}); '' for empty.
+ * Datetimes are shown in the page's time zone (`<html data-time-zone>`).
+ */
+export function formatValue(spec, v, lang = document.documentElement.lang || "en") {
+  if (v === null || v === undefined || v === "") return "";
+  const locale = INTL_LOCALES[lang] || lang;
+  const places = spec.scale ?? 2;
+  const fixed = { minimumFractionDigits: places, maximumFractionDigits: places };
+  try {
+    switch (spec.kind) {
+      case "currency":
+        return new Intl.NumberFormat(locale, { style: "currency", currency: spec.currency || "USD", ...fixed })
+          .format(numeric(v));
+      case "decimal":
+        return new Intl.NumberFormat(locale, fixed).format(numeric(v));
+      case "integer":
+      case "number":
+        return new Intl.NumberFormat(locale, { maximumFractionDigits: 20 }).format(numeric(v));
+      case "percent":
+        return `${new Intl.NumberFormat(locale, { maximumFractionDigits: 20 }).format(numeric(v))}%`;
+      case "boolean":
+        return v ? _("Yes") : _("No");
+      case "date":
+        return new Intl.DateTimeFormat(locale, INTL_DATE).format(new Date(`${v}T00:00:00Z`));
+      case "datetime": {
+        const timeZone = document.documentElement.dataset.timeZone || "UTC";
+        const when = new Date(v);
+        const day = new Intl.DateTimeFormat(locale, { dateStyle: "medium", timeZone }).format(when);
+        const parts = new Intl.DateTimeFormat(locale, { timeStyle: "short", timeZone }).format(when);
+        const zone = timeZone === "UTC" ? "UTC" : (new Intl.DateTimeFormat(locale, { timeZone, timeZoneName: "short" })
+          .formatToParts(when).find((p) => p.type === "timeZoneName") || { value: timeZone }).value;
+        return `${day} ${parts} ${zone}`;
+      }
+      default:
+        return String(v);
+    }
+  } catch (exc) {
+    warnOnce(`format ${spec.kind}`, exc);
+    return String(v);
   }
 }
 
