@@ -5,6 +5,7 @@ designer and the API: ``objects.deal.fields.amount.precision: must be <= 18``.
 """
 from __future__ import annotations
 
+import copy
 import json
 import re
 from collections.abc import Iterable, Iterator, Mapping
@@ -52,6 +53,21 @@ def schema(kind: str) -> dict:
     """The JSON Schema document of a metadata kind (``object``, ``role``, ``form``, ``view``,
     ``package``, ``app``)."""
     return _registry()[1][kind]
+
+
+def registered_schema(kind: str, *, widgets: Mapping[str, WidgetSpec] | None = None,
+                      actions: Mapping[str, ApprovalActionSpec] | None = None) -> dict:
+    """The JSON Schema of ``kind`` as clients get it: :func:`schema` with what plugins
+    registered filled in — each approval action kind's body (``approval``) and the
+    widget names (``form``). (Publishing checks the same through :func:`validate_app`.)"""
+    doc = copy.deepcopy(schema(kind))
+    if kind == "approval" and actions is not None:
+        doc["$defs"]["actions"]["items"]["oneOf"] = [
+            {"required": [name], "properties": {name: copy.deepcopy(dict(a.schema))}}
+            for name, a in sorted(actions.items())]
+    if kind == "form" and widgets is not None:
+        doc["$defs"]["widget"] = {**doc["$defs"]["widget"], "enum": sorted(widgets)}
+    return doc
 
 
 @cache

@@ -9,7 +9,7 @@ from loomwork.metadata.errors import ConflictError, MetadataError
 from loomwork.plugin_manager import approval_actions, make_plugin_manager, make_services
 from loomwork.runtime import hookimpl
 from loomwork.runtime.approval_actions import ActionKind
-from loomwork.runtime.context import Context
+from loomwork.runtime.context import Actor, Context
 
 COMMON = "https://loomwork.dev/schemas/common.json#/$defs/"
 QUOTE = {"fields": {"name": {"type": "text", "required": True}, "amount": {"type": "decimal", "scale": 2},
@@ -151,3 +151,39 @@ def test_a_kind_registered_twice_or_missing_at_run_time_is_refused(world, lw_ctx
     with pytest.raises(ConflictError, match="approval action 'tag' of p is not installed"):
         plain.approvals.approve(fin, inst["tasks"][0]["id"])
     assert plain.approvals.instance(lw_ctx, inst["id"])["status"] == "pending"
+
+
+def test_the_served_schemas_describe_the_registered_kinds_and_widgets(tmp_path):
+    """GET /api/v1/meta/schemas/approval fills in each registered kind's body, so a
+    client validating a process with it refuses what publishing would."""
+    import jsonschema
+    from referencing import Registry, Resource
+
+    from loomwork.app import create_app
+
+    app = create_app({"database_url": f"sqlite:///{tmp_path / 'i'}", "secret_key": "x",
+                      "instance_dir": str(tmp_path)},
+                     plugin_manager=make_plugin_manager([TagPlugin()], entry_points=False))
+    st = app.extensions["loomwork"]
+    ctx = Context(st.platform.create_tenant("main"), Actor.system())
+    admin = st.services.users.create(ctx, "admin", None, roles=("admin",))
+    token = st.services.users.create_token(ctx, admin.id, "t")
+    client = app.test_client()
+
+    def get(kind: str) -> dict:
+        resp = client.get(f"/api/v1/meta/schemas/{kind}", headers={"Authorization": f"Bearer {token}"})
+        assert resp.status_code == 200
+        return resp.get_json()
+
+    approval, common, form = get("approval"), get("common"), get("form")
+    kinds = {next(iter(o["required"])): o["properties"] for o in approval["$defs"]["actions"]["items"]["oneOf"]}
+    assert set(kinds) == {"create", "lock", "notify", "script", "set", "tag"}
+    assert kinds["tag"]["tag"] == TagAction.schema
+    assert {"stars", "text", "readonly"} - set(form["$defs"]["widget"]["enum"]) == {"stars"}
+    registry = Registry().with_resources([(s["$id"], Resource.from_contents(s)) for s in (approval, common)])
+    check = jsonschema.Draft202012Validator(approval, registry=registry)
+    good = process(on_approved=[{"tag": {"field": "note", "text": "name"}}, {"lock": True}])
+    assert not list(check.iter_errors(good))
+    for bad in ({"tag": {"field": "note"}}, {"lock": "yes"}, {"stamp": {}}, {"lock": True, "set": {}}):
+        assert list(check.iter_errors(process(on_approved=[bad]))), bad
+    st.platform.dispose()

@@ -18,7 +18,7 @@ from typing import Any
 from flask import request
 
 from loomwork.metadata.errors import BadQuery, NotFound, PermissionDenied, ValidationError
-from loomwork.metadata.validation import SCHEMA_FILES, schema
+from loomwork.metadata.validation import SCHEMA_FILES, registered_schema
 from loomwork.runtime.compiled import READ_MAX_AGE
 from loomwork.runtime.expr import ExpressionError, compile_expression
 from loomwork.runtime.expr.types import TYPES
@@ -292,8 +292,11 @@ def meta_rollback():
 
 @bp.get("/meta/schemas/<kind>")
 def meta_schema(kind: str):
-    """The JSON Schema of a metadata kind (object, role, package, app, common)."""
+    """The JSON Schema of a metadata kind (object, role, package, app, common), with the
+    approval action kinds and form widgets this installation registers filled in."""
     current_context()
     if kind not in SCHEMA_FILES:
         raise NotFound(f"no schema {kind!r}; known: {', '.join(SCHEMA_FILES)}")
-    return respond(schema(kind), mimetype="application/schema+json")
+    runtime = state().services.runtime
+    return respond(registered_schema(kind, widgets=runtime.widgets, actions=runtime.approval_actions),
+                   mimetype="application/schema+json")
