@@ -78,11 +78,11 @@ class BeforeScripts:
     """``before_save`` / ``before_delete`` scripts, before the transaction opens."""
 
     name, stage, operations = "before_scripts", "prepare", frozenset({"create", "update", "delete"})
+
     @staticmethod
     def applies(app: CompiledApp, object_name: str) -> bool:
         return bool(app.meta.scripts_for(object_name, event="before_save")
                     or app.meta.scripts_for(object_name, event="before_delete"))
-
 
     def __init__(self, services: Services) -> None:
         self.services = services
@@ -230,10 +230,10 @@ class Lookups:
     """Every lookup names a live record the actor may read (one query per field and batch)."""
 
     name, stage, operations = "lookups", "lookups", frozenset({"create", "update"})
+
     @staticmethod
     def applies(app: CompiledApp, object_name: str) -> bool:
         return bool(app.object(object_name).lookups)
-
 
     def __init__(self, services: Services) -> None:
         self.permissions = services.permissions
@@ -265,10 +265,10 @@ class RestoreTargets:
     was deleted, cascading to it): that one is restored first."""
 
     name, stage, operations = "restore_targets", "lookups", frozenset({"restore"})
+
     @staticmethod
     def applies(app: CompiledApp, object_name: str) -> bool:
         return bool(app.object(object_name).lookups)
-
 
     def __call__(self, batch: WriteBatch) -> None:
         obj, app, conn = batch.obj, batch.app, batch.conn
@@ -298,16 +298,16 @@ class WorkflowEntry:
     """A new record starts in its workflow's initial state."""
 
     name, stage, operations = "workflow_entry", "defaults", frozenset({"create"})
+
     @staticmethod
     def applies(app: CompiledApp, object_name: str) -> bool:
         return app.meta.workflow_for(object_name) is not None
-
 
     def __init__(self, services: Services) -> None:
         self.workflows = services.workflows
 
     def __call__(self, batch: WriteBatch) -> None:
-        if batch.app.meta.workflow_for(batch.object_name) is None:
+        if not self.applies(batch.app, batch.object_name):
             return
         for w in batch.active:
             batch.merge(w, self.workflows.check_create(batch.ctx, batch.app, batch.obj, w.values, batch.prefix(w)))
@@ -354,16 +354,16 @@ class WorkflowLock:
     """A state change follows an allowed transition; the state decides who edits what."""
 
     name, stage, operations = "workflow_lock", "lock", frozenset({"update"})
+
     @staticmethod
     def applies(app: CompiledApp, object_name: str) -> bool:
         return app.meta.workflow_for(object_name) is not None
-
 
     def __init__(self, services: Services) -> None:
         self.workflows = services.workflows
 
     def __call__(self, batch: WriteBatch) -> None:
-        if batch.app.meta.workflow_for(batch.object_name) is None:
+        if not self.applies(batch.app, batch.object_name):
             return
         for w in batch.active:
             self.workflows.check_update(batch.ctx, batch.conn, batch.app, batch.obj, w.old, w.changed)
@@ -373,10 +373,10 @@ class ApprovalLock:
     """A record waiting for approval (or locked by one) is changed only as its process allows."""
 
     name, stage, operations = "approval_lock", "lock", frozenset({"update", "delete", "restore"})
+
     @staticmethod
     def applies(app: CompiledApp, object_name: str) -> bool:
         return bool(app.meta.approvals_for(object_name))
-
 
     def __init__(self, services: Services) -> None:
         self.approvals = services.approvals
@@ -393,10 +393,10 @@ class Autonumbers:
     """Numbers for autonumber fields, reserved for the whole batch in one statement per field."""
 
     name, stage, operations = "autonumbers", "autonumber", frozenset({"create"})
+
     @staticmethod
     def applies(app: CompiledApp, object_name: str) -> bool:
         return any(isinstance(f.ftype, AutonumberType) for f in app.object(object_name).fields.values())
-
 
     def __call__(self, batch: WriteBatch) -> None:
         obj, conn = batch.obj, batch.conn
@@ -623,10 +623,10 @@ class Cascades:
     derived writes with their own history, roll-ups and approval locks."""
 
     name, stage, operations = "cascades", "derived", frozenset({"delete"})
+
     @staticmethod
     def applies(app: CompiledApp, object_name: str) -> bool:
         return bool(app.object(object_name).referenced_by)
-
 
     def __init__(self, services: Services) -> None:
         self.approvals = services.approvals
@@ -718,14 +718,14 @@ class Rollups:
     """Move the roll-ups the written records feed (derived writes of their parents)."""
 
     name, stage, operations = "rollups", "derived", frozenset({"create", "update", "delete", "restore"})
+
     @staticmethod
     def applies(app: CompiledApp, object_name: str) -> bool:
         return bool(app.object(object_name).rules.feeds)
 
-
     def __call__(self, batch: WriteBatch) -> None:
         obj = batch.obj
-        if not obj.rules.feeds:
+        if not self.applies(batch.app, obj.name):
             return
         op = batch.operation
         pairs = [(None if op in ("create", "restore") else (_live(w.old) if op == "delete" else w.old),
@@ -739,11 +739,11 @@ class AfterScripts:
     see it, their writes join it, their failure rolls it all back."""
 
     name, stage, operations = "after_scripts", "after_scripts", frozenset({"create", "update", "delete"})
+
     @staticmethod
     def applies(app: CompiledApp, object_name: str) -> bool:
         return bool(app.meta.scripts_for(object_name, event="after_save")
                     or app.meta.scripts_for(object_name, event="after_delete"))
-
 
     def __init__(self, services: Services) -> None:
         self.scripts = services.scripts
@@ -774,16 +774,16 @@ class ApprovalTriggers:
     their condition true."""
 
     name, stage, operations = "approval_triggers", "approval_triggers", frozenset({"create", "update"})
+
     @staticmethod
     def applies(app: CompiledApp, object_name: str) -> bool:
         return bool(app.meta.approvals_for(object_name))
-
 
     def __init__(self, services: Services) -> None:
         self.approvals = services.approvals
 
     def __call__(self, batch: WriteBatch) -> None:
-        if not batch.app.meta.approvals_for(batch.object_name, batch.operation):
+        if not batch.app.meta.approvals_for(batch.object_name, batch.operation):  # of this trigger
             return
         for w in batch.active:
             self.approvals.after_write(batch.ctx, batch.conn, batch.app, batch.object_name, batch.result_of(w),

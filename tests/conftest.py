@@ -133,3 +133,35 @@ def api_as(crm_app):
 @pytest.fixture
 def anon(crm_app):
     return ApiClient(crm_app, None)
+
+
+class WebClient:
+    """A test client signed in through the sign-in page, keeping the page's CSRF token."""
+
+    def __init__(self, app, username: str, password: str) -> None:
+        self.client = app.test_client()
+        page = self.client.get("/login").get_data(as_text=True)
+        resp = self.client.post("/login", data={"username": username, "password": password,
+                                                "csrf_token": csrf_of(page)})
+        assert resp.status_code == 302 and "/login" not in resp.headers["Location"]
+        self.csrf = csrf_of(self.client.get("/").get_data(as_text=True))
+
+    def text(self, path: str, status: int = 200) -> str:
+        resp = self.client.get(path)
+        assert resp.status_code == status, resp.get_data(as_text=True)[:1000]
+        return resp.get_data(as_text=True)
+
+    def post(self, path: str, data: dict | None = None):
+        return self.client.post(path, data={"csrf_token": self.csrf, **(data or {})})
+
+
+def csrf_of(html: str) -> str:
+    import re
+
+    return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
+
+
+@pytest.fixture
+def web_as(crm_app):
+    """``web_as("sam", "sales-password")``: the CRM app's pages, signed in as that user."""
+    return lambda username, password: WebClient(crm_app, username, password)

@@ -10,29 +10,8 @@ import pytest
 from loomwork.runtime.context import Actor, Context
 
 
-def csrf_of(html: str) -> str:
-    return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
-
-
-class Web:
-    def __init__(self, app, username: str, password: str) -> None:
-        self.client = app.test_client()
-        page = self.client.get("/login").get_data(as_text=True)
-        resp = self.client.post("/login", data={"username": username, "password": password, "csrf_token": csrf_of(page)})
-        assert resp.status_code == 302 and "/login" not in resp.headers["Location"]
-        self.csrf = csrf_of(self.client.get("/").get_data(as_text=True))
-
-    def text(self, path: str) -> str:
-        resp = self.client.get(path)
-        assert resp.status_code == 200, resp.get_data(as_text=True)[:1000]
-        return resp.get_data(as_text=True)
-
-    def post(self, path: str, data: dict | None = None):
-        return self.client.post(path, data={"csrf_token": self.csrf, **(data or {})})
-
-
 @pytest.fixture
-def setup(crm_app):
+def setup(crm_app, web_as):
     st = crm_app.extensions["loomwork"]
     ctx = Context(st.platform.tenant("main"), Actor.system())
     doc = copy.deepcopy(dict(st.services.metadata.current(ctx).doc))
@@ -49,7 +28,7 @@ def setup(crm_app):
     ids = {u.username: u.id for u in st.services.users.list(ctx)}
     st.services.users.set_manager(ctx, ids["sam"], ids["admin"])
     sam_ctx = Context(ctx.tenant, st.services.users.get(ctx, ids["sam"]).actor())
-    return st, sam_ctx, Web(crm_app, "sam", "sales-password"), Web(crm_app, "admin", "admin-password")
+    return st, sam_ctx, web_as("sam", "sales-password"), web_as("admin", "admin-password")
 
 
 def test_submit_decide_and_recall_from_the_record_page(setup):
@@ -120,7 +99,7 @@ def test_the_submitter_chooses_approvers_on_the_page(setup):
 
 
 
-def test_hand_over_and_add_a_signer_from_the_page(setup):
+def test_hand_over_and_add_a_signer_from_the_page(setup, web_as):
     st, sam_ctx, sam, admin = setup
     ctx = Context(sam_ctx.tenant, Actor.system())
     ids = {u.username: u.id for u in st.services.users.list(ctx)}
@@ -133,7 +112,7 @@ def test_hand_over_and_add_a_signer_from_the_page(setup):
     assert resp.status_code == 302
     (inst,) = st.services.approvals.for_record(sam_ctx, "quote", quote["id"])
     assert {t["assignee"]: t["status"] for t in inst["tasks"]} == {ids["admin"]: "waiting", ids["vera"]: "pending"}
-    vera = Web(admin.client.application, "vera", "viewer-password")
+    vera = web_as("vera", "viewer-password")
     page = vera.text(f"/app/quote/{quote['id']}")
     task = re.search(r'action="/app/approvals/tasks/(\d+)/share"', page).group(1)
     vera.post(f"/app/approvals/tasks/{task}/share", {"how": "transfer", "user": str(ids["sam"])})

@@ -12,30 +12,8 @@ import pytest
 from loomwork.runtime.context import Actor, Context
 
 
-def csrf_of(html: str) -> str:
-    return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
-
-
-class Web:
-    def __init__(self, app, username: str, password: str) -> None:
-        self.client = app.test_client()
-        page = self.client.get("/login").get_data(as_text=True)
-        resp = self.client.post("/login", data={"username": username, "password": password,
-                                                "csrf_token": csrf_of(page)})
-        assert resp.status_code == 302 and "/login" not in resp.headers["Location"]
-        self.csrf = csrf_of(self.client.get("/").get_data(as_text=True))
-
-    def text(self, path: str, status: int = 200) -> str:
-        resp = self.client.get(path)
-        assert resp.status_code == status, resp.get_data(as_text=True)[:1000]
-        return resp.get_data(as_text=True)
-
-    def post(self, path: str, data: dict | None = None):
-        return self.client.post(path, data={"csrf_token": self.csrf, **(data or {})})
-
-
 @pytest.fixture
-def crm(crm_app, fast_setup):
+def crm(crm_app, fast_setup, web_as):
     st = crm_app.extensions["loomwork"]
     ctx = Context(st.platform.tenant("main"), Actor.system())
     users = {u.username: u for u in st.services.users.list(ctx)}
@@ -46,15 +24,15 @@ def crm(crm_app, fast_setup):
     def as_(name: str) -> Context:
         return Context(ctx.tenant, users[name].actor())
 
-    return st, as_, crm_app
+    return st, as_, web_as
 
 
 def test_submit_is_offered_only_where_it_can_work(crm):
-    st, as_, app = crm
+    st, as_, web = crm
     rec = st.services.records
     small = rec.create(as_("sam"), "quote", {"name": "Small", "list_price": "100", "discount": "10"})
     big = rec.create(as_("sam"), "quote", {"name": "Big", "list_price": "100", "discount": "30"})
-    sam = Web(app, "sam", "sales-password")
+    sam = web("sam", "sales-password")
     page = sam.text(f"/app/quote/{small['id']}")
     # The entry condition is false: disabled, with the reason in words, never the internal name.
     assert re.search(r'<button type="button" class="button" disabled[^>]*>Submit for approval: Discount approval',
@@ -64,13 +42,13 @@ def test_submit_is_offered_only_where_it_can_work(crm):
     page = sam.text(f"/app/quote/{big['id']}")
     assert re.search(r'<button type="submit" class="button primary">Submit for approval: Discount approval', page)
     # Vera only reads: nothing offered that could not work.
-    vera = Web(app, "vera", "viewer-password")
+    vera = web("vera", "viewer-password")
     page = vera.text(f"/app/quote/{big['id']}")
     assert 'type="submit" class="button primary">Submit for approval' not in page
     # Submitted: no second submit, and in Chinese the reasons are Chinese.
     st.services.approvals.submit(as_("sam"), "quote", big["id"])
     st.services.users.set_locale(as_("admin"), as_("sam").actor.id, "zh-CN", ("en", "zh-CN"))
-    sam = Web(app, "sam", "sales-password")
+    sam = web("sam", "sales-password")
     page = sam.text(f"/app/quote/{small['id']}")
     why = re.search(r'<span id="why-submit-[a-z_]+" class="small muted">([^<]+)</span>', page).group(1)
     assert why == "折扣审批不适用于此记录"
@@ -79,10 +57,10 @@ def test_submit_is_offered_only_where_it_can_work(crm):
 
 
 def test_a_locked_record_says_so_before_typing_and_keeps_what_was_typed(crm):
-    st, as_, app = crm
+    st, as_, web = crm
     rec = st.services.records
     quote = rec.create(as_("sam"), "quote", {"name": "Locked one", "list_price": "100", "discount": "30"})
-    sam = Web(app, "sam", "sales-password")
+    sam = web("sam", "sales-password")
     form = sam.text(f"/app/quote/{quote['id']}/edit")
     assert "You cannot change this record now." not in form and ">Save<" in form
     st.services.approvals.submit(as_("sam"), "quote", quote["id"])
@@ -101,10 +79,10 @@ def test_a_locked_record_says_so_before_typing_and_keeps_what_was_typed(crm):
 
 
 def test_the_approver_at_the_first_step_can_send_it_back_to_the_submitter(crm):
-    st, as_, app = crm
+    st, as_, web = crm
     quote = st.services.records.create(as_("sam"), "quote", {"name": "Q", "list_price": "100", "discount": "30"})
     st.services.approvals.submit(as_("sam"), "quote", quote["id"])
-    admin = Web(app, "admin", "admin-password")
+    admin = web("admin", "admin-password")
     page = admin.text(f"/app/quote/{quote['id']}")
     assert '<option value="submitter">back to the submitter</option>' in page
     task = re.search(r'action="/app/approvals/tasks/(\d+)"', page).group(1)
@@ -113,10 +91,10 @@ def test_the_approver_at_the_first_step_can_send_it_back_to_the_submitter(crm):
 
 
 def test_the_panel_shows_the_path_taken_and_who_changed_the_record(crm):
-    st, as_, app = crm
+    st, as_, web = crm
     quote = st.services.records.create(as_("sam"), "quote", {"name": "Q", "list_price": "100", "discount": "30"})
     st.services.approvals.submit(as_("sam"), "quote", quote["id"])
-    admin = Web(app, "admin", "admin-password")
+    admin = web("admin", "admin-password")
     page = admin.text(f"/app/quote/{quote['id']}")
     steps = re.findall(r'<span class="step-title">([^<]+)</span>', page)
     assert steps == ["Manager"]  # not the branch not taken, not the routing node
@@ -153,7 +131,7 @@ WORKFLOW = {"object": "ticket", "field": "status", "initial": "new",
 
 
 def test_transitions_are_disabled_with_their_message_and_the_form_offers_only_open_states(crm):
-    st, as_, app = crm
+    st, as_, web = crm
     ctx = as_("admin")
     doc = copy.deepcopy(dict(st.services.metadata.current(ctx).doc))
     doc["objects"]["ticket"] = TICKET
@@ -163,7 +141,7 @@ def test_transitions_are_disabled_with_their_message_and_the_form_offers_only_op
     rec = st.services.records
     t = rec.create(as_("sam"), "ticket", {"title": "Printer"})
     t = rec.update(as_("sam"), "ticket", t["id"], {"status": "open"})
-    sam = Web(app, "sam", "sales-password")
+    sam = web("sam", "sales-password")
     page = sam.text(f"/app/ticket/{t['id']}")
     assert re.search(r'<button type="button" class="button" disabled[^>]*>Close</button>', page)
     assert "Fill in the resolution first" in page and "is_blank" not in page
@@ -181,7 +159,7 @@ def test_transitions_are_disabled_with_their_message_and_the_form_offers_only_op
 
 
 def test_the_api_answers_what_may_be_done_with_a_record(crm, api_as):
-    st, as_, app = crm
+    st, as_, web = crm
     quote = st.services.records.create(as_("sam"), "quote", {"name": "Q", "list_price": "100", "discount": "10"})
     sam = api_as("sam")
     got = sam.get(f"/api/v1/data/quote/{quote['id']}/abilities").get_json()
