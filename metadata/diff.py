@@ -4,8 +4,10 @@
 :func:`plan` turns two versions into typed operations, each classed *instant*
 (metadata only), *fast* (DDL that touches no rows) or *heavy* (a rewrite of stored
 data, which the runtime refuses inside a request). Roles, forms and views are always
-instant. Nothing here touches a database;
-:mod:`loomwork.runtime.schema_sync` checks data preconditions and applies the plan.
+instant. Each operation's description names what changes ("Add validation rule
+deal.won_needs_amount", "Change label of deal.amount"), and the plan warns about fields
+that form layouts listing their fields explicitly leave unseen. Nothing here touches a
+database; :mod:`loomwork.runtime.schema_sync` checks data preconditions and applies the plan.
 """
 from __future__ import annotations
 
@@ -13,10 +15,11 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from dataclasses import field as dc_field
+from dataclasses import fields as dc_fields
 from types import MappingProxyType
 from typing import Any, Literal
 
-from .model import AppMetadata, ChangeAwareFieldTypeSpec, FieldDef, ObjectDef
+from .model import AppMetadata, ChangeAwareFieldTypeSpec, FieldDef, FormDef, ObjectDef
 
 INSTANT, FAST, HEAVY = "instant", "fast", "heavy"
 ChangeClass = Literal["instant", "fast", "heavy"]
@@ -114,8 +117,12 @@ class Operation:
 
 @dataclass(frozen=True)
 class Plan:
+    """The operations of a publish, and warnings about what it leaves unseen (a field
+    on no form layout): they do not stop the publish, the admin should read them."""
+
     old_version: int
     operations: tuple[Operation, ...]
+    warnings: tuple[Mapping[str, Any], ...] = ()
 
     @property
     def change(self) -> ChangeClass:
@@ -124,7 +131,8 @@ class Plan:
 
     def as_dict(self) -> dict[str, Any]:
         return {"old_version": self.old_version, "change": self.change,
-                "operations": [op.as_dict() for op in self.operations]}
+                "operations": [op.as_dict() for op in self.operations],
+                "warnings": [dict(w) for w in self.warnings]}
 
     def __bool__(self) -> bool:
         return bool(self.operations)
@@ -180,33 +188,216 @@ def plan(old: AppMetadata, new: AppMetadata, types: Mapping[str, ChangeAwareFiel
                 adds_idx.append(_add_index(spec))
         old_rest = {k: v for k, v in old.doc["objects"][source].items() if k not in ("fields", "renamed_from")}
         new_rest = {k: v for k, v in new_objs[nname].items() if k not in ("fields", "renamed_from")}
-        if old_rest != new_rest:
-            instant.append(Operation("change_object", INSTANT, nname, f"Change settings of {nname}",
-                                     detail={"changes": doc_diff(old_rest, new_rest)}))
+        instant.extend(_object_ops(nname, old_rest, new_rest))
 
-    for section in ("roles", "packages"):
-        changes = doc_diff(old.doc.get(section, {}), new.doc.get(section, {}), section)
-        if changes:
-            instant.append(Operation(f"change_{section}", INSTANT, "*", f"Change {section}",
-                                     detail={"changes": changes}))
+    instant.extend(_role_ops(old.doc.get("roles", {}), new.doc.get("roles", {})))
+    instant.extend(_package_ops(old.doc.get("packages", {}), new.doc.get("packages", {})))
     for kind in ("form", "view", "script", "approval", "workflow"):
-        instant.extend(_plan_layouts(kind, old.doc.get(f"{kind}s", {}), new.doc.get(f"{kind}s", {})))
-    return Plan(old.version, tuple(drops_idx + structure + instant + adds_idx))
+        instant.extend(_plan_elements(kind, old, new))
+    return Plan(old.version, tuple(drops_idx + structure + instant + adds_idx),
+                tuple(layout_warnings(old, new, renamed_objects)))
 
 
-def _plan_layouts(kind: str, old: Mapping[str, Any], new: Mapping[str, Any]) -> list[Operation]:
-    """One instant ``change_form`` / ``change_view`` per form or view added, changed or
-    removed: they are metadata only, and the runtime reads them from the new version."""
-    out = []
-    for name in [*old, *(n for n in new if n not in old)]:
-        before, after = old.get(name), new.get(name)
-        if before == after:
+# -- what each plan line says ------------------------------------------------------
+# Every line names what changes ("Add validation rule deal.won_needs_amount", "Delete
+# role auditor", "Change label of deal.amount"): the admin approves a plan by reading it.
+
+def _verb(before: Any, after: Any) -> str:
+    return "Add" if before is None else "Delete" if after is None else "Change"
+
+
+def _changed_keys(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None,
+                  skip: tuple[str, ...] = ()) -> list[str]:
+    """Keys whose values differ, in ``before``'s order, then ``after``'s new ones."""
+    before, after = before or {}, after or {}
+    return [k for k in dict.fromkeys([*before, *after]) if k not in skip and before.get(k) != after.get(k)]
+
+
+def _join(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+#: Named parts of an object, each added, deleted or changed on a plan line of its own.
+_OBJECT_PARTS = {"validations": "validation rule", "sections": "section"}
+
+
+def _object_ops(name: str, before: Mapping[str, Any], after: Mapping[str, Any]) -> list[Operation]:
+    """Object-level settings: a line per validation rule and section, one for the rest.
+    (Declared indexes are named by their ``add_index`` and ``drop_index`` lines.)"""
+    out: list[Operation] = []
+    plain: list[str] = []
+    for key in _changed_keys(before, after, skip=("indexes",)):
+        if key not in _OBJECT_PARTS:
+            plain.append(key)
             continue
-        what = "Add" if before is None else "Remove" if after is None else "Change"
-        out.append(Operation(f"change_{kind}", INSTANT, (after or before).get("object", "*"),
-                             f"{what} {kind} {name}",
-                             detail={"name": name, "op": what.lower(),
-                                     "changes": doc_diff(before or {}, after or {})}))
+        olds, news = before.get(key) or {}, after.get(key) or {}
+        for part in _changed_keys(olds, news):
+            b, a = olds.get(part), news.get(part)
+            what = _verb(b, a)
+            desc = (f"Change {_join(_changed_keys(b, a))} of {_OBJECT_PARTS[key]} {name}.{part}" if what == "Change"
+                    else f"{what} {_OBJECT_PARTS[key]} {name}.{part}")
+            out.append(Operation("change_object", INSTANT, name, desc, detail={
+                "element": f"{key}.{part}", "op": what.lower(),
+                "changes": doc_diff({part: b} if b is not None else {}, {part: a} if a is not None else {}, key)}))
+    if plain:
+        out.insert(0, Operation("change_object", INSTANT, name, f"Change {_join(plain)} of {name}", detail={
+            "changes": doc_diff({k: before[k] for k in plain if k in before},
+                                {k: after[k] for k in plain if k in after})}))
+    return out
+
+
+def _role_ops(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[Operation]:
+    out = []
+    for name in _changed_keys(old, new):
+        b, a = old.get(name), new.get(name)
+        what = _verb(b, a)
+        if what != "Change":
+            desc = f"{what} role {name}"
+        elif _changed_keys(b, a) == ["permissions"]:
+            desc = f"Change permissions of role {name} on {_join(_changed_keys(b.get('permissions'), a.get('permissions')))}"
+        else:
+            desc = f"Change {_join(_changed_keys(b, a))} of role {name}"
+        out.append(Operation("change_role", INSTANT, "*", desc, detail={
+            "name": name, "op": what.lower(), "changes": doc_diff(b or {}, a or {})}))
+    return out
+
+
+def _package_ops(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[Operation]:
+    out = []
+    for name in _changed_keys(old, new):
+        b, a = old.get(name), new.get(name)
+        if b is None:
+            desc = f"Install package {name} {a.get('version', '')}".rstrip()
+        elif a is None:
+            desc = f"Remove package {name} from the installed packages"
+        elif b.get("version") != a.get("version"):
+            desc = f"Change package {name} from version {b.get('version')} to {a.get('version')}"
+        else:
+            desc = f"Change {_join(_changed_keys(b, a))} of package {name}"
+        out.append(Operation("change_package", INSTANT, "*", desc, detail={
+            "name": name, "op": _verb(b, a).lower(), "changes": doc_diff(b or {}, a or {})}))
+    return out
+
+
+def _plan_elements(kind: str, old: AppMetadata, new: AppMetadata) -> list[Operation]:
+    """Instant ``change_form``, ``change_view``, ... lines for each form, view, script,
+    approval or workflow added, changed or deleted: they are metadata only, and the
+    runtime reads them from the new version."""
+    olds, news = old.doc.get(f"{kind}s", {}), new.doc.get(f"{kind}s", {})
+    out: list[Operation] = []
+    for name in _changed_keys(olds, news):
+        before, after = olds.get(name), news.get(name)
+        obj = (after or before).get("object", "*")
+        what = _verb(before, after)
+        if what != "Change":
+            out.append(Operation(f"change_{kind}", INSTANT, obj, f"{what} {kind} {name}", detail={
+                "name": name, "op": what.lower(), "changes": doc_diff(before or {}, after or {})}))
+        elif kind == "form":
+            out.extend(_form_ops(name, before, after, old.forms[name], new.forms[name]))
+        else:
+            out.append(Operation(f"change_{kind}", INSTANT, obj,
+                                 f"Change {_join(_changed_keys(before, after))} of {kind} {name}",
+                                 detail={"name": name, "op": "change", "changes": doc_diff(before, after)}))
+    return out
+
+
+def _form_ops(name: str, before: Mapping[str, Any], after: Mapping[str, Any],
+              old_form: FormDef, new_form: FormDef) -> list[Operation]:
+    """A line per field the form starts or stops showing, and one for its other changes."""
+    obj = new_form.object
+    old_names, new_names = old_form.field_names(), new_form.field_names()
+    added = [f for f in new_names if f not in old_names]
+    removed = [f for f in old_names if f not in new_names]
+    old_sections = {sec.name for sec in old_form.sections()}
+    out = []
+    for f in added:
+        tab, section = new_form.where(f) or ("", "")
+        where = f"new section {section}" if section not in old_sections else f"section {section}"
+        out.append(Operation("change_form", INSTANT, obj, f"Add {obj}.{f} to form {name} ({where})", field=f,
+                             detail={"name": name, "op": "add_field", "tab": tab, "section": section}))
+    for f in removed:
+        out.append(Operation("change_form", INSTANT, obj, f"Remove {obj}.{f} from form {name}", field=f,
+                             detail={"name": name, "op": "remove_field"}))
+    moved = [f for f in new_names if f in old_names and old_form.where(f) != new_form.where(f)]
+    for f in moved:
+        tab, section = new_form.where(f) or ("", "")
+        out.append(Operation("change_form", INSTANT, obj, f"Move {obj}.{f} on form {name} to section {section}",
+                             field=f, detail={"name": name, "op": "move_field", "tab": tab, "section": section}))
+    rest = _changed_keys(before, after)
+    named = set(added) | set(removed) | set(moved)
+    if "tabs" in rest and _skeleton(before["tabs"], named) == _skeleton(after["tabs"], named):
+        rest.remove("tabs")
+    if rest:
+        out.append(Operation("change_form", INSTANT, obj, f"Change {_join(rest)} of form {name}", detail={
+            "name": name, "op": "change",
+            "changes": doc_diff({k: before[k] for k in rest if k in before}, {k: after[k] for k in rest if k in after})}))
+    return out
+
+
+def _skeleton(tabs: list[Any], drop: set[str]) -> list[Any]:
+    """Tabs without the entries of fields in ``drop``, and without the sections that
+    held only such fields: what is left to compare once added and removed fields are named."""
+    out = []
+    for tab in tabs:
+        tab = dict(tab)
+        sections = []
+        for sec in tab.get("sections", ()):
+            entries = sec.get("fields")
+            if entries:
+                kept = [e for e in entries if (e if isinstance(e, str) else e.get("field")) not in drop]
+                if not kept:
+                    continue
+                sec = {**sec, "fields": kept}
+            sections.append(sec)
+        if "sections" in tab:
+            tab["sections"] = sections
+        out.append(tab)
+    return out
+
+
+def layout_warnings(old: AppMetadata, new: AppMetadata,
+                    renamed_objects: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+    """Fields that forms listing their fields explicitly do not show, where the admin
+    would not expect it: fields this change adds (a form with ``new_fields: none``, or
+    a form added with the field left out), and fields that were visible (on a form, or
+    on the generated layout of an object without forms) and are now on none.
+
+    :param renamed_objects: new object name -> old name, for objects this change renames.
+    """
+    renamed_objects = renamed_objects or {}
+    out = []
+    for oname, obj in new.objects.items():
+        forms = new.forms_for(oname)
+        if not forms:
+            continue  # the generated layout shows every field
+        source = oname if oname in old.objects else renamed_objects.get(oname)
+        old_obj = old.objects.get(source) if source else None
+        old_forms = old.forms_for(source) if old_obj is not None else []
+        shown_before = ({f for form in old_forms for f in form.field_names()} if old_forms
+                        else set(old_obj.fields) if old_obj is not None else set())
+        fdocs = new.doc["objects"][oname].get("fields", {})
+        for fname in obj.fields:
+            missing = [form for form in forms if fname not in form.field_names()]
+            if not missing:
+                continue
+            was = fdocs.get(fname, {}).get("renamed_from", fname)
+            added = old_obj is None or was not in old_obj.fields
+            if not added and (len(missing) < len(forms) or was not in shown_before):
+                continue
+            names = [f"{form.name} (new_fields: none)" if form.new_fields == "none" else form.name
+                     for form in missing]
+            if len(missing) < len(forms):
+                message = (f"{oname}.{fname} is not on form{'s' if len(names) > 1 else ''} {_join(names)}, "
+                           f"which list{'' if len(names) > 1 else 's'} {'their' if len(names) > 1 else 'its'} "
+                           f"fields explicitly: users who get {'those layouts' if len(names) > 1 else 'it'} "
+                           f"do not see it")
+            else:
+                message = (f"{oname}.{fname} is on no form layout{'' if added else ' any more'}: "
+                           f"form{'s' if len(names) > 1 else ''} {_join(names)} "
+                           f"list{'' if len(names) > 1 else 's'} {'their' if len(names) > 1 else 'its'} "
+                           f"fields explicitly")
+            out.append({"object": oname, "field": fname, "forms": [form.name for form in missing],
+                        "message": message})
     return out
 
 
@@ -260,12 +451,22 @@ def _plan_fields(oobj: ObjectDef, nobj: ObjectDef, ndoc: Mapping[str, Any],
             structure.append(Operation("change_field", HEAVY, nobj.name,
                                        f"Change {nobj.name}.{fname}: {reason}", field=fname,
                                        detail={"reason": reason, "old_type": ofield.type, "new_type": nfield.type}))
-        elif nfield.required and not ofield.required:
-            instant.append(Operation("require_field", INSTANT, nobj.name,
-                                     f"Make {nobj.name}.{fname} required (checked: no empty values)",
-                                     field=fname, detail={"table": oobj.name, "column": source,
-                                                          "type": nfield.type}))
-        elif {k: v for k, v in vars(ofield).items() if k != "name"} != \
-                {k: v for k, v in vars(nfield).items() if k != "name"}:
-            instant.append(Operation("change_field", INSTANT, nobj.name, f"Change settings of {nobj.name}.{fname}",
-                                     field=fname))
+        else:
+            settings = _field_changes(ofield, nfield)
+            if nfield.required and not ofield.required:
+                instant.append(Operation("require_field", INSTANT, nobj.name,
+                                         f"Make {nobj.name}.{fname} required (checked: no empty values)",
+                                         field=fname, detail={"table": oobj.name, "column": source,
+                                                              "type": nfield.type}))
+                settings.remove("required")
+            if settings:
+                instant.append(Operation("change_field", INSTANT, nobj.name,
+                                         f"Change {_join(settings)} of {nobj.name}.{fname}", field=fname,
+                                         detail={"settings": settings}))
+
+
+def _field_changes(old: FieldDef, new: FieldDef) -> list[str]:
+    """The settings (common ones, then the type's own) that differ between two versions of a field."""
+    out = [f.name for f in dc_fields(FieldDef) if f.name not in ("name", "props")
+           and getattr(old, f.name) != getattr(new, f.name)]
+    return out + _changed_keys(old.props, new.props)

@@ -267,6 +267,8 @@ class FormSectionDef:
     collapsible: bool = False
     collapsed: bool = False
     section: str | None = None
+    #: Fields a later publish adds to the object land here (see :mod:`.new_fields`).
+    new_fields: bool = False
 
     @classmethod
     def from_doc(cls, doc: Mapping[str, Any], obj: ObjectDef | None) -> FormSectionDef:
@@ -277,7 +279,7 @@ class FormSectionDef:
             fields = tuple(FormFieldDef(f) for f in (shared.fields if shared else ()))
         label = _freeze(doc["label"]) if "label" in doc else (shared.label if shared else None)
         return cls(doc["name"], label, fields, int(doc.get("columns", 2)), bool(doc.get("collapsible", False)),
-                   bool(doc.get("collapsed", False)), doc.get("section"))
+                   bool(doc.get("collapsed", False)), doc.get("section"), bool(doc.get("new_fields", False)))
 
 
 @dataclass(frozen=True)
@@ -310,6 +312,8 @@ class FormDef:
     """A record page / edit form layout of one object (a ``form`` document).
 
     ``roles`` empty: the layout for everyone without a more specific one.
+    ``new_fields``: ``auto`` places fields a later publish adds to the object on this
+    layout, ``none`` leaves them off (see :mod:`.new_fields`).
     """
 
     name: str
@@ -319,6 +323,7 @@ class FormDef:
     description: str | None = None
     roles: tuple[str, ...] = ()
     priority: int = 0
+    new_fields: str = "auto"
 
     @classmethod
     def from_doc(cls, name: str, doc: Mapping[str, Any], obj: ObjectDef | None = None) -> FormDef:
@@ -329,7 +334,7 @@ class FormDef:
             for t in doc["tabs"]
         )
         return cls(name, doc["object"], _freeze(doc.get("label")), tabs, doc.get("description"),
-                   tuple(doc.get("roles", ())), int(doc.get("priority", 0)))
+                   tuple(doc.get("roles", ())), int(doc.get("priority", 0)), doc.get("new_fields", "auto"))
 
     def sections(self) -> Iterator[FormSectionDef]:
         for tab in self.tabs:
@@ -338,6 +343,14 @@ class FormDef:
     def field_names(self) -> list[str]:
         """The object's fields this form shows, in order."""
         return [f.field for sec in self.sections() for f in sec.fields]
+
+    def where(self, field_name: str) -> tuple[str, str] | None:
+        """``(tab, section)`` where this form shows ``field_name``, or None."""
+        for tab in self.tabs:
+            for sec in tab.sections:
+                if any(f.field == field_name for f in sec.fields):
+                    return tab.name, sec.name
+        return None
 
     def applies_to(self, roles: Iterable[str]) -> bool:
         """Whether a user with ``roles`` may get this layout (unassigned forms fit everyone)."""

@@ -106,6 +106,16 @@ def versions(conn: sa.Connection, limit: int = 100) -> list[StoredVersion]:
     return [_row(r) for r in rows]
 
 
+def history(conn: sa.Connection, after: int, upto: int) -> list[dict[str, Any]]:
+    """Who published each version in ``(after, upto]``, when, and its element diff (not
+    the documents, which may be large): to say which version changed what."""
+    t = meta_version
+    rows = conn.execute(sa.select(t.c.version, t.c.created_by, t.c.created_at, t.c.diff)
+                        .where(t.c.version > after, t.c.version <= upto).order_by(t.c.version))
+    return [{"version": r.version, "by": r.created_by, "at": _utc(r.created_at).isoformat(),
+             "diff": orjson.loads(r.diff)} for r in rows]
+
+
 def save(
     conn: sa.Connection, *, base: int, doc: dict, ownership: dict, diff: list, plan: list,
     actor: str, comment: str, now: dt.datetime,

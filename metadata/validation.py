@@ -20,6 +20,7 @@ from . import filters
 from .errors import MetadataError
 from .extensions import ApprovalActionSpec, WidgetSpec
 from .model import COMMON_FIELD_KEYS, SYSTEM_COLUMNS, FieldTypeSpec
+from .new_fields import new_fields_errors
 
 SCHEMA_FILES = ("common", "object", "role", "form", "view", "script", "approval", "workflow", "package", "app")
 
@@ -783,6 +784,7 @@ def _form_errors(name: str, form: Mapping[str, Any], objects: Mapping[str, Any],
                  widgets: Mapping[str, WidgetSpec] | None) -> list[tuple[str, str]]:
     """A form's own checks (its field names are resolved by :func:`layout_errors`)."""
     errors = _element_errors("forms", name, form, objects, roles)
+    errors.extend(new_fields_errors(name, form))
     odoc = objects.get(form["object"])
     if odoc is None:
         return errors

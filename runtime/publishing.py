@@ -1,7 +1,9 @@
 """Publish metadata: validate, plan, apply DDL and store the version, in one transaction.
 
 This is the only way metadata changes. Saving a draft elsewhere never runs DDL;
-:meth:`MetadataService.preview` shows the plan an admin is about to apply.
+:meth:`MetadataService.preview` shows the plan an admin is about to apply, and
+:meth:`MetadataService.rebase` brings a document edited from an older version onto the
+current one (a three-way merge, or a conflict report) before it is published.
 """
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import copy
 import logging
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 import sqlalchemy as sa
@@ -16,7 +19,9 @@ import sqlalchemy as sa
 from loomwork.metadata import store
 from loomwork.metadata.diff import Plan, doc_diff, plan
 from loomwork.metadata.errors import ConflictError, NotFound, PermissionDenied
+from loomwork.metadata.merge import Conflict, MergeConflict, digest, merge3
 from loomwork.metadata.model import AppMetadata
+from loomwork.metadata.new_fields import place_new_fields
 from loomwork.metadata.validation import check_layout_dependents
 
 from . import recompute
@@ -90,7 +95,9 @@ def ownership(old_doc: Mapping[str, Any], old_own: Mapping[str, Any], new_doc: M
 
     A package install owns what it brings, uncustomised. A tenant's own publish
     keeps owners and marks a package's element customised when it changes it;
-    elements the tenant adds belong to no package.
+    elements the tenant adds belong to no package, and stay the tenant's when a
+    package install changes them (it places the package's new fields on the tenant's
+    forms, see :mod:`loomwork.metadata.new_fields`).
     """
     old_el, new_el = _elements(old_doc), _elements(new_doc)
     renames = _renames(new_doc)
@@ -99,14 +106,42 @@ def ownership(old_doc: Mapping[str, Any], old_own: Mapping[str, Any], new_doc: M
         source = renames.get(path, path)
         prev = old_own.get(source)
         changed = old_el.get(source) != value or source != path
-        if package is not None and (prev is None or prev.get("package") in (None, package)) and (changed or prev is None):
-            out[path] = {"package": package, "customized": False}
+        if package is not None and (prev is None or prev.get("package") == package) and (changed or prev is None):
+            # What the tenant customised stays customised: an install keeps such elements
+            # as the tenant has them, and changes them only by placing new fields.
+            out[path] = {"package": package, "customized": bool(prev and prev.get("customized"))}
         elif prev is None:
             out[path] = {"package": None, "customized": False}
         else:
             out[path] = {"package": prev.get("package"),
                          "customized": bool(prev.get("customized")) or (changed and prev.get("package") is not None)}
     return out
+
+
+@dataclass(frozen=True)
+class Rebased:
+    """A document edited from version ``base``, brought onto version ``head``; ``taken``
+    lists the changes published in between that it now includes."""
+
+    base: int
+    head: int
+    doc: dict[str, Any]
+    taken: list[dict[str, Any]]
+
+    @property
+    def merged(self) -> bool:
+        return self.base != self.head
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"base_version": self.base, "head_version": self.head, "taken": self.taken}
+
+
+def _changed_in(conflict: Conflict, history: list[dict[str, Any]]) -> tuple[dict[str, Any], ...]:
+    """The versions of ``history`` whose diff touches the conflict's path."""
+    p = conflict.path
+    return tuple({"version": h["version"], "by": h["by"], "at": h["at"]} for h in history
+                 if any(d["path"] == p or p.startswith(d["path"] + ".") or d["path"].startswith(p + ".")
+                        for d in h["diff"]))
 
 
 class MetadataService:
@@ -166,6 +201,44 @@ class MetadataService:
             # Normalised: a version stored before a section existed lacks it, which is no change.
             return doc_diff(_normalise(store.get(conn, a).doc), _normalise(store.get(conn, b).doc))
 
+    def rebase(self, ctx: Context, doc: Mapping[str, Any], base_version: int,
+               base_digest: str | None = None) -> Rebased:
+        """``doc``, edited from ``base_version``, merged with what was published since
+        (a three-way merge per element and property, see :mod:`loomwork.metadata.merge`).
+
+        :param base_digest: the fingerprint ``meta export`` wrote of the base version;
+            when given it must match this tenant's version.
+        :raises MergeConflict: naming each property both sides changed differently, with
+            the versions that changed it.
+        :raises ConflictError: when ``base_digest`` shows the document comes from another
+            tenant or installation.
+        :raises NotFound: for a version this tenant does not have.
+        """
+        self._require_admin(ctx)
+        if not isinstance(doc, Mapping):
+            self.runtime.validate(doc)  # raises the usual "must be an object"
+        with ctx.tenant.read() as conn:
+            head = store.get(conn, store.head(conn))
+            base = head if base_version == head.version else store.get(conn, base_version)
+            if base_digest is not None and digest(base.doc) != base_digest:
+                raise ConflictError(
+                    f"the document was exported from version {base_version} of another tenant or installation, "
+                    f"not from this tenant's: publish it as it is with force (replacing this tenant's metadata), "
+                    f"or export this tenant's metadata and edit that")
+            if base.version == head.version:
+                return Rebased(base.version, head.version, dict(doc), [])
+            try:
+                yours = _normalise(doc)
+            except (AttributeError, TypeError):
+                self.runtime.validate(doc)  # names what is malformed
+                raise
+            merged = merge3(_normalise(base.doc), yours, _normalise(head.doc))
+            if merged.conflicts:
+                later = store.history(conn, base.version, head.version)
+                raise MergeConflict(base.version, head.version,
+                                    [replace(c, changed_in=_changed_in(c, later)) for c in merged.conflicts])
+        return Rebased(base.version, head.version, merged.doc, merged.taken)
+
     def _plan(self, conn: sa.Connection, doc: Mapping[str, Any], *, lock: bool = False,
               update_dependents: bool = False) -> tuple[store.StoredVersion, Plan, AppMetadata, Mapping[str, Any]]:
         """Check ``doc`` against the head version; return (head, plan, new metadata, the
@@ -181,6 +254,7 @@ class MetadataService:
         doc = check_dependents(current_meta, doc, self.runtime.field_types, self.runtime.functions,
                                update=update_dependents, actions=self.runtime.approval_actions)
         check_layout_dependents(current.doc, doc)
+        doc = place_new_fields(current.doc, doc)
         self.runtime.validate(doc)
         doc = _normalise(doc)
         new_meta = AppMetadata.from_doc(doc, current.version + 1)

@@ -60,7 +60,9 @@ def test_put_object_dry_run_then_for_real(api, account_id):
     assert dry.status_code == 200, dry.json
     assert dry.json["dry_run"] is True and "version" not in dry.json
     ops = dry.json["plan"]["operations"]
-    assert [(o["kind"], o["field"], o["change"]) for o in ops] == [("add_field", "region", "fast")]
+    # The new field also lands on the deal form, which lists its fields (decision D52).
+    assert [(o["kind"], o["field"], o["change"]) for o in ops] == [("add_field", "region", "fast"),
+                                                                    ("change_form", "region", "instant")]
     assert dry.json["plan"]["old_version"] == version
     # Nothing changed: same version, and the field is unknown to the data API.
     assert deal_doc(api)[0] == version
@@ -71,7 +73,7 @@ def test_put_object_dry_run_then_for_real(api, account_id):
         "object": with_region(deal), "comment": "regions", "base_version": version})
     assert real.status_code == 200, real.json
     assert real.json["version"] == version + 1
-    assert [o["kind"] for o in real.json["plan"]["operations"]] == ["add_field"]
+    assert [o["kind"] for o in real.json["plan"]["operations"]] == ["add_field", "change_form"]
     assert deal_doc(api)[0] == version + 1
     # Usable at once through /data, with its max_length enforced.
     made = api.post("/api/v1/data/deal", json={"name": "x", "account": account_id, "region": "EMEA"})
@@ -92,7 +94,7 @@ def test_put_object_dry_run_then_for_real(api, account_id):
     assert stored["ownership"]["objects.deal.fields.region"]["package"] is None
     assert stored["doc"]["objects"]["deal"]["fields"]["region"]["max_length"] == 50
     diff = api.get(f"/api/v1/meta/diff?from={version}&to={version + 1}").json
-    assert [c["path"] for c in diff["changes"]] == ["objects.deal.fields.region"]
+    assert [c["path"] for c in diff["changes"]] == ["objects.deal.fields.region", "forms.deal_main.tabs"]
     back = api.get(f"/api/v1/meta/diff?from={version + 1}&to={version}").json["changes"]
     assert back[0]["op"] == "removed"
 
@@ -203,12 +205,16 @@ def test_plan_publish_versions_and_rollback(api, account_id):
 
     pub = api.post("/api/v1/meta/publish", json={"doc": doc, "comment": "whole doc", "base_version": v1})
     assert pub.status_code == 200 and pub.json["version"] == v1 + 1
-    problem(api.post("/api/v1/meta/publish", json={"doc": doc, "base_version": v1}), 409)
+    # The same document again, edited from v1: the merge finds nothing of its own to add.
+    again = api.post("/api/v1/meta/publish", json={"doc": doc, "base_version": v1})
+    assert again.status_code == 200 and again.json["version"] == v1 + 1
+    assert again.json["merged"]["head_version"] == v1 + 1
     api.post("/api/v1/data/deal", json={"name": "r", "account": account_id, "region": "APAC"})
 
     rb_dry = api.post("/api/v1/meta/rollback", json={"version": v1, "dry_run": True})
     assert rb_dry.status_code == 200
-    assert [(o["kind"], o["field"]) for o in rb_dry.json["plan"]["operations"]] == [("drop_field", "region")]
+    assert [(o["kind"], o["field"]) for o in rb_dry.json["plan"]["operations"]] == [("drop_field", "region"),
+                                                                                     ("change_form", "region")]
     assert api.get("/api/v1/meta").json["version"] == v1 + 1
     rb = api.post("/api/v1/meta/rollback", json={"version": v1, "comment": "undo"})
     assert rb.status_code == 200 and rb.json["version"] == v1 + 2

@@ -73,7 +73,10 @@ def publish_rules(api, opp: dict | None = None) -> None:
     account["fields"].update(copy.deepcopy(ROLLUPS))
     resp = put_object(api, "account", account)
     assert resp.status_code == 200, resp.json
-    assert sorted(o["field"] for o in resp.json["plan"]["operations"]) == ["opp_count", "pipeline", "won_total"]
+    ops = resp.json["plan"]["operations"]
+    assert sorted(o["field"] for o in ops if o["kind"] == "add_field") == ["opp_count", "pipeline", "won_total"]
+    # and each lands on the account form, which lists its fields (decision D52)
+    assert sorted(o["field"] for o in ops if o["kind"] == "change_form") == ["opp_count", "pipeline", "won_total"]
 
 
 def allow_sales(api) -> None:
@@ -589,7 +592,7 @@ def test_formulas_added_to_an_existing_object(api):
     resp = put_object(api, "deal", doc)
     assert resp.status_code == 200, resp.json
     assert {(o["kind"], o["field"]) for o in resp.json["plan"]["operations"]} == {
-        ("add_field", "double"), ("add_field", "taxed")}
+        ("add_field", "double"), ("add_field", "taxed"), ("change_form", "double"), ("change_form", "taxed")}
     # Existing rows are computed by the publish; new rows on write.
     got = api.get(f"/api/v1/data/deal/{deal['id']}").json
     assert (got["double"], got["taxed"]) == ("80.00", "48.00")

@@ -59,7 +59,7 @@ def test_no_change_is_an_empty_instant_plan():
     assert not p
     assert p.operations == ()
     assert p.change == INSTANT
-    assert p.as_dict() == {"old_version": 4, "change": "instant", "operations": []}
+    assert p.as_dict() == {"old_version": 4, "change": "instant", "operations": [], "warnings": []}
 
 
 def test_add_field_is_fast():
@@ -80,8 +80,54 @@ def test_object_settings_and_roles_are_instant():
     new["objects"]["deal"]["label"] = "Opportunity"
     new["roles"] = {"sales": {"permissions": {"deal": ["read"]}}}
     p = make_plan(BASE, new)
-    assert kinds(p) == [("change_object", INSTANT, "deal", None), ("change_roles", INSTANT, "*", None)]
+    assert kinds(p) == [("change_object", INSTANT, "deal", None), ("change_role", INSTANT, "*", None)]
+    assert [op.description for op in p.operations] == ["Change label of deal", "Add role sales"]
     assert p.operations[0].detail["changes"] == [{"path": "label", "op": "added", "old": None, "new": "Opportunity"}]
+
+
+def test_plan_lines_name_what_changes():
+    old = copy.deepcopy(BASE)
+    old["objects"]["deal"]["validations"] = {
+        "positive": {"condition": "amount < 0", "message": "Must be positive"},
+        "old_rule": {"condition": "false", "message": "x"}}
+    old["roles"] = {"auditor": {"permissions": {"deal": ["read"]}},
+                    "sales": {"permissions": {"deal": ["read"]}, "label": "Sales"}}
+    old["packages"] = {"crm": {"name": "crm", "version": "1.0.0", "title": "CRM"}}
+    old["scripts"] = {"shout": {"object": "deal", "trigger": {"event": "before_save"}, "source": "pass"}}
+    new = copy.deepcopy(old)
+    deal = new["objects"]["deal"]
+    deal["plural_label"] = "Deals"
+    deal["fields"]["amount"]["label"] = {"en": "Value", "zh-CN": "金额"}
+    deal["fields"]["stage"]["options"].append({"value": "lost"})
+    deal["fields"]["stage"]["help"] = "Where it is"
+    deal["fields"]["name"]["required"] = True
+    deal["fields"]["name"]["label"] = "Title"
+    deal["validations"]["won_needs_amount"] = {"condition": 'stage == "won" and is_blank(amount)',
+                                               "message": "A won deal needs its amount"}
+    deal["validations"]["positive"]["message"] = "Use a positive amount"
+    del deal["validations"]["old_rule"]
+    del new["roles"]["auditor"]
+    new["roles"]["sales"]["permissions"]["deal"] = ["read", "update"]
+    new["roles"]["viewer"] = {"permissions": {"deal": ["read"]}}
+    new["packages"]["crm"]["version"] = "1.1.0"
+    new["packages"]["extra"] = {"name": "extra", "version": "0.1.0", "title": "Extra"}
+    new["scripts"]["shout"]["source"] = "record['name'] = record['name'].upper()"
+    assert [op.description for op in make_plan(old, new).operations] == [
+        "Make deal.name required (checked: no empty values)",
+        "Change label of deal.name",
+        "Change label of deal.amount",
+        "Change help and options of deal.stage",
+        "Change plural_label of deal",
+        "Change message of validation rule deal.positive",
+        "Delete validation rule deal.old_rule",
+        "Add validation rule deal.won_needs_amount",
+        "Delete role auditor",
+        "Change permissions of role sales on deal",
+        "Add role viewer",
+        "Change package crm from version 1.0.0 to 1.1.0",
+        "Install package extra 0.1.0",
+        "Change source of script shout",
+    ]
 
 
 def test_type_change_is_heavy():

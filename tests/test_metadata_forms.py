@@ -346,9 +346,9 @@ def test_install_owns_forms_and_views_and_keeps_customisations(lw_services, lw_c
     assert stored.ownership["forms.deal_main"] == {"package": "crm_sample", "customized": True}
     assert stored.ownership["views.open_deals"] == {"package": "crm_sample", "customized": False}
     assert [(op["kind"], op["change"], op["description"]) for op in stored.plan] == [
-        ("change_packages", INSTANT, "Change packages"),
-        ("change_form", INSTANT, "Change form account_main"),
-        ("change_view", INSTANT, "Change view open_deals"),
+        ("change_package", INSTANT, "Change package crm_sample from version 1.0.0 to 1.1.0"),
+        ("change_form", INSTANT, "Change priority of form account_main"),
+        ("change_view", INSTANT, "Change page_size of view open_deals"),
     ]
     assert pkgs.install(lw_ctx, upgraded) == 3  # nothing changed
 
@@ -377,10 +377,10 @@ def test_form_and_view_changes_are_instant_and_named(types):
     validate_app(new, types)
     p = plan(AppMetadata.from_doc(old, 1), AppMetadata.from_doc(new, 2), types)
     assert [(op.kind, op.change, op.object, op.description) for op in p.operations] == [
-        ("change_form", INSTANT, "deal", "Change form deal_main"),
-        ("change_form", INSTANT, "account", "Remove form account_main"),
+        ("change_form", INSTANT, "deal", "Change label of form deal_main"),
+        ("change_form", INSTANT, "account", "Delete form account_main"),
         ("change_form", INSTANT, "deal", "Add form deal_sales"),
-        ("change_view", INSTANT, "deal", "Change view open_deals"),
+        ("change_view", INSTANT, "deal", "Change columns of view open_deals"),
     ]
     assert p.change == INSTANT
     assert p.operations[0].detail == {"name": "deal_main", "op": "change", "changes": [

@@ -134,14 +134,19 @@ def test_blank_text_counts_as_empty_for_require(base, meta, rec, lw_ctx):
 
 
 def test_require_field_allowed_when_no_rows(base, meta, lw_ctx):
-    new = with_fields(base, name={"type": "text", "required": True})
+    new = with_fields(base, name={"type": "text", "label": "Name", "required": True})
     assert [op.kind for op in meta.preview(lw_ctx, new).operations] == ["require_field"]
+    # A setting changed with it gets its own line.
+    relabelled = with_fields(base, name={"type": "text", "required": True})
+    assert [op.description for op in meta.preview(lw_ctx, relabelled).operations] == [
+        "Make deal.name required (checked: no empty values)", "Change label of deal.name"]
     assert meta.publish(lw_ctx, new) == 2
 
 
 def test_rename_and_require_in_one_publish(base, meta, rec, lw_ctx):
     r = rec.create(lw_ctx, "deal", {"name": "kept"})
-    new = with_fields(base, name=None, title={"type": "text", "required": True, "renamed_from": "name"})
+    new = with_fields(base, name=None, title={"type": "text", "label": "Name", "required": True,
+                                              "renamed_from": "name"})
     assert [op.kind for op in meta.preview(lw_ctx, new).operations] == ["rename_field", "require_field"]
     assert meta.publish(lw_ctx, new) == 2
     assert rec.get(lw_ctx, "deal", r["id"])["title"] == "kept"

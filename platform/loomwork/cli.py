@@ -592,17 +592,76 @@ def _print_plan(plan: dict) -> None:
     click.echo(f"plan from version {plan['old_version']} ({plan['change']}):")
     for op in ops:
         click.echo(f"  [{op['change']:7}] {op['description']}")
+    for warning in plan.get("warnings", ()):
+        click.secho(f"  warning: {warning['message']}", fg="yellow")
+
+
+def _onto_head(env: Env, ctx: Context, path: str, doc: dict, force: bool) -> tuple[dict, int | None]:
+    """PATH's document as it is to be published, merged with the versions published
+    after the one it was exported from (its ``base_version``) unless ``--force``, and
+    the version it was merged onto (None when not checked). Conflicts are reported
+    three ways (base, yours, theirs) and stop the command."""
+    from loomwork.metadata.merge import MergeConflict, split_export
+
+    doc, base, fingerprint = split_export(doc)
+    svc = env.state.services.metadata
+    if base is None:
+        click.echo(f"note: {path} names no base_version, so it replaces the current version as it is")
+        return doc, None
+    if force:
+        click.echo(f"--force: {path} replaces the current version as it is (changes published after "
+                   f"version {base} are not merged in)")
+        return doc, None
+    try:
+        rebased = svc.rebase(ctx, doc, base, fingerprint)
+    except MergeConflict as exc:
+        _print_conflicts(path, exc)
+        sys.exit(1)
+    if rebased.merged:
+        n = len(rebased.taken)
+        click.echo(f"{path} was exported from version {rebased.base}; merged with version {rebased.head}, "
+                   f"keeping {n} change{'s' if n != 1 else ''} published since:")
+        for change in rebased.taken:
+            click.echo(f"  {change['path']} ({change['op']})")
+    return rebased.doc, rebased.head
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "(not there)"
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= 100 else text[:97] + "..."
+
+
+def _print_conflicts(path: str, exc: Any) -> None:
+    n = len(exc.conflicts)
+    click.secho(f"error: {path} was exported from version {exc.base}; {n} change{'s' if n != 1 else ''} published "
+                f"since (now version {exc.head}) conflict{'s' if n == 1 else ''} with it:", fg="red", err=True)
+    for c in exc.conflicts:
+        by = ", ".join(f"version {v['version']} by {v['by']} at {v['at'][:16]}" for v in c.changed_in)
+        click.echo(f"  {c.path}: {c.summary}", err=True)
+        click.echo(f"    base   (version {exc.base}): {_shown(c.base)}", err=True)
+        click.echo(f"    yours  ({path}): {_shown(c.yours)}", err=True)
+        click.echo(f"    theirs (version {exc.head}): {_shown(c.theirs)}" + (f"  [{by}]" if by else ""), err=True)
+    click.echo(f"Resolve them in {path} (or export again and redo your change), or use --force to publish "
+               f"{path} as it is, undoing those changes.", err=True)
+
+
+force_option = click.option("--force", is_flag=True, help="Publish the file as it is, without merging the changes "
+                            "published after its base_version (it undoes them).")
 
 
 @meta.command("plan")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False))
 @tenant_option
 @click.option("--update-dependents", is_flag=True, help="Plan as if expressions using renamed fields were rewritten.")
+@force_option
 @click.pass_obj
-def meta_plan(env: Env, path: str, tenant: str | None, update_dependents: bool) -> None:
+def meta_plan(env: Env, path: str, tenant: str | None, update_dependents: bool, force: bool) -> None:
     """Show what publishing PATH would change."""
-    svc = env.state.services.metadata
-    _print_plan(svc.preview(env.ctx(tenant), _read_doc(path), update_dependents=update_dependents).as_dict())
+    ctx = env.ctx(tenant)
+    doc, _ = _onto_head(env, ctx, path, _read_doc(path), force)
+    _print_plan(env.state.services.metadata.preview(ctx, doc, update_dependents=update_dependents).as_dict())
 
 
 @meta.command("apply")
@@ -612,16 +671,32 @@ def meta_plan(env: Env, path: str, tenant: str | None, update_dependents: bool) 
 @comment_option
 @click.option("--update-dependents", is_flag=True,
               help="Rewrite expressions that use a renamed field instead of refusing the rename.")
+@force_option
+@click.option("--keep-file", is_flag=True, help="Leave PATH as it is afterwards (by default a file from meta "
+              "export is rewritten as the version published, to be edited further).")
 @click.pass_obj
 def meta_apply(env: Env, path: str, tenant: str | None, as_user: str | None, comment: str,
-               update_dependents: bool) -> None:
-    """Publish PATH: validate, apply its plan and store a new version."""
+               update_dependents: bool, force: bool, keep_file: bool) -> None:
+    """Publish PATH: validate, apply its plan and store a new version. A file from
+    ``meta export`` names the version it was exported from; what was published since is
+    merged in, and a conflicting change stops the command (``--force`` overrides).
+    Afterwards such a file holds the version published, as ``meta export`` writes it."""
+    from loomwork.metadata.merge import BASE_VERSION
+
     ctx = env.ctx(tenant, as_user)
-    doc = _read_doc(path)
     svc = env.state.services.metadata
+    raw = _read_doc(path)
+    doc, head = _onto_head(env, ctx, path, raw, force)
     _print_plan(svc.preview(ctx, doc, update_dependents=update_dependents).as_dict())
-    version = svc.publish(ctx, doc, comment=comment, update_dependents=update_dependents)
+    version = svc.publish(ctx, doc, comment=comment, update_dependents=update_dependents, base_version=head)
     click.echo(f"metadata version {version}")
+    if BASE_VERSION in raw and not keep_file:
+        # The file is a working copy: it now names the version it matches (with what the
+        # publish added, such as new fields placed on forms), so the next apply merges
+        # from there rather than from the version it was first exported from.
+        Path(path).write_text(_export_text(ctx, svc.current(ctx), json_format=path.endswith(".json")),
+                              encoding="utf-8")
+        click.echo(f"{path} now holds version {version} (base_version: {version})")
 
 
 @meta.command("where-used")
@@ -653,9 +728,22 @@ def meta_recompute(env: Env, object_name: str, field: str | None, tenant: str | 
 @tenant_option
 @click.pass_obj
 def meta_export(env: Env, tenant: str | None) -> None:
-    """Print the current metadata document as YAML."""
-    cur = env.state.services.metadata.current(env.ctx(tenant))
-    click.echo(yaml.safe_dump(cur.doc, sort_keys=False, allow_unicode=True))
+    """Print the current metadata document as YAML, headed by the version it is
+    (``base_version``), which ``meta apply`` checks."""
+    ctx = env.ctx(tenant)
+    click.echo(_export_text(ctx, env.state.services.metadata.current(ctx)), nl=False)
+
+
+def _export_text(ctx: Context, cur: Any, *, json_format: bool = False) -> str:
+    """A stored version as ``meta export`` writes it: YAML (or JSON) headed by its base."""
+    from loomwork.metadata.merge import export_doc
+
+    doc = export_doc(cur.version, cur.doc)
+    if json_format:
+        return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+    return (f"# Loomwork metadata of tenant {ctx.tenant.name}, version {cur.version}. `loomwork meta apply` "
+            f"merges your edits with\n# changes published after base_version, or names the ones that conflict.\n"
+            + yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
 
 
 @meta.command("versions")

@@ -24,6 +24,8 @@ def problem(status: int, title: str, detail: str, headers: dict[str, str] | None
 
 def loomwork_error(exc: LoomworkError):
     extra = {"errors": exc.errors} if isinstance(exc, ValidationError) else {}
+    # Members an error adds to its problem document (a metadata conflict's three-way report).
+    extra.update(getattr(exc, "problem_members", None) or {})
     return problem(exc.status, exc.title, exc.message, getattr(exc, "headers", None), **extra)
 
 

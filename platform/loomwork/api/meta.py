@@ -22,6 +22,7 @@ from loomwork.metadata.validation import SCHEMA_FILES, registered_schema
 from loomwork.runtime.compiled import READ_MAX_AGE
 from loomwork.runtime.expr import ExpressionError, compile_expression
 from loomwork.runtime.expr.types import TYPES
+from loomwork.runtime.publishing import Rebased
 from loomwork.runtime.rules import build_scope, rules_document
 
 from ..auth import current_context
@@ -79,17 +80,23 @@ def _published(ctx, version: int, before: int) -> dict[str, Any]:
     return {"old_version": version - 1, "change": change, "operations": ops}
 
 
-def _publish(ctx, doc: dict, data: dict, *, base_default: int | None = None):
+def _publish(ctx, doc: dict, data: dict, *, base_default: int | None = None, rebased: Rebased | None = None):
+    """Preview or publish ``doc``; ``rebased`` when it was merged onto the head first
+    (the response then says what it took from the versions in between)."""
     comment, base, dry = _options(data)
+    if rebased is not None:
+        base = rebased.head
     update = data.get("update_dependents", False)
     svc = state().services.metadata
     plan = svc.preview(ctx, doc, update_dependents=update)
+    merged = {"merged": rebased.as_dict()} if rebased is not None and rebased.merged else {}
     if dry:
-        return respond({"dry_run": True, "plan": plan.as_dict()})
+        return respond({"dry_run": True, "plan": plan.as_dict(), **merged})
     before = plan.old_version
     version = svc.publish(ctx, doc, comment=comment, base_version=base if base is not None else base_default,
                           update_dependents=update)
-    return respond({"version": version, "plan": _published(ctx, version, before)}, 200)
+    applied = {**_published(ctx, version, before), "warnings": plan.as_dict()["warnings"]}
+    return respond({"version": version, "plan": applied, **merged}, 200, {"ETag": f'"{version}"'})
 
 
 def _version_number(raw: Any, name: str) -> int:
@@ -234,14 +241,43 @@ def meta_plan():
 
 @bp.post("/meta/publish")
 def meta_publish():
-    """Publish a whole document: ``{"doc": {...}, "comment", "base_version", "dry_run"}``."""
+    """Publish a whole document: ``{"doc": {...}, "comment", "base_version", "force", "dry_run"}``.
+
+    ``base_version`` (or an ``If-Match: "<version>"`` header) is the version the document
+    was edited from. When others published since, their changes are merged in (three
+    ways, per element and property) and the response's ``merged`` lists them; a change
+    both made differently is a 409 naming each conflict (base, yours, theirs, and the
+    versions that changed it). ``force: true`` publishes the document as it is."""
     ctx = current_context()
     _admin(ctx, write=True)
-    data = json_object(body(floats=_FLOATS), ("doc", *_WRITE_OPTIONS),
-                       '{"doc": {...}, "comment", "base_version", "dry_run"}')
+    data = json_object(body(floats=_FLOATS), ("doc", "force", *_WRITE_OPTIONS),
+                       '{"doc": {...}, "comment", "base_version", "force", "dry_run"}')
     if not isinstance(data.get("doc"), dict):
         raise ValidationError({"doc": ["is required and must be a JSON object (the whole metadata)"]})
-    return _publish(ctx, data["doc"], data)
+    force = data.get("force", False)
+    if not isinstance(force, bool):
+        raise ValidationError({"force": ["must be true or false"]})
+    _, base, _ = _options(data)
+    header = _if_match()
+    if header is not None and base is not None and header != base:
+        raise ValidationError({"base_version": [f"is {base}, but If-Match names version {header}"]})
+    base = base if base is not None else header
+    options = {k: v for k, v in data.items() if k not in ("doc", "force", "base_version")}
+    if base is None or force:
+        return _publish(ctx, data["doc"], options)
+    rebased = state().services.metadata.rebase(ctx, data["doc"], base)
+    return _publish(ctx, rebased.doc, options, rebased=rebased)
+
+
+def _if_match() -> int | None:
+    """The metadata version an ``If-Match`` header names (``"7"``; ``*`` names none)."""
+    raw = request.headers.get("If-Match")
+    if raw is None or raw.strip() == "*":
+        return None
+    tag = raw.strip().removeprefix("W/").strip('"')
+    if not _VERSION.match(tag) or int(tag) > MAX_VERSION:
+        raise BadQuery('If-Match must name a metadata version, like "7"')
+    return int(tag)
 
 
 @bp.get("/meta/versions")
