@@ -216,9 +216,23 @@ def _meta_paths(spec: APISpec, errors: dict[str, Any]) -> None:
         admin, "The plan publishing a whole document would apply (nothing changes)", "meta_plan",
         body={"doc": _ANY_OBJECT}, body_required=True,
         ok_schema={"type": "object", "properties": {"plan": _ref("Plan")}}, codes=written, errors=errors)})
-    spec.path(path="/api/v1/meta/publish", operations={"post": _op(
-        admin, "Publish a whole document", "meta_publish", body={"doc": _ANY_OBJECT, **_WRITE_OPTIONS},
-        body_required=True, ok_schema=_ref("PublishResult"), codes=written, errors=errors)})
+    publish = _op(
+        admin, "Publish a whole document", "meta_publish",
+        body={"doc": _ANY_OBJECT, **_WRITE_OPTIONS,
+              "base_version": {"type": "integer", "minimum": 0, "description": (
+                  "The version the document was edited from: changes published since are merged in, per "
+                  "element and property; a change both sides made differently is a 409")},
+              "force": {"type": "boolean", "description": "Publish the document as it is, without merging"}},
+        body_required=True, ok_schema={"allOf": [_ref("PublishResult"), {"type": "object", "properties": {
+            "merged": {"type": "object", "description": "What was taken from the versions published since",
+                       "properties": {"base_version": {"type": "integer"}, "head_version": {"type": "integer"},
+                                      "taken": {"type": "array", "items": _ANY_OBJECT}}}}}]},
+        codes=written, errors=errors,
+        description="The `ETag` of the answer is the new version; a 409 for conflicting changes lists each "
+                    "in `conflicts` (`path`, `base`, `yours`, `theirs`, `changed_in`, `summary`).")
+    publish["parameters"] = [{"name": "If-Match", "in": "header", "required": False, "schema": {"type": "string"},
+                              "description": 'The base version as "<version>" (instead of base_version)'}]
+    spec.path(path="/api/v1/meta/publish", operations={"post": publish})
     spec.path(path="/api/v1/meta/versions", operations={"get": _op(
         admin, "Published versions, newest first", "meta_versions",
         ok_schema={"type": "object", "properties": {"data": {"type": "array", "items": _ref("VersionSummary")}}},
