@@ -237,9 +237,11 @@ def test_the_email_notifier_is_a_default_plugin_offered_only_with_smtp(tmp_path)
 
     assert "loomwork.plugins.email_notifier" in DEFAULT_PLUGINS
 
+    chat: list[tuple[str, str, str | None]] = []
+
     class Chat:
         def send(self, ctx, user, note):
-            pass
+            chat.append((user["username"], note.subject, note.link))
 
     class ChatPlugin:
         @hookimpl
@@ -248,7 +250,19 @@ def test_the_email_notifier_is_a_default_plugin_offered_only_with_smtp(tmp_path)
 
     base = {"database_url": f"sqlite:///{tmp_path / 'i'}", "secret_key": "x", "instance_dir": str(tmp_path)}
     plain = create_app(base, plugin_manager=make_plugin_manager([ChatPlugin()], entry_points=False))
-    assert [type(n) for n in plain.extensions["loomwork"].services.jobs.notifiers] == [Chat]
+    st = plain.extensions["loomwork"]
+    assert [type(n) for n in st.services.jobs.notifiers] == [Chat]
+    # End to end: a submission queues a notification; the worker hands it to the chat.
+    ctx = Context(st.platform.create_tenant("main"), Actor.system())
+    st.services.metadata.publish(ctx, {"objects": {"quote": QUOTE}, "approvals": {"p": {
+        "object": "quote", "nodes": [{"name": "n", "type": "approval", "approvers": [{"user": "ben"}]}]}}})
+    amy = st.services.users.create(ctx, "amy", None)
+    st.services.users.create(ctx, "ben", None)
+    q = st.services.records.create(Context(ctx.tenant, amy.actor()), "quote", {"name": "Q"})
+    st.services.approvals.submit(Context(ctx.tenant, amy.actor()), "quote", q["id"])
+    assert chat == [] and [j["status"] for j in st.services.jobs.run_due(ctx)] == ["done"]
+    assert chat == [("ben", "Waiting for your approval: p (quote 1)", f"/app/quote/{q['id']}")]
+    st.platform.dispose()
     mail = create_app({**base, "smtp_host": "mail.example.com"},
                       plugin_manager=make_plugin_manager([ChatPlugin()], entry_points=False))
     notifiers = mail.extensions["loomwork"].services.jobs.notifiers
