@@ -155,10 +155,12 @@ def _summary(problems: Mapping[str, list[str]]) -> str:
 
 
 def _set(doc: dict[str, Any], path: str, value: str) -> None:
+    """Put ``value`` at a metadata path; its numeric parts index lists
+    (``approvals.p.on_approved.0.set.note``, ``workflows.w.transitions.2.condition``)."""
     parts = path.split(".")
-    cur = doc
+    cur: Any = doc
     for p in parts[:-1]:
-        cur = cur[p]
+        cur = cur[int(p)] if isinstance(cur, list) else cur[p]
     cur[parts[-1]] = value
 
 

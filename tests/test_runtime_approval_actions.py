@@ -187,3 +187,23 @@ def test_the_served_schemas_describe_the_registered_kinds_and_widgets(tmp_path):
     for bad in ({"tag": {"field": "note"}}, {"lock": "yes"}, {"stamp": {}}, {"lock": True, "set": {}}):
         assert list(check.iter_errors(process(on_approved=[bad]))), bad
     st.platform.dispose()
+
+
+def test_renaming_a_field_rewrites_it_in_action_bodies(world, lw_ctx):
+    """Expressions inside actions (a plugin's kind and a built-in) follow a rename
+    published with update_dependents, and block one published without."""
+    services, _, _ = world
+    publish(services, lw_ctx, p=process(on_approved=[
+        {"tag": {"field": "note", "text": '"big" if amount > 100 else "small"'}},
+        {"set": {"note": '"done " + name'}}]))
+    doc = dict(services.metadata.current(lw_ctx).doc)
+    fields = dict(doc["objects"]["quote"]["fields"])
+    fields["total"] = {**fields.pop("amount"), "renamed_from": "amount"}
+    doc["objects"] = {"quote": {**doc["objects"]["quote"], "fields": fields}}
+    with pytest.raises(MetadataError) as refused:
+        services.metadata.publish(lw_ctx, doc)
+    assert "approvals.p.on_approved.0.tag.text" in refused.value.errors
+    services.metadata.publish(lw_ctx, doc, update_dependents=True)
+    actions = services.metadata.current(lw_ctx).doc["approvals"]["p"]["on_approved"]
+    assert actions == [{"tag": {"field": "note", "text": '"big" if total > 100 else "small"'}},
+                       {"set": {"note": '"done " + name'}}]
