@@ -71,10 +71,10 @@ def test_model_builds_forms_and_views():
     assert (overview.name, overview.label["zh-CN"]) == ("overview", "概览")
     first, notes = overview.sections
     assert (first.name, first.columns, first.collapsible) == ("main", 2, False)
-    assert first.fields[3].field == "stage" and first.fields[3].widget == "select"
+    assert first.fields[4].field == "stage" and first.fields[4].widget == "select"
     assert first.fields[0].widget is None
     assert (notes.columns, notes.collapsible, notes.collapsed) == (1, True, False)
-    assert main.field_names()[:3] == ["name", "account", "contact"]
+    assert main.field_names()[:4] == ["number", "name", "account", "contact"]
     # A section showing an object section takes its fields and label.
     money = meta.forms["deal_sales"].tabs[0].sections[0]
     assert money.section == "money" and money.label == "Money"
@@ -169,12 +169,12 @@ SEMANTIC = [
     (lambda d: deal_fields(d).__setitem__(3, {"field": "stag"}),
      "forms.deal_main.tabs.0.sections.0.fields.3.field", "unknown field 'stag' of deal"),
     (lambda d: deal_fields(d).append("created_at"),
-     "forms.deal_main.tabs.0.sections.0.fields.10", "unknown field 'created_at' of deal"),
+     "forms.deal_main.tabs.0.sections.0.fields.12", "unknown field 'created_at' of deal"),
     (lambda d: d["forms"]["deal_main"]["tabs"][0]["sections"][1]["fields"].append("amount"),
      "forms.deal_main.tabs.0.sections.1.fields.3",
-     "'amount' is already in the form at forms.deal_main.tabs.0.sections.0.fields.5"),
-    (lambda d: deal_fields(d).__setitem__(3, {"field": "stage", "widget": "date"}),
-     "forms.deal_main.tabs.0.sections.0.fields.3.widget",
+     "'amount' is already in the form at forms.deal_main.tabs.0.sections.0.fields.6"),
+    (lambda d: deal_fields(d).__setitem__(4, {"field": "stage", "widget": "date"}),
+     "forms.deal_main.tabs.0.sections.0.fields.4.widget",
      "widget 'date' does not fit a choice field; use one of radio, readonly, select"),
     (lambda d: deal_fields(d).__setitem__(7, {"field": "weighted_amount", "widget": "checkbox"}),
      "forms.deal_main.tabs.0.sections.0.fields.7.widget", "does not fit a formula field"),
