@@ -19,11 +19,11 @@ from loomwork.runtime import hookimpl
 __version__ = "0.1.0"
 
 
-def create_app(settings=None):
+def create_app(settings=None, *, plugin_manager=None):
     """Build the Flask app (see :func:`loomwork.app.create_app`)."""
     from loomwork.app import create_app as _create_app
 
-    return _create_app(settings)
+    return _create_app(settings, plugin_manager=plugin_manager)
 
 
 __all__ = [
