@@ -616,6 +616,8 @@ class ListRequest:
     count: str = "none"
     search: str | None = None
     include_deleted: bool = False
+    #: Only soft-deleted records (the recycle bin); permissions and row filters apply as ever.
+    only_deleted: bool = False
     #: Lookup fields to give their target's title alongside (``account$title``).
     expand: Sequence[str] = ()
 
@@ -807,11 +809,14 @@ class QueryService:
         count_source = fc.select_from()
         keys = sort_keys(app, obj, fc, parse_sort(req.sort or obj.defn.default_sort), dialect)
         try:
-            key = orjson.dumps([obj.name, req.filter, req.search or "", bool(req.include_deleted)],
+            key = orjson.dumps([obj.name, req.filter, req.search or "", bool(req.include_deleted)]
+                               + (["only_deleted"] if req.only_deleted else []),
                                option=orjson.OPT_SORT_KEYS, default=str)
         except TypeError:
             raise BadQuery("filter must be plain JSON") from None
         live = [] if req.include_deleted else [t.c.deleted_at.is_(None)]
+        if req.only_deleted:
+            live = [t.c.deleted_at.is_not(None)]
         plan = _Plan(fc.select_from(), live, filters, keys, self._columns(obj, t, req.fields),
                      hashlib.sha1(key).hexdigest()[:12], table=t, count_source=count_source)
         if req.cursor:

@@ -123,7 +123,8 @@ def test_document_shape(api):
         assert set(doc["paths"][f"{base}/{{id}}"]) == {"get", "patch", "delete"}
         assert set(doc["paths"][f"{base}/{{id}}/restore"]) == {"post"}
         assert set(doc["paths"][f"{base}/{{id}}/history"]) == {"get"}
-    assert len(object_paths(doc)) == 16
+        assert set(doc["paths"][f"{base}/deleted"]) == {"get"}  # the recycle bin
+    assert len(object_paths(doc)) == 20
     assert PLATFORM_PATHS <= set(doc["paths"])
     assert set(doc["components"]["securitySchemes"]) == {"bearer", "session"}
 
@@ -244,12 +245,12 @@ def test_lists_only_objects_the_caller_may_read(crm_app, api, api_as, anon):
     dan = spec_of(api_as("dan"))
     check_structure(dan)
     assert object_paths(dan) == {"/api/v1/data/deal", "/api/v1/data/deal/{id}", "/api/v1/data/deal/{id}/restore",
-                                 "/api/v1/data/deal/{id}/history"}
+                                 "/api/v1/data/deal/{id}/history", "/api/v1/data/deal/deleted"}
     assert set(dan["paths"]) - object_paths(dan) == set(spec_of(api)["paths"]) - object_paths(spec_of(api))
     assert PLATFORM_PATHS <= set(dan["paths"])
     assert not any(name.startswith(("Account", "Contact")) for name in dan["components"]["schemas"])
-    assert len(object_paths(spec_of(api))) == 16
-    assert len(object_paths(spec_of(api_as("vera")))) == 16
+    assert len(object_paths(spec_of(api))) == 20
+    assert len(object_paths(spec_of(api_as("vera")))) == 20
     assert anon.get("/api/v1/openapi.json").status_code == 401
     # What the document hides, the API refuses too.
     assert api_as("dan").get("/api/v1/data/account").status_code == 403

@@ -461,3 +461,43 @@ def test_unexpected_errors_are_500_problems_without_internals(api, crm_app, monk
     page = web.get("/")
     assert page.status_code == 500 and page.mimetype == "text/html"
     assert "secret" not in page.get_data(as_text=True)
+
+
+def test_the_recycle_bin_lists_deleted_records_through_the_query_service(crm_app, api, api_as, acme):
+    """Issue 11, defect 9: ``GET /data/<object>/deleted`` lists what was deleted, the last
+    first, with the list's parameters and permissions; restoring needs delete."""
+    from loomwork.runtime.context import Actor, Context
+
+    made = api.post("/api/v1/data/deal", json=[{"name": n, "account": acme["id"], "amount": "1"}
+                                                for n in ("Kept", "First gone", "Second gone", "Third gone")]).json
+    ids = {d["name"]: d["id"] for d in made["data"]}
+    for name in ("First gone", "Second gone", "Third gone"):
+        assert api.delete(f"/api/v1/data/deal/{ids[name]}").status_code == 204
+    resp = api.get("/api/v1/data/deal/deleted?count=exact")
+    assert resp.status_code == 200
+    assert [d["name"] for d in resp.json["data"]] == ["Third gone", "Second gone", "First gone"]
+    assert resp.json["count"] == 3 and all(d["deleted_at"] for d in resp.json["data"])
+    admin_id = api.get("/api/v1/auth/me").json["user"]["id"]
+    assert {d["updated_by"] for d in resp.json["data"]} == {admin_id}  # who deleted them
+    page = api.get("/api/v1/data/deal/deleted?limit=2&sort=name&fields=name").json
+    assert [d["name"] for d in page["data"]] == ["First gone", "Second gone"]
+    rest = api.get(f"/api/v1/data/deal/deleted?limit=2&sort=name&fields=name&cursor={page['next_cursor']}").json
+    assert [d["name"] for d in rest["data"]] == ["Third gone"] and rest["next_cursor"] is None
+    assert [d["name"] for d in api.get("/api/v1/data/deal/deleted?search=second").json["data"]] == ["Second gone"]
+    assert [d["name"] for d in api.get("/api/v1/data/deal/deleted?name__starts_with=First").json["data"]] == [
+        "First gone"]
+    # A cursor of the live list is not one of the bin's.
+    live = api.get("/api/v1/data/deal?limit=1&sort=name").json
+    problem(api.get(f"/api/v1/data/deal/deleted?limit=1&sort=name&cursor={live['next_cursor']}"), 400)
+    assert [d["name"] for d in api.get("/api/v1/data/deal").json["data"]] == ["Kept"]
+    # Readers see the bin; restoring is for those who may delete; others are refused.
+    vera = api_as("vera")
+    assert len(vera.get("/api/v1/data/deal/deleted").json["data"]) == 3
+    problem(vera.post(f"/api/v1/data/deal/{ids['First gone']}/restore"), 403)
+    st = crm_app.extensions["loomwork"]
+    st.services.users.create(Context(st.platform.tenant("main"), Actor.system()), "fay", "finance-password",
+                             roles=("finance",))
+    problem(api_as("fay").get("/api/v1/data/contact/deleted"), 403)
+    problem(api.get("/api/v1/data/nothing/deleted"), 404)
+    assert api.post(f"/api/v1/data/deal/{ids['First gone']}/restore").status_code == 200
+    assert [d["name"] for d in api.get("/api/v1/data/deal/deleted").json["data"]] == ["Third gone", "Second gone"]

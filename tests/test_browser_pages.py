@@ -239,6 +239,60 @@ def test_a_rule_is_checked_again_and_its_message_stays_while_it_holds(open_page,
     expect(page.locator(".notice-ok")).to_have_text("Changes saved.")
 
 
+# -- defect 9: a refused delete keeps the user on the record; the recycle bin restores ---------
+
+def test_a_refused_delete_links_to_what_holds_the_record(open_page, live):
+    tag = _tag()
+    account = live.create("account", {"name": f"Held Co {tag}"})
+    for n in (1, 2):
+        live.create("deal", {"name": f"Holder {n} {tag}", "account": account["id"]})
+    page = open_page(f"/app/account/{account['id']}")
+    page.locator(".page-actions").get_by_role("link", name="Delete").click()
+    expect(page.locator("main")).to_contain_text("It goes to the recycle bin, where it can be restored.")
+    page.locator("form.actions").get_by_role("button", name="Delete").click()
+    page.wait_for_url(live.url(f"/app/account/{account['id']}"))
+    notice = page.locator(".notice-error")
+    expect(notice).to_have_text("Not deleted: other records refer to this Account. "
+                                "Delete them or link them elsewhere first: 2 Deals")
+    expect(page.locator("main h1")).to_have_text(f"Held Co {tag}")
+    _shot(page, "delete-refused")
+    notice.get_by_role("link", name="2 Deals").click()
+    page.wait_for_url(re.compile(r"/app/deal\?"))
+    expect(page.locator(".lw-table tbody tr")).to_have_count(2)
+    expect(page.locator(".lw-table tbody")).to_contain_text(f"Holder 1 {tag}")
+
+
+def test_the_recycle_bin_lists_who_deleted_what_and_restores(open_page, live):
+    tag = _tag()
+    account = live.create("account", {"name": f"Bin Co {tag}"})
+    contact = live.create("contact", {"last_name": f"Binned {tag}", "account": account["id"]}, username="sam")
+    page = open_page(f"/app/contact/{contact['id']}/delete", user="sam")
+    page.locator("form.actions").get_by_role("button", name="Delete").click()
+    page.wait_for_url(live.url("/app/contact"))
+    page.get_by_role("link", name="Recycle bin").click()
+    page.wait_for_url(live.url("/app/contact/deleted"))
+    row = page.locator("tbody tr", has_text=f"Binned {tag}")
+    expect(row).to_have_count(1)
+    sam = live.user("sam")
+    expect(row.locator('td[data-label="Deleted by"]')).to_have_text(sam.full_name)
+    expect(row.locator('td[data-label="Deleted"]')).to_contain_text("UTC")
+    _shot(page, "recycle-bin")
+    page.fill("#bin-search", f"nothing-{tag}")
+    page.get_by_role("button", name="Search").click()
+    expect(page.locator(".empty")).to_have_text("No deleted records match.")
+    page.goto(live.url("/app/contact/deleted"))
+    page.locator("tbody tr", has_text=f"Binned {tag}").get_by_role("button", name="Restore").click()
+    page.wait_for_url(live.url(f"/app/contact/{contact['id']}"))
+    expect(page.locator(".notice-ok")).to_have_text("Contact restored.")
+    expect(page.locator(".timeline li").first).to_contain_text("Restored the record")
+    # On a phone too the list leads to its bin, which fits the screen.
+    phone = open_page("/app/contact", user="admin", viewport=PHONE, is_mobile=True, has_touch=True)
+    phone.get_by_role("link", name="Recycle bin").click()
+    expect(phone.locator("main h1")).to_contain_text("Recycle bin")
+    assert phone.evaluate("document.scrollingElement.scrollWidth") <= PHONE["width"]
+    _shot(phone, "recycle-bin-phone")
+
+
 # -- defect 13: formulas computed as the user types; money keeps its currency -------------------
 # (last: it publishes a formula into the shared demo)
 

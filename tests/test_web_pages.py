@@ -394,3 +394,44 @@ def test_computed_money_has_its_currency_and_forms_know_which_formulas_to_previe
     assert form_data["fields"]["weighted_amount"]["computed"] == {
         "kind": "currency", "scale": 2, "currency": "USD", "formula": True, "preview": True}
     assert "Computed when saved" in form  # until the browser computes it
+
+
+def test_a_refused_delete_stays_on_the_record_and_the_recycle_bin_restores(crm):
+    """Issue 11, defect 9: an account its deals hold is not deleted, and the record page
+    says so with a link to them; deleted records wait in the object's recycle bin."""
+    app, data = crm
+    admin = Browser(app, "admin", "admin-password")
+    acme = data["acme"]["id"]
+    resp = admin.post(f"/app/account/{acme}/delete")
+    assert resp.status_code == 302 and resp.headers["Location"].endswith(f"/app/account/{acme}")
+    page = admin.text(f"/app/account/{acme}")
+    notice = re.search(r'<p class="notice notice-error"[^>]*>(.*?)</p>', page, re.S).group(1)
+    assert notice.startswith("Not deleted: other records refer to this Account.")
+    link = re.search(r'<a href="([^"]+)">2 Deals</a>', notice)
+    assert link, notice
+    listed = admin.text(unescape(link.group(1)))
+    pilot_id, renewal_id, expansion_id = (d["id"] for d in data["deals"])
+    shown = set(re.findall(r'href="/app/deal/(\d+)"', listed))
+    assert {str(pilot_id), str(expansion_id)} <= shown and str(renewal_id) not in shown  # Renewal is Globex's
+    assert admin.text(f"/app/account/{acme}").count("Acme Corp") >= 1  # still there
+    confirm = admin.text(f"/app/deal/{data['deals'][0]['id']}/delete")
+    assert "It goes to the recycle bin, where it can be restored." in confirm
+
+    sam = Browser(app, "sam", "sales-password")
+    pilot = data["deals"][0]["id"]
+    assert sam.post(f"/app/deal/{pilot}/delete").status_code == 302
+    assert 'href="/app/deal/deleted"' in sam.text("/app/deal")  # sales may delete deals: the bin is theirs
+    assert "/app/account/deleted" not in sam.text("/app/account")  # ...but not accounts
+    bin_page = sam.text("/app/deal/deleted")
+    assert "Recycle bin" in bin_page and "Pilot" in bin_page and "Expansion" not in bin_page
+    row = re.search(rf'<tr data-id="{pilot}">(.*?)</tr>', bin_page, re.S).group(1)
+    assert "sam" in row and "UTC" in row and f'action="/app/deal/{pilot}/restore"' in row
+    viewer = Browser(app, "vera", "viewer-password")
+    seen = viewer.text("/app/deal/deleted")
+    assert "Pilot" in seen and "/restore" not in seen and "Restoring needs the permission" in seen
+    assert viewer.post(f"/app/deal/{pilot}/restore").status_code == 302
+    assert sam.get(f"/app/deal/{pilot}").status_code == 404  # the viewer could not restore it
+    resp = sam.post(f"/app/deal/{pilot}/restore")
+    assert resp.status_code == 302 and resp.headers["Location"].endswith(f"/app/deal/{pilot}")
+    assert "Deal restored." in sam.text(f"/app/deal/{pilot}")
+    assert "Nothing has been deleted." in sam.text("/app/deal/deleted")

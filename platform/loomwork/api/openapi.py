@@ -294,6 +294,17 @@ def build_spec(app: CompiledApp, objects: list[str], locale: str = "en") -> dict
             "responses": {"200": {"description": "Restored", "headers": etag_header,
                                   "content": {"application/json": {"schema": ref}}},
                           **{c: errors[c] for c in ("401", "403", "404", "422")}}}})
+        spec.path(path=f"/api/v1/data/{name}/deleted", operations={"get": {
+            "tags": [tag], "summary": f"Deleted {tag} (the recycle bin)", "operationId": f"list_deleted_{name}",
+            "description": "The list's parameters; the last deleted first unless `sort` is given (deleting "
+                           "sets `updated_at` and `updated_by`). Restore one with POST .../{id}/restore "
+                           "(needs the delete permission).",
+            "parameters": list(params),
+            "responses": {"200": {"description": "A page of deleted records", "content": {"application/json": {
+                "schema": {"type": "object", "properties": {
+                    "data": {"type": "array", "items": ref}, "next_cursor": {"type": ["string", "null"]},
+                    "count": {"type": "integer"}, "count_kind": {"enum": ["exact", "estimate"]}}}}}},
+                **{c: errors[c] for c in ("400", "401", "403", "404")}}}})
         spec.path(path=f"/api/v1/data/{name}/{{id}}/history", operations={"get": {
             "tags": [tag], "summary": f"Field history of a {name}", "operationId": f"history_{name}",
             "parameters": [id_param],

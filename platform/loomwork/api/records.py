@@ -1,13 +1,21 @@
-"""``/api/v1/data/<object>``: list, create (one or many), get, patch, delete, restore, history."""
+"""``/api/v1/data/<object>``: list, create (one or many), get, patch, delete, restore, history;
+``/api/v1/data/<object>/deleted``: the recycle bin."""
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from flask import request
 
 from loomwork.metadata.errors import BadQuery, ConflictError, NotFound
 from loomwork.runtime.pipeline import Origin
-from loomwork.runtime.query import DEFAULT_LIMIT, MAX_LIMIT, ListRequest, parse_query_string
+from loomwork.runtime.query import (
+    DEFAULT_LIMIT,
+    MAX_LIMIT,
+    ListRequest,
+    ListResult,
+    parse_query_string,
+)
 
 from ..auth import current_context
 from ..state import state
@@ -113,7 +121,22 @@ def expand_param() -> list[str]:
 @bp.get("/data/<object_name>")
 def list_records(object_name: str):
     ctx = current_context()
-    result = state().services.query.list(ctx, object_name, list_request())
+    return _page(state().services.query.list(ctx, object_name, list_request()))
+
+
+@bp.get("/data/<object_name>/deleted")
+def list_deleted_records(object_name: str):
+    """The recycle bin: the soft-deleted records the caller may read, with the list's
+    parameters; the last deleted first unless ``sort`` says otherwise (deleting a record
+    sets its ``updated_at`` and ``updated_by``)."""
+    ctx = current_context()
+    req = list_request()
+    req.only_deleted = True
+    req.sort = req.sort or ["-updated_at"]
+    return _page(state().services.query.list(ctx, object_name, req))
+
+
+def _page(result: ListResult) -> Any:
     doc = {"data": result.data, "next_cursor": result.next_cursor}
     if result.count is not None:
         doc["count"] = result.count

@@ -211,4 +211,4 @@ def password():
     return redirect(url_for("web.profile"))
 
 
-from . import approvals, lists, records  # noqa: E402,F401  (routes register on import)
+from . import approvals, lists, records, recycle  # noqa: E402,F401  (routes register on import)

@@ -38,6 +38,10 @@ _PATTERNS = [(re.compile(p), m) for p, m in (
     (r"^Too many digits \(at most (?P<n>\d+)\)$", N_("too many digits (at most %(n)s)")),
     (r"^must be one of: (?P<choices>.+)$", N_("must be one of: %(choices)s")),
     (r"^must be unique: another record has this value$", N_("must be unique: another record has this value")),
+    (r"^(?P<n>\d+) (?P<object>\S+) record\(s\) refer to it through (?P<field>\S+); delete or re-link them first$",
+     N_("%(n)s %(object)s record(s) refer to it through %(field)s; delete or re-link them first")),
+    (r"^its (?P<field>\S+) \((?P<object>\S+) (?P<id>\d+)\) is deleted; restore that first$",
+     N_("its %(field)s (%(object)s %(id)s) is deleted; restore that first")),
 )]
 
 

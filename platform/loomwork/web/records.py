@@ -419,27 +419,3 @@ def _form_errors(errors: dict[str, list[str]]) -> dict[str, list[dict[str, Any]]
             reads = sorted(getattr(m, "reads", None) or ({key} if key != "_schema" else ()))
             out.setdefault(key, []).append({"text": translate(m), "reads": reads, "rule": getattr(m, "rule", None)})
     return out
-
-
-@bp.route("/app/<object_name>/<raw_id>/delete", methods=["GET", "POST"])
-def delete_record(object_name: str, raw_id: str):
-    ctx = signed_in()
-    rid = _record_id(raw_id)
-    services = state().services
-    app = compiled(ctx)
-    obj = app.object(object_name)
-    if request.method == "POST":
-        services.records.delete(ctx, object_name, rid)
-        flash(_("%(object)s deleted.", object=object_label(app, object_name)), "ok")
-        return redirect(url_for("web.list_page", object_name=object_name))
-    services.permissions.check(ctx, app, object_name, "delete")
-    record = services.records.get(ctx, object_name, rid)
-    titles = Titles(ctx, app)
-    titles.want(obj.name, [rid])
-    titles.fetch()
-    return _page("confirm.html", ctx, app, obj, question=_(
-        "Delete %(object)s “%(title)s”? It can be restored by an administrator.",
-        object=object_label(app, object_name), title=titles.title(obj.name, rid) or f"#{rid}"),
-        action=url_for("web.delete_record", object_name=object_name, raw_id=rid), hidden=[],
-        cancel=url_for("web.record_page", object_name=object_name, raw_id=rid), record=record,
-        confirm_label=_("Delete"))
