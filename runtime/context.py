@@ -60,16 +60,19 @@ class Context:
 
     Runtime code takes time only from :meth:`now`, never from the wall clock, so a
     test or a replay that sets ``clock`` sees every service agree on the moment.
+    ``time_zone`` is the actor's (an IANA name, None when not known): where pages show
+    times; the clock and every stored time stay UTC.
     """
 
     tenant: Tenant
     actor: Actor
     locale: str = "en"
     clock: Callable[[], dt.datetime] = field(default=utcnow, compare=False)
+    time_zone: str | None = None
 
     def now(self) -> dt.datetime:
         return self.clock()
 
     def as_actor(self, actor: Actor) -> Context:
-        """The same tenant, locale and clock, acting as ``actor``."""
-        return Context(self.tenant, actor, self.locale, self.clock)
+        """The same tenant, locale, clock and time zone, acting as ``actor``."""
+        return Context(self.tenant, actor, self.locale, self.clock, self.time_zone)

@@ -21,6 +21,12 @@ users = sa.Table(
     sa.Column("last_login_at", UTCDateTime),
     #: For approvals by manager chain (added to older tenants by :func:`upgrade`).
     sa.Column("manager_id", sa.Integer),
+    #: The IANA time zone pages show times in (None: not known yet; the browser's is
+    #: stored at the next sign-in). Added to older tenants by :func:`upgrade`.
+    sa.Column("time_zone", sa.String(64)),
+    #: Whether the user (or an administrator) chose ``locale``; until then pages follow
+    #: the browser's language. NULL in older tenants: chosen unless it is the default.
+    sa.Column("locale_chosen", sa.Boolean),
 )
 
 tokens = sa.Table(
@@ -213,7 +219,8 @@ jobs = sa.Table(
 )
 
 #: Columns added to system tables after they first shipped: (table, column).
-ADDED_COLUMNS = ((users, "manager_id"), (history, "origin"), (history, "via"))
+ADDED_COLUMNS = ((users, "manager_id"), (history, "origin"), (history, "via"), (users, "time_zone"),
+                 (users, "locale_chosen"))
 
 
 def create(conn: sa.Connection) -> None:

@@ -34,6 +34,7 @@ from loomwork.metadata.model import BUILTIN_ROLES
 
 from . import systables
 from .context import Actor, Context
+from .timezones import check_time_zone
 
 TOKEN_PREFIX = "lw_"
 
@@ -61,6 +62,10 @@ class User:
     #: change ends every other session of the user.
     stamp: str = ""
     manager_id: int | None = None
+    #: Where pages show this user times (IANA name); None until known.
+    time_zone: str | None = None
+    #: Whether ``locale`` was chosen; until then pages follow the browser's language.
+    locale_chosen: bool = True
 
     def actor(self) -> Actor:
         return Actor(self.id, self.username, self.roles)
@@ -68,14 +73,20 @@ class User:
     def as_dict(self) -> dict[str, Any]:
         return {"id": self.id, "username": self.username, "email": self.email, "full_name": self.full_name,
                 "roles": sorted(self.roles), "locale": self.locale, "active": self.active,
-                "manager_id": self.manager_id}
+                "manager_id": self.manager_id, "time_zone": self.time_zone}
 
 
 def _user(row: Any) -> User:
     stamp = hashlib.sha256(f"{row.password_hash or ''}|{row.roles}".encode()).hexdigest()[:20]
     return User(row.id, row.username, row.email, row.full_name,
                 frozenset(r for r in row.roles.split(",") if r), row.locale, row.active, stamp,
-                getattr(row, "manager_id", None))
+                getattr(row, "manager_id", None), getattr(row, "time_zone", None), _locale_chosen(row))
+
+
+def _locale_chosen(row: Any) -> bool:
+    """Users from before ``locale_chosen`` (NULL) chose a language if it is not the default."""
+    chosen = getattr(row, "locale_chosen", None)
+    return bool(chosen) if chosen is not None else row.locale != "en"
 
 
 #: "Leave as it is" for :meth:`UserService.update`'s optional changes (``None`` clears).
@@ -193,7 +204,8 @@ class UserService:
                 del self._tokens[key]
 
     def create(self, ctx: Context, username: str, password: str | None, *, roles: tuple[str, ...] = ("user",),
-               email: str | None = None, full_name: str = "", locale: str = "en") -> User:
+               email: str | None = None, full_name: str = "", locale: str | None = None) -> User:
+        """:param locale: the user's language; without one, pages follow the browser's."""
         if not ctx.actor.is_admin:
             raise PermissionDenied("only administrators may create users")
         if not isinstance(username, str) or not 1 <= len(username) <= 150 or not username.isprintable():
@@ -210,7 +222,8 @@ class UserService:
             uid = conn.execute(u.insert().values(
                 username=username, email=email, full_name=full_name or username,
                 password_hash=_hasher.hash(password) if password else None,
-                roles=",".join(sorted(chosen)), locale=locale, active=True, created_at=ctx.now(),
+                roles=",".join(sorted(chosen)), locale=locale or "en", locale_chosen=locale is not None,
+                active=True, created_at=ctx.now(),
             )).inserted_primary_key[0]
             return _user(conn.execute(sa.select(u).where(u.c.id == uid)).one())
 
@@ -261,7 +274,7 @@ class UserService:
         if locale is not UNCHANGED:
             if locale not in supported_locales:
                 raise ValidationError({"locale": [f"must be one of {', '.join(supported_locales)}"]})
-            values["locale"] = locale
+            values["locale"], values["locale_chosen"] = locale, True
         u = systables.users
         with ctx.tenant.write() as conn:
             row = conn.execute(sa.select(u).where(u.c.id == user_id)).first()
@@ -369,9 +382,29 @@ class UserService:
             raise ValidationError({"locale": [f"must be one of {', '.join(supported)}"]})
         u = systables.users
         with ctx.tenant.write() as conn:
-            if conn.execute(u.update().where(u.c.id == user_id).values(locale=locale)).rowcount != 1:
+            if conn.execute(u.update().where(u.c.id == user_id).values(locale=locale, locale_chosen=True)
+                            ).rowcount != 1:
                 raise NotFound(f"no user {user_id}")
         self._forget_tokens(ctx)
+
+    def set_time_zone(self, ctx: Context, user_id: int, zone: str, *, if_unset: bool = False) -> bool:
+        """Set the zone pages show a user's times in (the user themself or an administrator).
+        With ``if_unset``, only when the user has none yet (the browser's, at sign-in);
+        returns whether it was stored.
+
+        :raises ValidationError: for a name that is not a zone. :raises NotFound:
+        """
+        check_time_zone(zone)
+        if ctx.actor.id != user_id and not ctx.actor.is_admin:
+            raise PermissionDenied("you may only change your own time zone")
+        u = systables.users
+        with ctx.tenant.write() as conn:
+            if conn.execute(sa.select(u.c.id).where(u.c.id == user_id)).first() is None:
+                raise NotFound(f"no user {user_id}")
+            where = [u.c.id == user_id, *([u.c.time_zone.is_(None)] if if_unset else [])]
+            stored = conn.execute(u.update().where(*where).values(time_zone=zone)).rowcount == 1
+        self._forget_tokens(ctx)
+        return stored
 
     def authenticate(self, ctx: Context, username: str, password: str) -> User:
         """:raises AuthenticationRequired: on a wrong name or password (same message, same time)."""

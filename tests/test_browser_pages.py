@@ -127,7 +127,7 @@ def live(tmp_path_factory):
 def _sign_in(page, live: Live, username: str) -> None:
     page.fill("#username", username)
     page.fill("#password", live.password)
-    page.get_by_role("button", name="Sign in").click()
+    page.locator("form button[type=submit]").click()  # "Sign in" in the page's language
 
 
 @pytest.fixture(scope="module")
@@ -291,6 +291,81 @@ def test_the_recycle_bin_lists_who_deleted_what_and_restores(open_page, live):
     expect(phone.locator("main h1")).to_contain_text("Recycle bin")
     assert phone.evaluate("document.scrollingElement.scrollWidth") <= PHONE["width"]
     _shot(phone, "recycle-bin-phone")
+
+
+# -- defect 12: Profile on phones, the browser's language and time zone ------------------------
+
+def test_profile_is_in_the_phone_menu(open_page, live):
+    page = open_page("/app/deal", user="sam", viewport=PHONE, is_mobile=True, has_touch=True)
+    expect(page.locator(".user-name")).to_be_hidden()  # the top bar's link does not fit
+    page.get_by_role("button", name="Menu").click()
+    nav = page.locator("#lw-nav")
+    link = nav.get_by_role("link", name="Profile · sam")
+    expect(link).to_be_visible()
+    _shot(page, "phone-menu-profile")
+    link.click()
+    page.wait_for_url(live.url("/profile"))
+    expect(page.locator("main h1")).to_have_text("Profile")
+    expect(page.locator("#locale")).to_be_visible()
+    expect(page.locator("#time_zone")).to_be_visible()
+    assert page.evaluate("document.scrollingElement.scrollWidth") <= PHONE["width"]
+    _shot(page, "phone-profile")
+    desktop = open_page("/app/deal", user="sam")
+    expect(desktop.locator("#lw-nav .nav-profile")).to_be_hidden()  # on wide screens the top bar has it
+
+
+def test_a_new_user_reads_the_browsers_language_and_time_zone(browser, live):
+    """Signed in through the sign-in page from a Chinese browser in Shanghai: the pages are
+    Chinese and in Shanghai time until the user chooses otherwise in Profile."""
+    tag = _tag()
+    deal = live.create("deal", {"name": f"Zoned {tag}", "account": live.create("account", {"name": f"Z {tag}"})["id"],
+                                "next_step_at": "2026-03-05T14:30:00Z"})
+    context = browser.new_context(viewport=DESKTOP, locale="zh-CN", timezone_id="Asia/Shanghai")
+    try:
+        page = context.new_page()
+        page.goto(live.url("/login"))
+        expect(page.locator("html")).to_have_attribute("lang", "zh-CN")
+        _sign_in(page, live, "kai")
+        page.wait_for_url(live.url("/"))
+        assert live.user("kai").time_zone == "Asia/Shanghai"
+        page.goto(live.url(f"/app/deal/{deal['id']}"))
+        expect(page.locator("html")).to_have_attribute("lang", "zh-CN")
+        expect(page.locator('[data-field="next_step_at"] dd')).to_have_text("2026年3月5日 22:30 +0800")
+        _shot(page, "zh-browser-shanghai")
+        page.goto(live.url("/profile"))
+        expect(page.locator("#locale")).to_have_value("zh-CN")  # what the pages follow now
+        expect(page.locator("#time_zone")).to_have_value("Asia/Shanghai")
+        page.select_option("#time_zone", "Europe/Berlin")
+        page.locator("form:has(input[name=form][value=time_zone]) button").click()
+        page.wait_for_url(live.url("/profile"))
+        expect(page.locator(".notice-ok")).to_have_text("时区已保存。")
+        page.select_option("#locale", "en")
+        page.locator("form:has(input[name=form][value=language]) button").click()
+        page.wait_for_url(live.url("/profile"))
+        expect(page.locator("html")).to_have_attribute("lang", "en")  # chosen: the browser's no longer counts
+        page.goto(live.url(f"/app/deal/{deal['id']}"))
+        expect(page.locator('[data-field="next_step_at"] dd')).to_have_text("Mar 5, 2026 3:30\u202fPM +0100")
+        page.goto(live.url(f"/app/deal/{deal['id']}/edit"))
+        expect(page.locator("#f-next_step_at")).to_have_attribute("value", "2026-03-05T15:30:00")
+        expect(page.locator('[data-field="next_step_at"] .affix-text')).to_have_text("Europe/Berlin")
+    finally:
+        context.close()
+
+
+def test_a_session_without_a_time_zone_sends_the_browsers_once(open_page, live):
+    from loomwork.runtime import systables
+
+    open_page("/", user="mei").close()  # signed in (the sign-in stored that browser's zone)
+    with live.ctx("mei").tenant.write() as conn:
+        conn.execute(systables.users.update().where(systables.users.c.username == "mei").values(time_zone=None))
+    page = open_page(user="mei", timezone_id="America/Sao_Paulo")
+    with page.expect_response(lambda r: r.url.endswith("/profile/time-zone")) as sent:
+        page.goto(live.url("/"))
+    assert sent.value.status == 200
+    assert live.user("mei").time_zone == "America/Sao_Paulo"
+    page.reload()
+    expect(page.locator("html")).to_have_attribute("data-time-zone", "America/Sao_Paulo")
+    assert page.locator("html").get_attribute("data-lw-save-time-zone") is None
 
 
 # -- defect 13: formulas computed as the user types; money keeps its currency -------------------

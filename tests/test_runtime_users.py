@@ -84,7 +84,8 @@ def test_password_is_stored_as_argon2id_hash(svc, lw_ctx, ann):
     assert PasswordHasher().verify(row.password_hash, PASSWORD)
     assert ann.roles == frozenset({"sales", "user"})
     assert ann.as_dict() == {"id": ann.id, "username": "ann", "email": "ann@example.com", "full_name": "ann",
-                             "roles": ["sales", "user"], "locale": "en", "active": True, "manager_id": None}
+                             "roles": ["sales", "user"], "locale": "en", "active": True, "manager_id": None,
+                             "time_zone": None}
     # Two users with the same password get different hashes (salted).
     svc.create(lw_ctx, "bob", PASSWORD)
     assert stored_user(lw_ctx, "bob").password_hash != row.password_hash
@@ -339,3 +340,65 @@ def test_refuse_sign_in_always_refuses_after_a_password_check(fast_hashing, monk
         with pytest.raises(AuthenticationRequired, match="wrong username or password"):
             users_mod.refuse_sign_in(password)
     assert checked == ["guess", "not a password", "", ""]
+
+
+def test_time_zones_are_the_users_and_checked(svc, lw_ctx, ann):
+    """Issue 11, defect 12: a user's time zone (an IANA name) is set by them or an
+    administrator; the browser's only while they have none."""
+    assert ann.time_zone is None and ann.as_dict()["time_zone"] is None
+    me = as_(lw_ctx, ann)
+    assert svc.set_time_zone(me, ann.id, "Asia/Shanghai", if_unset=True) is True
+    assert svc.get(lw_ctx, ann.id).time_zone == "Asia/Shanghai"
+    assert svc.set_time_zone(me, ann.id, "Europe/Berlin", if_unset=True) is False  # a zone is kept
+    assert svc.set_time_zone(me, ann.id, "Europe/Berlin") is True
+    assert svc.get(lw_ctx, ann.id).time_zone == "Europe/Berlin"
+    for bad in ("Mars/Olympus", "", "utc", "Europe/Berlin\x00", "x" * 200, None, 7):
+        with pytest.raises(ValidationError) as info:
+            svc.set_time_zone(me, ann.id, bad)
+        assert info.value.errors == {"time_zone": ["is not a time zone; give an IANA name such as Europe/Berlin"]}
+    other = svc.create(lw_ctx, "otto", PASSWORD)
+    with pytest.raises(PermissionDenied):
+        svc.set_time_zone(me, other.id, "UTC")
+    assert svc.set_time_zone(lw_ctx, other.id, "UTC") is True  # an administrator may
+    with pytest.raises(NotFound):
+        svc.set_time_zone(lw_ctx, 9999, "UTC")
+
+
+def test_a_language_counts_as_chosen_once_someone_chose_it(svc, lw_ctx, ann):
+    """Until a user (or an administrator) chooses a language, pages follow the browser's."""
+    assert ann.locale == "en" and ann.locale_chosen is False
+    assert svc.create(lw_ctx, "zoe", PASSWORD, locale="zh-CN").locale_chosen is True
+    svc.set_locale(as_(lw_ctx, ann), ann.id, "en", ("en", "zh-CN"))
+    assert svc.get(lw_ctx, ann.id).locale_chosen is True  # English, chosen
+    bob = svc.create(lw_ctx, "bob", PASSWORD)
+    assert svc.update(lw_ctx, bob.id, locale="zh-CN", supported_locales=("en", "zh-CN")).locale_chosen is True
+    # Users from before the flag (NULL) chose a language when theirs is not the default.
+    with lw_ctx.tenant.write() as conn:
+        conn.execute(users.update().where(users.c.username.in_(["ann", "bob"])).values(locale_chosen=None))
+    assert svc.get(lw_ctx, ann.id).locale_chosen is False and svc.get(lw_ctx, bob.id).locale_chosen is True
+
+
+def test_older_tenants_get_the_new_user_columns(lw_tenant):
+    """time_zone and locale_chosen are added, nullable, to a user table made without them."""
+    from alembic.operations import Operations
+    from alembic.runtime.migration import MigrationContext
+
+    from loomwork.runtime import systables
+
+    def columns(conn):
+        return {c["name"]: c for c in sa.inspect(conn).get_columns("lw_user", schema=_schema(conn))}
+
+    with lw_tenant.write() as conn:
+        ops = Operations(MigrationContext.configure(connection=conn))
+        for name in ("time_zone", "locale_chosen"):
+            ops.drop_column("lw_user", name, schema=_schema(conn))
+    with lw_tenant.write() as conn:
+        assert not {"time_zone", "locale_chosen"} & set(columns(conn))
+        systables.upgrade(conn)
+        have = columns(conn)
+    assert have["time_zone"]["nullable"] and have["locale_chosen"]["nullable"]
+
+
+def _schema(conn):
+    """The tenant's schema on PostgreSQL (the inspector does not apply schema_translate_map)."""
+    return (conn.get_execution_options().get("schema_translate_map") or {}).get(None)

@@ -435,3 +435,63 @@ def test_a_refused_delete_stays_on_the_record_and_the_recycle_bin_restores(crm):
     assert resp.status_code == 302 and resp.headers["Location"].endswith(f"/app/deal/{pilot}")
     assert "Deal restored." in sam.text(f"/app/deal/{pilot}")
     assert "Nothing has been deleted." in sam.text("/app/deal/deleted")
+
+
+def test_the_browsers_language_until_one_is_chosen(crm):
+    """Issue 11, defect 12: a user who never chose a language reads the browser's; a
+    chosen one wins."""
+    app, _ = crm
+    zh = Browser(app, "sam", "sales-password", **{"Accept-Language": "zh-CN,zh;q=0.9,en;q=0.5"})
+    page = zh.text("/app/deal")
+    assert 'lang="zh-CN"' in page and "商机" in page
+    assert "在您选择之前" in zh.text("/profile")  # "until you choose one": following the browser
+    assert zh.post("/profile", {"form": "language", "locale": "en"}).status_code == 302
+    page = zh.text("/app/deal")
+    assert 'lang="en"' in page and "New Deal" in page  # chosen: the browser no longer decides
+
+
+def test_times_are_shown_and_typed_in_the_users_time_zone(crm):
+    """Issue 11, defect 12: the sign-in form brings the browser's zone, stored while the user
+    has none; pages show times in it (dates stay dates); Profile changes it."""
+    app, data = crm
+    st = app.extensions["loomwork"]
+    ctx = data["ctx"]
+    client = app.test_client()
+    login = client.get("/login").get_data(as_text=True)
+    assert 'name="time_zone" value="" data-lw-time-zone' in login  # lw-ui.js fills it in
+    resp = client.post("/login", data={"username": "sam", "password": "sales-password", "time_zone": "Asia/Shanghai",
+                                       "csrf_token": csrf_of(login)})
+    assert resp.status_code == 302
+    sam = st.services.users.by_username(ctx, "sam")
+    assert sam.time_zone == "Asia/Shanghai"
+    web = Browser(app, "sam", "sales-password")  # a later sign-in from elsewhere keeps it
+    deal = data["deals"][0]["id"]
+    st.services.records.update(ctx, "deal", deal, {"next_step_at": "2026-03-05T14:30:00Z", "close_date": "2026-03-05"})
+    page = web.text(f"/app/deal/{deal}")
+    assert 'data-time-zone="Asia/Shanghai"' in page
+    assert re.search(r'data-field="next_step_at">\s*<dt>[^<]*</dt>\s*<dd>Mar 5, 2026 10:30\u202fPM \+0800</dd>', page)
+    assert re.search(r'data-field="close_date">\s*<dt>[^<]*</dt>\s*<dd>Mar 5, 2026</dd>', page)  # a date as it is
+    form = web.text(f"/app/deal/{deal}/edit")
+    assert 'value="2026-03-05T22:30:00"' in form and '<span class="affix-text">Asia/Shanghai</span>' in form
+    version = int(re.search(r'name="row_version" value="(\d+)"', form).group(1))
+    resp = web.post(f"/app/deal/{deal}/edit", {"name": "Pilot", "account": str(data["acme"]["id"]),
+                                               "stage": "proposal", "next_step_at": "2026-07-01T09:00",
+                                               "row_version": str(version)})
+    assert resp.status_code == 302, resp.get_data(as_text=True)[:2000]
+    assert st.services.records.get(ctx, "deal", deal)["next_step_at"] == "2026-07-01T01:00:00+00:00"
+    # Profile changes it; a zone that is none is refused at the field.
+    assert web.post("/profile", {"form": "time_zone", "time_zone": "America/New_York"}).status_code == 302
+    assert "Jun 30, 2026 9:00\u202fPM EDT" in web.text(f"/app/deal/{deal}")  # the evening before, summer time
+    bad = web.post("/profile", {"form": "time_zone", "time_zone": "Mars/Olympus"})
+    assert bad.status_code == 422 and "is not a time zone" in bad.get_data(as_text=True)
+    # A session of a user without a zone sends the browser's once; one already set is kept.
+    vera = Browser(app, "vera", "viewer-password")
+    assert 'data-lw-save-time-zone="/profile/time-zone"' in vera.text("/")
+    assert vera.client.post("/profile/time-zone", data={"time_zone": "Europe/Berlin"}).status_code == 403  # CSRF
+    sent = vera.client.post("/profile/time-zone", data={"time_zone": "Europe/Berlin"},
+                            headers={"X-CSRF-Token": vera.csrf})
+    assert sent.status_code == 200 and sent.json == {"stored": True}
+    assert "data-lw-save-time-zone" not in vera.text("/")
+    again = vera.client.post("/profile/time-zone", data={"time_zone": "Asia/Tokyo"}, headers={"X-CSRF-Token": vera.csrf})
+    assert again.json == {"stored": False}
+    assert st.services.users.by_username(ctx, "vera").time_zone == "Europe/Berlin"

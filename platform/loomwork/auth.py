@@ -139,7 +139,7 @@ def current_context() -> Context:
             raise AuthenticationRequired("invalid API token")
         anon = Context(tenant, Actor(None, "anonymous", frozenset()))
         user = st.services.users.user_for_token(anon, token)
-        ctx = Context(tenant, user.actor(), user.locale)
+        ctx = Context(tenant, user.actor(), _language(user), time_zone=user.time_zone)
     else:
         uid, tname = session.get("uid"), session.get("tenant")
         if not uid or not tname:
@@ -155,9 +155,18 @@ def current_context() -> Context:
             raise AuthenticationRequired("your session has ended; sign in again")
         if request.method not in SAFE_METHODS:
             check_csrf(request.headers.get("X-CSRF-Token") or request.form.get("csrf_token"))
-        ctx = Context(tenant, user.actor(), user.locale)
+        ctx = Context(tenant, user.actor(), _language(user), time_zone=user.time_zone)
     g.lw_ctx = ctx
     return ctx
+
+
+def _language(user) -> str:
+    """The language a user reads: the one they chose, else their browser's (Accept-Language)."""
+    if user.locale_chosen:
+        return user.locale
+    from .web.i18n import negotiate  # the shell's languages; imported late, web imports this module
+
+    return negotiate(request.headers.get("Accept-Language", ""))
 
 
 def refresh_session(ctx: Context) -> None:

@@ -51,7 +51,9 @@ def _schemas(spec: APISpec) -> None:
                        "email": {"type": ["string", "null"]}, "full_name": {"type": ["string", "null"]},
                        "roles": {"type": "array", "items": {"type": "string"}},
                        "locale": {"type": ["string", "null"]}, "active": {"type": "boolean"},
-                       "manager_id": {"type": ["integer", "null"]}},
+                       "manager_id": {"type": ["integer", "null"]},
+                       "time_zone": {"type": ["string", "null"],
+                                     "description": "IANA name pages show times in; null until known"}},
         "required": ["id", "username", "roles"]})
     spec.components.schema("Plan", {
         "type": "object", "description": "What publishing a document does: typed operations, each instant, "

@@ -1,15 +1,15 @@
 """The end-user UI: sign-in, profile, and pages generated from metadata.
 
 Server-rendered Jinja pages with small JavaScript modules on top (ARCHITECTURE §9):
-:mod:`.lists` (list views), :mod:`.records` (record pages and forms). This module
-holds the blueprint, the pages about the user themselves and the error pages.
+:mod:`.lists` (list views), :mod:`.records` (record pages and forms), :mod:`.recycle`
+(deleting and the recycle bin), :mod:`.profile` (the user's own settings). This module
+holds the blueprint, sign-in, the start page and the error pages.
 """
 from __future__ import annotations
 
 from flask import (
     Blueprint,
     current_app,
-    flash,
     g,
     redirect,
     render_template,
@@ -24,7 +24,6 @@ from loomwork.metadata.errors import (
     LoomworkError,
     NotFound,
     PermissionDenied,
-    ValidationError,
 )
 from loomwork.metadata.model import label_text
 from loomwork.runtime.tenancy import TENANT_NAME
@@ -33,7 +32,6 @@ from .. import auth
 from ..state import state
 from . import i18n, widgets
 from .common import _, compiled, local_path, locale, navigation, object_label, set_locale, signed_in
-from .messages import translate_all
 from .present import choice_css, format_plain
 from .titles import Titles
 
@@ -127,7 +125,7 @@ def login_submit():
     asked = typed.lower() or None  # tenant names are lower case; forgive the capitals
     try:
         auth.check_csrf(request.form.get("csrf_token"))
-        auth.login(asked, request.form.get("username", ""), request.form.get("password", ""))
+        user = auth.login(asked, request.form.get("username", ""), request.form.get("password", ""))
     except LoomworkError as exc:
         message = (_("Wrong workspace, username or password.") if isinstance(exc, AuthenticationRequired)
                    else _("Too many failed sign-ins; wait a few minutes and try again.")
@@ -136,6 +134,7 @@ def login_submit():
         return render_template("login.html", csrf=auth.csrf_token(), error=message,
                                tenant=(typed or _workspace(None))[:64], username=request.form.get("username", ""),
                                next=request.form.get("next", "")), exc.status, getattr(exc, "headers", {})
+    profile.remember_browser_zone(user, request.form.get("time_zone"))
     resp = redirect(_next_url(request.form.get("next")))
     resp.set_cookie(WORKSPACE_COOKIE, session["tenant"], max_age=WORKSPACE_COOKIE_DAYS * 86400, httponly=True,
                     samesite="Lax", secure=current_app.config["SESSION_COOKIE_SECURE"])
@@ -173,42 +172,4 @@ def home():
                            version=app.version, recent=recent_view, home=True)
 
 
-@bp.route("/profile", methods=["GET", "POST"])
-def profile():
-    """The user's language and password."""
-    try:
-        ctx = signed_in()
-    except AuthenticationRequired:
-        return redirect(url_for("web.login_form"))
-    except PermissionDenied as exc:  # a POST without the form's CSRF token
-        raise Forbidden(exc.message) from None
-    users = state().services.users
-    errors: dict[str, str] = {}
-    if request.method == "POST":
-        try:
-            if request.form.get("form") == "language":
-                chosen = request.form.get("locale", "")
-                users.set_locale(ctx, ctx.actor.id, chosen, i18n.SUPPORTED)
-                g.lw_locale = chosen  # the notice is read in the language just chosen
-                flash(_("Language saved."), "ok")
-                return redirect(url_for("web.profile"))
-            users.set_password(ctx, ctx.actor.id, request.form.get("new_password", ""),
-                               old_password=request.form.get("old_password", ""))
-            auth.refresh_session(ctx)
-            flash(_("Your password has been changed."), "ok")
-            return redirect(url_for("web.profile"))
-        except ValidationError as exc:
-            errors = {k: "; ".join(v) for k, v in translate_all(exc.errors).items()}
-        except AuthenticationRequired:
-            errors = {"old_password": _("The current password is wrong.")}
-    user = users.get(ctx, ctx.actor.id)
-    return render_template("profile.html", ctx=ctx, nav=navigation(ctx, compiled(ctx)), csrf=auth.csrf_token(),
-                           user=user, errors=errors), 422 if errors else 200
-
-
-@bp.get("/password")
-def password():
-    return redirect(url_for("web.profile"))
-
-
-from . import approvals, lists, records, recycle  # noqa: E402,F401  (routes register on import)
+from . import approvals, lists, profile, records, recycle  # noqa: E402,F401  (routes register on import)

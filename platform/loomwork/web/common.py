@@ -26,6 +26,11 @@ def locale() -> str:
     return g.get("lw_locale") or "en"
 
 
+def zone() -> str:
+    """The time zone the page shows times in: the signed-in user's, else UTC."""
+    return i18n.page_zone()
+
+
 def digits(text: str) -> bool:
     """Whether ``text`` is a plain number: ASCII digits only (``str.isdigit`` also
     takes "²", which ``int`` refuses)."""
@@ -44,10 +49,12 @@ def local_path(raw: str | None) -> str | None:
 
 
 def set_locale(ctx: Context | None) -> None:
-    """Signed-in users read their chosen language; visitors the browser's (or ``?lang=``)."""
+    """Signed-in users read their language (the chosen one, else the browser's) in their
+    time zone; visitors the browser's language (or ``?lang=``) in UTC."""
     chosen = ctx.locale if ctx is not None else (request.args.get("lang") or
                                                  i18n.negotiate(request.headers.get("Accept-Language", "")))
     g.lw_locale = chosen if chosen in i18n.SUPPORTED else "en"
+    g.lw_zone = ctx.time_zone if ctx is not None and ctx.time_zone else "UTC"
 
 
 def signed_in() -> Context:

@@ -14,6 +14,7 @@ import datetime as dt
 import functools
 import io
 import threading
+import zoneinfo
 from decimal import Decimal
 from gettext import NullTranslations
 from pathlib import Path
@@ -27,6 +28,8 @@ from babel.support import Translations
 from flask import g
 from werkzeug.datastructures import LanguageAccept
 from werkzeug.http import parse_accept_header
+
+from loomwork.runtime.timezones import is_time_zone
 
 #: Our locale tags and their names, as a language menu shows them.
 SUPPORTED = {"en": "English", "zh-CN": "简体中文"}
@@ -80,6 +83,12 @@ def _page_locale() -> str:
     return g.get("lw_locale") or "en"
 
 
+def page_zone() -> str:
+    """The time zone the request's page shows times in (``set_locale`` sets it): the
+    signed-in user's, else UTC."""
+    return g.get("lw_zone") or "UTC"
+
+
 def install(env: Any) -> None:
     """Give a Jinja environment ``_``/``gettext``/``ngettext`` in the request's language."""
     env.add_extension("jinja2.ext.i18n")
@@ -87,6 +96,8 @@ def install(env: Any) -> None:
         lambda message, **values: gettext(_page_locale(), message, **values),
         lambda singular, plural, n, **values: ngettext(_page_locale(), singular, plural, n, **values),
         newstyle=True)
+    # A global, not a context variable: imported macros (_widgets.html) see globals only.
+    env.globals["page_time_zone"] = page_zone
 
 
 def negotiate(header: str) -> str:
@@ -142,12 +153,34 @@ def format_date(value: dt.date, locale: str) -> str:
 
 
 def format_datetime(value: dt.datetime, locale: str, tz: str = "UTC") -> str:
-    """Medium date, short time and the zone (times are shown in UTC, decision D33)."""
+    """Medium date and short time in the zone ``tz`` (an IANA name), and the zone's short
+    name: ``Mar 5, 2026 10:30 PM +0800``, ``… 9:30 AM EST``, ``… 2:30 PM UTC`` (decision D66).
+    A naive value is UTC, as every stored time is."""
     if value.tzinfo is None:
         value = value.replace(tzinfo=dt.UTC)
     loc = cldr(locale)
-    when = value.astimezone(dt.UTC)
-    return f"{dates.format_date(when, 'medium', locale=loc)} {dates.format_time(when, 'short', locale=loc)} {tz}"
+    zone = _zone(tz)
+    when = value.astimezone(zone)
+    label = "UTC" if zone is dt.UTC else dates.format_datetime(when, "z", tzinfo=zone, locale=loc)
+    return f"{dates.format_date(when, 'medium', locale=loc)} {dates.format_time(when, 'short', locale=loc)} {label}"
+
+
+def _zone(name: str) -> dt.tzinfo:
+    """The zone ``name`` (UTC for UTC, or a name this installation does not know)."""
+    if name in ("UTC", "Etc/UTC") or not is_time_zone(name):
+        return dt.UTC
+    return zoneinfo.ZoneInfo(name)
+
+
+def local_datetime(value: dt.datetime, tz: str) -> dt.datetime:
+    """``value`` as the wall-clock time in ``tz`` (what a datetime-local box shows)."""
+    return (value if value.tzinfo else value.replace(tzinfo=dt.UTC)).astimezone(_zone(tz))
+
+
+def aware_datetime(value: dt.datetime, tz: str) -> dt.datetime:
+    """A wall-clock time typed in ``tz`` as an instant (an hour skipped or repeated by a
+    clock change takes the offset before the change, as ``zoneinfo`` does)."""
+    return value if value.tzinfo else value.replace(tzinfo=_zone(tz))
 
 
 def format_time(value: dt.time, locale: str) -> str:

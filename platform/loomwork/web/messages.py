@@ -23,6 +23,7 @@ _EXACT = {m: m for m in (
     N_("Not a valid time"), N_("Not a valid email address"), N_("Not a valid URL"), N_("Not a valid boolean"),
     N_("is not your current password"), N_("must be at least 10 characters"), N_("is numbered by the system"),
     N_("is computed by the system"), N_("conflicts with an existing record"),
+    N_("is not a time zone; give an IANA name such as Europe/Berlin"),
 )}
 
 _PATTERNS = [(re.compile(p), m) for p, m in (

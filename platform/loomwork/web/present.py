@@ -23,7 +23,7 @@ from loomwork.metadata.model import label_text
 from loomwork.runtime.compiled import CompiledApp, CompiledField
 
 from . import i18n
-from .common import _, digits
+from .common import _, digits, zone
 
 NUMERIC = frozenset({"integer", "decimal", "currency", "percent"})
 LINKS = {"email": "mailto:", "phone": "tel:", "url": ""}
@@ -107,7 +107,7 @@ def format_plain(kind: str, value: Any, locale: str, places: int | None = None, 
         if kind == "date":
             return i18n.format_date(dt.date.fromisoformat(value), locale)
         if kind == "datetime":
-            return i18n.format_datetime(dt.datetime.fromisoformat(value), locale)
+            return i18n.format_datetime(dt.datetime.fromisoformat(value), locale, zone())
         if kind == "time":
             return i18n.format_time(dt.time.fromisoformat(value), locale)
     except (ValueError, TypeError, InvalidOperation):
@@ -143,7 +143,7 @@ def input_value(f: CompiledField, value: Any) -> Any:
         return ""
     if kind == "datetime":
         # Seconds too: an edit form saved unchanged must not round the stored time.
-        return dt.datetime.fromisoformat(value).astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        return i18n.local_datetime(dt.datetime.fromisoformat(value), zone()).strftime("%Y-%m-%dT%H:%M:%S")
     if kind == "json":
         return json.dumps(value, indent=2, ensure_ascii=False)
     return str(value)
@@ -182,7 +182,7 @@ def parse_form(fields: Mapping[str, CompiledField], names: list[str], form: Mult
         elif kind in ("integer", "lookup"):
             data[name] = int(text) if digits(text.removeprefix("-")) and len(text) < 20 else text
         elif kind == "datetime":
-            data[name] = text if _has_offset(text) else (text + ":00Z" if len(text) == 16 else text + "Z")
+            data[name] = text if _has_offset(text) else _in_zone(text)
         elif kind == "json":
             try:
                 data[name] = json.loads(text)
@@ -196,3 +196,12 @@ def parse_form(fields: Mapping[str, CompiledField], names: list[str], form: Mult
 def _has_offset(text: str) -> bool:
     tail = text[10:]
     return tail.endswith("Z") or "+" in tail or "-" in tail
+
+
+def _in_zone(text: str) -> str:
+    """A datetime-local value (no offset) as typed in the page's time zone, with its offset."""
+    try:
+        naive = dt.datetime.fromisoformat(text)
+    except ValueError:
+        return text  # not a time at all: the record service says so at the field
+    return i18n.aware_datetime(naive, zone()).isoformat()

@@ -104,11 +104,39 @@ function submitted(f) {
   return c.tagName === "OUTPUT" ? [] : [c.value];
 }
 
-/** A datetime-local value as the server completes it (UTC when no offset is given). */
+/**
+ * A datetime-local value as the server completes it: typed in the page's time zone
+ * (`<html data-time-zone>`, UTC when none), as an instant in UTC.
+ */
 function datetimeValue(text) {
   const tail = text.slice(10);
   if (tail.endsWith("Z") || tail.includes("+") || tail.includes("-")) return text;
-  return text.length === 16 ? `${text}:00Z` : `${text}Z`;
+  const utc = text.length === 16 ? `${text}:00Z` : `${text}Z`;
+  const zone = document.documentElement.dataset.timeZone || "UTC";
+  const wall = Date.parse(utc);
+  if (zone === "UTC" || Number.isNaN(wall)) return utc;
+  try {
+    // The instant whose wall-clock time in `zone` is `text`; across a clock change the
+    // offset before it, as the server's zoneinfo takes.
+    let instant = wall - zoneOffset(zone, wall);
+    instant = wall - zoneOffset(zone, instant);
+    return new Date(instant).toISOString().replace(".000Z", "Z");
+  } catch (exc) {
+    warnOnce(`time zone ${zone}`, exc);
+    return utc;
+  }
+}
+
+/** How far `zone`'s wall clock is ahead of UTC at `instant` (milliseconds). */
+function zoneOffset(zone, instant) {
+  const parts = {};
+  const format = new Intl.DateTimeFormat("en-US", {
+    timeZone: zone, hourCycle: "h23", year: "numeric", month: "2-digit", day: "2-digit",
+    hour: "2-digit", minute: "2-digit", second: "2-digit",
+  });
+  for (const p of format.formatToParts(new Date(instant))) parts[p.type] = Number(p.value);
+  const wall = Date.UTC(parts.year, parts.month - 1, parts.day, parts.hour, parts.minute, parts.second);
+  return wall - Math.floor(instant / 1000) * 1000;
 }
 
 /** Text from a control as the value of a field of type `type` (see parse_form). */

@@ -193,11 +193,42 @@ export function initNavToggle(root = document) {
   }
 }
 
+/** The browser's time zone (an IANA name), or null where the browser does not say. */
+export function browserTimeZone() {
+  try {
+    return Intl.DateTimeFormat().resolvedOptions().timeZone || null;
+  } catch (exc) {
+    return null;
+  }
+}
+
+let zoneSent = false;
+
+/**
+ * The browser's time zone into sign-in forms (`input[data-lw-time-zone]`), and once to
+ * the server for a signed-in user who has none (`<html data-lw-save-time-zone=URL>`):
+ * the server stores it only while the user has none, so a zone chosen in Profile wins.
+ */
+export function initTimeZone(root = document) {
+  const zone = browserTimeZone();
+  if (!zone) return;
+  for (const input of root.querySelectorAll("input[data-lw-time-zone]")) input.value = zone;
+  const url = document.documentElement.dataset.lwSaveTimeZone;
+  const csrf = document.querySelector('meta[name="lw-csrf"]');
+  if (!url || !csrf || zoneSent) return;
+  zoneSent = true;
+  fetch(url, {
+    method: "POST", credentials: "same-origin", body: new URLSearchParams({ time_zone: zone }),
+    headers: { "X-CSRF-Token": csrf.content, Accept: "application/json" },
+  }).catch((exc) => console.warn("lw-ui: the time zone was not sent", exc));
+}
+
 /** Everything above, for the page or a fragment added to it. */
 export function initUI(root = document) {
   initTabs(root);
   initCollapsibles(root);
   initNavToggle(root);
+  initTimeZone(root);
 }
 
 if (document.readyState === "loading") {
