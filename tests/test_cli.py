@@ -273,11 +273,14 @@ def test_demo_prints_every_user_and_serves_on_the_port_asked(tmp_path, monkeypat
     assert demo("--port", "70000").exit_code == 2
 
     root = Path(__file__).resolve().parent.parent
-    dry = subprocess.run(["make", "-n", "demo", "PORT=5001"], cwd=root, capture_output=True,
-                         text=True, check=True).stdout.splitlines()
+    # Run as a make of its own: under `make test` the inherited MAKEFLAGS/MAKELEVEL make
+    # it print "Entering/Leaving directory" lines.
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
+    dry = subprocess.run(["make", "--no-print-directory", "-n", "demo", "PORT=5001"], cwd=root, capture_output=True,
+                         env=env, text=True, check=True).stdout.splitlines()
     assert dry[-1].split() == [".venv/bin/loomwork", "demo", "--port", "5001"]
-    plain = subprocess.run(["make", "-n", "demo"], cwd=root, capture_output=True, env={**os.environ, "HOST": "box"},
-                           text=True, check=True).stdout.splitlines()
+    plain = subprocess.run(["make", "--no-print-directory", "-n", "demo"], cwd=root, capture_output=True,
+                           env={**env, "HOST": "box"}, text=True, check=True).stdout.splitlines()
     assert plain[-1].split() == [".venv/bin/loomwork", "demo"]
 
 
