@@ -49,6 +49,16 @@ class FieldTypeSpec(Protocol):
     #: The form widget a field of this type gets unless a layout says otherwise (it
     #: always fits the type).
     widget: str
+    #: The built-in type whose values this type's are like (its own name for a
+    #: built-in; a subclass inherits it): widgets fitting that type fit this one.
+    kind: str
+    #: Whether lists and ``default_sort`` may sort by the field.
+    sortable: bool
+    #: Whether the field may be one of an object's ``search_fields``.
+    searchable: bool
+    #: Whether the field holds ids of another object's records (its ``target``): paths
+    #: such as ``account.industry`` go through it.
+    references: bool
 
     def check(self, field: Mapping[str, Any], path: str, app_doc: Mapping[str, Any]) -> list[tuple[str, str]]:
         """Semantic checks beyond the JSON Schema; return ``(path, message)`` pairs."""

@@ -207,7 +207,25 @@ def validate_field(
     return errors
 
 
-def _lookup_cycles(app_doc: Mapping[str, Any]) -> list[tuple[str, str]]:
+def _type_of(fdoc: Any, types: Mapping[str, FieldTypeSpec] | None) -> FieldTypeSpec | None:
+    """The registered type of field document ``fdoc`` (None: unknown, reported elsewhere)."""
+    return types.get(fdoc.get("type")) if isinstance(fdoc, Mapping) and types is not None else None
+
+
+def _references(fdoc: Any, types: Mapping[str, FieldTypeSpec] | None) -> bool:
+    """Whether field document ``fdoc`` holds ids of the records its ``target`` names
+    (its type says so: a lookup, or a plugin's type built on it)."""
+    ftype = _type_of(fdoc, types)
+    return ftype is not None and ftype.references
+
+
+def _unsortable(fdoc: Any, types: Mapping[str, FieldTypeSpec] | None) -> bool:
+    """Whether the type of field document ``fdoc`` has no order to sort by."""
+    ftype = _type_of(fdoc, types)
+    return ftype is not None and not ftype.sortable
+
+
+def _lookup_cycles(app_doc: Mapping[str, Any], types: Mapping[str, FieldTypeSpec]) -> list[tuple[str, str]]:
     """Required lookups and cascading deletes must not form cycles.
 
     A cycle of required lookups makes it impossible to create the first record; a
@@ -221,7 +239,7 @@ def _lookup_cycles(app_doc: Mapping[str, Any]) -> list[tuple[str, str]]:
         graph: dict[str, list[tuple[str, str]]] = {}
         for oname, odoc in app_doc.get("objects", {}).items():
             for fname, f in odoc.get("fields", {}).items():
-                if f.get("type") == "lookup" and pred(f) and f.get("target"):
+                if _references(f, types) and pred(f) and f.get("target"):
                     graph.setdefault(oname, []).append((f["target"], fname))
         state: dict[str, int] = {}
 
@@ -280,14 +298,14 @@ def validate_object(
     for i, sf in enumerate(odoc.get("search_fields", [])):
         if sf not in names:
             errors.append((f"{path}.search_fields.{i}", f"unknown field {sf!r}"))
-        elif fields[sf].get("type") not in ("text", "long_text", "email", "phone", "url", "autonumber"):
+        elif not ((ftype := _type_of(fields[sf], types)) is not None and ftype.searchable):
             errors.append((f"{path}.search_fields.{i}", f"field {sf!r} is not a text field"))
     seen_sort: set[str] = set()
     for i, s in enumerate(odoc.get("default_sort", [])):
         name = s.lstrip("-")
         if name not in sortable or name == "deleted_at":
             errors.append((f"{path}.default_sort.{i}", f"unknown field {name!r}"))
-        elif name in fields and fields[name].get("type") in ("json", "multi_choice", "long_text"):
+        elif name in fields and _unsortable(fields[name], types):
             errors.append((f"{path}.default_sort.{i}", f"a {fields[name]['type']} field cannot be sorted"))
         elif name in seen_sort:
             errors.append((f"{path}.default_sort.{i}", f"{name!r} is already in the sort"))
@@ -346,7 +364,7 @@ def validate_app(doc: Any, types: Mapping[str, FieldTypeSpec], *,
             if obj != "*" and obj not in objects:
                 errors.append((f"roles.{rname}.permissions.{obj}", f"unknown object {obj!r}"))
     if not errors:
-        errors.extend(_lookup_cycles(doc))
+        errors.extend(_lookup_cycles(doc, types))
     if not errors:
         errors.extend(_index_clashes(objects))
     if not errors:
@@ -416,8 +434,6 @@ def validate_manifest(doc: Any, prefix: str = "package") -> None:
 #: System columns a view or related list may show, sort and filter on (``deleted_at``
 #: is internal: deleted records are never listed).
 LIST_SYSTEM_COLUMNS = tuple(c for c in SYSTEM_COLUMNS if c != "deleted_at")
-#: Field types a list cannot be sorted by (the same as for an object's ``default_sort``).
-UNSORTABLE_TYPES = frozenset({"json", "multi_choice", "long_text"})
 
 
 def widgets_for(fdoc: Mapping[str, Any], types: Mapping[str, FieldTypeSpec],
@@ -428,10 +444,12 @@ def widgets_for(fdoc: Mapping[str, Any], types: Mapping[str, FieldTypeSpec],
     if ftype is None:
         return frozenset()
     computes = ftype.widget_result_type(fdoc)
-    return frozenset(w.name for w in widgets.values() if w.fits(ftype.name, computes)) | {ftype.widget}
+    # A plugin's type built on a built-in one takes that one's widgets too.
+    return frozenset(w.name for w in widgets.values()
+                     if w.fits(ftype.name, computes) or w.fits(ftype.kind, computes)) | {ftype.widget}
 
 
-def _resolve(objects: Mapping[str, Any], obj: str, path: str, *,
+def _resolve(objects: Mapping[str, Any], obj: str, path: str, types: Mapping[str, FieldTypeSpec] | None, *,
              system: bool = True) -> tuple[str | None, Mapping[str, Any] | None]:
     """Follow a field path (``stage``, ``account.industry``) from object ``obj``.
 
@@ -440,7 +458,7 @@ def _resolve(objects: Mapping[str, Any], obj: str, path: str, *,
     parts = path.split(".")
     for hop in parts[:-1]:
         f = objects[obj].get("fields", {}).get(hop)
-        if not isinstance(f, Mapping) or f.get("type") != "lookup" or f.get("target") not in objects:
+        if not _references(f, types) or f.get("target") not in objects:
             return f"{hop!r} in {path!r} is not a lookup field of {obj}", None
         obj = f["target"]
     last, fields = parts[-1], objects[obj].get("fields", {})
@@ -724,7 +742,7 @@ def _approval_loops(base: str, nodes: list[Mapping[str, Any]]) -> list[tuple[str
     return []
 
 
-def layout_errors(doc: Mapping[str, Any], types: Mapping[str, FieldTypeSpec] | None = None,
+def layout_errors(doc: Mapping[str, Any], types: Mapping[str, FieldTypeSpec],
                   widgets: Mapping[str, WidgetSpec] | None = None) -> list[tuple[str, str]]:
     """Semantic problems of the forms and views of a document whose objects are valid;
     forms' widgets are checked against the registered ``widgets`` when given."""
@@ -745,10 +763,10 @@ def layout_errors(doc: Mapping[str, Any], types: Mapping[str, FieldTypeSpec] | N
     for path, obj, ref, use in layout_refs(doc):
         if obj not in objects:
             continue  # reported at the element's ``object``
-        problem, fdoc = _resolve(objects, obj, ref, system=use in ("column", "sort"))
+        problem, fdoc = _resolve(objects, obj, ref, types, system=use in ("column", "sort"))
         if problem:
             errors.append((path, problem))
-        elif use == "sort" and fdoc is not None and fdoc.get("type") in UNSORTABLE_TYPES:
+        elif use == "sort" and _unsortable(fdoc, types):
             errors.append((path, f"a {fdoc['type']} field cannot be sorted"))
     return errors
 
@@ -840,7 +858,7 @@ def _form_errors(name: str, form: Mapping[str, Any], objects: Mapping[str, Any],
                 errors.append((f"{rpath}.object", f"unknown object {rel['object']!r}"))
                 continue
             via = child.get("fields", {}).get(rel["via"])
-            if via is not None and (via.get("type") != "lookup" or via.get("target") != form["object"]):
+            if via is not None and (not _references(via, types) or via.get("target") != form["object"]):
                 errors.append((f"{rpath}.via", f"must be a lookup field of {rel['object']} "
                                                f"pointing at {form['object']}"))
             errors.extend(_sort_repeats(rel.get("sort", ()), f"{rpath}.sort"))

@@ -122,9 +122,8 @@ class CompiledObject:
 
     @functools.cached_property
     def rollup_zeroes(self) -> tuple[str, ...]:
-        """Roll-ups that start at 0 rather than empty (counts and sums)."""
-        return tuple(n for n, f in self.fields.items()
-                     if f.defn.type == "rollup" and f.defn.prop("function") in ("count", "sum"))
+        """Fields that start at 0 rather than empty (roll-ups counting or summing)."""
+        return tuple(n for n, f in self.fields.items() if f.ftype.starts_at_zero(f.defn))
 
     def column(self, name: str) -> sa.Column:
         return self.table.c[name]
@@ -184,11 +183,10 @@ class CompiledApp:
             raise MetadataError({path: [msg] for path, msg in errors})
         for name, r in rules.items():
             self.objects[name].rules = r
-        for obj in meta.objects.values():
-            for f in obj.fields.values():
-                if f.type == "lookup":
-                    target = self.objects[f.prop("target")]
-                    target.referenced_by.append(Reference(obj.name, f.name, f.prop("on_delete", "restrict")))
+        for obj in self.objects.values():
+            for fname, target in obj.lookups.items():
+                on_delete = obj.fields[fname].defn.prop("on_delete", "restrict")
+                self.objects[target].referenced_by.append(Reference(obj.name, fname, on_delete))
 
     def object(self, name: str) -> CompiledObject:
         try:
@@ -221,15 +219,14 @@ def _rollup_sources(meta: AppMetadata, types: Mapping[str, FieldType]) -> dict[t
         props = dict(f.props)
         if source is not None:
             stype = types.get(source.type)
-            props["source_type"] = "integer" if source.type == "integer" else (
+            props["source_type"] = "integer" if stype is not None and stype.value_kind(source) == "integer" else (
                 stype.expression_type(source) if stype else "number")
             money = stype.currency(source) if stype else None
             if money and f.prop("function") != "count":  # a sum of amounts is an amount
                 props["currency"] = money
-            if "scale" not in props and source.type in ("decimal", "currency", "percent"):
-                props["scale"] = source.prop("scale", 2)
-            elif "scale" not in props and source.type in ("formula", "rollup"):
-                props["scale"] = source.prop("scale", 2)
+            places = stype.places(source) if stype is not None else None
+            if "scale" not in props and places is not None:
+                props["scale"] = places
         out[(obj.name, f.name)] = dataclasses.replace(f, props=MappingProxyType(props))
     return out
 

@@ -282,7 +282,7 @@ def _typed_default(obj: CompiledObject, name: str, value: Any) -> Any:
         value = str(value)
     elif isinstance(value, (dt.date, dt.datetime)):
         value = value.isoformat()
-    elif isinstance(value, float) and f.defn.type == "integer" and value.is_integer():
+    elif isinstance(value, float) and f.ftype.value_kind(f.defn) == "integer" and value.is_integer():
         value = int(value)
     try:
         return obj.schema.fields[name].deserialize(value)

@@ -57,6 +57,38 @@ class FieldType:
     system_set: ClassVar[bool] = False
     #: The form widget a field of this type gets unless a layout overrides it.
     widget: ClassVar[str] = "text"
+    #: How values of this type are shown, typed in, filtered, bulk-edited and described
+    #: in OpenAPI: the name of the built-in type whose values they are like (``text``,
+    #: ``integer``, ``currency``, ``choice``, ``lookup``...). A built-in's kind is its own
+    #: name and a subclass inherits it, so a plugin's ``ColorType(TextType)`` behaves as
+    #: text everywhere. Pages and the API ask for the kind (:meth:`value_kind`), never
+    #: compare a type's name.
+    kind: ClassVar[str] = "text"
+    #: Whether values are picked from the field's ``options`` (choice, multi-choice).
+    has_options: ClassVar[bool] = False
+    #: Whether a value is a list of items (multi-choice): a form sends each one.
+    multiple: ClassVar[bool] = False
+    #: Whether lists sort by the field: long text, JSON and multi-choice have no order
+    #: (and cannot be indexed either).
+    sortable: ClassVar[bool] = True
+    #: Whether the field may be one of an object's ``search_fields``: its values are
+    #: text the list's search matches, whatever the case.
+    searchable: ClassVar[bool] = False
+    #: Whether the field holds ids of records of the object its ``target`` names (a
+    #: lookup): see :meth:`reference_target`.
+    references: ClassVar[bool] = False
+
+    def value_kind(self, field: FieldDef) -> str:
+        """The :attr:`kind` of the field's values (a computed field's is what it computes)."""
+        return self.kind
+
+    def places(self, field: FieldDef) -> int | None:
+        """The decimal places the field's values have, or None when they are no decimals."""
+        return None
+
+    def starts_at_zero(self, field: FieldDef) -> bool:
+        """Whether a new record's value is 0 rather than empty (a count or a sum)."""
+        return False
 
     def expression_type(self, field: FieldDef) -> str | None:
         return self.expr_type
@@ -81,7 +113,7 @@ class FieldType:
 
     def reference_target(self, field: FieldDef) -> str | None:
         """The object whose record ids this field holds (a lookup's target), or None."""
-        return None
+        return field.prop("target") if self.references else None
 
     # -- metadata ---------------------------------------------------------
     def bound(self, value: Any) -> Any:
@@ -157,7 +189,8 @@ def _len_validators(field: FieldDef, default_max: int) -> list:
 
 
 class TextType(FieldType):
-    name = "text"
+    name = kind = "text"
+    searchable = True
     properties = {
         "max_length": {"type": "integer", "minimum": 1, "maximum": 10000},
         "min_length": {"type": "integer", "minimum": 0, "maximum": 10000},
@@ -188,8 +221,9 @@ class TextType(FieldType):
 
 
 class LongTextType(TextType):
-    name = "long_text"
+    name = kind = "long_text"
     widget = "textarea"
+    sortable = False
     properties = {"max_length": {"type": "integer", "minimum": 1, "maximum": 1_000_000},
                   "min_length": {"type": "integer", "minimum": 0}}
     indexable = False
@@ -198,7 +232,7 @@ class LongTextType(TextType):
 
 
 class EmailType(TextType):
-    name = "email"
+    name = kind = "email"
     widget = "email"
     properties = {"max_length": {"type": "integer", "minimum": 3, "maximum": 320}}
 
@@ -207,7 +241,7 @@ class EmailType(TextType):
 
 
 class PhoneType(TextType):
-    name = "phone"
+    name = kind = "phone"
     widget = "phone"
     properties = {"max_length": {"type": "integer", "minimum": 3, "maximum": 40}}
     _re = r"^\+?[0-9 ()./-]{3,40}$"
@@ -218,7 +252,7 @@ class PhoneType(TextType):
 
 
 class UrlType(TextType):
-    name = "url"
+    name = kind = "url"
     widget = "url"
     properties = {"max_length": {"type": "integer", "minimum": 8, "maximum": 2000}}
 
@@ -227,7 +261,7 @@ class UrlType(TextType):
 
 
 class IntegerType(FieldType):
-    name = "integer"
+    name = kind = "integer"
     widget = "number"
     expr_type = "number"
     properties = {"min": {"type": "integer"}, "max": {"type": "integer"}}
@@ -244,7 +278,7 @@ class IntegerType(FieldType):
 
 
 class DecimalType(FieldType):
-    name = "decimal"
+    name = kind = "decimal"
     widget = "decimal"
     expr_type = "decimal"
     properties = {
@@ -267,6 +301,9 @@ class DecimalType(FieldType):
 
     def _ps(self, field: FieldDef) -> tuple[int, int]:
         return field.prop("precision", self.default_precision), field.prop("scale", self.default_scale)
+
+    def places(self, field):
+        return self._ps(field)[1]
 
     def heavy_change(self, old, new):
         reason = super().heavy_change(old, new)
@@ -336,7 +373,7 @@ class ExactDecimalField(mf.Field):
 
 
 class CurrencyType(DecimalType):
-    name = "currency"
+    name = kind = "currency"
     widget = "currency"
     properties = {**DecimalType.properties,
                   "currency": {"type": "string", "pattern": "^[A-Z]{3}$"}}
@@ -346,13 +383,13 @@ class CurrencyType(DecimalType):
 
 
 class PercentType(DecimalType):
-    name = "percent"
+    name = kind = "percent"
     widget = "percent"
     default_precision, default_scale = 7, 2
 
 
 class BooleanType(FieldType):
-    name = "boolean"
+    name = kind = "boolean"
     widget = "checkbox"
     expr_type = "boolean"
     filter_ops = EQ_OPS
@@ -376,7 +413,7 @@ class StrictBooleanField(mf.Boolean):
 
 
 class DateType(FieldType):
-    name = "date"
+    name = kind = "date"
     widget = "date"
     expr_type = "date"
     properties = {"min": {"type": "string", "format": "date"}, "max": {"type": "string", "format": "date"}}
@@ -417,7 +454,7 @@ class AwareDateTimeField(mf.DateTime):
 
 
 class DateTimeType(FieldType):
-    name = "datetime"
+    name = kind = "datetime"
     widget = "datetime"
     expr_type = "datetime"
 
@@ -448,7 +485,7 @@ class NaiveTimeField(mf.Time):
 
 
 class TimeType(FieldType):
-    name = "time"
+    name = kind = "time"
     widget = "time"
     expr_type = None
 
@@ -535,13 +572,14 @@ def allowed_by_controller(field: FieldDef, controlling_value: Any) -> tuple[str,
 
 
 class ChoiceType(FieldType):
-    name = "choice"
+    name = kind = "choice"
     widget = "select"
     expr_type = "choice"
     properties = {"options": {"type": "array", "minItems": 1, "maxItems": 1000, "items": _OPTION},
                   "depends_on": _DEPENDS_ON}
     required_properties = ("options",)
     filter_ops = EQ_OPS
+    has_options = True
 
     def check(self, field, path, app_doc):
         return (_check_options(field, path) or _check_depends_on(field, path, app_doc)
@@ -567,10 +605,11 @@ def _no_repeats(values: list) -> None:
 
 
 class MultiChoiceType(ChoiceType):
-    name = "multi_choice"
+    name = kind = "multi_choice"
     widget = "checkboxes"
     expr_type = "list"
-    indexable = False
+    indexable = sortable = False
+    multiple = True
     filter_ops = frozenset({"contains", "is_null"})
 
     def ma_field(self, field):
@@ -589,8 +628,9 @@ class MultiChoiceType(ChoiceType):
 
 
 class LookupType(FieldType):
-    name = "lookup"
+    name = kind = "lookup"
     widget = "lookup"
+    references = True
     expr_type = "number"
     properties = {
         "target": {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,62}$"},
@@ -615,9 +655,6 @@ class LookupType(FieldType):
                     f"would make every stored id name a record of the wrong object")
         return reason
 
-    def reference_target(self, field):
-        return field.prop("target")
-
     def column_type(self, field):
         return sa.BigInteger()
 
@@ -635,8 +672,8 @@ class AutonumberType(FieldType):
     """
 
     widget = "readonly"
-    name = "autonumber"
-    system_set = True
+    name = kind = "autonumber"
+    system_set = searchable = True
     properties = {"pattern": {"type": "string", "pattern": "\\{0+\\}", "maxLength": 60}}
     required_properties = ("pattern",)
     filter_ops = TEXT_OPS
@@ -681,11 +718,11 @@ class AutonumberType(FieldType):
 
 
 class JsonType(FieldType):
-    name = "json"
+    name = kind = "json"
     widget = "json"
     expr_type = None
     properties = {"max_bytes": {"type": "integer", "minimum": 2, "maximum": 1_000_000}}
-    indexable = False
+    indexable = sortable = False
     filter_ops = frozenset({"is_null"})
     json_type = "object"
 
@@ -782,6 +819,12 @@ class ComputedType(FieldType):
     def expression_type(self, field):
         return self.result_type(field)
 
+    def value_kind(self, field):
+        return self.result_type(field)
+
+    def places(self, field):
+        return self.scale(field) if self.result_type(field) == "decimal" else None
+
     def column_type(self, field):
         return _result_parts(self.result_type(field), self.scale(field))[0]
 
@@ -820,7 +863,7 @@ class FormulaType(ComputedType):
     always current) or ``stored: true`` (materialised on write and recomputed in
     batches when the formula changes; filters and sorts use an index)."""
 
-    name = "formula"
+    name = kind = "formula"
     properties = {
         "expression": _EXPRESSION,
         "result_type": {"enum": list(RESULT_TYPES)},
@@ -862,7 +905,7 @@ class RollupType(ComputedType):
     look up to this one, with an optional filter; stored, and kept current by the
     record service on every child write."""
 
-    name = "rollup"
+    name = kind = "rollup"
     properties = {
         "object": {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,62}$"},
         "via": {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,62}$"},
@@ -876,6 +919,9 @@ class RollupType(ComputedType):
     required_properties = ("object", "via", "function")
     _AGGREGABLE = {"sum": ("number", "decimal"), "avg": ("number", "decimal"),
                    "min": ("number", "decimal", "date", "datetime"), "max": ("number", "decimal", "date", "datetime")}
+
+    def starts_at_zero(self, field):
+        return field.prop("function") in ("count", "sum")
 
     def result_type(self, field):
         if field.prop("function") == "count":

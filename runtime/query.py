@@ -263,10 +263,9 @@ class FilterCompiler:
             raise BadQuery(f"{purpose}: path {path!r} has more than {MAX_PATH_HOPS} hops")
         obj, table, prefix = self.obj, self.source(self.obj), ""
         for hop in parts[:-1]:
-            f = obj.fields.get(hop)
-            if f is None or f.defn.type != "lookup":
+            if hop not in obj.lookups:
                 raise BadQuery(f"{purpose}: {hop!r} in {path!r} is not a lookup field of {obj.name}")
-            target = self.app.object(f.defn.prop("target"))
+            target = self.app.object(obj.lookups[hop])
             if not self.can_read(target.name):
                 raise BadQuery(f"{purpose}: unknown field {path!r}")
             prefix = f"{prefix}.{hop}" if prefix else hop
@@ -443,10 +442,10 @@ def parse_sort(sort: Any) -> list[tuple[str, bool]]:
 
 
 def _sortable(app: CompiledApp, obj: CompiledObject, name: str, dialect: str) -> None:
-    """Refuse a sort on a field whose type has no order (it cannot be indexed either:
-    long text, JSON, multi-choice) or a formula the database cannot compute."""
+    """Refuse a sort on a field whose type has no order (``FieldType.sortable``: long
+    text, JSON, multi-choice) or a formula the database cannot compute."""
     f = obj.fields.get(name)
-    if f is not None and not f.ftype.indexable:
+    if f is not None and not f.ftype.sortable:
         raise BadQuery(f"sort: a {f.defn.type} field cannot be sorted")
     _computable(app, obj, name, dialect, "sort")
 
@@ -456,7 +455,7 @@ def _title_key(app: CompiledApp, target: CompiledObject, dialect: str) -> str | 
     the database can compute (else the lookup sorts by id)."""
     name = target.defn.title_field
     f = target.fields.get(name) if name else None
-    if f is None or not f.ftype.indexable or target.lookups.get(name):
+    if f is None or not f.ftype.sortable or target.lookups.get(name):
         return None
     if f.column is None and sql_problems(app, target, dialect).get(name):
         return None

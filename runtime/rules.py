@@ -83,10 +83,10 @@ class ObjectRules:
 
 def field_info(f: FieldDef, ftype: FieldType | None) -> FieldInfo:
     options: tuple[str, ...] = ()
-    if f.type in ("choice", "multi_choice"):
+    if ftype is not None and ftype.has_options:
         options = tuple(o["value"] for o in f.prop("options", ()))
     expr_type = ftype.expression_type(f) if ftype is not None else None
-    return FieldInfo(f.name, expr_type, f.type, options, f.prop("target") if f.type == "lookup" else None)
+    return FieldInfo(f.name, expr_type, f.type, options, ftype.reference_target(f) if ftype is not None else None)
 
 
 def build_scope(meta: AppMetadata, types: Mapping[str, FieldType], object_name: str, *,
@@ -153,7 +153,8 @@ class _Compiler:
                         e = self.compile(source, obj.name, f"{opath}.{key}", expect="boolean")
                         if e:
                             bucket.setdefault(f.name, []).append(e)
-            dep = f.prop("depends_on") if f.type in ("choice", "multi_choice") else None
+            ftype = self.types.get(f.type)
+            dep = f.prop("depends_on") if ftype is not None and ftype.has_options else None
             if dep:
                 rules.dependent[f.name] = dep["field"]
         for v in obj.validations.values():

@@ -26,14 +26,17 @@ from .systables import system_columns
 #: transaction and block every reader of the table; the publish is retried.
 PG_LOCK_TIMEOUT = "2s"
 
-#: Field types stored as text, where ``''`` is as empty as NULL.
-_TEXT_TYPES = frozenset({"text", "long_text", "email", "phone", "url", "choice"})
-
-
 def _fresh(col: sa.Column) -> sa.Column:
     """An unattached copy of a compiled column (custom columns are always nullable:
     required is enforced by the record service, so adding one never rewrites rows)."""
     return sa.Column(col.name, col.type, nullable=True)
+
+
+def _stored_as_text(app: CompiledApp, obj: str, field: str | None) -> bool:
+    """Whether the field's column holds text, where ``''`` is as empty as NULL (whatever
+    its type is called: a plugin's type built on text too)."""
+    f = app.objects[obj].fields.get(field or "") if obj in app.objects else None
+    return f is not None and f.column is not None and isinstance(f.column.type, sa.String)
 
 
 class SchemaSync:
@@ -74,7 +77,7 @@ class SchemaSync:
             if op.kind == "require_field":
                 # Checked before any DDL of the plan, so under the names the table has now.
                 empty = self._empty(op.detail.get("table", op.object), op.detail.get("column", op.field),
-                                    blank_text=op.detail.get("type") in _TEXT_TYPES)
+                                    blank_text=_stored_as_text(new, op.object, op.field))
                 if empty:
                     raise HeavyChangeRefused(
                         f"{op.object}.{op.field} cannot become required: {empty} record(s) have no value. "

@@ -151,9 +151,8 @@ class ViewService:
             head, _sep, rest = column.partition(".")
             if not rest:
                 continue
-            f = obj.fields.get(head)
-            if f is None or f.ftype.name != "lookup" or "." in rest or \
-                    rest not in app.object(f.defn.prop("target")).fields:
+            target = obj.lookups.get(head)
+            if target is None or "." in rest or rest not in app.object(target).fields:
                 raise ValidationError({f"columns.{i}": [f"{column!r} is not a field of a record {head!r} looks up "
                                                         f"(one step through a lookup)"]})
         plain = [c for c in definition.get("columns", ()) if "." not in c]
