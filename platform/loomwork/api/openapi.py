@@ -24,6 +24,7 @@ from loomwork.metadata.filters import MAX_CONDITIONS, MAX_DEPTH, MAX_LIST, MAX_P
 from loomwork.metadata.model import label_text
 from loomwork.runtime.compiled import READ_MAX_AGE, CompiledApp, CompiledObject
 from loomwork.runtime.fieldtypes import AwareDateTimeField, ExactDecimalField, JsonValueField
+from loomwork.runtime.participants import MAX_RECORD_ID
 from loomwork.runtime.query import DEFAULT_LIMIT, MAX_LIMIT
 from loomwork.runtime.titles import TITLE_SUFFIX
 
@@ -120,21 +121,21 @@ def _field_properties(obj: CompiledObject, converter, locale: str) -> dict[str, 
                     prop[f"x-{bound}imum"] = str(f.defn.prop(bound))
         if isinstance(field, JsonValueField):
             prop.pop("type", None)
-        if f.defn.type == "autonumber" or f.ftype.computed:
+        if f.ftype.system_set:
             prop["readOnly"] = True
-        if f.defn.type == "formula":
+        if name in obj.rules.formulas:
             prop["x-formula"] = f.defn.prop("expression")
-            prop["x-stored"] = bool(f.defn.prop("stored", False))
+            prop["x-stored"] = f.column is not None
         for key in ("visible_if", "required_if", "read_only_if", "default_expr"):
             if getattr(f.defn, key):
                 prop[f"x-{key.replace('_', '-')}"] = getattr(f.defn, key)
         if f.defn.read_only:
             prop["x-read-only-for-non-admins"] = True
-        if f.defn.type in ("choice", "multi_choice"):
+        if f.ftype.has_options:
             prop["x-options"] = [{"value": o["value"], "label": label_text(o.get("label"), locale, o["value"])}
                                  for o in f.defn.prop("options", ())]
-        if f.defn.type == "lookup":
-            prop["x-lookup"] = f.defn.prop("target")
+        if name in obj.lookups:
+            prop["x-lookup"] = obj.lookups[name]
         prop["x-filter-ops"] = sorted(f.ftype.field_ops(f.defn))
         prop.pop("default", None)
         out[name] = prop
@@ -145,7 +146,7 @@ def _schemas(obj: CompiledObject, converter, locale: str) -> tuple[dict, dict, d
     """(record, create body, patch body) schemas of one object."""
     props = _field_properties(obj, converter, locale)
     required = [n for n, f in obj.fields.items()
-                if f.defn.required and f.defn.default is None and f.defn.type != "autonumber"
+                if f.defn.required and f.defn.default is None and not f.ftype.system_set
                 and not f.defn.default_expr and not f.defn.visible_if]
     create_props = {n: (_not_null(p) if n in required else p) for n, p in props.items()}
     titles = {f"{n}{TITLE_SUFFIX}": {
@@ -263,7 +264,7 @@ def build_spec(app: CompiledApp, objects: list[str], locale: str = "en") -> dict
             },
         })
         id_param = {"name": "id", "in": "path", "required": True,
-                    "schema": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}}
+                    "schema": {"type": "integer", "minimum": 1, "maximum": MAX_RECORD_ID}}
         if_match = {"name": "If-Match", "in": "header", "schema": {"type": "string"},
                     "description": "The ETag you read; a stale one gives 409."}
         if_none_match = {"name": "If-None-Match", "in": "header", "schema": {"type": "string"},

@@ -8,6 +8,7 @@ from typing import Any
 from flask import request
 
 from loomwork.metadata.errors import BadQuery, ConflictError, NotFound
+from loomwork.runtime.participants import record_id as checked_id
 from loomwork.runtime.pipeline import Origin
 from loomwork.runtime.query import (
     DEFAULT_LIMIT,
@@ -23,7 +24,7 @@ from . import bp
 from .jsonio import body, check_query_text, parse, respond
 
 #: A record id in a URL: a positive decimal integer that fits in 64 bits.
-_ID = re.compile(r"^[1-9][0-9]{0,18}$")
+_ID = re.compile(r"^[1-9][0-9]*$")
 #: One entity tag of a record: ``"<id>-<row_version>"``, possibly weak (``W/``).
 _ETAG = re.compile(r'^(W/)?"([0-9]{1,19})-([0-9]{1,19})"$')
 #: Parameters that must come at most once (the compact filter may repeat a field).
@@ -36,9 +37,13 @@ def etag(record: dict) -> str:
 
 def record_id(object_name: str, raw: str) -> int:
     """The id in the URL, or 404 (``abc``, ``0``, ``01``, ``1.5`` and huge numbers name no record)."""
-    if not _ID.match(raw) or int(raw) > 2**63 - 1:
-        raise NotFound(f"no {object_name} record {raw[:40]!r}")
-    return int(raw)
+    missing = NotFound(f"no {object_name} record {raw[:40]!r}")
+    if not _ID.match(raw):  # written plainly: one record, one address
+        raise missing
+    try:
+        return checked_id(raw)
+    except NotFound:
+        raise missing from None
 
 
 def _etags(header: str) -> list[tuple[bool, int, int] | None]:

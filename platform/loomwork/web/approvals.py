@@ -23,7 +23,7 @@ from loomwork.runtime.context import Actor, Context
 from .. import auth
 from ..state import state
 from . import bp
-from .common import _, compiled, digits, locale, navigation, object_label, signed_in
+from .common import _, compiled, digits, locale, navigation, object_label, parse_id, signed_in
 from .messages import reason_text, translate_all
 from .present import format_plain
 from .titles import Titles, user_names
@@ -138,12 +138,13 @@ def _back(object_name: str, record_id: int):
 @bp.post("/app/<object_name>/<raw_id>/approvals")
 def submit_approval(object_name: str, raw_id: str):
     ctx = signed_in()
-    if not digits(raw_id):
-        raise NotFound(f"no {object_name} record {raw_id}")
+    rid = parse_id(raw_id)
+    if rid is None:
+        raise NotFound(f"no {object_name} record {raw_id[:40]}")
     try:
-        chosen = {key.removeprefix("chosen."): [int(v) for v in request.form.getlist(key) if digits(v)]
+        chosen = {key.removeprefix("chosen."): [uid for v in request.form.getlist(key) if (uid := parse_id(v))]
                   for key in request.form if key.startswith("chosen.")}
-        state().services.approvals.submit(ctx, object_name, int(raw_id), request.form.get("process") or None,
+        state().services.approvals.submit(ctx, object_name, rid, request.form.get("process") or None,
                                           chosen=chosen or None, comment=request.form.get("comment") or None)
         flash(_("Submitted for approval."), "ok")
     except (ValidationError, ConflictError, PermissionDenied) as exc:
@@ -249,7 +250,7 @@ def inbox():
 @bp.post("/app/approvals/batch")
 def batch_approve():
     ctx = signed_in()
-    ids = [int(i) for i in request.form.getlist("tasks") if digits(i) and len(i) < 19]
+    ids = [tid for i in request.form.getlist("tasks") if (tid := parse_id(i)) is not None]
     if not ids:
         flash(_("Select at least one task first."), "error")
         return redirect(url_for("web.inbox"))

@@ -16,8 +16,8 @@ from typing import Any
 from loomwork.metadata.filters import OPERATORS
 from loomwork.runtime.compiled import CompiledApp, CompiledField, CompiledObject
 
-from .common import _, locale
-from .present import choice_labels, format_plain, value_type
+from .common import _, locale, parse_id
+from .present import choice_labels, format_plain, value_kind
 from .titles import Titles
 
 
@@ -51,10 +51,9 @@ def _ids(value: Any) -> list[int]:
     values = value if isinstance(value, list) else [value]
     out = []
     for v in values:
-        if isinstance(v, int) and not isinstance(v, bool):
-            out.append(v)
-        elif isinstance(v, str) and v.isascii() and v.isdigit() and len(v) < 19:
-            out.append(int(v))  # the compact form ?account=12 has text
+        rid = parse_id(v)  # the compact form ?account=12 has text
+        if rid is not None:
+            out.append(rid)
     return out
 
 
@@ -95,8 +94,8 @@ def _value_text(app: CompiledApp, obj: CompiledObject, path: str, value: Any, ti
     if lookup is not None:
         ids = _ids(value)
         return titles.title(lookup, ids[0]) or str(value) if ids else str(value)
-    kind = value_type(f)
-    if kind in ("choice", "multi_choice"):
+    kind = value_kind(f)
+    if f.ftype.has_options:
         return choice_labels(f, locale()).get(value, str(value))
     if kind == "boolean":
         return _("Yes") if value in (True, "true") else _("No")

@@ -22,9 +22,19 @@ from loomwork.runtime.query import MAX_LIMIT, ListRequest, field_ops, parse_quer
 from .. import auth
 from ..state import state
 from . import bp, filter_chips
-from .common import _, compiled, digits, local_path, locale, navigation, object_label, signed_in
+from .common import (
+    _,
+    compiled,
+    digits,
+    local_path,
+    locale,
+    navigation,
+    object_label,
+    parse_id,
+    signed_in,
+)
 from .messages import translate_all
-from .present import choice_labels, display, format_plain, parse_form
+from .present import choice_labels, display, format_plain, parse_form, value_kind
 from .titles import Titles, user_names
 
 PAGE_SIZES = (10, 25, 50, 100, 200)
@@ -109,20 +119,28 @@ def _filter_fields(app: CompiledApp, obj: CompiledObject, titles: Titles) -> dic
         ops = sorted(field_ops(obj, name))
         if not ops:
             continue
-        entry: dict[str, Any] = {"label": label_text(f.defn.label, locale(), name), "type": _kind(f), "ops": ops}
-        if f.ftype.name in ("choice", "multi_choice"):
+        entry: dict[str, Any] = {"label": label_text(f.defn.label, locale(), name), "kind": value_kind(f),
+                                 "ops": ops}
+        if f.ftype.has_options:
             entry["choices"] = [{"value": v, "label": lbl} for v, lbl in choice_labels(f, locale()).items()]
         target = obj.lookups.get(name)
         if target is not None and titles.readable(target):
             entry["lookup"] = {"object": target, "title_field": app.object(target).defn.title_field or "id"}
         out[name] = entry
     for name in ("created_at", "updated_at"):
-        out[name] = {"label": _label(app, obj, name), "type": "datetime", "ops": sorted(field_ops(obj, name))}
+        out[name] = {"label": _label(app, obj, name), "kind": "datetime", "ops": sorted(field_ops(obj, name))}
     return out
 
 
-def _kind(f: Any) -> str:
-    return f.ftype.result_type(f.defn) if f.ftype.computed else f.ftype.name
+#: Kinds of values the bulk bar has no control for (a JSON document, a record picked by search).
+NO_BULK_CONTROL = frozenset({"json", "lookup"})
+
+
+def _bulk_fields(app: CompiledApp, obj: CompiledObject) -> list[dict[str, Any]]:
+    """The fields the bulk bar can set: typed in (not computed or numbered by the system,
+    not read-only) with a control of its kind."""
+    return [{"name": n, "label": _label(app, obj, n), "kind": f.ftype.kind} for n, f in obj.fields.items()
+            if not f.ftype.system_set and not f.defn.read_only and f.ftype.kind not in NO_BULK_CONTROL]
 
 
 def _op_labels() -> dict[str, str]:
@@ -173,10 +191,7 @@ def list_page(object_name: str):
         list_data={"object": obj.name, "fields": _filter_fields(app, obj, titles), "op_labels": _op_labels(),
                    "filter": st["filter"], "rules": filters.rules_document(),
                    "titles": filter_chips.lookup_titles(app, obj, st["filter"], titles)},
-        bulk_fields=[{"name": n, "label": _label(app, obj, n), "type": f.ftype.name}
-                     for n, f in obj.fields.items()
-                     if not f.ftype.computed and f.ftype.name not in ("autonumber", "json", "lookup")
-                     and not f.defn.read_only],
+        bulk_fields=_bulk_fields(app, obj),
     ), 400 if error else 200
 
 
@@ -202,7 +217,7 @@ def _sortable(app: CompiledApp, obj: CompiledObject, column: str) -> bool:
     for hop in hops:
         obj = app.object(obj.lookups[hop])
     f = obj.fields.get(name)
-    return name in SYSTEM_COLUMNS if f is None else f.ftype.indexable
+    return name in SYSTEM_COLUMNS if f is None else f.ftype.sortable
 
 
 def _rows(ctx, app: CompiledApp, obj: CompiledObject, rows: list[dict[str, Any]], columns: list[str],
@@ -302,7 +317,7 @@ def bulk_action(object_name: str):
     services = state().services
     app = compiled(ctx)
     obj = app.object(object_name)
-    ids = [int(i) for i in request.form.getlist("ids") if digits(i) and len(i) < 19]
+    ids = [rid for i in request.form.getlist("ids") if (rid := parse_id(i)) is not None]
     back = local_path(request.form.get("back")) or url_for("web.list_page", object_name=object_name)
     if not ids:
         flash(_("Select at least one record first."), "error")
@@ -332,7 +347,7 @@ def bulk_action(object_name: str):
             flash(_("Choose a field to update."), "error")
             return redirect(back)
         values = MultiDict([(name, v) for v in request.form.getlist("value")])
-        if obj.fields[name].ftype.name == "multi_choice":
+        if obj.fields[name].ftype.multiple:
             values.add(f"{name}__present", "1")
         data, _raw, errors = parse_form(obj.fields, [name], values)
         if errors or name not in data:

@@ -1,6 +1,8 @@
 """Field values between the record service's JSON form and the browser.
 
-Three directions, one table of field types: ``display`` formats a value for reading
+Three directions, by the field type's kind (``FieldType.kind``: the built-in type whose
+values a field's are like, so a plugin's type built on text reads as text): ``display``
+formats a value for reading
 (per locale, links for email/phone/URL, localised choice labels); ``input_value``
 gives the text a form control starts with; ``parse_form`` turns a submitted form
 back into the JSON the record service takes. Parsing only translates the browser's
@@ -29,15 +31,14 @@ NUMERIC = frozenset({"integer", "decimal", "currency", "percent"})
 LINKS = {"email": "mailto:", "phone": "tel:", "url": ""}
 
 
-def value_type(f: CompiledField) -> str:
-    """The type a value of ``f`` has: a formula or roll-up shows as its result type."""
-    return f.ftype.result_type(f.defn) if f.ftype.computed else f.ftype.name
+def value_kind(f: CompiledField) -> str:
+    """The kind of ``f``'s values: a formula or roll-up shows as its result type."""
+    return f.ftype.value_kind(f.defn)
 
 
 def scale(f: CompiledField) -> int | None:
-    if f.ftype.computed:
-        return f.ftype.scale(f.defn) if value_type(f) in ("decimal", "currency") else None
-    return f.defn.prop("scale", 2) if f.ftype.name in ("decimal", "currency", "percent") else None
+    """The decimal places ``f``'s values show, or None for values that are no decimals."""
+    return f.ftype.places(f.defn)
 
 
 def choice_labels(f: CompiledField, locale: str) -> dict[str, str]:
@@ -54,7 +55,7 @@ def shown_as(f: CompiledField, widget: str | None = None) -> str:
     """How ``f``'s values read: their type, or the layout's ``widget`` when it suits
     that type (see ``_SHOWN_AS``); a decimal amount of money (a formula with a
     ``currency``, a sum of amounts) reads as money."""
-    kind = value_type(f)
+    kind = value_kind(f)
     if widget in _SHOWN_AS.get(kind, ()):
         return widget
     if kind == "decimal" and f.ftype.currency(f.defn):
@@ -124,7 +125,7 @@ def _chip(f: CompiledField, value: str, label: str) -> Markup:
 def choice_css(app: CompiledApp) -> str:
     """A class per colour the tenant's choice options use (chips name their colour)."""
     colours = {o["color"][1:].lower() for obj in app.objects.values() for f in obj.fields.values()
-               if f.ftype.name in ("choice", "multi_choice") for o in f.defn.prop("options", ())
+               if f.ftype.has_options for o in f.defn.prop("options", ())
                if isinstance(o.get("color"), str) and _COLOUR.match(o["color"])}
     return "".join(f".chip-{c}{{--chip:#{c}}}\n" for c in sorted(colours))
 
@@ -134,8 +135,8 @@ _COLOUR = re.compile(r"^#[0-9a-fA-F]{3,8}$")
 
 def input_value(f: CompiledField, value: Any) -> Any:
     """What a form control holds for ``value``: text, a bool (checkbox) or a list (multi)."""
-    kind = f.ftype.name
-    if kind == "multi_choice":
+    kind = f.ftype.kind
+    if f.ftype.multiple:
         return list(value or ())
     if kind == "boolean":
         return bool(value)
@@ -163,16 +164,16 @@ def parse_form(fields: Mapping[str, CompiledField], names: list[str], form: Mult
     errors: dict[str, list[str]] = {}
     for name in names:
         f = fields[name]
-        kind = f.ftype.name
+        kind, multiple = f.ftype.kind, f.ftype.multiple
         if name not in form:
-            if kind == "multi_choice" and f"{name}__present" in form:
+            if multiple and f"{name}__present" in form:
                 data[name], raw[name] = [], []
             continue
         values = form.getlist(name)
         if kind == "boolean":
             data[name] = raw[name] = "true" in values
             continue
-        if kind == "multi_choice":
+        if multiple:
             data[name] = raw[name] = [v for v in values if v]
             continue
         text = values[-1].strip() if kind not in ("long_text", "json") else values[-1]

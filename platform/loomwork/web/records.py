@@ -25,7 +25,7 @@ from .. import auth
 from ..state import state
 from . import bp
 from .approvals import panel as approval_panel
-from .common import _, compiled, digits, locale, navigation, object_label, signed_in
+from .common import _, compiled, digits, locale, navigation, object_label, parse_id, signed_in
 from .messages import reason_text, translate, translate_all
 from .present import choice_labels, display, input_value, parse_form, scale, shown_as
 from .titles import Titles, user_names
@@ -35,9 +35,11 @@ HISTORY_LIMIT = 50
 
 
 def _record_id(raw: str) -> int:
-    if not digits(raw) or len(raw) > 18 or raw.startswith("0"):
+    """The record id in the URL, or 404 (``abc``, ``0``, ``01`` and huge numbers name no record)."""
+    rid = parse_id(raw)
+    if rid is None:
         abort(404)
-    return int(raw)
+    return rid
 
 
 def _editable(obj: CompiledObject, layout: Layout) -> list[str]:
@@ -55,7 +57,7 @@ def _field_view(app: CompiledApp, obj: CompiledObject, slot: Any, record: dict[s
     value = record.get(f.name)
     system_set = f.ftype.system_set  # shown, never typed in
     view = {
-        "name": f.name, "id": f"f-{f.name}", "type": f.ftype.name, "widget": "readonly" if system_set else slot.widget,
+        "name": f.name, "id": f"f-{f.name}", "kind": f.ftype.kind, "widget": "readonly" if system_set else slot.widget,
         "span": slot.span,
         "label": label_text(slot.label or f.defn.label, loc, f.name.replace("_", " ").capitalize()),
         "help": label_text(slot.help or f.defn.prop("help"), loc, ""),
@@ -72,18 +74,19 @@ def _field_view(app: CompiledApp, obj: CompiledObject, slot: Any, record: dict[s
     if f.ftype.computed:
         view["computed"] = {"kind": shown_as(f, slot.widget), "scale": scale(f), "currency": f.ftype.currency(f.defn),
                             "formula": f.name in obj.rules.formulas, "preview": _previewable(obj, f.name)}
-    if f.ftype.name in ("choice", "multi_choice"):
+    if f.ftype.has_options:
         view["choices"] = list(choice_labels(f, loc).items())
         offered = limits.choices.get(f.name) if limits is not None else None
         if offered is not None:
             view["choices"] = [(v, lbl) for v, lbl in view["choices"] if v in offered]
-    if f.ftype.name == "lookup":
-        target = app.object(f.defn.prop("target"))
+    target_name = obj.lookups.get(f.name)
+    if target_name is not None:
+        target = app.object(target_name)
         view["lookup"] = {"object": target.name, "title_field": target.defn.title_field or "id",
                           "title": titles.title(target.name, view["value"]) if view["value"] else ""}
-    link = titles.link(f.defn.prop("target"), value) if f.ftype.name == "lookup" else None
-    view["display"] = display(f, value, loc, title=titles.title(f.defn.prop("target"), value)
-                              if f.ftype.name == "lookup" else None, link=link, widget=slot.widget)
+    link = titles.link(target_name, value) if target_name is not None else None
+    view["display"] = display(f, value, loc, title=titles.title(target_name, value)
+                              if target_name is not None else None, link=link, widget=slot.widget)
     return view
 
 
@@ -125,7 +128,7 @@ def _form_data(ctx, app: CompiledApp, obj: CompiledObject, layout: Layout, tabs,
     for tab in tabs:
         for sec in tab["sections"]:
             for fv in sec["fields"]:
-                entry = {k: fv[k] for k in ("type", "widget", "required", "read_only", "label")}
+                entry = {k: fv[k] for k in ("kind", "widget", "required", "read_only", "label")}
                 entry["required"] = bool(obj.fields[fv["name"]].defn.required)
                 entry["read_only"] = fv["read_only"] and fv["name"] not in states.read_only
                 if "choices" in fv:
@@ -171,9 +174,9 @@ def record_page(object_name: str, raw_id: str):
     related = {f"{r.object}:{r.via}": _related(ctx, app, r, rid, titles) for r in layout.related
                if services.permissions.allowed(ctx, app, r.object, "read")}
     for entry in history:
-        f = obj.fields.get(entry["field"] or "")
-        if f is not None and f.ftype.name == "lookup":
-            titles.want(f.defn.prop("target"), [entry["old"], entry["new"]])
+        target = obj.lookups.get(entry["field"] or "")
+        if target is not None:
+            titles.want(target, [entry["old"], entry["new"]])
     titles.fetch()
     users = user_names(ctx, {record.get("created_by"), record.get("updated_by"), record.get("owner_id"),
                              *(h["changed_by"] for h in history)})
@@ -181,7 +184,7 @@ def record_page(object_name: str, raw_id: str):
 
     def present(child: CompiledObject, name: str, row: dict[str, Any]) -> Any:
         f = child.fields[name]
-        target = f.defn.prop("target") if f.ftype.name == "lookup" else None
+        target = child.lookups.get(name)
         return display(f, row.get(name), locale(), title=titles.title(target, row.get(name)) if target else None)
 
     actions = [{"name": s.name, "label": s.title(locale())} for s in services.scripts.actions(ctx, object_name)]
@@ -252,7 +255,7 @@ def _history(obj: CompiledObject, entries: list[dict[str, Any]], titles: Titles,
         def show(v: Any, _f=f) -> Any:
             if _f is None:
                 return "" if v is None else str(v)
-            target = _f.defn.prop("target") if _f.ftype.name == "lookup" else None
+            target = obj.lookups.get(_f.name)
             return display(_f, v, locale(), title=titles.title(target, v) if target else None,
                            widget=widgets.get(_f.name))
         out.append({"action": e["action"], "field": label, "old": show(e["old"]), "new": show(e["new"]),
@@ -300,8 +303,8 @@ def create_form(object_name: str):
     obj = app.object(object_name)
     layout = layout_for(app, object_name, ctx.actor.roles)
     for key, value in request.args.items():  # "New deal" from an account's related list
-        if key in obj.fields and obj.fields[key].ftype.name == "lookup" and digits(value):
-            record[key] = int(value)
+        if key in obj.lookups and (rid := parse_id(value)) is not None:
+            record[key] = rid
     raw, errors, banner = None, {}, None
     if request.method == "POST":
         data, raw, errors = parse_form(obj.fields, _editable(obj, layout), request.form)
@@ -392,9 +395,9 @@ def _form_page(ctx, app, obj, layout, record, states, raw, errors, banner, *, ed
     titles.want_record(obj, record)
     if raw:
         for name, value in raw.items():
-            f = obj.fields[name]
-            if f.ftype.name == "lookup" and isinstance(value, str) and digits(value):
-                titles.want(f.defn.prop("target"), [int(value)])
+            target = obj.lookups.get(name)
+            if target is not None and (rid := parse_id(value)) is not None:
+                titles.want(target, [rid])
     titles.fetch()
     shown = _form_errors(errors)
     tabs = _tabs(app, obj, layout, record, states, titles, raw, shown, limits)

@@ -10,7 +10,7 @@
  * `<script type="application/json" id="lw-form-data">`:
  *
  *   {"rules": rules_document(obj), "env": {"old", "paths", "user_id", "user_role", "now",
- *    "today", ["is_admin"]}, "fields": {name: {type, widget, required, read_only, label,
+ *    "today", ["is_admin"]}, "fields": {name: {kind, widget, required, read_only, label,
  *    choices?, lookup?: {object, title_field, fields}}}, "editing": bool}
  *
  * Semantics, as apply_rules has them:
@@ -43,9 +43,12 @@ import { _, reveal } from "./lw-ui.js";
 const API = "/api/v1/data";
 const DEBOUNCE_MS = 150;
 const SUGGESTIONS = 8;
-/** Field types whose text the server does not strip (parse_form). */
+// A field's kind is the built-in field type whose values its are like (FieldType.kind:
+// a plugin's type built on text is "text"); the page never sends a type's own name.
+/** Kinds whose text the server does not strip (parse_form). */
 const UNSTRIPPED = new Set(["long_text", "json"]);
-const SKIPPED_TYPES = new Set(["json", "formula", "rollup", "autonumber"]);
+/** Kinds the conditions never read from the form (the server's values stay). */
+const SKIPPED_KINDS = new Set(["json", "formula", "rollup", "autonumber"]);
 
 const hasOwn = (obj, key) => obj != null && Object.prototype.hasOwnProperty.call(obj, key);
 
@@ -139,11 +142,11 @@ function zoneOffset(zone, instant) {
   return wall - Math.floor(instant / 1000) * 1000;
 }
 
-/** Text from a control as the value of a field of type `type` (see parse_form). */
-export function typedValue(type, raw) {
-  const text = UNSTRIPPED.has(type) ? raw : raw.trim();
+/** Text from a control as the value of a field of `kind` (see parse_form). */
+export function typedValue(kind, raw) {
+  const text = UNSTRIPPED.has(kind) ? raw : raw.trim();
   if (text.trim() === "") return null;
-  switch (type) {
+  switch (kind) {
     case "integer":
       return /^-?\d+$/.test(text) ? Number(text) : null;
     case "lookup":
@@ -160,16 +163,16 @@ export function typedValue(type, raw) {
 /** The field's current value for the expression environment; undefined: not read here. */
 function readValue(f) {
   const c = f.control;
-  if (!c || c.tagName === "OUTPUT" || SKIPPED_TYPES.has(f.type)) return undefined;
+  if (!c || c.tagName === "OUTPUT" || SKIPPED_KINDS.has(f.kind)) return undefined;
   if (f.lookup) return typedValue("lookup", f.lookup.hidden.value);
   const values = submitted(f);
-  if (f.type === "multi_choice") return values.filter((v) => v !== "");
-  if (f.type === "boolean" && c.type === "checkbox") return c.checked;
-  return typedValue(f.type, values.length ? values[values.length - 1] : "");
+  if (f.kind === "multi_choice") return values.filter((v) => v !== "");
+  if (f.kind === "boolean" && c.type === "checkbox") return c.checked;
+  return typedValue(f.kind, values.length ? values[values.length - 1] : "");
 }
 
 function isBlank(f) {
-  if (f.type === "json") return f.control && f.control.tagName === "TEXTAREA" ? f.control.value.trim() === "" : false;
+  if (f.kind === "json") return f.control && f.control.tagName === "TEXTAREA" ? f.control.value.trim() === "" : false;
   const v = readValue(f);
   return v === null || v === "" || (Array.isArray(v) && v.length === 0);
 }
@@ -395,7 +398,7 @@ function describeField(form, wrap, data) {
   const control = form.querySelector(`#${CSS.escape(`f-${name}`)}`);
   const f = {
     name, wrap, meta, control,
-    type: wrap.dataset.type || meta.type || "text",
+    kind: wrap.dataset.kind || meta.kind || "text",
     widget: wrap.dataset.widget || meta.widget || "",
     error: wrap.querySelector(".lw-error"),
     depends: rules.depends_on || null,
@@ -424,9 +427,9 @@ function describeField(form, wrap, data) {
 /** A read-only select or choice group arrives with hidden copies of its value; we keep our own. */
 function dropServerCarriers(f) {
   const grouped = f.control && ["SELECT", "FIELDSET"].includes(f.control.tagName);
-  if (f.lookup || !f.control || (!grouped && f.type !== "boolean")) return;
+  if (f.lookup || !f.control || (!grouped && f.kind !== "boolean")) return;
   const hidden = [...f.wrap.querySelectorAll(`input[type=hidden][name="${CSS.escape(f.name)}"]`)];
-  const sentinel = f.type === "boolean" ? hidden.find((h) => h.value === "false") : null;
+  const sentinel = f.kind === "boolean" ? hidden.find((h) => h.value === "false") : null;
   for (const h of hidden) if (h !== sentinel) h.remove();
 }
 
@@ -722,7 +725,7 @@ class LiveForm {
     if (f) {
       // Only a message of this module; the server's are settled by refresh().
       if (f.error && !f.error.querySelector(".lw-server-error")) setError(f, "");
-      if (f.type === "json" && event.type === "input") checkJson(f);
+      if (f.kind === "json" && event.type === "input") checkJson(f);
     }
     this.refresh();
   }
@@ -732,7 +735,7 @@ class LiveForm {
     const problems = [];
     for (const f of this.fields) {
       if (!f.visible) continue;
-      if (f.type === "json" && checkJson(f) === false) problems.push(f);
+      if (f.kind === "json" && checkJson(f) === false) problems.push(f);
       else if (f.required && isBlank(f)) {
         setError(f, _("This field is required."));
         problems.push(f);

@@ -10,7 +10,7 @@ const hasOwn = (obj, key) => obj != null && Object.prototype.hasOwnProperty.call
  * update the value control of the chosen field. It activates on `.lw-list` with the
  * page data in `<script type="application/json" id="lw-list-data">`:
  *
- *   {"object": "deal", "fields": {name: {label, type, ops, choices?, lookup?: {object, title_field}}},
+ *   {"object": "deal", "fields": {name: {label, kind, ops, choices?, lookup?: {object, title_field}}},
  *    "op_labels": {"eq": "is", ...}, "filter": <AST or null>,
  *    "rules": {"operators": {name: {operand, nullable, text}}, "max_conditions", ...},
  *    "titles": {field: {id: title}}}
@@ -61,9 +61,12 @@ function option(value, label, selected = false) {
   return o;
 }
 
-/** How values of a field type are edited. */
-export function controlKind(type) {
-  switch (type) {
+/**
+ * How values of a field's `kind` are edited. The kind is the built-in field type whose
+ * values the field's are like (FieldType.kind: a plugin's type built on text is "text").
+ */
+export function controlKind(kind) {
+  switch (kind) {
     case "choice":
     case "multi_choice":
       return "choice";
@@ -72,7 +75,7 @@ export function controlKind(type) {
     case "datetime":
     case "time":
     case "number":
-      return type;
+      return kind;
     case "integer":
     case "lookup":
       return "integer";
@@ -251,7 +254,7 @@ function lookupListEditor(name, field, values) {
 
 /** The value control of a condition on field `name` with `op`. */
 function valueEditor(name, field, op, value) {
-  const kind = controlKind(field.type);
+  const kind = controlKind(field.kind);
   if (operand(op) === "flag") {
     const select = el("select", { "aria-label": _("Value") },
       [option("true", _("yes"), value !== false), option("false", _("no"), value === false)]);
@@ -457,21 +460,21 @@ class FilterBuilder {
 
 // -- bulk selection and update ---------------------------------------------------------
 
-/** The control that sets a field of `type` in a bulk update (named `value`, as the server reads it). */
-export function bulkControl(type, choices, id) {
+/** The control that sets a field of `kind` in a bulk update (named `value`, as the server reads it). */
+export function bulkControl(kind, choices, id) {
   const attrs = { name: "value", id };
-  if (type === "choice" || type === "multi_choice") {
-    const multiple = type === "multi_choice";
+  if (kind === "choice" || kind === "multi_choice") {
+    const multiple = kind === "multi_choice";
     const select = el("select", { ...attrs, multiple, size: multiple ? Math.min(Math.max(choices.length, 2), 5) : null });
     if (!multiple) select.append(option("", _("— none —")));
     for (const c of choices) select.append(option(c.value, c.label));
     return select;
   }
-  if (type === "boolean") return el("select", attrs, [option("true", _("yes")), option("false", _("no"))]);
-  const types = { date: "date", datetime: "datetime-local", time: "time", integer: "number", email: "email", url: "url", phone: "tel" };
-  const input = el("input", { ...attrs, type: types[type] || "text" });
-  if (type === "integer") input.step = "1";
-  if (["decimal", "currency", "percent"].includes(type)) input.inputMode = "decimal";
+  if (kind === "boolean") return el("select", attrs, [option("true", _("yes")), option("false", _("no"))]);
+  const inputs = { date: "date", datetime: "datetime-local", time: "time", integer: "number", email: "email", url: "url", phone: "tel" };
+  const input = el("input", { ...attrs, type: inputs[kind] || "text" });
+  if (kind === "integer") input.step = "1";
+  if (["decimal", "currency", "percent"].includes(kind)) input.inputMode = "decimal";
   return input;
 }
 
@@ -518,12 +521,12 @@ class BulkBar {
     if (!select || !box) return;
     const chosen = select.selectedOptions[0];
     if (!chosen) return;
-    const type = chosen.dataset.type || "text";
+    const kind = chosen.dataset.kind || "text";
     const field = this.fields[select.value] || {};
     const label = box.querySelector("label");
     const old = box.querySelector("[name=value]");
     const id = (old && old.id) || (label && label.htmlFor) || "lw-bulk-value-input";
-    const control = bulkControl(type, field.choices || [], id);
+    const control = bulkControl(kind, field.choices || [], id);
     if (!label) control.setAttribute("aria-label", _("Value"));
     box.replaceChildren(...(label ? [label, control] : [control]));
   }
