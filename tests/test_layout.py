@@ -143,3 +143,139 @@ def test_runtime_reads_time_only_from_the_context_clock():
                 if wall.search(line):
                     offenders.append(f"{path.relative_to(ROOT)}:{n}: {line.strip()}")
     assert not offenders, "read the time from ctx.now() (or context.utcnow):\n" + "\n".join(offenders)
+
+
+# -- field types are asked, not named ------------------------------------------------
+
+#: Where pages and the API are made: they ask a field type what it can do (its kind,
+#: has_options, multiple, sortable, references, system_set...), so a plugin's type
+#: built on a built-in one behaves like it.
+ASKING_CODE = ("platform/loomwork/web", "platform/loomwork/api", "designer")
+
+
+def _field_type_names() -> frozenset[str]:
+    from loomwork.runtime.fieldtypes import BUILTIN_TYPES
+
+    return frozenset(t.name for t in BUILTIN_TYPES)
+
+
+def _strings(node: ast.AST) -> list[str]:
+    """The string literals ``node`` is or holds (a tuple, list or set of them)."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return [node.value]
+    if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+        return [s for e in node.elts for s in _strings(e)]
+    return []
+
+
+def _is_type_name(node: ast.AST) -> bool:
+    """``x.ftype.name`` or ``x.defn.type``: a field type's own name."""
+    return isinstance(node, ast.Attribute) and (
+        (node.attr == "name" and isinstance(node.value, ast.Attribute) and node.value.attr == "ftype")
+        or (node.attr == "type" and isinstance(node.value, ast.Attribute) and node.value.attr == "defn"))
+
+
+def _is_type_key(node: ast.AST) -> bool:
+    """``x.type``, ``x["type"]`` or ``x.get("type")``: a field (document)'s type, maybe."""
+    if isinstance(node, ast.Attribute):
+        return node.attr == "type"
+    if isinstance(node, ast.Subscript):
+        return _strings(node.slice) == ["type"]
+    return (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get"
+            and bool(node.args) and _strings(node.args[0]) == ["type"])
+
+
+def type_name_decisions(source: str, filename: str) -> list[str]:
+    """``file:line`` of each place ``source`` decides by a field type's name: reads
+    ``x.ftype.name`` or ``x.defn.type`` outside a message (an f-string), or compares a
+    field's ``type`` with the name of a built-in field type."""
+    names = _field_type_names()
+    tree = ast.parse(source, filename)
+    in_message = {id(n) for js in ast.walk(tree) if isinstance(js, ast.JoinedStr) for n in ast.walk(js)}
+    found = []
+    for node in ast.walk(tree):
+        if _is_type_name(node) and id(node) not in in_message:
+            found.append(f"{filename}:{node.lineno}: reads a field type's name ({ast.unparse(node)})")
+        elif isinstance(node, ast.Compare):
+            sides = [node.left, *node.comparators]
+            if any(_is_type_key(s) for s in sides) and any(set(_strings(s)) & names for s in sides):
+                found.append(f"{filename}:{node.lineno}: compares a field's type with a type name "
+                             f"({ast.unparse(node)})")
+    return found
+
+
+#: A template or script deciding by a field's type (pages get its kind instead), and
+#: where the field type names it compares with stand (None: the construct alone is one).
+_PAGE_PATTERNS = (
+    (r"""\btype\s*(?:[!=]==?|\bin\b|\bnot in\b)\s*[\[("']""", "after"),  # f.type == "lookup", type in (...)
+    (r"""\.includes\(\s*(?:[\w.]+\.)?type\s*\)""", "before"),  # ["decimal", "currency"].includes(type)
+    (r"""\bswitch\s*\(\s*(?:[\w.]+\.)?type\s*\)""", None),  # switch (f.type)
+    (r"""\.has\(\s*(?:[\w.]+\.)?type\s*\)""", None),  # SKIPPED.has(f.type)
+    (r"""data-type\s*=\s*["']\{\{""", None),  # data-type="{{ f.type }}"
+    (r"""\bdataset\.type\b|\bmeta\.type\b""", None),
+)
+
+
+def page_type_decisions(text: str, filename: str) -> list[str]:
+    """``file:line`` of each place a Jinja template or a script decides by a field's
+    type: a comparison, ``switch`` or set test of ``type`` with field type names (a DOM
+    element's ``type === "checkbox"`` names no field type), or the type put in the page."""
+    import re
+
+    names = _field_type_names()
+    found = []
+    for n, line in enumerate(text.splitlines(), 1):
+        for pattern, where in _PAGE_PATTERNS:
+            m = re.search(pattern, line)
+            if m is None:
+                continue
+            if where is not None:
+                part = line[m.start():] if where == "after" else line[:m.end()]
+                if not set(re.findall(r"""["']([a-z_]+)["']""", part)) & names:
+                    continue  # input.type === "checkbox", ["checkbox", "radio"].includes(c.type)
+            found.append(f"{filename}:{n}: decides by a field's type: {line.strip()[:120]}")
+            break
+    return found
+
+
+def test_the_type_name_guards_catch_what_they_are_for():
+    """The guards below can fail: each way of deciding by a type's name is caught."""
+    bad = '''
+if f.ftype.name == "lookup": pass
+kind = f.ftype.name
+if f.defn.type in ("choice", "multi_choice"): pass
+if fdoc.get("type") == "lookup" or fdoc["type"] != "json" or f.type == "autonumber": pass
+'''
+    found = type_name_decisions(bad, "x.py")
+    assert sorted({int(line.split(":")[1]) for line in found}) == [2, 3, 4, 5]
+    assert sum(":5: compares" in line for line in found) == 3
+    fine = '''
+raise ValueError(f"a {f.ftype.name} field cannot be sorted")
+if node["type"] == "approval" or f.ftype.kind == "text" or f.ftype.has_options: pass
+'''
+    assert type_name_decisions(fine, "x.py") == []
+    js = ('if (f.type === "multi_choice") x();\nswitch (field.type) {}\nSKIPPED.has(f.type);\n'
+          '<div data-type="{{ f.type }}">\n{% if f.type == "lookup" %}\nconst t = wrap.dataset.type;\n'
+          'if (["decimal", "currency"].includes(type)) y();\n')
+    assert len(page_type_decisions(js, "x.js")) == 7
+    assert page_type_decisions('if (c.type === "checkbox" || event.type === "input") x();\n'
+                               'if (f.kind === "boolean" && c.type === "checkbox") y();\n'
+                               'if (!["checkbox", "radio"].includes(c.type)) z();\n', "x.js") == []
+
+
+def test_pages_and_the_api_ask_field_types_instead_of_naming_them():
+    """Web and API code never decides by a field type's name: it asks the type
+    (``FieldType.kind``, ``has_options``, ``multiple``, ``sortable``, ``system_set``,
+    ``CompiledObject.lookups``...), so a plugin's ``ColorType(TextType)`` is shown,
+    typed in, filtered, sorted, bulk-edited and documented as text is."""
+    offenders = []
+    for folder in ASKING_CODE:
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            rel = path.relative_to(ROOT).as_posix()
+            offenders += type_name_decisions(path.read_text(encoding="utf-8"), rel)
+        for pattern in ("*.html", "*.js"):
+            for path in sorted((ROOT / folder).rglob(pattern)):
+                rel = path.relative_to(ROOT).as_posix()
+                offenders += page_type_decisions(path.read_text(encoding="utf-8"), rel)
+    assert not offenders, ("ask the field type (kind, has_options, multiple, sortable, references, system_set, "
+                           "places...; pages get its kind) instead of its name:\n" + "\n".join(offenders))
