@@ -38,7 +38,7 @@ from .context import Actor, Context
 from .evaluation import fetch_paths, make_env, virtual_values
 from .expr import EvaluationError
 from .jobs import JobService, Notification
-from .participants import stored_row
+from .participants import MAX_RECORD_ID, stored_row
 from .permissions import Permissions
 from .pipeline import Origin
 from .reasons import Ability, Reason
@@ -976,7 +976,7 @@ def _int(value: Any) -> int:
         out = int(value)
     except (TypeError, ValueError):
         raise NotFound(f"no such id {value!r}") from None
-    if not 1 <= out <= 2**63 - 1:
+    if not 1 <= out <= MAX_RECORD_ID:
         raise NotFound(f"no such id {value!r}")
     return out
 

@@ -39,7 +39,7 @@ def changed_targets(old: AppMetadata | None, new: CompiledApp) -> list[Target]:
     out = []
     for obj in new.objects.values():
         for name, f in obj.fields.items():
-            if f.column is None or f.defn.type not in ("formula", "rollup"):
+            if f.column is None or not f.ftype.computed:
                 continue
             before = old.objects[obj.name].fields.get(name) if old and obj.name in old.objects else None
             raw = new.meta.objects[obj.name].fields[name]

@@ -201,7 +201,7 @@ class ScriptService:
             obj = app.object(object_name)
             found = {"created_at": "datetime", "updated_at": "datetime"}
             for name, f in obj.fields.items():
-                kind = f.ftype.result_type(f.defn) if f.ftype.computed else f.ftype.name
+                kind = f.ftype.value_kind(f.defn)
                 if kind in _TYPED:
                     found[name] = _TYPED[kind]
             return found
