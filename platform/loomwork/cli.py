@@ -121,9 +121,10 @@ def _plugin_import_error(exc: ImportError) -> str:
     return f"cannot load plugin {exc.name or ''}: {exc} (check the plugins setting or LOOMWORK_PLUGINS)"
 
 
-def plugin_commands(cli: click.Group) -> dict[str, click.Command]:
+def plugin_commands(cli: click.Group) -> tuple[dict[str, click.Command], Any]:
     """The commands the configured plugins register, by name, without changing ``cli``
-    (each invocation may run with other settings).
+    (each invocation may run with other settings), and the plugin manager they came
+    from (the app of the invocation is built with it).
 
     :raises click.ClickException: when the settings or a plugin cannot be loaded, or a
         plugin's command has a built-in command's name.
