@@ -526,6 +526,18 @@ class Insert:
         return ids
 
 
+def _update_or_explain(conn: sa.Connection, obj: CompiledObject, stmt: Any, values: Mapping[str, Any],
+                       rid: int) -> Any:
+    """Run an UPDATE of record ``rid`` that may hit a unique index; a violation becomes a
+    field error naming the unique field(s) ``values`` collide on."""
+    try:
+        with _savepoint(conn, obj):
+            return conn.execute(stmt)
+    except sa.exc.IntegrityError as exc:
+        found = unique_errors(conn, obj, values, rid)
+        raise ValidationError(found or {"_schema": ["conflicts with an existing record"]}) from exc
+
+
 class Update:
     """UPDATE the changed fields where ``row_version`` is still the one read."""
 
@@ -539,12 +551,7 @@ class Update:
             system = {"updated_at": now, "updated_by": by, "row_version": old["row_version"] + 1}
             stmt = (t.update().where(t.c.id == old["id"], t.c.row_version == old["row_version"])
                     .values(**changed, **system))
-            try:
-                with _savepoint(conn, obj):
-                    result = conn.execute(stmt)
-            except sa.exc.IntegrityError as exc:
-                found = unique_errors(conn, obj, {**old, **changed}, old["id"])
-                raise ValidationError(found or {"_schema": ["conflicts with an existing record"]}) from exc
+            result = _update_or_explain(conn, obj, stmt, {**old, **changed}, old["id"])
             if result.rowcount != 1:
                 raise ConflictError(f"{obj.name} {old['id']} was changed by someone else; reload it")
             w.new = {**old, **changed, **system}
@@ -557,18 +564,20 @@ class SoftDelete:
 
     def __call__(self, batch: WriteBatch) -> None:
         writes = batch.active
-        gone = mark_deleted(batch.conn, batch.ctx, batch.obj, [w.old["id"] for w in writes],
+        gone = mark_deleted(batch.conn, batch.ctx, batch.obj, {w.old["id"]: w.old for w in writes},
                             history.author(batch.ctx, batch.origin))
         for w in writes:
             w.new = gone.get(w.old["id"])
 
 
-def mark_deleted(conn: sa.Connection, ctx: Context, obj: CompiledObject, ids: list[int],
-                 by: int | None) -> dict[int, dict[str, Any]]:
-    """Soft-delete the live records among ``ids``; return their rows as deleted."""
+def mark_deleted(conn: sa.Connection, ctx: Context, obj: CompiledObject,
+                 records: list[int] | Mapping[int, Mapping[str, Any]], by: int | None) -> dict[int, dict[str, Any]]:
+    """Soft-delete the live records among ``records`` (ids, or the rows already read and
+    locked by id); return their rows as deleted."""
     t, now = obj.table, ctx.now()
-    live = (t.c.id.in_(ids), t.c.deleted_at.is_(None))
-    before = {r["id"]: r for r in conn.execute(sa.select(t).where(*live)).mappings()}
+    live = (t.c.id.in_(list(records)), t.c.deleted_at.is_(None))
+    before = records if isinstance(records, Mapping) else \
+        {r["id"]: r for r in conn.execute(sa.select(t).where(*live)).mappings()}
     conn.execute(t.update().where(*live).values(deleted_at=now, updated_at=now, updated_by=by,
                                                 row_version=t.c.row_version + 1))
     return {rid: {**row, "deleted_at": now, "updated_at": now, "updated_by": by,
@@ -586,12 +595,7 @@ class Restore:
         for w in batch.active:
             row = w.old
             system = {"deleted_at": None, "updated_at": now, "updated_by": by, "row_version": row["row_version"] + 1}
-            try:
-                with conn.begin_nested():
-                    conn.execute(t.update().where(t.c.id == row["id"]).values(**system))
-            except sa.exc.IntegrityError as exc:
-                found = unique_errors(conn, obj, row, row["id"])
-                raise ValidationError(found or {"_schema": ["conflicts with an existing record"]}) from exc
+            _update_or_explain(conn, obj, t.update().where(t.c.id == row["id"]).values(**system), row, row["id"])
             w.new = {**row, **system}
 
 

@@ -182,8 +182,6 @@ class WriteBatch:
     errors: dict[str, list[str]] = field(default_factory=dict)
     #: Set once the ``rules`` stage is over: errors raised, unchanged updates settled.
     settled: bool = False
-    #: What participants share across stages (say, a before-script's view of the record).
-    notes: dict[str, Any] = field(default_factory=dict)
 
     @property
     def obj(self) -> CompiledObject:
@@ -202,6 +200,7 @@ class WriteBatch:
             row = write.new if write.new is not None else write.old
             if row is None:
                 return None
+            # Imported here: evaluation needs the compiled app, which imports this module.
             from .evaluation import virtual_values
 
             write.result = self.obj.dump(virtual_values(self.app, self.obj, dict(row), self.ctx, self.conn))
