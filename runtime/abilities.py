@@ -66,7 +66,8 @@ class AbilityService:
         with ctx.tenant.read() as conn:
             row = dict(stored_row(conn, obj, record_id))
             rid = row["id"]
-            if self.permissions.allowed(ctx, app, object_name, "update"):
+            may_update = self.permissions.allowed(ctx, app, object_name, "update")
+            if may_update:
                 edit, fields, lock_delete = self.approvals.lock_state(ctx, conn, app, object_name, rid)
             else:
                 no = Reason("no_update", f"you may not change {object_name} records", {"object": object_name})
@@ -80,7 +81,7 @@ class AbilityService:
                 if edit.allowed and refusal is not None:
                     edit = Ability.no(refusal)
                 fields = _narrow(fields, state_fields)
-                if self.permissions.allowed(ctx, app, object_name, "update"):
+                if may_update:
                     for t in self.workflows.options(ctx, conn, app, obj, row):
                         if locked_by_approval:  # a transition is a change: the lock refuses it too
                             t = {**t, "ability": edit}

@@ -696,16 +696,12 @@ class ApprovalService:
                    record_id: int) -> tuple[Ability, frozenset[str] | None, Ability]:
         """``(edit, fields, delete)``: whether the approval lock lets ``ctx``'s actor edit
         the record (only ``fields`` when not None) and delete it — what
-        :meth:`check_write` would say."""
+        :meth:`check_write` would say. (The step-editable fields never allow a delete.)"""
         reason, editable = self._lock(ctx, conn, app, object_name, record_id, False)
         if reason is None:
-            edit, fields = Ability.yes(), None
-        elif editable:
-            edit, fields = Ability.yes(), editable
-        else:
-            edit, fields = Ability.no(reason), None
-        gone, _ = self._lock(ctx, conn, app, object_name, record_id, True)
-        return edit, fields, Ability.yes() if gone is None else Ability.no(gone)
+            return Ability.yes(), None, Ability.yes()
+        edit = Ability.yes() if editable else Ability.no(reason)
+        return edit, editable or None, Ability.no(reason)
 
     def after_write(self, ctx: Context, conn: sa.Connection, app: CompiledApp, object_name: str,
                     new: Mapping[str, Any], old: Mapping[str, Any] | None, *, origin: Origin = Origin.USER) -> None:
