@@ -30,6 +30,37 @@ def fast_setup(lw_cheap_passwords, monkeypatch):
 
 
 @pytest.fixture
+def cli(lw_database_url, tmp_path, monkeypatch):
+    """Run ``loomwork`` against a fresh platform (its own namespace, dropped afterwards):
+    ``cli(*args, input=None, ok=True)`` checks the command succeeded (or, with
+    ``ok=False``, failed) and returns its output; ``cli.database_url`` is the database.
+    A test module adds set-up by overriding it (``def cli(cli): ...``)."""
+    import secrets
+
+    from click.testing import CliRunner
+
+    from loomwork import create_app
+    from loomwork.cli import main
+
+    monkeypatch.setenv("LOOMWORK_NAMESPACE", f"lwt{secrets.token_hex(4)}")
+    monkeypatch.setenv("LOOMWORK_SECRET_KEY", "cli-test")
+    monkeypatch.setenv("LOOMWORK_INSTANCE_DIR", str(tmp_path / "inst"))
+    runner = CliRunner()
+
+    def run(*args: str, input: str | None = None, ok: bool = True) -> str:
+        result = runner.invoke(main, ["--database-url", lw_database_url, *args], input=input,
+                               catch_exceptions=False)
+        assert (result.exit_code == 0) == ok, result.output
+        return result.output
+
+    run.database_url = lw_database_url
+    yield run
+    st = create_app({"database_url": lw_database_url}).extensions["loomwork"]
+    st.platform.drop_all()
+    st.platform.dispose()
+
+
+@pytest.fixture
 def meta(lw_services):
     """The metadata service."""
     return lw_services.metadata

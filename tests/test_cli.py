@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import secrets
 
-import pytest
 import yaml
 from click.testing import CliRunner
 
@@ -11,46 +10,23 @@ from loomwork.cli import main
 from loomwork.plugins import crm_sample
 
 
-@pytest.fixture
-def cli(lw_database_url, tmp_path, monkeypatch):
-    """Run ``loomwork`` against a fresh platform; returns ``run(*args, input=None)``."""
-    monkeypatch.setenv("LOOMWORK_NAMESPACE", f"lwt{secrets.token_hex(4)}")
-    monkeypatch.setenv("LOOMWORK_SECRET_KEY", "cli-test")
-    monkeypatch.setenv("LOOMWORK_INSTANCE_DIR", str(tmp_path / "inst"))
-    runner = CliRunner()
-
-    def run(*args: str, input: str | None = None, ok: bool = True):
-        result = runner.invoke(main, ["--database-url", lw_database_url, *args], input=input,
-                               catch_exceptions=False)
-        assert (result.exit_code == 0) == ok, result.output
-        return result
-
-    run.database_url = lw_database_url
-    yield run
-    from loomwork import create_app
-
-    app = create_app({"database_url": lw_database_url})
-    app.extensions["loomwork"].platform.drop_all()
-    app.extensions["loomwork"].platform.dispose()
-
-
 def test_init_tenants_users_and_tokens(cli):
-    out = cli("init", "--tenant", "main", "--admin", "boss", "--password", "a-long-password").output
+    out = cli("init", "--tenant", "main", "--admin", "boss", "--password", "a-long-password")
     assert "tenant main created; administrator boss" in out
     cli("tenant", "create", "second", "--title", "Second Co")
-    listing = cli("tenant", "list").output
+    listing = cli("tenant", "list")
     assert "main" in listing and "second\tSecond Co" in listing
-    assert "already exists" in cli("tenant", "create", "second", ok=False).output
-    assert "tenant names are" in cli("tenant", "create", "Bad-Name", ok=False).output
+    assert "already exists" in cli("tenant", "create", "second", ok=False)
+    assert "tenant names are" in cli("tenant", "create", "Bad-Name", ok=False)
     refused = cli("user", "create", "ann", "--tenant", "second", "--role", "sales", "--password", "ann-password-1",
-                  ok=False).output
+                  ok=False)
     assert "no role 'sales' in this tenant (it has admin, user)" in refused  # the second tenant has no package
-    out = cli("user", "create", "ann", "--tenant", "second", "--password", "ann-password-1").output
+    out = cli("user", "create", "ann", "--tenant", "second", "--password", "ann-password-1")
     assert "user ann created" in out and "roles user" in out
-    assert "at least 10 characters" in cli("user", "create", "bob", "--password", "short", ok=False).output
-    token = cli("user", "token", "ann", "--tenant", "second").output.strip()
+    assert "at least 10 characters" in cli("user", "create", "bob", "--password", "short", ok=False)
+    token = cli("user", "token", "ann", "--tenant", "second").strip()
     assert token.startswith("lw_second.")
-    assert "no user 'zed'" in cli("user", "token", "zed", ok=False).output
+    assert "no user 'zed'" in cli("user", "token", "zed", ok=False)
 
 
 def test_tenant_create_makes_its_administrator(cli):
@@ -59,17 +35,17 @@ def test_tenant_create_makes_its_administrator(cli):
     from loomwork.runtime.context import Actor, Context
 
     cli("init", "--password", "a-long-password")
-    out = cli("tenant", "create", "acme", "--title", "Acme Co", "--admin", "ada").output.strip()
+    out = cli("tenant", "create", "acme", "--title", "Acme Co", "--admin", "ada").strip()
     assert out.startswith("tenant acme created; administrator ada / ")
     generated = out.rsplit(" / ", 1)[1]
     assert len(generated) >= 16
-    out = cli("tenant", "create", "globex", "--admin", "gus", "--password", "gus-password-1").output.strip()
+    out = cli("tenant", "create", "globex", "--admin", "gus", "--password", "gus-password-1").strip()
     assert out == "tenant globex created; administrator gus"  # a password given is not printed
     # Nothing is left behind when the administrator cannot be made.
-    assert "at least 10 characters" in cli("tenant", "create", "initech", "--password", "short", ok=False).output
-    assert "printable" in cli("tenant", "create", "initech", "--admin", "x" * 151, ok=False).output
-    assert "initech" not in cli("tenant", "list").output
-    assert cli("user", "list", "--tenant", "acme").output.splitlines()[1].split()[-3:] == ["admin", "-", "active"]
+    assert "at least 10 characters" in cli("tenant", "create", "initech", "--password", "short", ok=False)
+    assert "printable" in cli("tenant", "create", "initech", "--admin", "x" * 151, ok=False)
+    assert "initech" not in cli("tenant", "list")
+    assert cli("user", "list", "--tenant", "acme").splitlines()[1].split()[-3:] == ["admin", "-", "active"]
 
     st = create_app({"database_url": cli.database_url}).extensions["loomwork"]
     for tenant, username, password in (("acme", "ada", generated), ("globex", "gus", "gus-password-1")):
@@ -81,41 +57,41 @@ def test_tenant_create_makes_its_administrator(cli):
 def test_user_roles_are_checked_and_users_managed(cli):
     """Defect 8 of issue 11: roles are the tenant's; list, update, deactivate and reset users."""
     cli("init", "--admin", "boss", "--password", "a-long-password")
-    out = cli("user", "create", "zed", "--role", "nonexistent", "--password", "zed-password-1", ok=False).output
+    out = cli("user", "create", "zed", "--role", "nonexistent", "--password", "zed-password-1", ok=False)
     assert "roles: no role 'nonexistent' in this tenant (it has admin, user)" in out
     cli("package", "install", str(crm_sample.PATH))
     cli("user", "create", "ann", "--role", "sales", "--email", "ann@example.com", "--full-name", "Ann Lee",
         "--password", "ann-password-1")
-    listing = cli("user", "list").output.splitlines()
+    listing = cli("user", "list").splitlines()
     assert listing[0].split() == ["USERNAME", "FULL", "NAME", "EMAIL", "ROLES", "MANAGER", "STATUS"]
     assert listing[1].split() == ["ann", "Ann", "Lee", "ann@example.com", "sales", "-", "active"]
     assert listing[2].split() == ["boss", "boss", "-", "admin", "-", "active"]
     assert "zed" not in "".join(listing)
 
-    out = cli("user", "update", "ann", "--add-role", "finance", "--manager", "boss", "--locale", "zh-CN").output
+    out = cli("user", "update", "ann", "--add-role", "finance", "--manager", "boss", "--locale", "zh-CN")
     assert out.splitlines()[1].split() == ["ann", "Ann", "Lee", "ann@example.com", "finance,sales", "boss", "active"]
-    assert "no role 'auditor'" in cli("user", "update", "ann", "--add-role", "auditor", ok=False).output
-    assert "locale: must be one of en, zh-CN" in cli("user", "update", "ann", "--locale", "fr", ok=False).output
-    assert "email: is not an email address" in cli("user", "update", "ann", "--email", "nope", ok=False).output
-    assert "no user 'nobody'" in cli("user", "update", "ann", "--manager", "nobody", ok=False).output
-    assert "nothing to change" in cli("user", "update", "ann", ok=False).output
-    out = cli("user", "update", "ann", "--role", "viewer", "--email", "", "--manager", "").output
+    assert "no role 'auditor'" in cli("user", "update", "ann", "--add-role", "auditor", ok=False)
+    assert "locale: must be one of en, zh-CN" in cli("user", "update", "ann", "--locale", "fr", ok=False)
+    assert "email: is not an email address" in cli("user", "update", "ann", "--email", "nope", ok=False)
+    assert "no user 'nobody'" in cli("user", "update", "ann", "--manager", "nobody", ok=False)
+    assert "nothing to change" in cli("user", "update", "ann", ok=False)
+    out = cli("user", "update", "ann", "--role", "viewer", "--email", "", "--manager", "")
     assert out.splitlines()[1].split() == ["ann", "Ann", "Lee", "-", "viewer", "-", "active"]
-    out = cli("user", "update", "ann", "--remove-role", "viewer", ok=False).output
+    out = cli("user", "update", "ann", "--remove-role", "viewer", ok=False)
     assert "give at least one role" in out
-    assert "last active administrator" in cli("user", "update", "boss", "--role", "sales", ok=False).output
-    assert "last active administrator" in cli("user", "deactivate", "boss", ok=False).output
+    assert "last active administrator" in cli("user", "update", "boss", "--role", "sales", ok=False)
+    assert "last active administrator" in cli("user", "deactivate", "boss", ok=False)
 
-    assert "user ann deactivated" in cli("user", "deactivate", "ann").output
-    assert cli("user", "list").output.splitlines()[1].split()[-1] == "inactive"
-    assert "user ann reactivated" in cli("user", "reactivate", "ann").output
-    assert "no user 'nobody'" in cli("user", "deactivate", "nobody", ok=False).output
+    assert "user ann deactivated" in cli("user", "deactivate", "ann")
+    assert cli("user", "list").splitlines()[1].split()[-1] == "inactive"
+    assert "user ann reactivated" in cli("user", "reactivate", "ann")
+    assert "no user 'nobody'" in cli("user", "deactivate", "nobody", ok=False)
 
-    out = cli("user", "reset-password", "ann", "--generate").output
+    out = cli("user", "reset-password", "ann", "--generate")
     generated = out.strip().rsplit(": ", 1)[1]
     assert out.startswith("password of ann reset: ") and len(generated) >= 16
     cli("user", "reset-password", "ann", input="a-typed-password\na-typed-password\n")
-    assert "at least 10 characters" in cli("user", "reset-password", "ann", "--password", "short", ok=False).output
+    assert "at least 10 characters" in cli("user", "reset-password", "ann", "--password", "short", ok=False)
     from loomwork import create_app
     from loomwork.runtime.context import Actor, Context
 
@@ -132,21 +108,21 @@ def test_publishes_record_the_operator_and_the_comment(cli, tmp_path, monkeypatc
     cli("init", "--admin", "boss", "--password", "a-long-password")
     cli("package", "install", str(crm_sample.PATH), "-m", "first CRM")
     cli("user", "create", "sam", "--role", "sales", "--password", "sam-password-1")
-    exported = yaml.safe_load(cli("meta", "export").output)
+    exported = yaml.safe_load(cli("meta", "export"))
     exported["objects"]["deal"]["fields"]["priority"] = {"type": "choice", "options": [{"value": "high"}]}
     path = tmp_path / "app.yaml"
     path.write_text(yaml.safe_dump(exported, allow_unicode=True))
     assert "--as: no user 'nobody' in tenant main" in cli("meta", "apply", str(path), "--as", "nobody",
-                                                          ok=False).output
+                                                          ok=False)
     assert "only administrators may change metadata" in cli("meta", "apply", str(path), "--as", "sam",
-                                                            ok=False).output
+                                                            ok=False)
     cli("meta", "apply", str(path), "--as", "boss", "-m", "Deal priority")
     cli("meta", "rollback", "1", "-m", "priority was a mistake")
     cli("user", "update", "boss", "--role", "admin", "--role", "sales")
     cli("user", "create", "root", "--role", "admin", "--password", "root-password")
     cli("user", "deactivate", "boss")
-    assert "--as: user 'boss' is deactivated" in cli("meta", "rollback", "2", "--as", "boss", ok=False).output
-    lines = cli("meta", "versions").output.splitlines()
+    assert "--as: user 'boss' is deactivated" in cli("meta", "rollback", "2", "--as", "boss", ok=False)
+    lines = cli("meta", "versions").splitlines()
     assert lines[0].split() == ["VER", "PUBLISHED", "(UTC)", "BY", "CHANGES", "COMMENT"]
     # version, when, who, "N changes", why
     rows = [(v, by, why) for v, _when, by, _n, _changes, why in (line.split(None, 5) for line in lines[1:])]
@@ -156,28 +132,28 @@ def test_publishes_record_the_operator_and_the_comment(cli, tmp_path, monkeypatc
 
 def test_package_install_and_meta_plan_apply_rollback(cli, tmp_path):
     cli("init", "--password", "a-long-password")
-    dry = cli("package", "install", str(crm_sample.PATH), "--dry-run").output
+    dry = cli("package", "install", str(crm_sample.PATH), "--dry-run")
     assert "Create table deal" in dry
-    assert "metadata version 1" in cli("package", "install", str(crm_sample.PATH)).output
+    assert "metadata version 1" in cli("package", "install", str(crm_sample.PATH))
 
-    exported = yaml.safe_load(cli("meta", "export").output)
+    exported = yaml.safe_load(cli("meta", "export"))
     assert set(exported["objects"]) == {"account", "contact", "deal", "quote"}
     exported["objects"]["deal"]["fields"]["priority"] = {"type": "choice", "options": [{"value": "high"}]}
     path = tmp_path / "app.yaml"
     path.write_text(yaml.safe_dump(exported, allow_unicode=True))
-    plan = cli("meta", "plan", str(path)).output
+    plan = cli("meta", "plan", str(path))
     assert "[fast   ] Add column deal.priority" in plan
-    applied = cli("meta", "apply", str(path), "-m", "priority").output
+    applied = cli("meta", "apply", str(path), "-m", "priority")
     assert "metadata version 2" in applied
-    assert "nothing to change" in cli("meta", "plan", str(path)).output
-    versions = cli("meta", "versions").output
+    assert "nothing to change" in cli("meta", "plan", str(path))
+    versions = cli("meta", "versions")
     assert "priority" in versions and "Install crm_sample 1.0.0" in versions
-    rolled = cli("meta", "rollback", "1").output
+    rolled = cli("meta", "rollback", "1")
     assert "Hide field deal.priority" in rolled and "metadata version 3" in rolled
 
     exported["objects"]["deal"]["fields"]["amount"]["precision"] = 19
     path.write_text(yaml.safe_dump(exported, allow_unicode=True))
-    bad = cli("meta", "plan", str(path), ok=False).output
+    bad = cli("meta", "plan", str(path), ok=False)
     assert "objects.deal.fields.amount.precision: must be <= 18" in bad
 
 
@@ -191,11 +167,11 @@ def test_package_downgrade_needs_allow_downgrade(cli, tmp_path):
     cli("package", "install", str(pkg))
     (pkg / "package.yaml").write_text("name: notes\nversion: 1.5.0\ntitle: Notes\n")
     for extra in ((), ("--dry-run",)):
-        out = cli("package", "install", str(pkg), *extra, ok=False).output
+        out = cli("package", "install", str(pkg), *extra, ok=False)
         assert "error: notes 2.0.0 is installed and 1.5.0 is older; give --allow-downgrade to install it anyway" in out
-    assert "Install notes 2.0.0" in cli("meta", "versions").output.splitlines()[1]
-    assert "metadata version 2" in cli("package", "install", str(pkg), "--allow-downgrade").output
-    assert "Install notes 1.5.0" in cli("meta", "versions").output.splitlines()[1]
+    assert "Install notes 2.0.0" in cli("meta", "versions").splitlines()[1]
+    assert "metadata version 2" in cli("package", "install", str(pkg), "--allow-downgrade")
+    assert "Install notes 1.5.0" in cli("meta", "versions").splitlines()[1]
 
 
 def test_bad_package_reports_the_file(cli, tmp_path):
@@ -204,7 +180,7 @@ def test_bad_package_reports_the_file(cli, tmp_path):
     pkg.mkdir()
     (pkg / "package.yaml").write_text("name: broken\nversion: 1.0.0\ntitle: Broken\n")
     (pkg / "thing.yaml").write_text("kind: object\nname: thing\nfields:\n  a: {type: text\n")
-    out = cli("package", "install", str(pkg), ok=False).output
+    out = cli("package", "install", str(pkg), ok=False)
     assert "thing.yaml: invalid YAML at line" in out
 
 
@@ -222,17 +198,17 @@ def test_scripts_switch_dry_run_runs_and_worker(cli, tmp_path):
         "kind": "script", "name": "tick", "trigger": {"schedule": "* * * * *"},
         "source": "ctx.create('note', {'body': 'tick'})\n"}))
     cli("package", "install", str(folder))
-    assert "scripts are disabled for tenant main" in cli("tenant", "scripts").output
-    refused = cli("script", "run", "shout", "--values", '{"body": "hi"}', "--dry", ok=False).output
+    assert "scripts are disabled for tenant main" in cli("tenant", "scripts")
+    refused = cli("script", "run", "shout", "--values", '{"body": "hi"}', "--dry", ok=False)
     assert "loomwork tenant scripts --enable" in refused
-    assert "scripts are enabled for tenant main" in cli("tenant", "scripts", "main", "--enable").output
-    out = cli("script", "run", "shout", "--values", '{"body": "hi"}', "--dry").output
+    assert "scripts are enabled for tenant main" in cli("tenant", "scripts", "main", "--enable")
+    out = cli("script", "run", "shout", "--values", '{"body": "hi"}', "--dry")
     assert '"body": "HI"' in out and "shouted" in out
-    assert "not JSON" in cli("script", "run", "shout", "--values", "{", "--dry", ok=False).output
-    runs = cli("script", "runs").output
+    assert "not JSON" in cli("script", "run", "shout", "--values", "{", "--dry", ok=False)
+    runs = cli("script", "runs")
     assert "shout" in runs and "(dry run)" in runs and "ok" in runs
     cli("worker", "--once")  # first sight of "tick": its schedule starts now
-    assert "scripts are disabled" in cli("tenant", "scripts", "--disable").output
+    assert "scripts are disabled" in cli("tenant", "scripts", "--disable")
 
 
 def test_demo_prints_every_user_and_serves_on_the_port_asked(tmp_path, monkeypatch, lw_cheap_passwords):

@@ -3,37 +3,18 @@ placed on explicit form layouts with warnings for the rest, and exports that nam
 base version so a stale file is merged or refused; end to end on both databases."""
 from __future__ import annotations
 
-import secrets
-
 import pytest
 import yaml
-from click.testing import CliRunner
 
-from loomwork.cli import main
 from loomwork.plugins import crm_sample
 
 
 @pytest.fixture
-def cli(lw_database_url, tmp_path, monkeypatch):
-    """``run(*args, ok=True)`` against a fresh platform with the sample CRM installed."""
-    monkeypatch.setenv("LOOMWORK_NAMESPACE", f"lwt{secrets.token_hex(4)}")
-    monkeypatch.setenv("LOOMWORK_SECRET_KEY", "cli-test")
-    monkeypatch.setenv("LOOMWORK_INSTANCE_DIR", str(tmp_path / "inst"))
-    runner = CliRunner()
-
-    def run(*args: str, ok: bool = True) -> str:
-        result = runner.invoke(main, ["--database-url", lw_database_url, *args], catch_exceptions=False)
-        assert (result.exit_code == 0) == ok, result.output
-        return result.output
-
-    run("init", "--password", "a-long-password")
-    run("package", "install", str(crm_sample.PATH))
-    yield run
-    from loomwork import create_app
-
-    app = create_app({"database_url": lw_database_url})
-    app.extensions["loomwork"].platform.drop_all()
-    app.extensions["loomwork"].platform.dispose()
+def cli(cli):
+    """``cli`` with the sample CRM installed."""
+    cli("init", "--password", "a-long-password")
+    cli("package", "install", str(crm_sample.PATH))
+    return cli
 
 
 def write(path, doc) -> str:

@@ -2,14 +2,10 @@
 ``meta apply --update-dependents``, end to end on both databases."""
 from __future__ import annotations
 
-import secrets
-
 import pytest
 import sqlalchemy as sa
 import yaml
-from click.testing import CliRunner
 
-from loomwork.cli import main
 from loomwork.plugins import crm_sample
 
 OPP = {
@@ -31,27 +27,6 @@ ROLLUPS = {
     "opp_count": {"type": "rollup", "object": "opp", "via": "account", "function": "count"},
     "pipeline": {"type": "rollup", "object": "opp", "via": "account", "function": "sum", "field": "amount"},
 }
-
-
-@pytest.fixture
-def cli(lw_database_url, tmp_path, monkeypatch):
-    """Run ``loomwork`` against a fresh platform; returns ``run(*args, ok=True)``."""
-    monkeypatch.setenv("LOOMWORK_NAMESPACE", f"lwt{secrets.token_hex(4)}")
-    monkeypatch.setenv("LOOMWORK_SECRET_KEY", "cli-test")
-    monkeypatch.setenv("LOOMWORK_INSTANCE_DIR", str(tmp_path / "inst"))
-    runner = CliRunner()
-
-    def run(*args: str, ok: bool = True):
-        result = runner.invoke(main, ["--database-url", lw_database_url, *args], catch_exceptions=False)
-        assert (result.exit_code == 0) == ok, result.output
-        return result.output
-
-    yield run
-    from loomwork import create_app
-
-    app = create_app({"database_url": lw_database_url})
-    app.extensions["loomwork"].platform.drop_all()
-    app.extensions["loomwork"].platform.dispose()
 
 
 @pytest.fixture

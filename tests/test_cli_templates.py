@@ -8,9 +8,7 @@ import secrets
 import textwrap
 
 import pytest
-from click.testing import CliRunner
 
-from loomwork.cli import main
 from loomwork.metadata.errors import LoomworkError, MetadataError
 from loomwork.metadata.packages import Template
 from loomwork.plugin_manager import make_plugin_manager, templates
@@ -26,8 +24,8 @@ fields:
 
 
 @pytest.fixture
-def cli(lw_database_url, tmp_path, monkeypatch, lw_cheap_passwords):
-    """``loomwork`` against a fresh platform, with a plugin module (``lwt_notes_*``, a new
+def cli(cli, tmp_path, monkeypatch, lw_cheap_passwords):
+    """``cli`` with a plugin module (``lwt_notes_*``, a new
     name each time: imported modules stay) offering the template ``notes`` from a folder
     under ``tmp_path``."""
     folder = tmp_path / "notes_pkg"
@@ -47,23 +45,8 @@ def cli(lw_database_url, tmp_path, monkeypatch, lw_cheap_passwords):
         """))
     monkeypatch.syspath_prepend(str(mods))
     monkeypatch.setenv("LOOMWORK_PLUGINS", module)
-    monkeypatch.setenv("LOOMWORK_NAMESPACE", f"lwt{secrets.token_hex(4)}")
-    monkeypatch.setenv("LOOMWORK_SECRET_KEY", "cli-test")
-    monkeypatch.setenv("LOOMWORK_INSTANCE_DIR", str(tmp_path / "inst"))
-    runner = CliRunner()
-
-    def run(*args: str, ok: bool = True):
-        result = runner.invoke(main, ["--database-url", lw_database_url, *args], catch_exceptions=False)
-        assert (result.exit_code == 0) == ok, result.output
-        return result.output
-
-    run.folder = folder
-    yield run
-    from loomwork.app import create_app
-
-    app = create_app({"database_url": lw_database_url})
-    app.extensions["loomwork"].platform.drop_all()
-    app.extensions["loomwork"].platform.dispose()
+    cli.folder = folder
+    return cli
 
 
 def test_templates_are_listed_and_installed_by_name(cli):
