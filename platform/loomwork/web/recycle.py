@@ -21,14 +21,15 @@ from loomwork.metadata.model import label_text
 from loomwork.runtime.compiled import CompiledApp, CompiledObject
 from loomwork.runtime.context import Context
 from loomwork.runtime.query import ListRequest
+from loomwork.runtime.titles import record_title
 
 from ..state import state
 from . import bp
 from .common import _, compiled, locale, object_label, signed_in
 from .messages import translate
-from .present import display, format_plain
+from .present import format_plain
 from .records import _page, _record_id
-from .titles import Titles, user_names
+from .titles import user_names
 
 #: Deleted records per page of the bin.
 BIN_PAGE = 25
@@ -58,12 +59,9 @@ def delete_record(object_name: str, raw_id: str):
         return redirect(url_for("web.list_page", object_name=object_name))
     services.permissions.check(ctx, app, object_name, "delete")
     record = services.records.get(ctx, object_name, rid)
-    titles = Titles(ctx, app)
-    titles.want(obj.name, [rid])
-    titles.fetch()
     return _page("confirm.html", ctx, app, obj, question=_(
         "Delete %(object)s “%(title)s”? It goes to the recycle bin, where it can be restored.",
-        object=object_label(app, object_name), title=titles.title(obj.name, rid) or f"#{rid}"),
+        object=object_label(app, object_name), title=record_title(obj, record)),
         action=url_for("web.delete_record", object_name=object_name, raw_id=rid), hidden=[],
         cancel=back, record=record, confirm_label=_("Delete"))
 
@@ -108,11 +106,8 @@ def recycle_bin(object_name: str):
         sort=list(BIN_SORT), limit=BIN_PAGE, cursor=request.args.get("cursor") or None, search=search or None,
         only_deleted=True))
     users = user_names(ctx, {r.get("updated_by") for r in result.data})
-    title_field = obj.defn.title_field
     loc = locale()
-    rows = [{"id": r["id"],
-             "title": (display(obj.fields[title_field], r.get(title_field), loc) if title_field in obj.fields
-                       else "") or f"#{r['id']}",
+    rows = [{"id": r["id"], "title": record_title(obj, r),
              "when": format_plain("datetime", r["deleted_at"], loc) if r.get("deleted_at") else "",
              "by": users.get(r.get("updated_by"), _("system"))} for r in result.data]
     more = url_for("web.recycle_bin", object_name=object_name, cursor=result.next_cursor,
