@@ -99,7 +99,7 @@ def _value_text(app: CompiledApp, obj: CompiledObject, path: str, value: Any, ti
         return choice_labels(f, locale()).get(value, str(value))
     if kind == "boolean":
         return _("Yes") if value in (True, "true") else _("No")
-    return format_plain(kind, value, locale(), None, f.defn.prop("currency"))
+    return format_plain(kind, value, locale(), None, f.ftype.currency(f.defn))
 
 
 def describe(app: CompiledApp, obj: CompiledObject, c: Mapping[str, Any], titles: Titles,
