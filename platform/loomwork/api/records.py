@@ -87,13 +87,19 @@ def not_modified(record: dict) -> bool:
     return any(t is not None and (t[1], t[2]) == (record["id"], record["row_version"]) for t in _etags(header))
 
 
-def list_request() -> ListRequest:
+def _checked_args(single: tuple[str, ...]) -> Any:
+    """The query string, each value checked as text and each of ``single`` given at most once."""
     args = request.args
     for name, value in args.items(multi=True):
         check_query_text(name, value)
-    for name in _SINGLE:
+    for name in single:
         if len(args.getlist(name)) > 1:
             raise BadQuery(f"give {name} at most once")
+    return args
+
+
+def list_request() -> ListRequest:
+    args = _checked_args(_SINGLE)
     req = ListRequest()
     if "filter" in args:
         req.filter = parse(args["filter"], "filter")
@@ -165,10 +171,7 @@ def create_records(object_name: str):
 @bp.get("/data/<object_name>/<raw_id>")
 def get_record(object_name: str, raw_id: str):
     ctx = current_context()
-    for name, value in request.args.items(multi=True):
-        check_query_text(name, value)
-    if len(request.args.getlist("expand")) > 1:
-        raise BadQuery("give expand at most once")
+    _checked_args(("expand",))
     expand = expand_param()
     services = state().services
     record = services.records.get(ctx, object_name, record_id(object_name, raw_id))
