@@ -133,11 +133,7 @@ def plugin_commands(cli: click.Group) -> tuple[dict[str, click.Command], Any]:
     from .plugin_manager import make_plugin_manager
 
     try:
-        settings = load_settings()
-    except LoomworkError as exc:
-        raise click.ClickException(exc.message) from None
-    try:
-        pm = make_plugin_manager(settings.plugin_list)
+        pm = make_plugin_manager(load_settings().plugin_list)
     except LoomworkError as exc:
         raise click.ClickException(exc.message) from None
     except ImportError as exc:
@@ -351,10 +347,15 @@ def user() -> None:
     """Manage users, their roles and their API tokens."""
 
 
+def _user_row(*columns: str) -> str:
+    """A line of ``user list``: username, full name, email, roles, manager, status."""
+    return " ".join(f"{c:<{w}}" for c, w in zip(columns[:-1], (16, 24, 28, 20, 16), strict=True)) + " " + columns[-1]
+
+
 def _show_user(u, managers: dict[int, str]) -> str:
-    manager = managers.get(u.manager_id, "-") if u.manager_id else "-"
-    return (f"{u.username:<16} {u.full_name:<24} {u.email or '-':<28} {','.join(sorted(u.roles)):<20} "
-            f"{manager:<16} {'active' if u.active else 'inactive'}")
+    """``u`` as a line of ``user list``; ``managers`` has the username of its manager."""
+    return _user_row(u.username, u.full_name, u.email or "-", ",".join(sorted(u.roles)),
+                     managers.get(u.manager_id, "-"), "active" if u.active else "inactive")
 
 
 @user.command("create")
@@ -381,7 +382,7 @@ def user_list(env: Env, tenant: str | None) -> None:
     """Every user of the tenant: name, email, roles, manager, whether active."""
     users = env.state.services.users.list(env.ctx(tenant))
     names = {u.id: u.username for u in users}
-    click.echo(f"{'USERNAME':<16} {'FULL NAME':<24} {'EMAIL':<28} {'ROLES':<20} {'MANAGER':<16} STATUS")
+    click.echo(_user_row("USERNAME", "FULL NAME", "EMAIL", "ROLES", "MANAGER", "STATUS"))
     for u in users:
         click.echo(_show_user(u, names))
 
@@ -424,32 +425,27 @@ def user_update(env: Env, username: str, tenant: str | None, roles: tuple[str, .
                                "--manager or --locale")
     updated = users.update(ctx, found.id, **changes)
     click.echo(f"user {updated.username} updated")
-    click.echo(_show_user(updated, {u.id: u.username for u in users.list(ctx)}))
+    manager = users.get(ctx, updated.manager_id) if updated.manager_id else None
+    click.echo(_show_user(updated, {manager.id: manager.username} if manager else {}))
 
 
-def _set_active(env: Env, username: str, tenant: str | None, active: bool) -> None:
-    ctx = env.ctx(tenant)
-    users = env.state.services.users
-    users.set_active(ctx, users.by_username(ctx, username).id, active)
-    click.echo(f"user {username} {'reactivated' if active else 'deactivated: their sessions and tokens stop working'}")
+def _activation_command(name: str, active: bool, help: str, done: str) -> None:
+    """``user deactivate`` and ``user reactivate``: the same command but for ``active``."""
+
+    @user.command(name, help=help)
+    @click.argument("username")
+    @tenant_option
+    @click.pass_obj
+    def command(env: Env, username: str, tenant: str | None) -> None:
+        ctx = env.ctx(tenant)
+        users = env.state.services.users
+        users.set_active(ctx, users.by_username(ctx, username).id, active)
+        click.echo(f"user {username} {done}")
 
 
-@user.command("deactivate")
-@click.argument("username")
-@tenant_option
-@click.pass_obj
-def user_deactivate(env: Env, username: str, tenant: str | None) -> None:
-    """Stop USERNAME signing in or using their API tokens (their records stay)."""
-    _set_active(env, username, tenant, False)
-
-
-@user.command("reactivate")
-@click.argument("username")
-@tenant_option
-@click.pass_obj
-def user_reactivate(env: Env, username: str, tenant: str | None) -> None:
-    """Let a deactivated USERNAME sign in again."""
-    _set_active(env, username, tenant, True)
+_activation_command("deactivate", False, "Stop USERNAME signing in or using their API tokens (their records stay).",
+                    "deactivated: their sessions and tokens stop working")
+_activation_command("reactivate", True, "Let a deactivated USERNAME sign in again.", "reactivated")
 
 
 @user.command("reset-password")
