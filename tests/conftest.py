@@ -196,3 +196,164 @@ def csrf_of(html: str) -> str:
 def web_as(crm_app):
     """``web_as("sam", "sales-password")``: the CRM app's pages, signed in as that user."""
     return lambda username, password: WebClient(crm_app, username, password)
+
+
+# -- browser tests (test_browser*.py) ---------------------------------------------------------
+# Headless Chromium through Playwright: ``browser`` for any page, and for the generated UI
+# ``live`` (the sample CRM with demo data on a live server), ``sessions`` and ``open_page``.
+# Each skips with the reason when Chromium or Playwright is missing, unless
+# ``LOOMWORK_REQUIRE_BROWSER=1`` (as in CI), where a missing browser fails.
+
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+BROWSER_VIEWPORT = {"width": 1280, "height": 800}
+BROWSER_TIMEOUT_MS = 5000
+#: Console noise that is not a fault of the page: Chromium logs every 4xx document.
+CONSOLE_NOISE = ("Failed to load resource",)
+
+
+def _chromium() -> str | None:
+    import os
+    import shutil
+
+    for candidate in (os.environ.get("LOOMWORK_CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium")):
+        if candidate and os.path.exists(candidate):
+            return candidate
+    return None
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium, one per test module."""
+    import os
+
+    required = os.environ.get("LOOMWORK_REQUIRE_BROWSER") == "1"
+    exe = _chromium()
+    try:
+        from playwright.sync_api import expect, sync_playwright
+    except ImportError:
+        if required:
+            pytest.fail("playwright is required (LOOMWORK_REQUIRE_BROWSER=1) but not installed")
+        pytest.skip("playwright is not installed")
+    if exe is None:
+        if required:
+            pytest.fail("Chromium is required (LOOMWORK_REQUIRE_BROWSER=1) but /usr/bin/chromium is missing")
+        pytest.skip("Chromium not found (install Debian's chromium)")
+    expect.set_options(timeout=BROWSER_TIMEOUT_MS)
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+class Live:
+    """The running demo: its address, the demo password and direct access to the services."""
+
+    def __init__(self, base: str, password: str, state) -> None:
+        self.base, self.password, self.state = base, password, state
+
+    def ctx(self, username: str = "admin"):
+        from loomwork.runtime.context import Context
+
+        tenant = self.state.platform.tenant(self.state.settings.default_tenant)
+        return Context(tenant, self.user(username).actor())
+
+    def user(self, username: str):
+        from loomwork.runtime.context import Actor, Context
+
+        tenant = self.state.platform.tenant(self.state.settings.default_tenant)
+        return self.state.services.users.by_username(Context(tenant, Actor.system()), username)
+
+    def create(self, object_name: str, data: dict, username: str = "admin") -> dict:
+        return self.state.services.records.create(self.ctx(username), object_name, data)
+
+    def url(self, path: str) -> str:
+        return self.base + path
+
+    def sign_in(self, page, username: str, password: str | None = None) -> None:
+        """Fill in and send the sign-in form open in ``page`` (in whatever language it is)."""
+        page.fill("#username", username)
+        page.fill("#password", password or self.password)
+        page.locator("form button[type=submit]").click()
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    """The sample CRM on SQLite with demo data, served by werkzeug on a free port in a thread.
+
+    Users: ``admin`` (administrator), ``sam`` (sales, from the demo) and ``lin``, ``mei``,
+    ``kai`` (sales, for the tests that change their language or time zone), all with the
+    demo password.
+    """
+    import threading
+
+    from werkzeug.serving import make_server
+
+    from loomwork import create_app
+    from loomwork.demo import setup_demo
+    from loomwork.runtime.context import Actor, Context
+
+    root = tmp_path_factory.mktemp("browser")
+    app = create_app({"database_url": f"sqlite:///{root / 'instance'}", "instance_dir": str(root / "instance"),
+                      "secret_key": "browser-test", "secure_cookies": False})
+    st = app.extensions["loomwork"]
+    login = setup_demo(st, 60, echo=lambda _m: None)
+    tenant = st.platform.tenant(st.settings.default_tenant)
+    for username, full_name in (("lin", "Lin Chen"), ("mei", "Mei Wang"), ("kai", "Kai Liu")):
+        st.services.users.create(Context(tenant, Actor.system()), username, login["password"], roles=("sales",),
+                                 full_name=full_name)
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield Live(f"http://127.0.0.1:{server.server_port}", login["password"], st)
+    server.shutdown()
+    st.platform.dispose()
+
+
+@pytest.fixture(scope="module")
+def sessions(browser, live):
+    """``sessions(username)``: the cookies of a user signed in through the sign-in page
+    (once per user and module, from a browser in UTC)."""
+    cache: dict[str, dict] = {}
+
+    def get(username: str) -> dict:
+        if username not in cache:
+            context = browser.new_context(timezone_id="UTC")
+            page = context.new_page()
+            page.goto(live.url("/login"))
+            live.sign_in(page, username)
+            page.wait_for_url(live.url("/"))
+            cache[username] = context.storage_state()
+            context.close()
+        return cache[username]
+
+    return get
+
+
+@pytest.fixture
+def open_page(browser, live, sessions):
+    """Open a page in a fresh browser context; fails the test on any JavaScript error.
+
+    ``open_page(path, user="admin", viewport=BROWSER_VIEWPORT, **context_options)``;
+    ``user=None`` opens it signed out.
+    """
+    contexts = []
+    problems: list[str] = []
+
+    def opener(path: str | None = None, *, user: str | None = "admin", viewport: dict = BROWSER_VIEWPORT,
+               **options):
+        context = browser.new_context(viewport=viewport, storage_state=sessions(user) if user else None, **options)
+        context.set_default_timeout(BROWSER_TIMEOUT_MS)
+        contexts.append(context)
+        page = context.new_page()
+        page.on("pageerror", lambda exc: problems.append(f"uncaught on {page.url}: {exc}"))
+        page.on("console", lambda msg: problems.append(f"console.error on {page.url}: {msg.text}")
+                if msg.type == "error" and not msg.text.startswith(CONSOLE_NOISE) else None)
+        if path is not None:
+            page.goto(live.url(path))
+        return page
+
+    yield opener
+    for context in contexts:
+        context.close()
+    assert not problems, "JavaScript errors in the pages:\n" + "\n".join(problems)

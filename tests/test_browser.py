@@ -4,7 +4,7 @@ Playwright against a live server running the sample CRM with demo data.
 Each test opens its own browser context (signed in through the real sign-in page
 once per user and module, then reusing the cookies) and makes its own records where
 it changes data. Any uncaught JavaScript error, or error logged to the console, in a
-page fails the test that opened it (the ``open_page`` fixture).
+page fails the test that opened it (the ``open_page`` fixture, in conftest.py).
 
 They skip with the reason when Chromium or Playwright is missing, unless
 ``LOOMWORK_REQUIRE_BROWSER=1`` (as in CI), where a missing browser fails.
@@ -12,16 +12,10 @@ Screenshots land in ``test-artefacts/``.
 """
 from __future__ import annotations
 
-import os
 import re
 import secrets
-import shutil
-import threading
-from collections.abc import Callable
-from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -36,147 +30,7 @@ pytestmark = pytest.mark.browser
 REPO = Path(__file__).resolve().parent.parent
 ARTEFACTS = REPO / "test-artefacts"
 ZH_CATALOG = REPO / "platform" / "loomwork" / "web" / "translations" / "zh_CN" / "LC_MESSAGES" / "messages.po"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
-DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 375, "height": 740}
-TIMEOUT_MS = 5000
-#: Console noise that is not a fault of the page: Chromium logs every 4xx document.
-CONSOLE_NOISE = ("Failed to load resource",)
-
-
-def _chromium() -> str | None:
-    for candidate in (os.environ.get("LOOMWORK_CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium")):
-        if candidate and os.path.exists(candidate):
-            return candidate
-    return None
-
-
-@pytest.fixture(scope="module")
-def browser():
-    required = os.environ.get("LOOMWORK_REQUIRE_BROWSER") == "1"
-    exe = _chromium()
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        if required:
-            pytest.fail("playwright is required (LOOMWORK_REQUIRE_BROWSER=1) but not installed")
-        pytest.skip("playwright is not installed")
-    if exe is None:
-        if required:
-            pytest.fail("Chromium is required (LOOMWORK_REQUIRE_BROWSER=1) but /usr/bin/chromium is missing")
-        pytest.skip("Chromium not found (install Debian's chromium)")
-    expect.set_options(timeout=TIMEOUT_MS)
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
-
-
-@dataclass
-class Live:
-    """The running demo: its address, the demo password and direct access to the services."""
-
-    base: str
-    password: str
-    state: Any
-
-    def ctx(self, username: str = "admin"):
-        from loomwork.runtime.context import Actor, Context
-
-        tenant = self.state.platform.tenant(self.state.settings.default_tenant)
-        user = next(u for u in self.state.services.users.list(Context(tenant, Actor.system()))
-                    if u.username == username)
-        return Context(tenant, user.actor())
-
-    def create(self, object_name: str, data: dict[str, Any], username: str = "admin") -> dict[str, Any]:
-        return self.state.services.records.create(self.ctx(username), object_name, data)
-
-    def url(self, path: str) -> str:
-        return self.base + path
-
-
-@pytest.fixture(scope="module")
-def live(tmp_path_factory):
-    """The sample CRM on SQLite with demo data, served by werkzeug on a free port in a thread.
-
-    Users: ``admin`` (administrator), ``sam`` (sales, from the demo), ``lin`` and ``mei``
-    (sales, for the tests that switch their language), all with the demo password.
-    """
-    from werkzeug.serving import make_server
-
-    from loomwork import create_app
-    from loomwork.demo import setup_demo
-    from loomwork.runtime.context import Actor, Context
-
-    root = tmp_path_factory.mktemp("browser")
-    app = create_app({"database_url": f"sqlite:///{root / 'instance'}", "instance_dir": str(root / "instance"),
-                      "secret_key": "browser-test", "secure_cookies": False})
-    st = app.extensions["loomwork"]
-    login = setup_demo(st, 60, echo=lambda _m: None)
-    tenant = st.platform.tenant(st.settings.default_tenant)
-    for username, full_name in (("lin", "Lin Chen"), ("mei", "Mei Wang")):
-        st.services.users.create(Context(tenant, Actor.system()), username, login["password"], roles=("sales",),
-                                 full_name=full_name)
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield Live(f"http://127.0.0.1:{server.server_port}", login["password"], st)
-    server.shutdown()
-    st.platform.dispose()
-
-
-def _sign_in(page, live: Live, username: str, password: str | None = None) -> None:
-    page.fill("#username", username)
-    page.fill("#password", password or live.password)
-    page.get_by_role("button", name="Sign in").click()
-
-
-@pytest.fixture(scope="module")
-def sessions(browser, live) -> Callable[[str], dict]:
-    """The cookies of a user signed in through the sign-in page (once per user)."""
-    cache: dict[str, dict] = {}
-
-    def get(username: str) -> dict:
-        if username not in cache:
-            context = browser.new_context()
-            page = context.new_page()
-            page.goto(live.url("/login"))
-            _sign_in(page, live, username)
-            page.wait_for_url(live.url("/"))
-            cache[username] = context.storage_state()
-            context.close()
-        return cache[username]
-
-    return get
-
-
-@pytest.fixture
-def open_page(browser, live, sessions):
-    """Open a page in a fresh browser context; fails the test on any JavaScript error.
-
-    ``open_page(path, user="admin", viewport=DESKTOP, **context_options)``; ``user=None``
-    opens it signed out.
-    """
-    contexts = []
-    problems: list[str] = []
-
-    def opener(path: str | None = None, *, user: str | None = "admin", viewport: dict = DESKTOP, **options):
-        context = browser.new_context(viewport=viewport, storage_state=sessions(user) if user else None, **options)
-        context.set_default_timeout(TIMEOUT_MS)
-        contexts.append(context)
-        page = context.new_page()
-        page.on("pageerror", lambda exc: problems.append(f"uncaught on {page.url}: {exc}"))
-        page.on("console", lambda msg: problems.append(f"console.error on {page.url}: {msg.text}")
-                if msg.type == "error" and not msg.text.startswith(CONSOLE_NOISE) else None)
-        if path is not None:
-            page.goto(live.url(path))
-        return page
-
-    yield opener
-    for context in contexts:
-        context.close()
-    assert not problems, "JavaScript errors in the pages:\n" + "\n".join(problems)
 
 
 def _shot(page, name: str) -> None:
@@ -252,13 +106,13 @@ def test_sign_in_navigation_and_sign_out(open_page, live):
     page = open_page("/", user=None)
     expect(page).to_have_url(re.compile(r"/login"))
     _shot(page, "login")
-    _sign_in(page, live, "admin", "wrong password")
+    live.sign_in(page, "admin", "wrong password")
     error = page.locator(".notice-error")
     expect(error).to_have_text("Wrong workspace, username or password.")
     expect(page.locator("#username")).to_have_value("admin")
     expect(page.locator("#password")).to_have_value("")
     _shot(page, "login-error")
-    _sign_in(page, live, "admin")
+    live.sign_in(page, "admin")
     page.wait_for_url(live.url("/"))
     # The navigation is grouped by the package that brought the objects.
     nav = page.get_by_role("navigation", name="Objects")
@@ -295,12 +149,12 @@ def test_sign_in_to_another_workspace(open_page, live):
         assert name not in page.content()
         _shot(page, "login-workspace")
         workspace.fill("nope")
-        _sign_in(page, live, "olga")
+        live.sign_in(page, "olga")
         expect(page.locator(".notice-error")).to_have_text("Wrong workspace, username or password.")
         expect(workspace).to_have_value("nope")  # kept, to be corrected
         expect(page.locator("#username")).to_have_value("olga")
         workspace.fill(name.upper())  # names are lower case; what was typed is forgiven
-        _sign_in(page, live, "olga")
+        live.sign_in(page, "olga")
         page.wait_for_url(live.url("/"))
         expect(page.locator("main h1")).to_have_text("Welcome, olga")
         nav = page.get_by_role("navigation", name="Objects")

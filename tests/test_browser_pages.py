@@ -1,6 +1,6 @@
 """Browser tests of the record pages, forms, recycle bin and profile (issue 11, defects
 2, 9, 12 and 13): headless Chromium driven by Playwright against a live server running
-the sample CRM with demo data, as in test_browser.py.
+the sample CRM with demo data (the ``live`` and ``open_page`` fixtures of conftest.py).
 
 Each test opens its own browser context (signed in through the real sign-in page once
 per user and module) and makes its own records. Any uncaught JavaScript error, or error
@@ -10,15 +10,9 @@ Screenshots land in ``test-artefacts/``.
 """
 from __future__ import annotations
 
-import os
 import re
 import secrets
-import shutil
-import threading
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -31,150 +25,8 @@ pytestmark = pytest.mark.browser
 
 REPO = Path(__file__).resolve().parent.parent
 ARTEFACTS = REPO / "test-artefacts"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 375, "height": 740}
-TIMEOUT_MS = 5000
-#: Console noise that is not a fault of the page: Chromium logs every 4xx document.
-CONSOLE_NOISE = ("Failed to load resource",)
-
-
-def _chromium() -> str | None:
-    for candidate in (os.environ.get("LOOMWORK_CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium")):
-        if candidate and os.path.exists(candidate):
-            return candidate
-    return None
-
-
-@pytest.fixture(scope="module")
-def browser():
-    required = os.environ.get("LOOMWORK_REQUIRE_BROWSER") == "1"
-    exe = _chromium()
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        if required:
-            pytest.fail("playwright is required (LOOMWORK_REQUIRE_BROWSER=1) but not installed")
-        pytest.skip("playwright is not installed")
-    if exe is None:
-        if required:
-            pytest.fail("Chromium is required (LOOMWORK_REQUIRE_BROWSER=1) but /usr/bin/chromium is missing")
-        pytest.skip("Chromium not found (install Debian's chromium)")
-    expect.set_options(timeout=TIMEOUT_MS)
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
-
-
-@dataclass
-class Live:
-    """The running demo: its address, the demo password and direct access to the services."""
-
-    base: str
-    password: str
-    state: Any
-
-    def ctx(self, username: str = "admin"):
-        from loomwork.runtime.context import Context
-
-        tenant = self.state.platform.tenant(self.state.settings.default_tenant)
-        return Context(tenant, self.user(username).actor())
-
-    def user(self, username: str):
-        from loomwork.runtime.context import Actor, Context
-
-        tenant = self.state.platform.tenant(self.state.settings.default_tenant)
-        return self.state.services.users.by_username(Context(tenant, Actor.system()), username)
-
-    def create(self, object_name: str, data: dict[str, Any], username: str = "admin") -> dict[str, Any]:
-        return self.state.services.records.create(self.ctx(username), object_name, data)
-
-    def url(self, path: str) -> str:
-        return self.base + path
-
-
-@pytest.fixture(scope="module")
-def live(tmp_path_factory):
-    """The sample CRM on SQLite with demo data, served by werkzeug on a free port in a thread.
-
-    Users: ``admin``, ``sam`` (sales, from the demo) and ``lin``, ``mei``, ``kai`` (sales,
-    for the tests that change their language or time zone), all with the demo password.
-    """
-    from werkzeug.serving import make_server
-
-    from loomwork import create_app
-    from loomwork.demo import setup_demo
-    from loomwork.runtime.context import Actor, Context
-
-    root = tmp_path_factory.mktemp("browser-pages")
-    app = create_app({"database_url": f"sqlite:///{root / 'instance'}", "instance_dir": str(root / "instance"),
-                      "secret_key": "browser-test", "secure_cookies": False})
-    st = app.extensions["loomwork"]
-    login = setup_demo(st, 30, echo=lambda _m: None)
-    tenant = st.platform.tenant(st.settings.default_tenant)
-    for username in ("lin", "mei", "kai"):
-        st.services.users.create(Context(tenant, Actor.system()), username, login["password"], roles=("sales",))
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield Live(f"http://127.0.0.1:{server.server_port}", login["password"], st)
-    server.shutdown()
-    st.platform.dispose()
-
-
-def _sign_in(page, live: Live, username: str) -> None:
-    page.fill("#username", username)
-    page.fill("#password", live.password)
-    page.locator("form button[type=submit]").click()  # "Sign in" in the page's language
-
-
-@pytest.fixture(scope="module")
-def sessions(browser, live) -> Callable[[str], dict]:
-    """The cookies of a user signed in through the sign-in page (once per user)."""
-    cache: dict[str, dict] = {}
-
-    def get(username: str) -> dict:
-        if username not in cache:
-            context = browser.new_context(timezone_id="UTC")
-            page = context.new_page()
-            page.goto(live.url("/login"))
-            _sign_in(page, live, username)
-            page.wait_for_url(live.url("/"))
-            cache[username] = context.storage_state()
-            context.close()
-        return cache[username]
-
-    return get
-
-
-@pytest.fixture
-def open_page(browser, live, sessions):
-    """Open a page in a fresh browser context; fails the test on any JavaScript error.
-
-    ``open_page(path, user="admin", viewport=DESKTOP, **context_options)``; ``user=None``
-    opens it signed out.
-    """
-    contexts = []
-    problems: list[str] = []
-
-    def opener(path: str | None = None, *, user: str | None = "admin", viewport: dict = DESKTOP, **options):
-        context = browser.new_context(viewport=viewport, storage_state=sessions(user) if user else None, **options)
-        context.set_default_timeout(TIMEOUT_MS)
-        contexts.append(context)
-        page = context.new_page()
-        page.on("pageerror", lambda exc: problems.append(f"uncaught on {page.url}: {exc}"))
-        page.on("console", lambda msg: problems.append(f"console.error on {page.url}: {msg.text}")
-                if msg.type == "error" and not msg.text.startswith(CONSOLE_NOISE) else None)
-        if path is not None:
-            page.goto(live.url(path))
-        return page
-
-    yield opener
-    for context in contexts:
-        context.close()
-    assert not problems, "JavaScript errors in the pages:\n" + "\n".join(problems)
 
 
 def _shot(page, name: str) -> None:
@@ -325,7 +177,7 @@ def test_a_new_user_reads_the_browsers_language_and_time_zone(browser, live):
         page = context.new_page()
         page.goto(live.url("/login"))
         expect(page.locator("html")).to_have_attribute("lang", "zh-CN")
-        _sign_in(page, live, "kai")
+        live.sign_in(page, "kai")
         page.wait_for_url(live.url("/"))
         assert live.user("kai").time_zone == "Asia/Shanghai"
         page.goto(live.url(f"/app/deal/{deal['id']}"))

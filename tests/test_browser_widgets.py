@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import re
-import shutil
 import threading
 from collections.abc import Callable
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -34,36 +32,7 @@ pytestmark = pytest.mark.browser
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "js"
 ARTEFACTS = REPO / "test-artefacts"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
 DATA_SCRIPT = re.compile(r'(<script type="application/json" id="lw-(?:form|list)-data">)(.*?)(</script>)', re.S)
-
-
-def _chromium() -> str | None:
-    for candidate in (os.environ.get("LOOMWORK_CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium")):
-        if candidate and os.path.exists(candidate):
-            return candidate
-    return None
-
-
-@pytest.fixture(scope="module")
-def browser():
-    required = os.environ.get("LOOMWORK_REQUIRE_BROWSER") == "1"
-    exe = _chromium()
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        if required:
-            pytest.fail("playwright is required (LOOMWORK_REQUIRE_BROWSER=1) but not installed")
-        pytest.skip("playwright is not installed")
-    if exe is None:
-        if required:
-            pytest.fail("Chromium is required (LOOMWORK_REQUIRE_BROWSER=1) but /usr/bin/chromium is missing")
-        pytest.skip("Chromium not found (install Debian's chromium)")
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):
