@@ -117,9 +117,10 @@ def _check_roles(conn: sa.Connection, roles: Any, granted: frozenset[str] = froz
     chosen = frozenset(roles)
     if not chosen:
         raise ValidationError({"roles": ["give at least one role"]})
-    unknown = sorted(chosen - granted - known_roles(conn))
+    known = known_roles(conn)
+    unknown = sorted(chosen - granted - known)
     if unknown:
-        have = ", ".join(sorted(known_roles(conn)))
+        have = ", ".join(sorted(known))
         raise ValidationError({"roles": [f"no role {', '.join(map(repr, unknown))} in this tenant (it has {have})"]})
     return chosen
 
@@ -134,6 +135,12 @@ def _check_email(email: Any) -> str | None:
         return _email(email.strip())
     except _NotAnEmail:
         raise ValidationError({"email": ["is not an email address"]}) from None
+
+
+def _check_locale(locale: Any, supported: Any) -> None:
+    """:raises ValidationError: for a language not among ``supported`` (the web shell's)."""
+    if locale not in supported:
+        raise ValidationError({"locale": [f"must be one of {', '.join(supported)}"]})
 
 
 def _check_manager(managers: dict[int, int | None], user_id: int, manager_id: Any) -> None:
@@ -272,8 +279,7 @@ class UserService:
                 raise ValidationError({"full_name": ["must be a text of at most 200 characters"]})
             values["full_name"] = full_name.strip()
         if locale is not UNCHANGED:
-            if locale not in supported_locales:
-                raise ValidationError({"locale": [f"must be one of {', '.join(supported_locales)}"]})
+            _check_locale(locale, supported_locales)
             values["locale"], values["locale_chosen"] = locale, True
         u = systables.users
         with ctx.tenant.write() as conn:
@@ -305,16 +311,8 @@ class UserService:
 
     def set_manager(self, ctx: Context, user_id: int, manager_id: int | None) -> None:
         """Who a user reports to (approvals by manager chain). Administrators only; a
-        chain may not loop back to the user."""
-        if not ctx.actor.is_admin:
-            raise PermissionDenied("only administrators may set managers")
-        u = systables.users
-        with ctx.tenant.write() as conn:
-            managers = dict(conn.execute(sa.select(u.c.id, u.c.manager_id)).all())
-            if user_id not in managers:
-                raise NotFound(f"no user {user_id}")
-            _check_manager(managers, user_id, manager_id)
-            conn.execute(u.update().where(u.c.id == user_id).values(manager_id=manager_id))
+        chain may not loop back to the user (see :meth:`update`)."""
+        self.update(ctx, user_id, manager_id=manager_id)
 
     def manager_chain(self, conn: sa.Connection, user_id: int, limit: int = 20) -> list[User]:
         """``user_id``'s manager, their manager, … (nearest first, at most ``limit``)."""
@@ -378,8 +376,7 @@ class UserService:
 
     def set_locale(self, ctx: Context, user_id: int, locale: str, supported: Any) -> None:
         """Change a user's language. :raises ValidationError: for a language not offered."""
-        if locale not in supported:
-            raise ValidationError({"locale": [f"must be one of {', '.join(supported)}"]})
+        _check_locale(locale, supported)
         u = systables.users
         with ctx.tenant.write() as conn:
             if conn.execute(u.update().where(u.c.id == user_id).values(locale=locale, locale_chosen=True)
