@@ -44,7 +44,7 @@ from .pipeline import Origin
 from .reasons import Ability, Reason
 from .rules import compile_one
 
-OPEN = ("pending", "returned")
+OPEN = systables.APPROVAL_OPEN
 #: Task states that still count (the others were replaced or withdrawn).
 LIVE = ("waiting", "pending", "approved", "rejected")
 
@@ -178,10 +178,19 @@ class ApprovalService:
         else:
             definition = Definition(doc)
             start = definition.nodes[0]["name"]
-            inst_id = conn.execute(i.insert().values(
-                process=proc.name, version=app.version, definition=_dumps(doc), object=object_name,
-                record_id=record_id, status="pending", node=None, round=0, chosen=_dumps(picked) if picked else None,
-                locked=False, submitter=ctx.actor.id, submitted_at=now, row_version=1)).inserted_primary_key[0]
+            try:
+                # The open-instance index refuses a second open approval of the record: a
+                # submission that committed meanwhile (PostgreSQL; SQLite's are serial).
+                with conn.begin_nested():
+                    inst_id = conn.execute(i.insert().values(
+                        process=proc.name, version=app.version, definition=_dumps(doc), object=object_name,
+                        record_id=record_id, status="pending", node=None, round=0,
+                        chosen=_dumps(picked) if picked else None, locked=False, submitter=ctx.actor.id,
+                        submitted_at=now, row_version=1)).inserted_primary_key[0]
+            except sa.exc.IntegrityError:
+                if automatic:
+                    return None  # someone else's submission started it
+                raise ConflictError(_already_pending(proc, ctx.locale).message) from None
             self._event(conn, inst_id, "submit", ctx.actor.id, now, comment,
                         detail={"automatic": automatic, "version": app.version})
         self._enter(ctx, conn, app, self._instance(conn, inst_id), start)
@@ -195,7 +204,7 @@ class ApprovalService:
         title = proc.title(ctx.locale)
         params = {"process": title}
         if open_one is not None and open_one.status == "pending":
-            return Reason("already_pending", f"it is already waiting for approval ({title})", params)
+            return _already_pending(proc, ctx.locale)
         if open_one is not None and open_one.submitter != ctx.actor.id and not ctx.actor.is_admin \
                 and not automatic:
             return Reason("returned_to_submitter", "it was sent back to its submitter, who resubmits it", params)
@@ -958,6 +967,11 @@ def has_processes(app: CompiledApp, object_name: str) -> bool:
     defined on ``object_name``; writes of other objects skip every approval check."""
     return object_name in app.artefact("approval-objects", lambda: frozenset(
         a.object for a in app.meta.approvals.values()))
+
+
+def _already_pending(proc: ApprovalDef, locale: str) -> Reason:
+    title = proc.title(locale)
+    return Reason("already_pending", f"it is already waiting for approval ({title})", {"process": title})
 
 
 def _task_doc(r: Mapping[str, Any]) -> dict[str, Any]:

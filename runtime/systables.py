@@ -1,6 +1,9 @@
 """System tables inside every tenant's namespace (all named ``lw_*``)."""
 from __future__ import annotations
 
+import datetime as dt
+import json
+
 import sqlalchemy as sa
 
 from .sqltypes import UTCDateTime
@@ -137,6 +140,9 @@ delegations = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False),
 )
 
+#: The states of an approval instance that still hold its record (at most one per record).
+APPROVAL_OPEN = ("pending", "returned")
+
 #: One run of an approval process over a record, with the definition it started with.
 approval_instances = sa.Table(
     "lw_approval_instance", system_metadata,
@@ -160,6 +166,12 @@ approval_instances = sa.Table(
     sa.Column("row_version", sa.Integer, nullable=False, default=1),
     sa.Index("ix_lw_approval_instance_record", "object", "record_id", "status"),
 )
+#: At most one open instance per record: of simultaneous submissions of one record the
+#: first to commit wins, the others meet this index (decision D67).
+approval_open_index = sa.Index(
+    "ux_lw_approval_instance_open", approval_instances.c.object, approval_instances.c.record_id, unique=True,
+    sqlite_where=approval_instances.c.status.in_(APPROVAL_OPEN),
+    postgresql_where=approval_instances.c.status.in_(APPROVAL_OPEN))
 
 #: One person's part in a node: decide (``approve``) or be told (``cc``).
 approval_tasks = sa.Table(
@@ -223,15 +235,42 @@ ADDED_COLUMNS = ((users, "manager_id"), (history, "origin"), (history, "via"), (
                  (users, "locale_chosen"))
 
 
-def create(conn: sa.Connection) -> None:
+def _close_duplicate_approvals(conn: sa.Connection, now: dt.datetime) -> None:
+    """Before :data:`approval_open_index` exists, simultaneous submissions could open
+    several instances of one record: the first stays open, the later ones are closed as
+    recalled (their open tasks cancelled, the history saying why), so the index fits.
+    No ``on_recalled`` action runs: nobody recalled them, they never should have started."""
+    i, t, e = approval_instances, approval_tasks, approval_events
+    open_ = i.c.status.in_(APPROVAL_OPEN)
+    doubled = conn.execute(sa.select(i.c.object, i.c.record_id, sa.func.min(i.c.id)).where(open_)
+                           .group_by(i.c.object, i.c.record_id).having(sa.func.count() > 1)).all()
+    for object_name, record_id, kept in doubled:
+        extra = conn.execute(sa.select(i.c.id).where(open_, i.c.object == object_name, i.c.record_id == record_id,
+                                                     i.c.id != kept)).scalars().all()
+        conn.execute(t.update().where(t.c.instance_id.in_(extra), t.c.status.in_(("pending", "waiting")))
+                     .values(status="cancelled"))
+        conn.execute(i.update().where(i.c.id.in_(extra)).values(
+            status="recalled", node=None, finished_at=now, row_version=i.c.row_version + 1))
+        conn.execute(e.insert(), [{"instance_id": x, "action": "recalled", "at": now,
+                                   "comment": f"closed by an upgrade: approval {kept} of this record was open too",
+                                   "detail": json.dumps({"duplicate_of": kept})} for x in extra])
+
+
+#: Indexes added to system tables after they first shipped, each with what makes a
+#: tenant's existing rows fit it (or None).
+ADDED_INDEXES = ((approval_open_index, _close_duplicate_approvals),)
+
+
+def create(conn: sa.Connection, now: dt.datetime) -> None:
     """Create the system tables that are missing (new ones appear in existing tenants too)
-    and add the columns that came later."""
+    and add the columns and indexes that came later (``now`` stamps what that changes)."""
     system_metadata.create_all(conn)
-    upgrade(conn)
+    upgrade(conn, now)
 
 
-def upgrade(conn: sa.Connection) -> None:
-    """Add :data:`ADDED_COLUMNS` a tenant's tables lack (nullable: no rewrite)."""
+def upgrade(conn: sa.Connection, now: dt.datetime) -> None:
+    """Add :data:`ADDED_COLUMNS` (nullable: no rewrite) and :data:`ADDED_INDEXES` a
+    tenant's tables lack."""
     from alembic.operations import Operations
     from alembic.runtime.migration import MigrationContext
 
@@ -244,6 +283,11 @@ def upgrade(conn: sa.Connection) -> None:
         if name not in have:
             ops = ops or Operations(MigrationContext.configure(connection=conn))
             ops.add_column(table.name, sa.Column(name, table.c[name].type, nullable=True), schema=schema)
+    for index, fit in ADDED_INDEXES:
+        if index.name not in {x["name"] for x in inspector.get_indexes(index.table.name, schema=schema)}:
+            if fit is not None:
+                fit(conn, now)
+            index.create(conn)
 
 
 def system_columns() -> list[sa.Column]:

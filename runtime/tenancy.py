@@ -248,7 +248,7 @@ class Platform:
             if found is None:
                 found = self._open(name)
                 with found.write() as conn:  # system tables added since the tenant was created
-                    systables.create(conn)
+                    systables.create(conn, utcnow())
                 self._tenants[name] = found
             return found
 
@@ -285,7 +285,7 @@ class Platform:
         with tenant.write() as conn:
             if tenant.schema:
                 conn.execute(sa.schema.CreateSchema(tenant.schema))
-            systables.create(conn)
+            systables.create(conn, utcnow())
             store.create(conn)
         with self.registry_engine.begin() as conn:
             conn.execute(tenant_registry.insert().values(

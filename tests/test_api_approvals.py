@@ -116,3 +116,37 @@ def test_managers_and_delegations_api(approving):
             .get_json()["data"]] == [ids["vera"]]
     assert sam.get(f"/api/v1/users/{ids['admin']}/delegations").status_code == 403
     assert admin.delete(f"/api/v1/users/{ids['admin']}/delegations/{made.get_json()['id']}").status_code == 204
+
+
+def test_simultaneous_submissions_of_one_record_give_one_201_and_409s(approving, crm_app):
+    """Five clients submit the same quote at the same moment, round after round: one
+    201 and four 409 problems each round (no 500), one pending approval, one inbox task."""
+    import threading
+
+    from loomwork.testing import assert_problem
+
+    st, ids, admin, sam, vera = approving
+    rounds, clients = 4, [type(sam)(crm_app, sam.token) for _ in range(5)]  # a test client each
+    statuses: list[int] = []
+    for _ in range(rounds):
+        quote = sam.post("/api/v1/data/quote", json={"name": "Rush", "discount": "30"}).get_json()
+        gate, answers = threading.Barrier(len(clients)), []
+
+        def submit(client, quote=quote, gate=gate, answers=answers) -> None:
+            gate.wait()
+            answers.append(client.post(f"/api/v1/data/quote/{quote['id']}/approvals", json={}))
+
+        threads = [threading.Thread(target=submit, args=(c,)) for c in clients]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        assert sorted(a.status_code for a in answers) == [201, 409, 409, 409, 409]
+        for lost in (a for a in answers if a.status_code == 409):
+            assert "already waiting for approval" in assert_problem(lost, 409)["detail"]
+        statuses += [a.status_code for a in answers]
+        approvals = sam.get(f"/api/v1/data/quote/{quote['id']}/approvals").get_json()["data"]
+        assert [a["status"] for a in approvals] == ["pending"]
+        inbox = admin.get("/api/v1/approvals/inbox").get_json()["data"]
+        assert sum(1 for w in inbox if w["record_id"] == quote["id"]) == 1
+    assert (statuses.count(201), statuses.count(409)) == (rounds, rounds * 4)

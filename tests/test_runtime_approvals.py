@@ -388,6 +388,90 @@ def test_two_approvers_deciding_at_once_exactly_one_wins(world):
         assert sum(1 for t in final["tasks"] if t["node"] == "after") == 1
 
 
+def race(n: int, work) -> list[str]:
+    """Run ``work()`` in ``n`` threads released at the same moment; each one's outcome:
+    ``won``, ``lost`` (a ConflictError) or the repr of anything else it raised."""
+    gate = threading.Barrier(n)
+    outcomes: list[str] = []
+
+    def run() -> None:
+        gate.wait()
+        try:
+            work()
+            outcomes.append("won")
+        except ConflictError:
+            outcomes.append("lost")
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion, not swallowed
+            outcomes.append(repr(exc))
+
+    threads = [threading.Thread(target=run) for _ in range(n)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    return outcomes
+
+
+#: Rounds of the submission race and submitters in each (the numbers the report gives).
+SUBMIT_ROUNDS, SUBMITTERS = 8, 5
+
+
+def test_five_submitting_one_record_at_once_start_one_approval(world):
+    """Five threads submit the same record at the same moment, round after round: each
+    round one starts the approval and four are told it waits already (a conflict); the
+    record has one open instance and its approver one task."""
+    a = world.s.approvals
+    world.publish(p={"nodes": [approval("n", [{"user": "fin1"}])]})
+    alice, fin1 = world.as_("alice"), world.as_("fin1")
+    tally: list[str] = []
+    for _ in range(SUBMIT_ROUNDS):
+        q = world.quote()
+        outcomes = race(SUBMITTERS, lambda q=q: a.submit(alice, "quote", q["id"]))
+        assert sorted(outcomes) == ["lost"] * (SUBMITTERS - 1) + ["won"], outcomes
+        tally += outcomes
+        assert [i["status"] for i in a.for_record(world.ctx, "quote", q["id"])] == ["pending"]
+        assert sum(1 for w in a.inbox(fin1) if w["record_id"] == q["id"]) == 1
+    assert (len(tally), tally.count("won"), tally.count("lost")) == (
+        SUBMIT_ROUNDS * SUBMITTERS, SUBMIT_ROUNDS, SUBMIT_ROUNDS * (SUBMITTERS - 1))
+
+
+def test_older_tenants_get_the_open_approval_index_and_lose_their_duplicates(world):
+    """A tenant from before the open-instance index, with two open approvals of one record
+    (what racing submissions left there): the upgrade closes the later one as recalled,
+    cancels its task, says why in its history, and adds the index."""
+    import sqlalchemy as sa
+
+    from loomwork.runtime import systables
+    from loomwork.runtime.context import utcnow
+
+    a = world.s.approvals
+    world.publish(p={"nodes": [approval("n", [{"user": "fin1"}])]})
+    q = world.quote()
+    first = a.submit(world.as_("alice"), "quote", q["id"])
+    i, t = systables.approval_instances, systables.approval_tasks
+    index = systables.approval_open_index
+    with world.ctx.tenant.write() as conn:
+        schema = (conn.get_execution_options().get("schema_translate_map") or {}).get(None)
+        index.drop(conn)
+        row = dict(conn.execute(sa.select(i).where(i.c.id == first["id"])).mappings().one())
+        row.pop("id")
+        second = conn.execute(i.insert().values(row)).inserted_primary_key[0]
+        task = dict(conn.execute(sa.select(t).where(t.c.instance_id == first["id"])).mappings().one())
+        task.pop("id")
+        conn.execute(t.insert().values({**task, "instance_id": second}))
+    assert [x["status"] for x in a.for_record(world.ctx, "quote", q["id"])] == ["pending", "pending"]
+    with world.ctx.tenant.write() as conn:
+        systables.upgrade(conn, utcnow())
+        assert index.name in {x["name"] for x in sa.inspect(conn).get_indexes(i.name, schema=schema)}
+    later, kept = a.for_record(world.ctx, "quote", q["id"])
+    assert (kept["id"], kept["status"], [x["status"] for x in kept["tasks"]]) == (first["id"], "pending", ["pending"])
+    assert (later["id"], later["status"], [x["status"] for x in later["tasks"]]) == (second, "recalled", ["cancelled"])
+    assert later["history"][-1]["detail"] == {"duplicate_of": first["id"]}
+    assert sum(1 for w in a.inbox(world.as_("fin1")) if w["record_id"] == q["id"]) == 1
+    with pytest.raises(sa.exc.IntegrityError), world.ctx.tenant.write() as conn:
+        conn.execute(i.insert().values(row))  # the index holds now
+
+
 def test_chosen_and_field_approvers_and_every_action(world, lw_ctx):
     """Approvers the submitter chooses or a record field names; action nodes and final
     actions that set fields, notify, create records, run a script, lock and unlock."""

@@ -384,6 +384,7 @@ def test_older_tenants_get_the_new_user_columns(lw_tenant):
     from alembic.runtime.migration import MigrationContext
 
     from loomwork.runtime import systables
+    from loomwork.runtime.context import utcnow
 
     def columns(conn):
         return {c["name"]: c for c in sa.inspect(conn).get_columns("lw_user", schema=_schema(conn))}
@@ -394,7 +395,7 @@ def test_older_tenants_get_the_new_user_columns(lw_tenant):
             ops.drop_column("lw_user", name, schema=_schema(conn))
     with lw_tenant.write() as conn:
         assert not {"time_zone", "locale_chosen"} & set(columns(conn))
-        systables.upgrade(conn)
+        systables.upgrade(conn, utcnow())
         have = columns(conn)
     assert have["time_zone"]["nullable"] and have["locale_chosen"]["nullable"]
 
