@@ -25,10 +25,12 @@ from loomwork.metadata.new_fields import place_new_fields
 from loomwork.metadata.validation import check_layout_dependents
 
 from . import recompute
-from .compiled import Runtime
+from .compiled import READ_MAX_AGE, CompiledApp, Runtime
 from .context import Context
 from .dependencies import check_dependents
-from .rules import where_used
+from .forms import Layout, layout_for
+from .permissions import Permissions
+from .rules import rules_document, where_used
 from .schema_sync import SchemaSync
 
 log = logging.getLogger(__name__)
@@ -145,10 +147,16 @@ def _changed_in(conflict: Conflict, history: list[dict[str, Any]]) -> tuple[dict
 
 
 class MetadataService:
-    """Read, preview, publish and roll back a tenant's metadata."""
+    """Read, preview, publish and roll back a tenant's metadata.
 
-    def __init__(self, runtime: Runtime) -> None:
+    The whole document is for administrators (D15); everybody reads the objects they
+    may read, one by one, with their rules and form layout. An object they may not read
+    is a :class:`PermissionDenied` naming the permission (D16), an unknown one NotFound.
+    """
+
+    def __init__(self, runtime: Runtime, permissions: Permissions | None = None) -> None:
         self.runtime = runtime
+        self.permissions = permissions or Permissions()
 
     @staticmethod
     def _require_admin(ctx: Context) -> None:
@@ -166,6 +174,33 @@ class MetadataService:
     def versions(self, ctx: Context, limit: int = 100) -> list[store.StoredVersion]:
         with ctx.tenant.read() as conn:
             return store.versions(conn, limit)
+
+    def readable_objects(self, ctx: Context) -> tuple[int, dict[str, Any]]:
+        """``(version, {name: document})`` of the objects ``ctx``'s actor may read."""
+        with ctx.tenant.read() as conn:
+            app = self.runtime.compiled(ctx.tenant, conn, max_age=READ_MAX_AGE)
+            readable = set(self.permissions.readable_objects(ctx, app))
+            return app.version, {n: o for n, o in app.meta.doc["objects"].items() if n in readable}
+
+    def object_doc(self, ctx: Context, object_name: str) -> tuple[int, dict[str, Any]]:
+        """``(version, document)`` of one object. :raises NotFound: for an unknown object.
+        :raises PermissionDenied: when the actor may not read its records (D16)."""
+        app = self._readable(ctx, object_name)
+        return app.version, app.meta.doc["objects"][object_name]
+
+    def object_rules(self, ctx: Context, object_name: str) -> dict[str, Any]:
+        """The object's rules as typed expression trees, for forms (see :func:`.rules.rules_document`)."""
+        app = self._readable(ctx, object_name)
+        return {"version": app.version, **rules_document(app.object(object_name), ctx.locale)}
+
+    def layout(self, ctx: Context, object_name: str) -> Layout:
+        """The form layout the actor's roles get for the object (a form's, or the generated one)."""
+        return layout_for(self._readable(ctx, object_name), object_name, ctx.actor.roles)
+
+    def _readable(self, ctx: Context, object_name: str) -> CompiledApp:
+        app = self.runtime.compiled(ctx.tenant, max_age=READ_MAX_AGE)
+        self.permissions.check(ctx, app, object_name, "read")
+        return app
 
     def where_used(self, ctx: Context, object_name: str, field_name: str) -> list[dict[str, str]]:
         """Every expression and roll-up of the published metadata that reads the field."""

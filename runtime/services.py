@@ -34,7 +34,7 @@ class Services:
     def __init__(self, runtime: Runtime, participants: ParticipantFactory = builtin_participants) -> None:
         self.runtime = runtime
         self.permissions = Permissions()
-        self.metadata = MetadataService(runtime)
+        self.metadata = MetadataService(runtime, self.permissions)
         self.query = QueryService(runtime, self.permissions)
         self.records = RecordService(runtime, self.permissions)
         self.users = UserService()

@@ -19,7 +19,7 @@ from loomwork.metadata.errors import NotFound, PermissionDenied, ValidationError
 from loomwork.metadata.validation import schema_errors
 
 from . import systables
-from .compiled import READ_MAX_AGE
+from .compiled import READ_MAX_AGE, CompiledApp
 from .context import Context
 from .query import ListRequest, QueryService
 
@@ -96,6 +96,8 @@ class ViewService:
             raise PermissionDenied("only a signed-in user can save views")
         if shared and not ctx.actor.is_admin:
             raise PermissionDenied("only administrators can share views")
+        app = self.runtime.compiled(ctx.tenant, max_age=READ_MAX_AGE)
+        self.permissions.check(ctx, app, object_name, "read")
         if not isinstance(definition, dict):
             raise ValidationError({"view": ["must be an object"]})
         definition = {k: v for k, v in definition.items() if k not in ("default", "roles")}
@@ -103,7 +105,7 @@ class ViewService:
         errors = schema_errors("view", definition)
         if errors:
             raise ValidationError({path or "view": [msg] for path, msg in errors})
-        self._check(ctx, object_name, definition)
+        self._check(ctx, app, object_name, definition)
         v = systables.saved_views
         now = ctx.now()
         body = orjson.dumps(definition).decode()
@@ -142,16 +144,20 @@ class ViewService:
             raise PermissionDenied("only administrators can change views shared by others")
         return row
 
-    def _check(self, ctx: Context, object_name: str, definition: dict[str, Any]) -> None:
+    def _check(self, ctx: Context, app: CompiledApp, object_name: str, definition: dict[str, Any]) -> None:
         """Compile the view for the object: unknown fields or bad filters fail here, not
-        when someone opens the view. Runs the query for a single row."""
-        app = self.runtime.compiled(ctx.tenant, max_age=READ_MAX_AGE)
+        when someone opens the view. Runs the query for a single row.
+
+        :raises PermissionDenied: for a column of a looked-up object the actor may not
+            read (D16: the object is named, the view is not saved)."""
         obj = app.object(object_name)
         for i, column in enumerate(definition.get("columns", ())):
             head, _sep, rest = column.partition(".")
             if not rest:
                 continue
             target = obj.lookups.get(head)
+            if target is not None and not self.permissions.allowed(ctx, app, target, "read"):
+                raise PermissionDenied(f"column {column!r} shows {target} records, which you may not read")
             if target is None or "." in rest or rest not in app.object(target).fields:
                 raise ValidationError({f"columns.{i}": [f"{column!r} is not a field of a record {head!r} looks up "
                                                         f"(one step through a lookup)"]})

@@ -54,6 +54,34 @@ def test_read_metadata(api, api_as):
         assert "administrators" in problem(vera.get(path), 403)["detail"], path
 
 
+def test_objects_the_caller_may_not_read_answer_403_everywhere(crm_app, api, api_as):
+    """D16 across the metadata and view endpoints: an object the caller may not read is a
+    403 naming it (whatever the body), an unknown one a 404; and a view may not show a
+    column of an object the caller may not read (finance reads deals, not contacts)."""
+    from loomwork.runtime.context import Actor, Context
+
+    st = crm_app.extensions["loomwork"]
+    st.services.users.create(Context(st.platform.tenant("main"), Actor.system()), "fiona", None, roles=("finance",))
+    fiona = api_as("fiona")
+    assert "contact" not in [o["name"] for o in fiona.get("/api/v1/meta/objects").json["data"]]
+    for path in ("/api/v1/meta/objects/{}", "/api/v1/meta/objects/{}/rules", "/api/v1/meta/objects/{}/layout",
+                 "/api/v1/views/{}"):
+        assert "read contact" in problem(fiona.get(path.format("contact")), 403)["detail"], path
+        problem(fiona.get(path.format("nope")), 404)
+        assert api.get(path.format("contact")).status_code == 200, path
+    assert "read contact" in problem(fiona.post("/api/v1/views/contact", json={"label": "x", "page_size": 1000}),
+                                     403)["detail"]
+    refused = problem(fiona.post("/api/v1/views/deal", json={"label": "x", "columns": ["name", "contact.email"]}), 403)
+    assert "'contact.email' shows contact records" in refused["detail"]
+    made = fiona.post("/api/v1/views/deal", json={"label": "Mine", "columns": ["name", "account.industry"]})
+    assert made.status_code == 201, made.json
+    key = made.json["key"]
+    problem(fiona.put(f"/api/v1/views/deal/{key}", json={"label": "Mine", "columns": ["contact.email"]}), 403)
+    assert next(v for v in fiona.get("/api/v1/views/deal").json["data"] if v["key"] == key)["definition"][
+        "columns"] == ["name", "account.industry"]
+    assert api.post("/api/v1/views/deal", json={"label": "All", "columns": ["contact.email"]}).status_code == 201
+
+
 def test_put_object_dry_run_then_for_real(api, account_id):
     version, deal = deal_doc(api)
     dry = api.put("/api/v1/meta/objects/deal", json={"object": with_region(deal), "dry_run": True})

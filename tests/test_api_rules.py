@@ -343,7 +343,8 @@ def test_rules_endpoint_gives_typed_trees(api, api_as):
     }
     # Anyone who may read the object may fetch its rules (forms need them).
     assert api_as("vera").get(f"{META}/objects/opp/rules").json["fields"] == fields
-    problem(api_as("sam").get(f"{META}/objects/opp/rules"), 404)  # sales cannot read opp
+    # sales cannot read opp: a 403 naming it (D16)
+    assert "read opp" in problem(api_as("sam").get(f"{META}/objects/opp/rules"), 403)["detail"]
     problem(api.get(f"{META}/objects/nope/rules"), 404)
 
 

@@ -118,3 +118,28 @@ def test_saved_views_personal_shared_and_checked(crm, lw_ctx):
         views.get(as_sam, "deal", mine.key)
     default = views.default(as_sam, "deal")
     assert default is not None and default.key == "open_deals"
+
+
+def test_objects_a_user_may_not_read_are_refused_by_name(crm, lw_ctx):
+    """D16 in the services: metadata, rules, layout and views of an object the actor may
+    not read raise PermissionDenied naming it; a view may not show a column of one
+    either (finance reads deals and accounts, not contacts)."""
+    fiona = Context(lw_ctx.tenant, crm.users.create(lw_ctx, "fiona", None, roles=("finance",)).actor())
+    meta, views = crm.metadata, crm.views
+    for ask in (meta.object_doc, meta.object_rules, meta.layout, views.list):
+        with pytest.raises(PermissionDenied, match="read contact"):
+            ask(fiona, "contact")
+        with pytest.raises(NotFound):
+            ask(fiona, "nope")
+    assert meta.object_doc(fiona, "deal")[1]["fields"]["contact"]["target"] == "contact"
+    assert "contact" not in meta.readable_objects(fiona)[1]
+    with pytest.raises(PermissionDenied, match="read contact"):
+        views.save(fiona, "contact", {"label": "x", "page_size": 1000})  # the object first, then the body
+    with pytest.raises(PermissionDenied, match="'contact.email' shows contact records"):
+        views.save(fiona, "deal", {"label": "x", "columns": ["name", "contact.email"]})
+    with pytest.raises(PermissionDenied, match="'contact.nope' shows contact records"):
+        views.save(fiona, "deal", {"label": "x", "columns": ["contact.nope"]})  # no probing its fields
+    mine = views.save(fiona, "deal", {"label": "Mine", "columns": ["name", "account.industry"]})
+    with pytest.raises(PermissionDenied, match="contact"):
+        views.save(fiona, "deal", {"label": "Mine", "columns": ["contact.email"]}, key=mine.key)
+    assert views.get(fiona, "deal", mine.key).columns == ["name", "account.industry"]

@@ -23,7 +23,7 @@ from loomwork.runtime.compiled import READ_MAX_AGE
 from loomwork.runtime.expr import ExpressionError, compile_expression
 from loomwork.runtime.expr.types import TYPES
 from loomwork.runtime.publishing import Rebased
-from loomwork.runtime.rules import build_scope, rules_document
+from loomwork.runtime.rules import build_scope
 
 from ..auth import current_context
 from ..state import state
@@ -118,20 +118,15 @@ def meta_current():
 
 @bp.get("/meta/objects")
 def meta_objects():
-    ctx, cur = _current()
-    app = state().services.runtime.compiled(ctx.tenant, max_age=READ_MAX_AGE)
-    readable = set(state().services.permissions.readable_objects(ctx, app))
-    return respond({"version": cur.version,
-                    "data": [{"name": n, **o} for n, o in cur.doc["objects"].items() if n in readable]})
+    version, objects = state().services.metadata.readable_objects(current_context())
+    return respond({"version": version, "data": [{"name": n, **o} for n, o in objects.items()]})
 
 
 @bp.get("/meta/objects/<name>")
 def meta_object(name: str):
-    ctx, cur = _current()
-    app = state().services.runtime.compiled(ctx.tenant, max_age=READ_MAX_AGE)
-    if name not in cur.doc["objects"] or name not in state().services.permissions.readable_objects(ctx, app):
-        raise NotFound(f"no object {name!r}")
-    return respond({"version": cur.version, "name": name, **cur.doc["objects"][name]})
+    """One object's metadata: 404 when there is none, 403 when the caller may not read it (D16)."""
+    version, doc = state().services.metadata.object_doc(current_context(), name)
+    return respond({"version": version, "name": name, **doc})
 
 
 @bp.get("/meta/objects/<name>/rules")
@@ -139,11 +134,7 @@ def meta_object_rules(name: str):
     """The object's conditions, dependent choices, validation rules and formulas as typed
     expression trees, for forms to evaluate as the user types (the server enforces them
     again on save)."""
-    ctx = current_context()
-    app = state().services.runtime.compiled(ctx.tenant, max_age=READ_MAX_AGE)
-    if name not in state().services.permissions.readable_objects(ctx, app):
-        raise NotFound(f"no object {name!r}")
-    return respond({"version": app.version, **rules_document(app.object(name), ctx.locale)})
+    return respond(state().services.metadata.object_rules(current_context(), name))
 
 
 @bp.get("/meta/objects/<name>/fields/<field>/where-used")

@@ -180,7 +180,7 @@ def _meta_paths(spec: APISpec, errors: dict[str, Any]) -> None:
             "version": {"type": "integer"}, "data": {"type": "array", "items": object_doc}}}, errors=errors)})
     spec.path(path="/api/v1/meta/objects/{name}", operations={
         "get": _op(["meta"], "One object's metadata", "meta_object", path=name, ok_schema=object_doc,
-                   codes=("401", "404"), errors=errors),
+                   codes=("401", "403", "404"), errors=errors),
         "put": _op(admin, "Create or replace an object (publishes a version)", "meta_put_object", path=name,
                    body={"object": object_doc, **_WRITE_OPTIONS}, body_required=True,
                    ok_schema=_ref("PublishResult"), codes=written, errors=errors),
@@ -189,7 +189,7 @@ def _meta_paths(spec: APISpec, errors: dict[str, Any]) -> None:
                       errors=errors)})
     spec.path(path="/api/v1/meta/objects/{name}/rules", operations={"get": _op(
         ["meta"], "The object's conditions, dependent choices, rules and formulas as typed trees",
-        "meta_object_rules", path=name, ok_schema=_ANY_OBJECT, codes=("401", "404"), errors=errors,
+        "meta_object_rules", path=name, ok_schema=_ANY_OBJECT, codes=("401", "403", "404"), errors=errors,
         description="What the generated forms evaluate as the user types; the server enforces them again.")})
     spec.path(path="/api/v1/meta/objects/{name}/fields/{field}/where-used", operations={"get": _op(
         admin, "Every expression and roll-up that reads a field", "meta_where_used",

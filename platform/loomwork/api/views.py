@@ -6,7 +6,6 @@ import dataclasses
 from collections.abc import Mapping
 
 from loomwork.metadata.errors import ValidationError
-from loomwork.runtime.forms import layout_for
 from loomwork.runtime.views import SavedView
 
 from ..auth import current_context
@@ -61,12 +60,7 @@ def delete_view(object_name: str, key: str):
 @bp.get("/meta/objects/<object_name>/layout")
 def object_layout(object_name: str):
     """The layout the caller's roles get (a form document's, or the generated one)."""
-    ctx = current_context()
-    services = state().services
-    app = services.runtime.compiled(ctx.tenant)
-    services.permissions.check(ctx, app, object_name, "read")
-    layout = layout_for(app, object_name, ctx.actor.roles)
-    return respond(_plain(layout))
+    return respond(_plain(state().services.metadata.layout(current_context(), object_name)))
 
 
 def _plain(value):
