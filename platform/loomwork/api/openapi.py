@@ -32,7 +32,7 @@ from ..auth import current_context
 from ..state import state
 from . import bp
 from .jsonio import respond
-from .openapi_platform import add_platform_paths
+from .openapi_platform import BODY_CODES, QUERY_CODES, add_platform_paths, with_codes
 
 FILTER_GRAMMAR = f"""\
 Filter records either with the JSON filter AST in `filter` or with compact parameters.
@@ -219,7 +219,13 @@ def build_spec(app: CompiledApp, objects: list[str], locale: str = "en") -> dict
         ("400", "Malformed request or query"), ("401", "Not signed in"), ("403", "Not allowed"),
         ("404", "No such object or record"), ("409", "Stale row_version or conflicting state"),
         ("413", "Request body too large"), ("415", "Body is not JSON"),
-        ("422", "Validation failed; errors per field"))}
+        ("422", "Validation failed; errors per field"),
+        ("429", "Too many password checks; wait the Retry-After seconds"))}
+
+    def codes(*own: str, body: bool = False, query: bool = False) -> dict[str, Any]:
+        """The error responses of an operation: its own, and those of a JSON body or a query."""
+        return {c: errors[c] for c in with_codes(own, BODY_CODES if body else (), QUERY_CODES if query else ())}
+
     etag_header = {"ETag": {"description": 'The record\'s version, "<id>-<row_version>".',
                             "schema": {"type": "string"}}}
     history_item = {"type": "object", "properties": {
@@ -250,7 +256,7 @@ def build_spec(app: CompiledApp, objects: list[str], locale: str = "en") -> dict
                         "data": {"type": "array", "items": ref},
                         "next_cursor": {"type": ["string", "null"]},
                         "count": {"type": "integer"}, "count_kind": {"enum": ["exact", "estimate"]}}}}}},
-                    **{c: errors[c] for c in ("400", "401", "403", "404")}},
+                    **codes("401", "403", "404", query=True)},
             },
             "post": {
                 "tags": [tag], "summary": f"Create one {name} (object) or many (array, all or nothing)",
@@ -259,8 +265,10 @@ def build_spec(app: CompiledApp, objects: list[str], locale: str = "en") -> dict
                     "oneOf": [ref_in, {"type": "array", "items": ref_in, "maxItems": 1000}]}}}},
                 "responses": {"201": {"description": "Created", "headers": etag_header,
                                       "content": {"application/json": {"schema": {
-                    "oneOf": [ref, {"type": "object", "properties": {"data": {"type": "array", "items": ref}}}]}}}},
-                    **{c: errors[c] for c in ("400", "401", "403", "404", "413", "415", "422")}},
+                    # A record always has an id; the bulk answer has only data: each matches one branch.
+                    "oneOf": [ref, {"type": "object", "properties": {"data": {"type": "array", "items": ref}},
+                                    "required": ["data"], "additionalProperties": False}]}}}},
+                    **codes("401", "403", "404", "409", "422", body=True)},
             },
         })
         id_param = {"name": "id", "in": "path", "required": True,
@@ -277,24 +285,27 @@ def build_spec(app: CompiledApp, objects: list[str], locale: str = "en") -> dict
                     "responses": {"200": {"description": "The record", "headers": etag_header,
                                           "content": {"application/json": {"schema": ref}}},
                                   "304": {"description": "Not modified (If-None-Match)", "headers": etag_header},
-                                  **{c: errors[c] for c in ("401", "403", "404")}}},
+                                  **codes("401", "403", "404", query=True)}},
             "patch": {"tags": [tag], "summary": f"Change fields of a {name}", "operationId": f"update_{name}",
                       "parameters": [id_param, if_match],
                       "requestBody": {"required": True, "content": {"application/json": {"schema": ref_patch}}},
                       "responses": {"200": {"description": "The updated record", "headers": etag_header,
                                             "content": {"application/json": {"schema": ref}}},
-                                    **{c: errors[c] for c in ("400", "401", "403", "404", "409", "413", "415", "422")}}},
+                                    **codes("401", "403", "404", "409", "422", body=True)}},
             "delete": {"tags": [tag], "summary": f"Delete a {name} (soft; restorable)", "operationId": f"delete_{name}",
                        "parameters": [id_param, if_match],
                        "responses": {"204": {"description": "Deleted"},
-                                     **{c: errors[c] for c in ("400", "401", "403", "404", "409")}}},
+                                     **codes("400", "401", "403", "404", "409")}},
         })
         spec.path(path=f"/api/v1/data/{name}/{{id}}/restore", operations={"post": {
             "tags": [tag], "summary": f"Restore a deleted {name}", "operationId": f"restore_{name}",
+            "description": "A record that is not deleted is answered as it is. 409 when a lookup of the record "
+                           "names a deleted record (restore that one first); 422 when one of its unique values "
+                           "has been taken since.",
             "parameters": [id_param],
             "responses": {"200": {"description": "Restored", "headers": etag_header,
                                   "content": {"application/json": {"schema": ref}}},
-                          **{c: errors[c] for c in ("401", "403", "404", "422")}}}})
+                          **codes("401", "403", "404", "409", "422")}}})
         spec.path(path=f"/api/v1/data/{name}/deleted", operations={"get": {
             "tags": [tag], "summary": f"Deleted {tag} (the recycle bin)", "operationId": f"list_deleted_{name}",
             "description": "The list's parameters; the last deleted first unless `sort` is given (deleting "
@@ -305,13 +316,13 @@ def build_spec(app: CompiledApp, objects: list[str], locale: str = "en") -> dict
                 "schema": {"type": "object", "properties": {
                     "data": {"type": "array", "items": ref}, "next_cursor": {"type": ["string", "null"]},
                     "count": {"type": "integer"}, "count_kind": {"enum": ["exact", "estimate"]}}}}}},
-                **{c: errors[c] for c in ("400", "401", "403", "404")}}}})
+                **codes("401", "403", "404", query=True)}}})
         spec.path(path=f"/api/v1/data/{name}/{{id}}/history", operations={"get": {
             "tags": [tag], "summary": f"Field history of a {name}", "operationId": f"history_{name}",
             "parameters": [id_param],
             "responses": {"200": {"description": "Newest first", "content": {"application/json": {"schema": {
                 "type": "object", "properties": {"data": {"type": "array", "items": history_item}}}}}},
-                **{c: errors[c] for c in ("401", "403", "404")}}}})
+                **codes("401", "403", "404")}}})
         for script in app.meta.scripts_for(name, action=True):
             spec.path(path=f"/api/v1/data/{name}/{{id}}/actions/{script.name}", operations={"post": {
                 "tags": [tag], "summary": script.title(locale), "operationId": f"action_{name}_{script.name}",
@@ -323,7 +334,7 @@ def build_spec(app: CompiledApp, objects: list[str], locale: str = "en") -> dict
                 "responses": {"200": {"description": "Done", "content": {"application/json": {"schema": {
                     "type": "object", "properties": {"result": {"description": "The script's result"},
                                                      "record": ref, "log": {"type": "string"}}}}}},
-                              **{c: errors[c] for c in ("401", "403", "404", "409", "422")}}}})
+                              **codes("401", "403", "404", "409", "422", body=True)}}})
     add_platform_paths(spec, errors)
     doc = spec.to_dict()
     doc["security"] = [{"bearer": []}, {"session": []}]

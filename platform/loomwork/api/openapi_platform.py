@@ -39,6 +39,19 @@ _WRITE_OPTIONS = {
 }
 
 
+#: What every operation that reads a JSON body may answer besides its own codes: a body that
+#: is not JSON or holds what no field stores (400), one that is too large (413), one not sent
+#: as JSON (415). The one list of them: :mod:`.openapi` uses it for the record endpoints.
+BODY_CODES = ("400", "413", "415")
+#: What every operation with query parameters may answer: a malformed one (400).
+QUERY_CODES = ("400",)
+
+
+def with_codes(codes: tuple[str, ...], *extra: tuple[str, ...]) -> tuple[str, ...]:
+    """``codes`` and ``extra`` as one sorted tuple without repeats."""
+    return tuple(sorted(set(codes).union(*extra)))
+
+
 def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
@@ -94,7 +107,9 @@ def _op(tags: list[str], summary: str, op_id: str, *, path: dict[str, Any] | Non
         codes: tuple[str, ...] = ("401",), errors: dict[str, Any], description: str | None = None,
         public: bool = False) -> dict[str, Any]:
     """One operation. ``path``/``query``: parameter name -> schema (or ``(schema,
-    description)``); ``body``: the JSON object's properties; ``public``: no sign-in."""
+    description)``); ``body``: the JSON object's properties; ``public``: no sign-in;
+    ``codes``: its error statuses (those of a body or a query are added)."""
+    codes = with_codes(codes, BODY_CODES if body is not None else (), QUERY_CODES if query else ())
     params = []
     for where, group in (("path", path or {}), ("query", query or {})):
         for name, spec in group.items():
@@ -147,7 +162,7 @@ def _auth_paths(spec: APISpec, errors: dict[str, Any]) -> None:
               "tenant": {"type": "string", "maxLength": 64, "description": "The workspace (default: the default "
                                                                           "tenant)"}},
         ok_schema=session, ok_text="Signed in; send csrf_token as X-CSRF-Token with unsafe requests",
-        codes=("401", "415", "422"), errors=errors)})
+        codes=("401", "422", "429"), errors=errors)})
     spec.path(path="/api/v1/auth/logout", operations={"post": _op(
         ["auth"], "End the browser session", "logout", public=True, ok="204", ok_text="Signed out",
         codes=("403",), errors=errors)})
@@ -157,18 +172,18 @@ def _auth_paths(spec: APISpec, errors: dict[str, Any]) -> None:
     spec.path(path="/api/v1/auth/password", operations={"post": _op(
         ["auth"], "Change my password", "change_password", body_required=True,
         body={"old_password": {"type": "string"}, "new_password": {"type": "string"}},
-        ok="204", ok_text="Changed", codes=("401", "415", "422"), errors=errors)})
+        ok="204", ok_text="Changed", codes=("401", "422", "429"), errors=errors)})
     spec.path(path="/api/v1/auth/tokens", operations={"post": _op(
         ["auth"], "Create an API token (shown only in this answer)", "create_token", body_required=True,
         body={"name": {"type": "string", "maxLength": 200}}, ok="201", ok_text="The token",
         ok_schema={"type": "object", "properties": {"token": {"type": "string"}}},
-        codes=("401", "415", "422"), errors=errors)})
+        codes=("401", "422"), errors=errors)})
 
 
 def _meta_paths(spec: APISpec, errors: dict[str, Any]) -> None:
     admin = ["meta", "admin"]
     name = {"name": {"type": "string"}}
-    written = ("401", "403", "404", "409", "413", "415", "422")
+    written = ("401", "403", "404", "409", "422")
     doc_with_version = {"type": "object", "properties": {"version": {"type": "integer"}, "doc": _ANY_OBJECT,
                                                         "ownership": _ANY_OBJECT}}
     object_doc = {"type": "object", "description": "An object document (GET /api/v1/meta/schemas/object)"}
@@ -270,7 +285,7 @@ def _view_paths(spec: APISpec, errors: dict[str, Any]) -> None:
                   "search": {"type": "string", "maxLength": 200}, "label": {},
                   "description": {"type": "string"},
                   "shared": {"type": "boolean", "description": "Share with everyone (administrators)"}}
-    saved = ("401", "403", "404", "415", "422")
+    saved = ("401", "403", "404", "422")
     spec.path(path="/api/v1/views/{object}", operations={
         "get": _op(["views"], "The views I may use on an object: package, shared, then my own", "list_views",
                    path=obj, ok_schema={"type": "object", "properties": {"data": {"type": "array",

@@ -1,0 +1,114 @@
+"""The API does what its OpenAPI document says, checked by Schemathesis.
+
+For every operation of ``/api/v1/openapi.json`` (as the administrator of a demo tenant
+with the sample CRM and its records sees it), Schemathesis generates requests that fit
+the document (positive) and requests that break it (negative), sends them in-process to
+the WSGI app with the administrator's API token, and checks each answer: no 5xx
+(``not_a_server_error``), a documented status (``status_code_conformance``), a documented
+media type (``content_type_conformance``) and a body valid under the documented schema
+(``response_schema_conformance``).
+
+The run is bounded (:data:`EXAMPLES` requests per operation and mode, no shrinking) and
+derandomised, so CI sends the same requests every time and a failure replays locally.
+``LOOMWORK_CONFORMANCE_EXAMPLES=200`` explores further (and finds new requests: the seed
+depends on the number).
+
+The operations share one tenant: a generated request may create, change or delete
+records, views and even metadata, so later operations meet a tenant in whatever state
+earlier ones left. The document has to be true in every such state; the order is the
+document's, so each run meets the same states.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from collections import Counter
+
+import hypothesis
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, Phase, given
+from schemathesis import GenerationMode
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from loomwork.testing import postgres_url
+
+#: Requests per operation and generation mode.
+EXAMPLES = int(os.environ.get("LOOMWORK_CONFORMANCE_EXAMPLES", "10"))
+CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+MODES = (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
+#: The demo's sample records: enough that small generated ids name real ones.
+RECORDS = 30
+#: Operations the run must reach, at least: the CRM's four objects have eight operations
+#: each (plus action scripts), the platform's endpoints about fifty.
+MIN_OPERATIONS = 75
+
+SETTINGS = hypothesis.settings(
+    max_examples=EXAMPLES, deadline=None, database=None, derandomize=True, phases=[Phase.explicit, Phase.generate],
+    # Schemathesis makes the strategies; a slow or filtering one is its business, not a fault of the API.
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large,
+                           HealthCheck.large_base_example],
+)
+
+
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def demo_api(request, tmp_path_factory):
+    """The demo (sample CRM, its users and records) on a fresh platform, and the
+    administrator's API token."""
+    from loomwork import create_app
+    from loomwork.demo import setup_demo
+
+    root = tmp_path_factory.mktemp("conformance")
+    url = f"sqlite:///{root / 'instance'}" if request.param == "sqlite" else postgres_url()
+    app = create_app({"database_url": url, "namespace": f"lwt{secrets.token_hex(4)}",
+                      "instance_dir": str(root / "instance"), "secret_key": "conformance", "secure_cookies": False})
+    st = app.extensions["loomwork"]
+    login = setup_demo(st, RECORDS, echo=lambda _message: None)
+    yield app, login["token"]
+    st.platform.drop_all()
+    st.platform.dispose()
+
+
+def _run(operation, mode: GenerationMode, headers: dict[str, str], sent: Counter) -> str | None:
+    """Send ``operation``'s generated requests of ``mode``; the failure report, if any."""
+
+    @given(case=operation.as_strategy(mode))
+    @SETTINGS
+    def check(case) -> None:
+        sent[operation.label] += 1
+        case.call_and_validate(headers=headers, checks=CHECKS)
+
+    try:
+        check()
+    except hypothesis.errors.Unsatisfiable:
+        if mode is GenerationMode.NEGATIVE:
+            return None  # nothing in it can be made invalid (no parameters, no body)
+        raise
+    except (AssertionError, BaseExceptionGroup) as exc:  # how Schemathesis reports failed checks
+        return f"{operation.label} ({mode.value}):\n{exc}"
+    return None
+
+
+def test_every_operation_does_what_the_document_says(demo_api):
+    app, token = demo_api
+    headers = {"Authorization": f"Bearer {token}"}
+    schema = schemathesis.openapi.from_wsgi("/api/v1/openapi.json", app, headers=headers)
+    failures: list[str] = []
+    sent: Counter = Counter()
+    started = time.monotonic()
+    for result in schema.get_all_operations():
+        operation = result.ok()  # raises for an operation Schemathesis cannot read
+        for mode in MODES:
+            failure = _run(operation, mode, headers, sent)
+            if failure:
+                failures.append(failure)
+    took = time.monotonic() - started
+    assert not failures, f"{len(failures)} failing operation(s) of {len(sent)}:\n\n" + "\n\n".join(failures)
+    assert len(sent) >= MIN_OPERATIONS, sorted(sent)
+    print(f"{len(sent)} operations, {sum(sent.values())} requests in {took:.1f}s")
