@@ -17,6 +17,8 @@ from openapi_spec_validator import validate as validate_openapi
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
+from loomwork.runtime.participants import MAX_RECORD_ID
+
 pytestmark = pytest.mark.usefixtures("fast_setup")
 
 
@@ -193,6 +195,14 @@ def test_real_traffic_matches_the_schemas(api):
     list_schema = doc["paths"]["/api/v1/data/deal"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
     registry = Registry().with_resource("urn:openapi", Resource.from_contents(doc, DRAFT202012))
     jsonschema.Draft202012Validator(_rebase(list_schema), registry=registry).validate(listing)
+    # The 201 is a oneOf: a single record and a bulk answer each match exactly one branch.
+    created_schema = doc["paths"]["/api/v1/data/deal"]["post"]["responses"]["201"]["content"]["application/json"][
+        "schema"]
+    bulk = api.post("/api/v1/data/deal", json=[{"name": "One", "account": acc["id"]},
+                                                {"name": "Two", "account": acc["id"]}])
+    assert bulk.status_code == 201 and len(bulk.json["data"]) == 2
+    for answer in (created.json, bulk.json):
+        jsonschema.Draft202012Validator(_rebase(created_schema), registry=registry).validate(answer)
     api.delete(f"/api/v1/data/deal/{record['id']}")
     history = api.get(f"/api/v1/data/deal/{record['id']}/history").json
     history_schema = doc["paths"]["/api/v1/data/deal/{id}/history"]["get"]["responses"]["200"]["content"][
@@ -203,6 +213,48 @@ def test_real_traffic_matches_the_schemas(api):
     for bad in (api.get("/api/v1/data/deal/999"), api.post("/api/v1/data/deal", json={"name": 5}),
                 api.get("/api/v1/data/deal?limit=0")):
         validator(doc, "Problem").validate(bad.json)
+
+
+def test_error_statuses_are_listed(api):
+    """What any body or query can cause is listed on every operation that takes one, and
+    the statuses particular endpoints answer are listed on them."""
+    doc = spec_of(api)
+    for path, item in doc["paths"].items():
+        for method, op in item.items():
+            params = [resolve(doc, p["$ref"]) if "$ref" in p else p for p in op.get("parameters", [])]
+            codes = set(op["responses"])
+            if "requestBody" in op:
+                assert {"400", "413", "415"} <= codes, (method, path)
+            if any(p["in"] == "query" for p in params):
+                assert "400" in codes, (method, path)
+    # Malformed bodies on approvals, transitions and dry runs (issue 12).
+    for path in ("/api/v1/data/{object}/{id}/approvals", "/api/v1/approvals/tasks/{task}/approve",
+                 "/api/v1/data/{object}/{id}/transitions/{name}", "/api/v1/scripts/{name}/dry-run"):
+        assert "400" in doc["paths"][path]["post"]["responses"], path
+    # A restore whose lookup names a deleted record; a create racing a publish.
+    assert "409" in doc["paths"]["/api/v1/data/deal/{id}/restore"]["post"]["responses"]
+    assert "409" in doc["paths"]["/api/v1/data/deal"]["post"]["responses"]
+    assert "429" in doc["paths"]["/api/v1/auth/login"]["post"]["responses"]
+
+
+def test_path_parameters_say_what_names_something(api):
+    """``{object}`` is one of the objects the caller may read; ids are the record ids'
+    range, wherever they are (records, approvals, tasks)."""
+    doc = spec_of(api)
+
+    def schema(path: str, method: str, name: str) -> dict:
+        return next(p["schema"] for p in doc["paths"][path][method]["parameters"] if p["name"] == name)
+
+    objects = schema("/api/v1/views/{object}", "get", "object")
+    assert sorted(objects["enum"]) == ["account", "contact", "deal", "quote"]
+    assert schema("/api/v1/data/{object}/{id}/approvals", "post", "object") == objects
+    record_id = schema("/api/v1/data/deal/{id}", "get", "id")
+    assert record_id == {"type": "integer", "minimum": 1, "maximum": MAX_RECORD_ID}
+    for path, name in (("/api/v1/data/{object}/{id}/abilities", "id"), ("/api/v1/approvals/{instance}", "instance")):
+        assert schema(path, "get", name) == record_id
+    # A new object's name is any name: the enum is for the endpoints that read one.
+    assert schema("/api/v1/meta/objects/{name}", "put", "name") == {"type": "string"}
+    assert api.get("/api/v1/views/invoice").status_code == 404
 
 
 def _rebase(node):

@@ -148,10 +148,12 @@ def meta_where_used(name: str, field: str):
 
 @bp.post("/meta/objects/<name>/recompute")
 def meta_recompute(name: str):
-    """Compute the object's stored formulas and roll-ups again: ``{"field": optional}``."""
+    """Compute the object's stored formulas and roll-ups again; optional body ``{"field"}``
+    (without one, all of them)."""
     ctx = current_context()
     _admin(ctx, write=True)
-    data = json_object(body(floats=_FLOATS), ("field",), '{"field": optional name}')
+    data = body(floats=_FLOATS) if request.get_data(cache=True).strip() else {}
+    data = json_object(data, ("field",), '{"field": optional name}')
     field = data.get("field")
     if field is not None and not isinstance(field, str):
         raise ValidationError({"field": ["must be a field name"]})

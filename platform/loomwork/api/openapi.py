@@ -24,7 +24,6 @@ from loomwork.metadata.filters import MAX_CONDITIONS, MAX_DEPTH, MAX_LIST, MAX_P
 from loomwork.metadata.model import label_text
 from loomwork.runtime.compiled import READ_MAX_AGE, CompiledApp, CompiledObject
 from loomwork.runtime.fieldtypes import AwareDateTimeField, ExactDecimalField, JsonValueField
-from loomwork.runtime.participants import MAX_RECORD_ID
 from loomwork.runtime.query import DEFAULT_LIMIT, MAX_LIMIT
 from loomwork.runtime.titles import TITLE_SUFFIX
 
@@ -32,7 +31,7 @@ from ..auth import current_context
 from ..state import state
 from . import bp
 from .jsonio import respond
-from .openapi_platform import BODY_CODES, QUERY_CODES, add_platform_paths, with_codes
+from .openapi_platform import BODY_CODES, QUERY_CODES, RECORD_ID, add_platform_paths, with_codes
 
 FILTER_GRAMMAR = f"""\
 Filter records either with the JSON filter AST in `filter` or with compact parameters.
@@ -271,8 +270,7 @@ def build_spec(app: CompiledApp, objects: list[str], locale: str = "en") -> dict
                     **codes("401", "403", "404", "409", "422", body=True)},
             },
         })
-        id_param = {"name": "id", "in": "path", "required": True,
-                    "schema": {"type": "integer", "minimum": 1, "maximum": MAX_RECORD_ID}}
+        id_param = {"name": "id", "in": "path", "required": True, "schema": RECORD_ID}
         if_match = {"name": "If-Match", "in": "header", "schema": {"type": "string"},
                     "description": "The ETag you read; a stale one gives 409."}
         if_none_match = {"name": "If-None-Match", "in": "header", "schema": {"type": "string"},
@@ -335,7 +333,7 @@ def build_spec(app: CompiledApp, objects: list[str], locale: str = "en") -> dict
                     "type": "object", "properties": {"result": {"description": "The script's result"},
                                                      "record": ref, "log": {"type": "string"}}}}}},
                               **codes("401", "403", "404", "409", "422", body=True)}}})
-    add_platform_paths(spec, errors)
+    add_platform_paths(spec, errors, objects)
     doc = spec.to_dict()
     doc["security"] = [{"bearer": []}, {"session": []}]
     return doc

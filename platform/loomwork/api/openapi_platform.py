@@ -14,6 +14,7 @@ from typing import Any
 from apispec import APISpec
 
 from loomwork.metadata.validation import SCHEMA_FILES
+from loomwork.runtime.participants import MAX_RECORD_ID
 
 #: Tags in the order a reader meets them; ``admin`` marks administrator-only endpoints.
 TAGS = [
@@ -45,6 +46,16 @@ _WRITE_OPTIONS = {
 BODY_CODES = ("400", "413", "415")
 #: What every operation with query parameters may answer: a malformed one (400).
 QUERY_CODES = ("400",)
+
+
+#: A record's id in a path, and an approval's or a task's: other values name nothing (404).
+RECORD_ID = {"type": "integer", "minimum": 1, "maximum": MAX_RECORD_ID}
+
+
+def object_name(objects: list[str]) -> dict[str, Any]:
+    """An object's name in a path: one of ``objects`` (those the caller may read; others
+    answer 404, or 403 where the endpoint says so)."""
+    return {"type": "string", "enum": list(objects)} if objects else {"type": "string"}
 
 
 def with_codes(codes: tuple[str, ...], *extra: tuple[str, ...]) -> tuple[str, ...]:
@@ -137,17 +148,19 @@ def _op(tags: list[str], summary: str, op_id: str, *, path: dict[str, Any] | Non
     return out
 
 
-def add_platform_paths(spec: APISpec, errors: dict[str, Any]) -> None:
-    """Describe every endpoint that does not depend on the tenant's objects."""
+def add_platform_paths(spec: APISpec, errors: dict[str, Any], objects: list[str]) -> None:
+    """Describe every endpoint that is the same for every object; ``objects``: the names
+    the caller may read, which the endpoints' ``{object}`` takes."""
+    obj = object_name(objects)
     _schemas(spec)
     for tag in TAGS:
         spec.tag(tag)
     _auth_paths(spec, errors)
-    _meta_paths(spec, errors)
-    _view_paths(spec, errors)
+    _meta_paths(spec, errors, obj)
+    _view_paths(spec, errors, obj)
     _user_paths(spec, errors)
-    _approval_paths(spec, errors)
-    _script_paths(spec, errors)
+    _approval_paths(spec, errors, obj)
+    _script_paths(spec, errors, obj)
     spec.path(path="/api/v1/openapi.json", operations={"get": _op(
         ["meta"], "This document, for the objects you may read", "openapi_document",
         ok_text="OpenAPI 3.1", ok_schema=_ANY_OBJECT, errors=errors)})
@@ -180,9 +193,10 @@ def _auth_paths(spec: APISpec, errors: dict[str, Any]) -> None:
         codes=("401", "422"), errors=errors)})
 
 
-def _meta_paths(spec: APISpec, errors: dict[str, Any]) -> None:
+def _meta_paths(spec: APISpec, errors: dict[str, Any], obj: dict[str, Any]) -> None:
     admin = ["meta", "admin"]
-    name = {"name": {"type": "string"}}
+    name = {"name": {"type": "string"}}  # a new object's name too
+    readable = {"name": obj}
     written = ("401", "403", "404", "409", "422")
     doc_with_version = {"type": "object", "properties": {"version": {"type": "integer"}, "doc": _ANY_OBJECT,
                                                         "ownership": _ANY_OBJECT}}
@@ -194,7 +208,7 @@ def _meta_paths(spec: APISpec, errors: dict[str, Any]) -> None:
         ["meta"], "The objects I may read", "meta_objects", ok_schema={"type": "object", "properties": {
             "version": {"type": "integer"}, "data": {"type": "array", "items": object_doc}}}, errors=errors)})
     spec.path(path="/api/v1/meta/objects/{name}", operations={
-        "get": _op(["meta"], "One object's metadata", "meta_object", path=name, ok_schema=object_doc,
+        "get": _op(["meta"], "One object's metadata", "meta_object", path=readable, ok_schema=object_doc,
                    codes=("401", "403", "404"), errors=errors),
         "put": _op(admin, "Create or replace an object (publishes a version)", "meta_put_object", path=name,
                    body={"object": object_doc, **_WRITE_OPTIONS}, body_required=True,
@@ -204,16 +218,16 @@ def _meta_paths(spec: APISpec, errors: dict[str, Any]) -> None:
                       errors=errors)})
     spec.path(path="/api/v1/meta/objects/{name}/rules", operations={"get": _op(
         ["meta"], "The object's conditions, dependent choices, rules and formulas as typed trees",
-        "meta_object_rules", path=name, ok_schema=_ANY_OBJECT, codes=("401", "403", "404"), errors=errors,
+        "meta_object_rules", path=readable, ok_schema=_ANY_OBJECT, codes=("401", "403", "404"), errors=errors,
         description="What the generated forms evaluate as the user types; the server enforces them again.")})
     spec.path(path="/api/v1/meta/objects/{name}/fields/{field}/where-used", operations={"get": _op(
         admin, "Every expression and roll-up that reads a field", "meta_where_used",
-        path={"name": {"type": "string"}, "field": {"type": "string"}},
+        path={**readable, "field": {"type": "string"}},
         ok_schema={"type": "object", "properties": {"object": {"type": "string"}, "field": {"type": "string"},
                                                     "data": {"type": "array", "items": _ANY_OBJECT}}},
         codes=("401", "403", "404"), errors=errors)})
     spec.path(path="/api/v1/meta/objects/{name}/recompute", operations={"post": _op(
-        admin, "Compute stored formulas and roll-ups again", "meta_recompute", path=name,
+        admin, "Compute stored formulas and roll-ups again", "meta_recompute", path=readable,
         body={"field": {"type": "string", "description": "One field (default: all of the object's)"}},
         ok_schema={"type": "object", "properties": {"object": {"type": "string"}, "rows": _ANY_OBJECT}},
         codes=("401", "403", "404", "409", "422"), errors=errors)})
@@ -277,8 +291,8 @@ def _meta_paths(spec: APISpec, errors: dict[str, Any]) -> None:
         ok_text="A JSON Schema (draft 2020-12)", codes=("401", "404"), errors=errors)})
 
 
-def _view_paths(spec: APISpec, errors: dict[str, Any]) -> None:
-    obj = {"object": {"type": "string"}}
+def _view_paths(spec: APISpec, errors: dict[str, Any], name: dict[str, Any]) -> None:
+    obj = {"object": name}
     definition = {"columns": {"type": "array", "items": {"type": "string"}}, "filter": _ref("Filter"),
                   "sort": {"type": "array", "items": {"type": "string"}, "maxItems": 4},
                   "page_size": {"type": "integer", "minimum": 1, "maximum": 200},
@@ -332,7 +346,7 @@ def _user_paths(spec: APISpec, errors: dict[str, Any]) -> None:
         codes=("401", "403", "404"), errors=errors)})
 
 
-def _approval_paths(spec: APISpec, errors: dict[str, Any]) -> None:
+def _approval_paths(spec: APISpec, errors: dict[str, Any], obj: dict[str, Any]) -> None:
     """The approval and workflow endpoints (the same for every object)."""
     instance = {"type": "object", "description": "The approval instance: status, nodes with their state, "
                                                  "tasks, history"}
@@ -340,8 +354,9 @@ def _approval_paths(spec: APISpec, errors: dict[str, Any]) -> None:
 
     def op(summary: str, op_id: str, path: list[str], body: dict[str, Any] | None, codes: tuple[str, ...],
            ok: str = "200", tags: tuple[str, ...] = ("approvals",)) -> dict[str, Any]:
-        return _op(list(tags), summary, op_id, path={p: {"type": "string"} for p in path}, body=body, ok=ok,
-                   ok_schema=instance, ok_text="The approval instance", codes=codes, errors=errors)
+        params = {p: obj if p == "object" else RECORD_ID for p in path}  # the others are ids
+        return _op(list(tags), summary, op_id, path=params, body=body, ok=ok, ok_schema=instance,
+                   ok_text="The approval instance", codes=codes, errors=errors)
 
     spec.path(path="/api/v1/data/{object}/{id}/approvals", operations={
         "get": op("The record's approvals, newest first", "record_approvals", ["object", "id"], None,
@@ -389,7 +404,7 @@ def _approval_paths(spec: APISpec, errors: dict[str, Any]) -> None:
     ability = {"type": "object", "properties": {"allowed": {"type": "boolean"}, "reason": reason}}
     spec.path(path="/api/v1/data/{object}/{id}/abilities", operations={"get": _op(
         ["workflows"], "What I may do with a record now, each refusal with its reason", "record_abilities",
-        path={"object": {"type": "string"}, "id": {"type": "string"}},
+        path={"object": obj, "id": RECORD_ID},
         description="Whether the caller may edit (and which fields, when only some may change), delete, take "
                     "each transition of and submit the record now.",
         ok_schema={"type": "object", "properties": {
@@ -400,19 +415,19 @@ def _approval_paths(spec: APISpec, errors: dict[str, Any]) -> None:
         codes=("401", "403", "404"), errors=errors)})
     spec.path(path="/api/v1/data/{object}/{id}/transitions", operations={"get": _op(
         ["workflows"], "The status transitions of a record, with whether I may take each and why not",
-        "record_transitions", path={"object": {"type": "string"}, "id": {"type": "string"}},
+        "record_transitions", path={"object": obj, "id": RECORD_ID},
         ok_schema={"type": "object", "properties": {"data": {"type": "array", "items": _ANY_OBJECT}}},
         codes=("401", "403", "404"), errors=errors)})
     spec.path(path="/api/v1/data/{object}/{id}/transitions/{name}", operations={"post": _op(
         ["workflows"], "Take a status transition (roles and condition checked)", "take_transition",
-        path={"object": {"type": "string"}, "id": {"type": "string"}, "name": {"type": "string"}}, body={},
+        path={"object": obj, "id": RECORD_ID, "name": {"type": "string"}}, body={},
         ok_text="The updated record", ok_schema=_ANY_OBJECT, codes=decided, errors=errors)})
 
 
-def _script_paths(spec: APISpec, errors: dict[str, Any]) -> None:
+def _script_paths(spec: APISpec, errors: dict[str, Any], obj: dict[str, Any]) -> None:
     spec.path(path="/api/v1/data/{object}/{id}/actions/{name}", operations={"post": _op(
         ["scripts"], "Run an action script on a record", "run_action",
-        path={"object": {"type": "string"}, "id": {"type": "string"}, "name": {"type": "string"}},
+        path={"object": obj, "id": RECORD_ID, "name": {"type": "string"}},
         description="The object's action scripts are listed under its own paths too. The script's writes are "
                     "saved together or not at all.",
         body={"params": {"type": "object", "description": "Passed to the script as params"}},
