@@ -8,6 +8,14 @@ several workers share the queue; SQLite's write lock serialises claims) and runs
 in its own transaction. A claimed job carries a lease: if the worker dies mid-job, the
 lease runs out and another worker takes it again. Handlers are idempotent (a deadline
 job looks whether its task is still open before acting).
+
+Long work (recomputing a column over a whole table) is a *stepped* job: each step is its
+own transaction that renews the lease and saves the job's progress (its payload) together
+with the step's writes, so a job interrupted anywhere goes on from its last committed step,
+and of two workers holding a claim only the lease's holder makes progress. A caller that
+must do such work now adds the job already claimed (:meth:`JobService.start`) in its own
+transaction and runs it (:meth:`JobService.run`) after the commit; if the caller dies
+first, the lease runs out and a worker takes it (decision D69).
 """
 from __future__ import annotations
 
@@ -48,11 +56,16 @@ class Notifier(Protocol):
 
 
 Handler = Callable[[Context, sa.Connection, Mapping[str, Any]], None]
+#: One step of a stepped job: given the saved state, do a step in ``conn`` and return the
+#: state to save and whether the job is finished.
+Step = Callable[[Context, sa.Connection, Mapping[str, Any]], tuple[Mapping[str, Any], bool]]
 
 
 class JobService:
     def __init__(self) -> None:
         self.handlers: dict[str, Handler] = {"notify": self._notify}
+        #: Stepped jobs by kind (see the module's docstring).
+        self.steps: dict[str, Step] = {}
         self.notifiers: list[Notifier] = []
 
     # -- queueing -----------------------------------------------------------------------------
@@ -62,6 +75,27 @@ class JobService:
         j = systables.jobs
         return conn.execute(j.insert().values(kind=kind, run_at=run_at, payload=json.dumps(dict(payload)),
                                               status="queued", attempts=0, created_at=run_at)).inserted_primary_key[0]
+
+    @staticmethod
+    def start(conn: sa.Connection, kind: str, now: dt.datetime, payload: Mapping[str, Any]) -> int:
+        """Add a job already claimed by the caller, in the caller's transaction; the caller
+        runs it (:meth:`run`) once that commits. Should the caller never get there, the
+        lease runs out and a worker takes the job."""
+        j = systables.jobs
+        return conn.execute(j.insert().values(
+            kind=kind, run_at=now, payload=json.dumps(dict(payload)), status="running", attempts=1,
+            locked_until=now + LEASE, created_at=now)).inserted_primary_key[0]
+
+    def run(self, ctx: Context, job_id: int, *, reraise: bool = False) -> dict[str, Any]:
+        """Run job ``job_id``, which this caller started (``taken`` if the lease passed to
+        a worker meanwhile). A failure is recorded and retried like any job's;
+        ``reraise`` raises it to the caller too."""
+        j = systables.jobs
+        with ctx.tenant.read() as conn:
+            job = conn.execute(sa.select(j).where(j.c.id == job_id)).first()
+        if job is None:
+            raise LookupError(f"no job {job_id}")
+        return self._run(ctx, job, ctx.now(), attempt=job.attempts, reraise=reraise)
 
     def notify(self, conn: sa.Connection, note: Notification, at: dt.datetime) -> None:
         """Queue a notification (sent by the worker, after this transaction commits)."""
@@ -92,21 +126,26 @@ class JobService:
                     status="running", locked_until=now + LEASE, attempts=j.c.attempts + 1))
         return jobs
 
-    def _run(self, ctx: Context, job: Any, now: dt.datetime) -> dict[str, Any]:
+    def _run(self, ctx: Context, job: Any, now: dt.datetime, *, attempt: int | None = None,
+             reraise: bool = False) -> dict[str, Any]:
+        """Run a claimed job; ``attempt`` is the attempt its claim counted (by default that
+        of a claim by :meth:`_claim`, which read the row before counting)."""
         j = systables.jobs
-        handler = self.handlers.get(job.kind)
-        system = ctx.as_actor(Actor.system())
-        # The claim counted this attempt: the job is still ours only while that holds
-        # (a lease that ran out while earlier jobs of the batch ran lets another take it).
-        ours = (j.c.id == job.id, j.c.status == "running", j.c.attempts == job.attempts + 1)
-        with ctx.tenant.write() as conn:
-            if conn.execute(j.update().where(*ours).values(locked_until=ctx.now() + LEASE)).rowcount != 1:
-                return {"job": job.id, "kind": job.kind, "status": "taken"}
+        attempt = job.attempts + 1 if attempt is None else attempt
+        # The job is ours only while its claim holds (a lease that ran out while earlier
+        # jobs of the batch ran lets another worker take it).
+        ours = (j.c.id == job.id, j.c.status == "running", j.c.attempts == attempt)
         try:
+            if job.kind in self.steps:
+                return self._run_steps(ctx, job, ours)
+            handler = self.handlers.get(job.kind)
+            with ctx.tenant.write() as conn:
+                if conn.execute(j.update().where(*ours).values(locked_until=ctx.now() + LEASE)).rowcount != 1:
+                    raise _Lost(job.id)
             if handler is None:
                 raise LookupError(f"no handler for jobs of kind {job.kind!r}")
             with ctx.tenant.write() as conn, ctx.tenant.joined(conn):
-                handler(system, conn, json.loads(job.payload))
+                handler(ctx.as_actor(Actor.system()), conn, json.loads(job.payload))
                 if conn.execute(j.update().where(*ours).values(status="done", finished_at=now,
                                                                locked_until=None)).rowcount != 1:
                     raise _Lost(job.id)  # someone else has it now: undo what this run wrote
@@ -115,12 +154,32 @@ class JobService:
             return {"job": job.id, "kind": job.kind, "status": "taken"}
         except Exception as exc:  # recorded on the job and retried; never lost, never crashing the worker
             log.warning("job %s (%s) failed: %s", job.id, job.kind, exc)
-            final = job.attempts + 1 >= MAX_ATTEMPTS
+            final = attempt >= MAX_ATTEMPTS
             with ctx.tenant.write() as conn:
-                conn.execute(j.update().where(j.c.id == job.id).values(
+                conn.execute(j.update().where(*ours).values(
                     status="failed" if final else "queued", last_error=f"{type(exc).__name__}: {exc}"[:2000],
-                    run_at=now + dt.timedelta(minutes=2 ** (job.attempts + 1)), locked_until=None))
+                    run_at=now + dt.timedelta(minutes=2 ** attempt), locked_until=None))
+            if reraise:
+                raise
             return {"job": job.id, "kind": job.kind, "status": "failed" if final else "retry", "error": str(exc)}
+
+    def _run_steps(self, ctx: Context, job: Any, ours: tuple[Any, ...]) -> dict[str, Any]:
+        """Run a stepped job to its end from its saved state, a transaction per step."""
+        j = systables.jobs
+        step = self.steps[job.kind]
+        system = ctx.as_actor(Actor.system())
+        state: Mapping[str, Any] = json.loads(job.payload)
+        finished = False
+        while not finished:
+            with ctx.tenant.write() as conn, ctx.tenant.joined(conn):
+                # Renewing the lease first also locks the job's row (PostgreSQL): one
+                # holder steps at a time, and a holder whose claim lapsed stops here.
+                if conn.execute(j.update().where(*ours).values(locked_until=ctx.now() + LEASE)).rowcount != 1:
+                    raise _Lost(job.id)
+                state, finished = step(system, conn, state)
+                done = {"status": "done", "finished_at": ctx.now(), "locked_until": None} if finished else {}
+                conn.execute(j.update().where(*ours).values(payload=json.dumps(dict(state)), **done))
+        return {"job": job.id, "kind": job.kind, "status": "done", "result": dict(state)}
 
     def _notify(self, ctx: Context, conn: sa.Connection, payload: Mapping[str, Any]) -> None:
         u = systables.users

@@ -29,6 +29,7 @@ from .compiled import READ_MAX_AGE, CompiledApp, Runtime
 from .context import Context
 from .dependencies import check_dependents
 from .forms import Layout, layout_for
+from .jobs import JobService
 from .permissions import Permissions
 from .rules import rules_document, where_used
 from .schema_sync import SchemaSync
@@ -154,9 +155,12 @@ class MetadataService:
     is a :class:`PermissionDenied` naming the permission (D16), an unknown one NotFound.
     """
 
-    def __init__(self, runtime: Runtime, permissions: Permissions | None = None) -> None:
+    def __init__(self, runtime: Runtime, permissions: Permissions | None = None,
+                 jobs: JobService | None = None) -> None:
         self.runtime = runtime
         self.permissions = permissions or Permissions()
+        self.jobs = jobs or JobService()
+        self.jobs.steps[recompute.JOB] = lambda ctx, conn, state: recompute.step(ctx, conn, self.runtime, state)
 
     @staticmethod
     def _require_admin(ctx: Context) -> None:
@@ -214,7 +218,9 @@ class MetadataService:
                           actions=self.runtime.approval_actions)
 
     def recompute(self, ctx: Context, object_name: str, field_name: str | None = None) -> Mapping[str, int]:
-        """Compute stored formulas and roll-ups of an object again (all, or one field)."""
+        """Compute stored formulas and roll-ups of an object again (all, or one field), as
+        a recompute job run now; return the rows touched per formula pass and roll-up.
+        An error is raised after it is recorded on the job, which a worker resumes."""
         self._require_admin(ctx)
         with ctx.tenant.read() as conn:
             app = self.runtime.compiled(ctx.tenant, conn)
@@ -229,7 +235,14 @@ class MetadataService:
                 targets.append(recompute.Target(object_name, name, f.defn.type))
             elif field_name:
                 raise ConflictError(f"{object_name}.{name} is not a stored formula or roll-up")
-        return recompute.recompute(ctx, self.runtime, targets)
+        if not targets:
+            return {}
+        with ctx.tenant.write() as conn:
+            job = self.jobs.start(conn, recompute.JOB, ctx.now(), recompute.plan(app, targets))
+        outcome = self.jobs.run(ctx, job, reraise=True)
+        if outcome["status"] != "done":  # a worker took it over meanwhile (it was leased past its time)
+            raise ConflictError(f"recompute job {job} is being run by a worker; it goes on there")
+        return outcome["result"]["rows"]
 
     def diff(self, ctx: Context, a: int, b: int) -> list[dict[str, Any]]:
         with ctx.tenant.read() as conn:
@@ -323,7 +336,7 @@ class MetadataService:
         self._require_admin(ctx)
         for attempt in range(RETRIES):
             try:
-                version, targets = self._publish_once(ctx, doc, comment, base_version, package, update_dependents)
+                version, job = self._publish_once(ctx, doc, comment, base_version, package, update_dependents)
                 self.runtime.expire(ctx.tenant)
                 break
             except sa.exc.OperationalError as exc:
@@ -333,19 +346,20 @@ class MetadataService:
                 time.sleep(0.2 * (attempt + 1))
         else:
             raise AssertionError("unreachable")
-        if targets:
-            # The publish has committed: a failure here leaves old values, which
-            # ``loomwork meta recompute`` (or the API) computes again; it is logged, not
-            # reported as a failed publish.
-            try:
-                recompute.recompute(ctx, self.runtime, targets)
-            except Exception:  # noqa: BLE001 - logged with its traceback; the version stands
-                log.exception("recomputing %s after publishing version %s failed",
-                              ", ".join(f"{t.object}.{t.field}" for t in targets), version)
+        if job is not None:
+            # The publish has committed, with its recompute job: a failure here is
+            # recorded on the job (and logged), which a worker resumes from its last
+            # batch; it is not a failed publish.
+            outcome = self.jobs.run(ctx, job)
+            if outcome["status"] not in ("done", "taken"):
+                log.error("recomputing after publishing version %s stopped (job %s, to be resumed): %s",
+                          version, job, outcome.get("error"))
         return version
 
     def _publish_once(self, ctx, doc, comment, base_version, package,
-                      update_dependents) -> tuple[int, list[recompute.Target]]:
+                      update_dependents) -> tuple[int, int | None]:
+        """Publish in one transaction; return the version and the recompute job it started
+        (None when no stored formula or roll-up needs computing)."""
         with ctx.tenant.write() as conn:
             current, the_plan, new_meta, doc = self._plan(conn, doc, lock=True, update_dependents=update_dependents)
             if base_version is not None and base_version != current.version:
@@ -354,17 +368,20 @@ class MetadataService:
             clean = _strip_hints(doc)
             changes = doc_diff(_normalise(current.doc), clean)
             if not changes and not the_plan:
-                return current.version, []
+                return current.version, None
             compiled = self.runtime.compile(clean, new_meta.version)
             now = ctx.now()
             SchemaSync(conn, ctx.tenant.schema).apply(the_plan, compiled, new_meta.version, now)
             targets = recompute.changed_targets(AppMetadata.from_doc(current.doc, current.version), compiled)
-            return store.save(
+            version = store.save(
                 conn, base=current.version, doc=clean,
                 ownership=ownership(current.doc, current.ownership, _normalise(doc), package),
                 diff=changes, plan=[op.as_dict() for op in the_plan.operations],
                 actor=ctx.actor.username, comment=comment, now=now,
-            ), targets
+            )
+            # The job exists exactly when the version does (an outbox, D47).
+            job = self.jobs.start(conn, recompute.JOB, now, recompute.plan(compiled, targets)) if targets else None
+            return version, job
 
     def rollback_doc(self, ctx: Context, to_version: int) -> dict[str, Any]:
         """The document of ``to_version`` with rename hints that undo later renames.

@@ -34,14 +34,14 @@ class Services:
     def __init__(self, runtime: Runtime, participants: ParticipantFactory = builtin_participants) -> None:
         self.runtime = runtime
         self.permissions = Permissions()
-        self.metadata = MetadataService(runtime, self.permissions)
+        self.jobs = JobService()
+        self.metadata = MetadataService(runtime, self.permissions, self.jobs)
         self.query = QueryService(runtime, self.permissions)
         self.records = RecordService(runtime, self.permissions)
         self.users = UserService()
         self.packages = PackageService(self.metadata)
         self.views = ViewService(runtime, self.permissions, self.query)
         self.scripts = ScriptService(runtime, self.permissions, self.records, self.query)
-        self.jobs = JobService()
         self.approvals = ApprovalService(runtime, self.permissions, self.records, self.users, self.scripts,
                                          self.jobs)
         self.workflows = WorkflowService(runtime, self.permissions, self.records)

@@ -4,12 +4,15 @@ the queue, and email notifications sent to a local SMTP server."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import threading
 import time
 
 import pytest
+import sqlalchemy as sa
 
 from loomwork.runtime.context import Actor, Clock, Context
+from loomwork.runtime.query import ListRequest
 
 T0 = dt.datetime(2026, 12, 7, 9, 0, tzinfo=dt.UTC)
 QUOTE = {"fields": {"name": {"type": "text", "required": True}}}
@@ -268,3 +271,120 @@ def test_the_email_notifier_is_a_default_plugin_offered_only_with_smtp(tmp_path)
     notifiers = mail.extensions["loomwork"].services.jobs.notifiers
     assert [type(n) for n in notifiers] == [EmailNotifier, Chat]  # built-ins first
     assert notifiers[0].host == "mail.example.com"
+
+
+class Crash(BaseException):
+    """The process dying mid-batch: nothing catches it, nothing is recorded."""
+
+
+BASKETS = {"basket": {"fields": {"name": {"type": "text"}}},
+          "line": {"fields": {"basket": {"type": "lookup", "target": "basket"}, "qty": {"type": "integer"},
+                              "price": {"type": "decimal", "scale": 2}}}}
+
+
+@pytest.mark.parametrize("how", ["the process dies", "a batch fails"])
+def test_a_recompute_interrupted_mid_way_goes_on_after_a_restart(lw_plugin_manager, lw_tenant, lw_cheap_passwords,
+                                                                   monkeypatch, how):
+    """A publish adds a stored formula over 23 rows (batches of 5) and a roll-up of it;
+    the third batch dies. The two batches before it stay committed and the job says so;
+    after a restart (new services, new compiled cache) a worker takes the job once its
+    lease or back-off has passed and goes on from row 11: every row right, each one
+    written once, the roll-up right."""
+    import copy
+
+    from loomwork.plugin_manager import make_runtime, make_services
+    from loomwork.runtime import recompute, systables
+    from loomwork.runtime.jobs import LEASE
+
+    clock = Clock(T0)
+    admin = Context(lw_tenant, Actor.system(), clock=clock)
+    first = make_services(lw_plugin_manager, make_runtime(lw_plugin_manager))
+    first.metadata.publish(admin, {"objects": BASKETS}, comment="setup")
+    baskets = [first.records.create(admin, "basket", {"name": f"b{n}"})["id"] for n in range(3)]
+    first.records.bulk_create(admin, "line", [{"basket": baskets[n % 3], "qty": n, "price": "1.50"}
+                                              for n in range(1, 24)])
+    doc = copy.deepcopy(first.metadata.current(admin).doc)
+    doc["objects"]["line"]["fields"]["total"] = {"type": "formula", "result_type": "decimal", "stored": True,
+                                                 "expression": "qty * price"}
+    doc["objects"]["basket"]["fields"]["sum"] = {"type": "rollup", "object": "line", "via": "basket",
+                                                "function": "sum", "field": "total"}
+    monkeypatch.setattr(recompute, "BATCH", 5)
+    real, batches = recompute._formulas_batch, []
+
+    def dies_at_the_third(*args, **kw):
+        if len(batches) == 2:
+            raise Crash if how == "the process dies" else RuntimeError("the disk is full")
+        batches.append(args[4])  # the id it went on after
+        return real(*args, **kw)
+
+    monkeypatch.setattr(recompute, "_formulas_batch", dies_at_the_third)
+    if how == "the process dies":
+        with pytest.raises(Crash):
+            first.metadata.publish(admin, doc, comment="totals")
+    else:
+        first.metadata.publish(admin, doc, comment="totals")  # the version stands; the job waits
+    j = systables.jobs
+    with lw_tenant.read() as conn:
+        job = conn.execute(sa.select(j).where(j.c.kind == recompute.JOB)).one()
+
+    def lines():
+        return [(r["id"], r["total"], r["row_version"]) for r in first.query.list(
+            admin, "line", ListRequest(fields=["total", "row_version"], sort=["id"], limit=100)).data]
+
+    assert json.loads(job.payload)["after"] == 10 and job.status == ("running" if how == "the process dies"
+                                                                     else "queued")
+    assert [total for _id, total, _v in lines()] == [f"{1.5 * n:.2f}" for n in range(1, 11)] + [None] * 13
+
+    assert batches == [0, 5]
+    batches.clear()
+    monkeypatch.setattr(recompute, "_formulas_batch", lambda *args, **kw: batches.append(args[4]) or real(*args, **kw))
+    after = make_services(lw_plugin_manager, make_runtime(lw_plugin_manager))  # the restart
+    wait = LEASE if how == "the process dies" else dt.timedelta(minutes=2)  # the lease, or the first back-off
+    clock.now = T0 + wait - dt.timedelta(seconds=1)
+    assert after.jobs.run_due(admin) == []  # a live lease is nobody else's; a back-off is waited out
+    clock.now = T0 + wait + dt.timedelta(seconds=1)
+    outcome = after.jobs.run_due(admin)
+    assert [(o["job"], o["status"]) for o in outcome] == [(job.id, "done")]
+    assert batches == [10, 15, 20, 23]  # on from row 11 (the last call finds no rows left)
+    assert outcome[0]["result"]["rows"] == {"line.total": 23, "basket.sum": 3}  # 10 before the crash, 13 after
+    assert [(total, v) for _id, total, v in lines()] == [(f"{1.5 * n:.2f}", 2) for n in range(1, 24)]
+    sums = {r["id"]: r["sum"] for r in after.query.list(admin, "basket", ListRequest(fields=["sum"])).data}
+    assert sums == {b: f"{sum(1.5 * n for n in range(1, 24) if n % 3 == i):.2f}" for i, b in enumerate(baskets)}
+    assert after.jobs.run_due(admin) == []
+
+
+def test_an_embedded_server_goes_on_with_a_recompute_its_predecessor_left(app):
+    """The job thread of a one-process server (``loomwork serve``/``demo``) takes a
+    recompute job whose process died right after the publish (its lease long run out)
+    and finishes it: stale rows are computed without a separate worker."""
+    import time as wall
+
+    from loomwork.background import start
+    from loomwork.runtime import recompute, systables
+    from loomwork.runtime.context import utcnow
+    from loomwork.runtime.jobs import LEASE
+
+    st = app.extensions["loomwork"]
+    ctx = Context(st.platform.tenant("main"), Actor.system())
+    fields = {"qty": {"type": "integer"},
+              "twice": {"type": "formula", "result_type": "number", "stored": True, "expression": "qty * 2"}}
+    st.services.metadata.publish(ctx, {"objects": {"line": {"fields": fields}}})
+    st.services.records.bulk_create(ctx, "line", [{"qty": n} for n in range(1, 8)])
+    compiled = st.services.runtime.compiled(ctx.tenant)
+    t = compiled.object("line").table
+    with ctx.tenant.write() as conn:  # stale values, and the job their publish started
+        conn.execute(t.update().values(twice=None))
+        job = st.services.jobs.start(conn, recompute.JOB, utcnow() - 2 * LEASE,
+                                     recompute.plan(compiled, [recompute.Target("line", "twice", "formula")]))
+    stop = start(st, interval=0.05)
+    try:
+        j = systables.jobs
+        for _ in range(200):
+            with ctx.tenant.read() as conn:
+                if conn.execute(sa.select(j.c.status).where(j.c.id == job)).scalar_one() == "done":
+                    break
+            wall.sleep(0.05)
+    finally:
+        stop.set()
+    rows = st.services.query.list(ctx, "line", ListRequest(fields=["qty", "twice"], limit=10)).data
+    assert sorted((r["qty"], r["twice"]) for r in rows) == [(n, 2.0 * n) for n in range(1, 8)]

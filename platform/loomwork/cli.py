@@ -208,14 +208,24 @@ def init(env: Env, tenant: str, admin: str, password: str | None) -> None:
     _create_tenant(env, tenant, None, admin, password)
 
 
+#: Background work in the server's own process (a one-process installation needs no worker).
+_JOBS_OPTION = click.option("--jobs/--no-jobs", default=True, show_default=True,
+                            help="Run background work (as loomwork worker does) in this process too.")
+
+
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5000, show_default=True, type=int)
 @click.option("--debug/--no-debug", default=False)
+@_JOBS_OPTION
 @click.pass_obj
-def serve(env: Env, host: str, port: int, debug: bool) -> None:
+def serve(env: Env, host: str, port: int, debug: bool, jobs: bool) -> None:
     """Run the development server. In production use gunicorn:
-    ``gunicorn 'loomwork:create_app()'``."""
+    ``gunicorn 'loomwork:create_app()'`` (and ``loomwork worker`` for background work)."""
+    if jobs:
+        from .background import start
+
+        start(env.state)
     env.app.run(host=host, port=port, debug=debug, use_reloader=False, threaded=True)
 
 
@@ -314,29 +324,21 @@ def script_runs(env: Env, name: str | None, limit: int, tenant: str | None) -> N
 @click.option("--interval", default=15.0, show_default=True, help="Seconds between checks.")
 @click.pass_obj
 def worker(env: Env, once: bool, interval: float) -> None:
-    """Run background work: due jobs (approval reminders and deadlines, notifications)
-    for every tenant, and scheduled scripts where scripts are on. Several workers may run
-    side by side: each job and each scheduled run happens once."""
+    """Run background work: due jobs (approval reminders and deadlines, notifications,
+    recomputations) for every tenant, and scheduled scripts where scripts are on. Several
+    workers may run side by side: each job and each scheduled run happens once."""
     import time
 
-    from loomwork.runtime.scripts import SCRIPTS_FLAG
+    from .background import run_once
 
-    st = env.state
+    def say(line: str, error: bool) -> None:
+        if error:
+            click.secho(line, fg="red", err=True)
+        else:
+            click.echo(line)
+
     while True:
-        for t in st.platform.tenants():
-            try:
-                ctx = Context(st.platform.tenant(t["name"]), Actor.system())
-                for job in st.services.jobs.run_due(ctx):
-                    if job["status"] != "done":
-                        click.echo(f"{t['name']}: job {job['job']} ({job['kind']}) {job['status']}: "
-                                   f"{job.get('error', '')}")
-                runs = st.services.scripts.run_schedules(ctx) if st.platform.flag(t["name"], SCRIPTS_FLAG) else []
-            except Exception as exc:  # one tenant's trouble (a dropped schema, say) must not stop the rest
-                click.secho(f"{t['name']}: scheduled scripts not run: {type(exc).__name__}: {exc}", fg="red", err=True)
-                continue
-            for run in runs:
-                detail = run.get("error") or ""
-                click.echo(f"{t['name']}: {run['script']} {run['status']} {detail}".rstrip())
+        run_once(env.state, say)
         if once:
             return
         time.sleep(interval)
@@ -778,9 +780,10 @@ def meta_rollback(env: Env, version: int, tenant: str | None, as_user: str | Non
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5000, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--no-serve", is_flag=True, help="Set up the instance and exit.")
-def demo(instance: str, records: int, host: str, port: int, no_serve: bool) -> None:
+@_JOBS_OPTION
+def demo(instance: str, records: int, host: str, port: int, no_serve: bool, jobs: bool) -> None:
     """An embedded SQLite instance with the sample CRM package and sample data, served
-    on --host/--port (``make demo PORT=5001`` passes the port)."""
+    on --host/--port (``make demo PORT=5001`` passes the port), with its background work."""
     from loomwork.app import create_app
 
     from .demo import setup_demo
@@ -801,6 +804,10 @@ def demo(instance: str, records: int, host: str, port: int, no_serve: bool) -> N
     click.echo(f"  API token: {login['token']}  (of {login['username']})")
     click.echo(f"  Try:       curl -H 'Authorization: Bearer {login['token']}' {url}/api/v1/data/deal?limit=3")
     click.echo(f"  OpenAPI:   {url}/api/v1/openapi.json\n")
+    if not no_serve and jobs:
+        from .background import start
+
+        start(app.extensions["loomwork"])
     if not no_serve:
         app.run(host=host, port=port, threaded=True, use_reloader=False)
 
