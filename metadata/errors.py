@@ -76,3 +76,16 @@ class HeavyChangeRefused(LoomworkError):
 
     status = 409
     title = "Heavy schema change refused"
+
+
+class TooManyAttempts(LoomworkError):
+    """Too many password checks for an account or from an address; ``Retry-After`` says
+    when the next one will be taken."""
+
+    status = 429
+    title = "Too many attempts"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = max(1, retry_after)
+        self.headers = {"Retry-After": str(self.retry_after)}

@@ -9,6 +9,8 @@ import sqlalchemy as sa
 from .sqltypes import UTCDateTime
 
 system_metadata = sa.MetaData()
+#: The largest id a system table's row can have (their ids are 32-bit integers).
+MAX_ID = 2**31 - 1
 
 users = sa.Table(
     "lw_user", system_metadata,
@@ -42,6 +44,18 @@ tokens = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("expires_at", UTCDateTime),
     sa.Column("revoked_at", UTCDateTime),
+)
+
+#: Browser sessions: the cookie carries a random secret, this row its digest. Signing
+#: out, a password change and deactivation delete rows, so a kept cookie stops working.
+sessions = sa.Table(
+    "lw_session", system_metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("lw_user.id"), nullable=False, index=True),
+    sa.Column("secret_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    #: Moves on as the session is used (an idle session ends): see users.SESSION_IDLE.
+    sa.Column("expires_at", UTCDateTime, nullable=False, index=True),
 )
 
 #: Field-level change history, written in the same transaction as the change.

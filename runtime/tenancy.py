@@ -33,6 +33,7 @@ from loomwork.metadata.errors import ConflictError, LoomworkError, NotFound
 from . import systables
 from .context import utcnow
 from .expr.sqlite_functions import register as register_expression_functions
+from .sqltypes import UTCDateTime
 
 TENANT_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 
@@ -60,6 +61,17 @@ tenant_flags = sa.Table(
     sa.Column("tenant", sa.String(40), primary_key=True),
     sa.Column("flag", sa.String(40), primary_key=True),
     sa.Column("enabled", sa.Boolean, nullable=False),
+)
+#: Password checks counted per account and per address (runtime/throttle.py). In the
+#: registry, not a tenant, because an address's count spans every tenant and a sign-in
+#: to a workspace that does not exist is counted too. ``tenant`` is '' for addresses.
+attempts = sa.Table(
+    "lw_attempt", registry_metadata,
+    sa.Column("kind", sa.String(10), primary_key=True),
+    sa.Column("tenant", sa.String(64), primary_key=True),
+    sa.Column("subject", sa.String(200), primary_key=True),
+    sa.Column("window_start", UTCDateTime, nullable=False, index=True),
+    sa.Column("checks", sa.Integer, nullable=False),
 )
 #: How long a flag read from the registry is trusted by other processes.
 FLAG_TTL_S = 5.0
@@ -215,6 +227,15 @@ class Platform:
                 conn.execute(sa.schema.CreateSchema(self.registry_schema, if_not_exists=True))
             registry_metadata.create_all(conn)
 
+    @contextmanager
+    def registry_write(self) -> Iterator[sa.Connection]:
+        """A write transaction on the registry (on SQLite the write lock is taken at BEGIN,
+        as :meth:`Tenant.write` does, so writers queue instead of failing busy)."""
+        with self.registry_engine.connect() as conn:
+            conn = conn.execution_options(lw_immediate=True)
+            with conn.begin():
+                yield conn
+
     def _schema(self, name: str) -> str:
         return f"{self.namespace}_t_{name}"
 
@@ -300,6 +321,7 @@ class Platform:
         with self.registry_engine.begin() as conn:
             conn.execute(tenant_registry.delete().where(tenant_registry.c.name == name))
             conn.execute(tenant_flags.delete().where(tenant_flags.c.tenant == name))
+            conn.execute(attempts.delete().where(attempts.c.tenant == name))
         with self._lock:
             self._tenants.pop(name, None)
         if tenant.schema:

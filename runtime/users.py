@@ -1,9 +1,11 @@
-"""Users, passwords and API tokens of a tenant.
+"""Users, passwords, browser sessions and API tokens of a tenant.
 
-Passwords are hashed with Argon2id (memory-hard). API tokens are random, shown once,
-and stored as SHA-256 digests: a token is already high-entropy, so a slow hash would
-only slow every API call. Both live in the tenant's namespace, so a token can only
-ever open its own tenant.
+Passwords are hashed with Argon2id (memory-hard). API tokens and session secrets are
+random, shown once (a session's lives in its signed cookie), and stored as SHA-256
+digests: they are already high-entropy, so a slow hash would only slow every request.
+All live in the tenant's namespace, so a token or a session can only ever open its own
+tenant. A session is a row: signing out, a password change, a change of roles and
+deactivation delete rows, and a cookie whose row is gone opens nothing.
 """
 from __future__ import annotations
 
@@ -13,7 +15,6 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Any
 
 import sqlalchemy as sa
@@ -58,9 +59,6 @@ class User:
     roles: frozenset[str]
     locale: str
     active: bool
-    #: Changes whenever the password or the roles change; sessions carry it, so such a
-    #: change ends every other session of the user.
-    stamp: str = ""
     manager_id: int | None = None
     #: Where pages show this user times (IANA name); None until known.
     time_zone: str | None = None
@@ -77,9 +75,8 @@ class User:
 
 
 def _user(row: Any) -> User:
-    stamp = hashlib.sha256(f"{row.password_hash or ''}|{row.roles}".encode()).hexdigest()[:20]
     return User(row.id, row.username, row.email, row.full_name,
-                frozenset(r for r in row.roles.split(",") if r), row.locale, row.active, stamp,
+                frozenset(r for r in row.roles.split(",") if r), row.locale, row.active,
                 getattr(row, "manager_id", None), getattr(row, "time_zone", None), _locale_chosen(row))
 
 
@@ -194,6 +191,19 @@ def check_password_strength(password: Any) -> None:
         raise ValidationError({"password": ["must be at most 1000 characters"]})
 
 
+#: A browser session unused this long ends; each use moves its end on, in a write at most
+#: every :data:`SESSION_RENEW` (so reading pages does not write on every request).
+SESSION_IDLE = dt.timedelta(hours=12)
+SESSION_RENEW = dt.timedelta(minutes=10)
+
+
+def _end_sessions(conn: sa.Connection, user_id: int, keep: str | None = None) -> None:
+    """Delete ``user_id``'s sessions but the one whose secret is ``keep``."""
+    s = systables.sessions
+    where = [s.c.user_id == user_id, *([s.c.secret_hash != _digest(keep)] if keep else [])]
+    conn.execute(s.delete().where(*where))
+
+
 #: A verified API token is trusted this long (seconds) without another lookup.
 #: Revoking a token, changing a password or deactivating a user clears the cache
 #: in the process that made the change; other processes notice within this time.
@@ -264,7 +274,7 @@ class UserService:
         only); what is left :data:`UNCHANGED` stays. ``email``/``manager_id`` ``None`` clear them.
 
         Roles are checked against the tenant's roles (:func:`known_roles`); a change of roles
-        ends the user's other sessions. The last active administrator keeps ``admin``.
+        ends the user's sessions. The last active administrator keeps ``admin``.
 
         :param supported_locales: the languages offered, when ``locale`` is given.
         :raises ValidationError: naming each bad value. :raises NotFound: for no such user.
@@ -298,6 +308,8 @@ class UserService:
                 values["full_name"] = row.username  # as create does: a display name is never blank
             if values:
                 conn.execute(u.update().where(u.c.id == user_id).values(**values))
+            if values.get("roles", row.roles) != row.roles:
+                _end_sessions(conn, user_id)
             updated = _user(conn.execute(sa.select(u).where(u.c.id == user_id)).one())
         self._forget_tokens(ctx)
         return updated
@@ -425,12 +437,16 @@ class UserService:
             if _hasher.check_needs_rehash(row.password_hash):
                 values["password_hash"] = _hasher.hash(password)
             conn.execute(u.update().where(u.c.id == row.id).values(**values))
-        # The user as now stored: a rehashed password changes the session stamp, and a
-        # session opened with the old one would end at its next request.
-        return _user(SimpleNamespace(**{**{str(k): v for k, v in row._mapping.items()}, **values}))
+        return _user(row)
 
-    def set_password(self, ctx: Context, user_id: int, new_password: str, *, old_password: str | None = None) -> None:
-        """Change a password: users give their old one; administrators may reset anyone's."""
+    def set_password(self, ctx: Context, user_id: int, new_password: str, *, old_password: str | None = None,
+                     keep_session: str | None = None) -> None:
+        """Change a password: users give their old one; administrators may reset anyone's.
+        The user's sessions end, but the one whose secret is ``keep_session`` (the caller's
+        own, so changing your password does not sign you out). API tokens stay.
+
+        :raises ValidationError: ``old_password`` when it is wrong.
+        """
         check_password_strength(new_password)
         u = systables.users
         with ctx.tenant.write() as conn:
@@ -446,10 +462,11 @@ class UserService:
                 except (VerificationError, InvalidHashError):
                     raise ValidationError({"old_password": ["is not your current password"]}) from None
             conn.execute(u.update().where(u.c.id == user_id).values(password_hash=_hasher.hash(new_password)))
+            _end_sessions(conn, user_id, keep_session if is_self else None)
         self._forget_tokens(ctx)
 
     def set_active(self, ctx: Context, user_id: int, active: bool) -> None:
-        """Deactivate (or reactivate) a user: their sessions and tokens stop working.
+        """Deactivate (or reactivate) a user: their sessions end and their tokens stop working.
         The last active administrator cannot be deactivated."""
         if not ctx.actor.is_admin:
             raise PermissionDenied("only administrators may deactivate users")
@@ -460,7 +477,48 @@ class UserService:
                 _keep_an_admin(conn, user_id)
             if conn.execute(u.update().where(u.c.id == user_id).values(active=bool(active))).rowcount != 1:
                 raise NotFound(f"no user {user_id}")
+            if not active:
+                _end_sessions(conn, user_id)  # so reactivating opens no old cookie again
         self._forget_tokens(ctx)
+
+    # -- sessions ---------------------------------------------------------
+    def start_session(self, ctx: Context, user_id: int) -> str:
+        """Open a browser session for ``user_id`` (signed in a moment ago) and return its
+        secret, which only the cookie keeps; sessions of the tenant that ended are removed."""
+        secret = secrets.token_urlsafe(32)
+        s, now = systables.sessions, ctx.now()
+        with ctx.tenant.write() as conn:
+            conn.execute(s.delete().where(s.c.expires_at <= now))
+            conn.execute(s.insert().values(user_id=user_id, secret_hash=_digest(secret), created_at=now,
+                                           expires_at=now + SESSION_IDLE))
+        return secret
+
+    def user_for_session(self, ctx: Context, secret: str) -> User:
+        """The active user whose open session has ``secret``; its end moves on (idle time).
+
+        :raises AuthenticationRequired: for a secret of no session, one that has ended, or a
+            user who is deactivated.
+        """
+        s, u = systables.sessions, systables.users
+        if not isinstance(secret, str) or not 1 <= len(secret) <= 100:
+            raise AuthenticationRequired("your session has ended; sign in again")
+        now = ctx.now()
+        with ctx.tenant.read() as conn:
+            row = conn.execute(sa.select(u, s.c.id.label("session_id"), s.c.expires_at.label("session_ends"))
+                               .join(s, s.c.user_id == u.c.id).where(s.c.secret_hash == _digest(secret))).first()
+        if row is None or row.session_ends <= now or not row.active:
+            raise AuthenticationRequired("your session has ended; sign in again")
+        if row.session_ends - now < SESSION_IDLE - SESSION_RENEW:
+            with ctx.tenant.write() as conn:
+                conn.execute(s.update().where(s.c.id == row.session_id).values(expires_at=now + SESSION_IDLE))
+        return _user(row)
+
+    def end_session(self, ctx: Context, secret: str) -> None:
+        """Sign out: the session whose secret is ``secret`` ends (nothing if there is none)."""
+        if isinstance(secret, str):
+            s = systables.sessions
+            with ctx.tenant.write() as conn:
+                conn.execute(s.delete().where(s.c.secret_hash == _digest(secret)))
 
     # -- tokens -----------------------------------------------------------
     def create_token(self, ctx: Context, user_id: int, name: str) -> str:
@@ -512,11 +570,23 @@ class UserService:
             return [{"id": r.id, "name": r.name, "hint": r.prefix, "created_at": r.created_at,
                      "expires_at": r.expires_at, "revoked_at": r.revoked_at} for r in rows]
 
-    def revoke_token(self, ctx: Context, token_id: int) -> None:
+    def revoke_token(self, ctx: Context, token_id: int, *, user_id: int | None = None) -> None:
+        """Revoke a token of your own (administrators: anyone's); with ``user_id``, only if it
+        is that user's. Revoking it again keeps the first time.
+
+        :raises NotFound: for a token that is not there (or not yours to see).
+        """
         t = systables.tokens
-        with ctx.tenant.write() as conn:
-            row = conn.execute(sa.select(t).where(t.c.id == token_id)).first()
-            if row is None or (row.user_id != ctx.actor.id and not ctx.actor.is_admin):
-                raise NotFound(f"no token {token_id}")
-            conn.execute(t.update().where(t.c.id == token_id).values(revoked_at=ctx.now()))
+        row = None
+        if isinstance(token_id, int) and not isinstance(token_id, bool) and 1 <= token_id <= systables.MAX_ID:
+            with ctx.tenant.write() as conn:
+                row = conn.execute(sa.select(t).where(t.c.id == token_id)).first()
+                if row is not None and (row.user_id == ctx.actor.id or ctx.actor.is_admin) \
+                        and user_id in (None, row.user_id):
+                    conn.execute(t.update().where(t.c.id == token_id, t.c.revoked_at.is_(None))
+                                 .values(revoked_at=ctx.now()))
+                else:
+                    row = None
+        if row is None:
+            raise NotFound(f"no token {token_id}")
         self._forget_tokens(ctx)

@@ -69,10 +69,10 @@ def test_production_hash_parameters_and_rehash_on_login(lw_services, lw_ctx, mon
     svc.create(lw_ctx, "old", PASSWORD)
     assert "$m=1024,t=1" in stored_user(lw_ctx, "old").password_hash
     monkeypatch.setattr(users_mod, "_hasher", real)
+    earlier = svc.start_session(lw_ctx, svc.by_username(lw_ctx, "old").id)
     signed_in = svc.authenticate(lw_ctx, "old", PASSWORD)  # a weaker hash is upgraded on the next login
     upgraded = stored_user(lw_ctx, "old").password_hash
-    # the session stamp given at that login is the one now stored (or the session would end at once)
-    assert signed_in.stamp == svc.get(lw_ctx, signed_in.id).stamp
+    assert svc.user_for_session(lw_ctx, earlier).id == signed_in.id  # a rehash is no password change
     assert upgraded.startswith("$argon2id$v=19$m=65536,t=3,")
     assert svc.authenticate(lw_ctx, "old", PASSWORD).username == "old"
 
@@ -277,12 +277,17 @@ def test_roles_must_be_the_tenants(svc, lw_services, lw_ctx, ann):
 def test_update_changes_what_it_is_given(svc, lw_ctx, ann):
     boss = svc.create(lw_ctx, "boss", PASSWORD, roles=("admin",))
     before = svc.get(lw_ctx, ann.id)
+    session = svc.start_session(lw_ctx, ann.id)
     updated = svc.update(lw_ctx, ann.id, email="ann.lee@example.com", full_name="  Ann Lee ", manager_id=boss.id,
                          locale="zh-CN", supported_locales=("en", "zh-CN"))
     assert (updated.email, updated.full_name, updated.manager_id, updated.locale, updated.roles) == \
         ("ann.lee@example.com", "Ann Lee", boss.id, "zh-CN", before.roles)
-    assert updated.stamp == before.stamp  # sessions survive a change that is not roles or password
-    assert svc.update(lw_ctx, ann.id, roles=("user",)).stamp != before.stamp  # a change of roles ends them
+    assert svc.user_for_session(lw_ctx, session).id == ann.id  # sessions survive a change that is not roles
+    svc.update(lw_ctx, ann.id, roles=before.roles)
+    assert svc.user_for_session(lw_ctx, session).id == ann.id  # nor do the same roles end them
+    svc.update(lw_ctx, ann.id, roles=("user",))
+    with pytest.raises(AuthenticationRequired):  # a change of roles ends them
+        svc.user_for_session(lw_ctx, session)
     cleared = svc.update(lw_ctx, ann.id, email=None, manager_id=None, full_name="")
     assert (cleared.email, cleared.manager_id, cleared.full_name) == (None, None, "ann")
     for change, field in (({"email": "not an address"}, "email"), ({"email": 5}, "email"),
@@ -403,3 +408,112 @@ def test_older_tenants_get_the_new_user_columns(lw_tenant):
 def _schema(conn):
     """The tenant's schema on PostgreSQL (the inspector does not apply schema_translate_map)."""
     return (conn.get_execution_options().get("schema_translate_map") or {}).get(None)
+
+
+# -- sessions ---------------------------------------------------------------------------
+def test_sessions_are_rows_of_digests_that_signing_out_deletes(svc, lw_ctx, ann):
+    from loomwork.runtime.systables import sessions
+
+    secret = svc.start_session(lw_ctx, ann.id)
+    with lw_ctx.tenant.read() as conn:
+        row = conn.execute(sa.select(sessions)).one()
+    assert row.secret_hash == hashlib.sha256(secret.encode()).hexdigest() and row.user_id == ann.id
+    assert svc.user_for_session(lw_ctx, secret) == svc.get(lw_ctx, ann.id)
+    other = svc.start_session(lw_ctx, ann.id)
+    svc.end_session(lw_ctx, secret)
+    svc.end_session(lw_ctx, secret)  # twice: nothing to end
+    for bad in (secret, "", None, 5, "x" * 101, secret + "x", other.upper()):
+        with pytest.raises(AuthenticationRequired):
+            svc.user_for_session(lw_ctx, bad)
+    assert svc.user_for_session(lw_ctx, other).id == ann.id  # the user's other session stays
+
+
+def test_an_idle_session_ends_and_use_moves_its_end_in_few_writes(svc, lw_ctx, ann):
+    from loomwork.runtime.context import Clock
+    from loomwork.runtime.systables import sessions
+    from loomwork.runtime.users import SESSION_IDLE, SESSION_RENEW
+
+    clock = Clock(dt.datetime(2030, 1, 1, 9, 0, tzinfo=dt.UTC))
+    ctx = Context(lw_ctx.tenant, Actor.system(), clock=clock)
+
+    def ends():
+        with ctx.tenant.read() as conn:
+            return conn.execute(sa.select(sessions.c.expires_at)).scalar_one()
+
+    secret = svc.start_session(ctx, ann.id)
+    first = ends()
+    assert first == clock() + SESSION_IDLE
+    clock.advance(seconds=SESSION_RENEW.total_seconds() - 1)
+    svc.user_for_session(ctx, secret)
+    assert ends() == first  # not written yet
+    clock.advance(seconds=2)
+    svc.user_for_session(ctx, secret)
+    assert ends() == clock() + SESSION_IDLE  # moved on
+    clock.advance(seconds=SESSION_IDLE.total_seconds() - 1)
+    assert svc.user_for_session(ctx, secret).id == ann.id
+    clock.advance(seconds=SESSION_IDLE.total_seconds())
+    with pytest.raises(AuthenticationRequired):
+        svc.user_for_session(ctx, secret)
+    svc.start_session(ctx, ann.id)  # opening a session clears those that ended
+    with ctx.tenant.read() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(sessions)).scalar_one() == 1
+
+
+def test_password_changes_and_deactivation_end_sessions(svc, lw_ctx, ann):
+    me = as_(lw_ctx, ann)
+    mine, other = svc.start_session(lw_ctx, ann.id), svc.start_session(lw_ctx, ann.id)
+    token = svc.create_token(me, ann.id, "kept")
+    svc.set_password(me, ann.id, "a new password", old_password=PASSWORD, keep_session=mine)
+    assert svc.user_for_session(lw_ctx, mine).id == ann.id
+    with pytest.raises(AuthenticationRequired):
+        svc.user_for_session(lw_ctx, other)
+    assert svc.user_for_token(lw_ctx, token).id == ann.id  # a password change keeps API tokens
+    # An administrator's reset keeps none of the user's sessions, even one named to keep.
+    svc.set_password(lw_ctx, ann.id, "an admin's password", keep_session=mine)
+    with pytest.raises(AuthenticationRequired):
+        svc.user_for_session(lw_ctx, mine)
+    again = svc.start_session(lw_ctx, ann.id)
+    svc.set_active(lw_ctx, ann.id, False)
+    svc.set_active(lw_ctx, ann.id, True)
+    with pytest.raises(AuthenticationRequired):  # reactivating opens no old session
+        svc.user_for_session(lw_ctx, again)
+    assert svc.user_for_token(lw_ctx, token).id == ann.id  # tokens work again with the user
+
+
+def test_a_session_opens_only_its_tenant(svc, lw_platform, lw_ctx, ann):
+    secret = svc.start_session(lw_ctx, ann.id)
+    beta = Context(lw_platform.create_tenant("beta"), Actor.system())
+    svc.create(beta, "ann", PASSWORD)  # the same id there
+    with pytest.raises(AuthenticationRequired):
+        svc.user_for_session(beta, secret)
+
+
+def test_older_tenants_get_the_session_table(lw_database_url, lw_platform, lw_tenant, svc):
+    from loomwork.runtime.systables import sessions
+    from loomwork.runtime.tenancy import Platform
+
+    with lw_tenant.write() as conn:
+        sessions.drop(conn)
+    upgraded = Platform(lw_database_url, namespace=lw_platform.namespace)  # a process started after the upgrade
+    try:
+        ctx = Context(upgraded.tenant(lw_tenant.name), Actor.system())
+        user = svc.create(ctx, "ann", PASSWORD)
+        assert svc.user_for_session(ctx, svc.start_session(ctx, user.id)).id == user.id
+    finally:
+        upgraded.dispose()
+
+
+def test_revoking_a_token_checks_whose_it_is_and_keeps_the_first_time(svc, lw_ctx, ann):
+    bob = svc.create(lw_ctx, "bob", PASSWORD)
+    svc.create_token(lw_ctx, ann.id, "a")
+    token_id = svc.list_tokens(lw_ctx, ann.id)[0]["id"]
+    with pytest.raises(NotFound):
+        svc.revoke_token(lw_ctx, token_id, user_id=bob.id)  # not bob's
+    assert svc.list_tokens(lw_ctx, ann.id)[0]["revoked_at"] is None
+    svc.revoke_token(lw_ctx, token_id, user_id=ann.id)
+    first = svc.list_tokens(lw_ctx, ann.id)[0]["revoked_at"]
+    svc.revoke_token(lw_ctx, token_id)
+    assert svc.list_tokens(lw_ctx, ann.id)[0]["revoked_at"] == first
+    for bad in (0, -1, 2**31, 2**63, "1", True, None):
+        with pytest.raises(NotFound):
+            svc.revoke_token(lw_ctx, bad)

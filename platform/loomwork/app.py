@@ -1,7 +1,6 @@
 """The application factory."""
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
@@ -12,10 +11,11 @@ from loomwork.metadata.errors import LoomworkError
 from loomwork.runtime.sandbox.budget import CEILING, Limits
 from loomwork.runtime.scripts import SCRIPTS_FLAG, ScriptSettings
 from loomwork.runtime.tenancy import Platform
+from loomwork.runtime.throttle import AttemptThrottle
+from loomwork.runtime.users import SESSION_IDLE
 
 from . import api, web
 from .api import errors
-from .auth import LoginThrottle
 from .config import Settings, load_settings, secret_key
 from .plugin_manager import make_plugin_manager, make_services
 from .state import AppState
@@ -69,11 +69,14 @@ def create_app(settings: Mapping[str, Any] | None = None, *, plugin_manager: Any
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=cfg.secure_cookies,
         SESSION_COOKIE_NAME="loomwork_session",
-        PERMANENT_SESSION_LIFETIME=dt.timedelta(hours=12),
+        PERMANENT_SESSION_LIFETIME=SESSION_IDLE,  # the cookie lasts as long as its row may
         MAX_CONTENT_LENGTH=cfg.max_body_bytes,
     )
+    for name in ("login_attempts", "login_window_seconds"):
+        if getattr(cfg, name) < 1:
+            raise LoomworkError(f"setting {name}: must be at least 1")
     app.extensions["loomwork"] = AppState(cfg, pm, services, platform,
-                                          LoginThrottle(cfg.login_attempts, cfg.login_window_seconds))
+                                          AttemptThrottle(platform, cfg.login_attempts, cfg.login_window_seconds))
     app.register_blueprint(api.bp)
     app.register_blueprint(web.bp)
     errors.register(app)

@@ -1,102 +1,31 @@
 """Who is calling: a bearer API token or a browser session, resolved to a Context.
 
 Tokens carry their tenant (``lw_<tenant>.<secret>``) and are checked inside it, so a
-token of tenant A can never be looked up in tenant B. Browser sessions hold the
-tenant and user id in a signed cookie; unsafe requests made with a session must
-carry the session's CSRF token (bearer-token clients are exempt, since a browser
-never attaches those by itself).
+token of tenant A can never be looked up in tenant B. Browser sessions hold the tenant
+and the secret of a session row (``lw_session``) in a signed cookie: every request looks
+the row up, so signing out, a password change or deactivation, which delete rows, end
+the session in every process, even for a copy of the cookie. Unsafe requests made with a
+session must carry the session's CSRF token (bearer-token clients are exempt, since a
+browser never attaches those by itself).
+
+Password checks (signing in, the old password of a password change) go through the
+platform's :class:`~loomwork.runtime.throttle.AttemptThrottle`, counted before they run.
 """
 from __future__ import annotations
 
 import hmac
 import secrets
-import threading
-import time
-from collections import deque
 
 from flask import g, request, session
 
-from loomwork.metadata.errors import (
-    AuthenticationRequired,
-    LoomworkError,
-    NotFound,
-    PermissionDenied,
-)
+from loomwork.metadata.errors import AuthenticationRequired, NotFound, PermissionDenied
+from loomwork.runtime import throttle
 from loomwork.runtime.context import Actor, Context
-from loomwork.runtime.users import refuse_sign_in, token_tenant
+from loomwork.runtime.users import check_password_strength, refuse_sign_in, token_tenant
 
 from .state import state
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-
-
-class TooManyAttempts(LoomworkError):
-    status = 429
-    title = "Too many attempts"
-
-    def __init__(self, message: str, retry_after: int) -> None:
-        super().__init__(message)
-        self.headers = {"Retry-After": str(max(1, retry_after))}
-
-
-class LoginThrottle:
-    """At most N failed logins per (tenant, username) in a window, and ``ADDRESS_FACTOR``
-    times as many per client address.
-
-    The address limit is wider on purpose: people behind one NAT or proxy share an
-    address, and a limit as tight as the per-account one would let anyone lock a whole
-    office out with a handful of wrong passwords. Keys without recent failures are
-    forgotten, and at most ``MAX_KEYS`` are kept, so random usernames cannot grow memory.
-    """
-
-    ADDRESS_FACTOR = 10
-    MAX_KEYS = 100_000
-
-    def __init__(self, attempts: int, window: int) -> None:
-        self.attempts, self.window = attempts, window
-        self._fails: dict[tuple, deque] = {}
-        self._lock = threading.Lock()
-
-    def _limit(self, key: tuple) -> int:
-        return self.attempts * self.ADDRESS_FACTOR if key[0] == "addr" else self.attempts
-
-    def _recent(self, key: tuple, now: float) -> deque:
-        q = self._fails.get(key)
-        if q is None:
-            return deque()
-        cutoff = now - self.window
-        while q and q[0] < cutoff:
-            q.popleft()
-        if not q:
-            del self._fails[key]
-        return q
-
-    def check(self, *keys: tuple) -> None:
-        now = time.monotonic()
-        with self._lock:
-            for k in keys:
-                q = self._recent(k, now)
-                if len(q) >= self._limit(k):
-                    wait = int(q[0] + self.window - now) + 1
-                    raise TooManyAttempts("too many failed sign-ins; wait a few minutes and try again", wait)
-
-    def failed(self, *keys: tuple) -> None:
-        now = time.monotonic()
-        with self._lock:
-            for k in keys:
-                q = self._fails.get(k)
-                if q is None:
-                    while len(self._fails) >= self.MAX_KEYS:  # forget the longest-known key
-                        del self._fails[next(iter(self._fails))]
-                    q = self._fails[k] = deque()
-                q.append(now)
-                while len(q) > self._limit(k):
-                    q.popleft()
-
-    def succeeded(self, *keys: tuple) -> None:
-        with self._lock:
-            for k in keys:
-                self._fails.pop(k, None)
 
 
 def csrf_token() -> str:
@@ -115,7 +44,7 @@ def check_csrf(sent: str | None) -> None:
 def anonymous_context(tenant_name: str | None = None) -> Context:
     st = state()
     tenant = st.platform.tenant(tenant_name or st.settings.default_tenant)
-    return Context(tenant, Actor(None, "anonymous", frozenset()))
+    return Context(tenant, Actor(None, "anonymous", frozenset()), clock=st.clock)
 
 
 def current_context() -> Context:
@@ -137,25 +66,22 @@ def current_context() -> Context:
             tenant = None
         if tenant is None:
             raise AuthenticationRequired("invalid API token")
-        anon = Context(tenant, Actor(None, "anonymous", frozenset()))
+        anon = Context(tenant, Actor(None, "anonymous", frozenset()), clock=st.clock)
         user = st.services.users.user_for_token(anon, token)
-        ctx = Context(tenant, user.actor(), _language(user), time_zone=user.time_zone)
     else:
-        uid, tname = session.get("uid"), session.get("tenant")
-        if not uid or not tname:
+        secret, tname = session.get("sid"), session.get("tenant")
+        if not secret or not isinstance(tname, str):
             raise AuthenticationRequired("sign in or send an API token")
         try:
             tenant = st.platform.tenant(tname)
-            user = st.services.users.get(Context(tenant, Actor.system()), uid)
-        except NotFound:
+            user = st.services.users.user_for_session(Context(tenant, Actor.system(), clock=st.clock), secret)
+        except (NotFound, AuthenticationRequired):
             session.clear()
             raise AuthenticationRequired("your session has ended; sign in again") from None
-        if not user.active or session.get("auth_version") != user.stamp:
-            session.clear()
-            raise AuthenticationRequired("your session has ended; sign in again")
         if request.method not in SAFE_METHODS:
             check_csrf(request.headers.get("X-CSRF-Token") or request.form.get("csrf_token"))
-        ctx = Context(tenant, user.actor(), _language(user), time_zone=user.time_zone)
+        g.lw_session = secret
+    ctx = Context(tenant, user.actor(), _language(user), st.clock, user.time_zone)
     g.lw_ctx = ctx
     return ctx
 
@@ -169,20 +95,21 @@ def _language(user) -> str:
     return negotiate(request.headers.get("Accept-Language", ""))
 
 
-def refresh_session(ctx: Context) -> None:
-    """Keep the current browser session valid after its own user changed password."""
-    if session.get("uid") == ctx.actor.id:
-        session["auth_version"] = state().services.users.get(ctx, ctx.actor.id).stamp
+def session_secret() -> str | None:
+    """The secret of the session this request was authenticated by (None for a token)."""
+    return g.get("lw_session")
+
+
+def _keys(tenant_name: str, username: str) -> tuple[throttle.Key, throttle.Key]:
+    return throttle.account(tenant_name, username), throttle.address(request.remote_addr)
 
 
 def login(tenant_name: str | None, username: str, password: str):
     """Check credentials, throttled, and start a browser session. Returns the user."""
     st = state()
     tenant_name = tenant_name or st.settings.default_tenant
-    # Bounded keys: the throttle must not keep a megabyte "username" in memory.
-    keys = (("user", str(tenant_name)[:64], str(username)[:200]), ("addr", request.remote_addr))
-    throttle: LoginThrottle = st.login_throttle
-    throttle.check(*keys)
+    keys = _keys(tenant_name, username)
+    st.login_throttle.reserve(keys, st.clock())
     try:
         try:
             ctx = anonymous_context(tenant_name)
@@ -190,16 +117,42 @@ def login(tenant_name: str | None, username: str, password: str):
             refuse_sign_in(password)
         user = st.services.users.authenticate(ctx, username, password)
     except AuthenticationRequired:
-        throttle.failed(*keys)
-        raise AuthenticationRequired("wrong tenant, username or password") from None
-    throttle.succeeded(keys[0])
-    session.clear()
-    session["uid"], session["tenant"] = user.id, tenant_name
-    session["auth_version"] = user.stamp
+        raise AuthenticationRequired("wrong tenant, username or password") from None  # the check stays counted
+    st.login_throttle.succeeded(keys)
+    logout()  # a session this browser had ends first
+    session["sid"] = st.services.users.start_session(ctx, user.id)
+    session["tenant"] = tenant_name
     session.permanent = True
     csrf_token()
     return user
 
 
+def change_password(ctx: Context, old_password: str, new_password: str) -> None:
+    """Change the caller's own password; ``old_password`` is a password check, throttled
+    with sign-ins to the same account. The user's other sessions end, this one stays.
+
+    :raises ValidationError: ``password`` (the new one) or ``old_password``.
+    :raises TooManyAttempts: after too many wrong old passwords.
+    """
+    st = state()
+    check_password_strength(new_password)  # before the check is counted: a refusal here checks nothing
+    keys = _keys(ctx.tenant.name, ctx.actor.username)
+    st.login_throttle.reserve(keys, ctx.now(), "too many wrong passwords; wait a few minutes and try again")
+    st.services.users.set_password(ctx, ctx.actor.id, new_password, old_password=old_password,
+                                   keep_session=session_secret())
+    st.login_throttle.succeeded(keys)
+
+
 def logout() -> None:
+    """End the browser's session: its row goes (a kept copy of the cookie opens nothing),
+    then the cookie is cleared."""
+    secret, tname = session.get("sid"), session.get("tenant")
+    if secret and isinstance(tname, str):
+        st = state()
+        try:
+            tenant = st.platform.tenant(tname)
+        except NotFound:  # the tenant was removed, and its sessions with it
+            tenant = None
+        if tenant is not None:
+            st.services.users.end_session(Context(tenant, Actor.system(), clock=st.clock), secret)
     session.clear()

@@ -37,7 +37,7 @@ def _text(data: dict, key: str, required: bool = True, max_length: int = 1000) -
 
 def _session_auth() -> bool:
     """Is this request authenticated by the browser session (not a bearer token)?"""
-    return not request.headers.get("Authorization") and bool(session.get("uid"))
+    return not request.headers.get("Authorization") and bool(session.get("sid"))
 
 
 @bp.post("/auth/login")
@@ -54,9 +54,10 @@ def login():
 
 @bp.post("/auth/logout")
 def logout():
-    """End the browser session. A signed-in session must send its CSRF token (so another
-    site cannot sign people out); without a session this does nothing."""
-    if session.get("uid"):
+    """End the browser session, in every process and for every copy of its cookie. A
+    signed-in session must send its CSRF token (so another site cannot sign people out);
+    without a session this does nothing."""
+    if session.get("sid"):
         auth.check_csrf(request.headers.get("X-CSRF-Token"))
     auth.logout()
     return respond(None, 204)
@@ -74,18 +75,18 @@ def me():
 
 @bp.post("/auth/password")
 def change_password():
-    """Change your own password: ``{old_password, new_password}``."""
+    """Change your own password: ``{old_password, new_password}``. Your other sessions end
+    (this one stays); API tokens keep working. Wrong old passwords count as failed sign-ins."""
     ctx = auth.current_context()
     data = json_object(body(), ("old_password", "new_password"), "{old_password, new_password}")
     old, new = _text(data, "old_password"), _text(data, "new_password")
     try:
-        state().services.users.set_password(ctx, ctx.actor.id, new, old_password=old)
+        auth.change_password(ctx, old, new)
     except ValidationError as exc:  # the service names the new password "password"
         if "password" not in exc.errors:
             raise
         errors = {("new_password" if k == "password" else k): v for k, v in exc.errors.items()}
         raise ValidationError(errors) from None
-    auth.refresh_session(ctx)
     return respond(None, 204)
 
 

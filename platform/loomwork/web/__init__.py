@@ -143,7 +143,7 @@ def login_submit():
 
 @bp.post("/logout")
 def logout_submit():
-    if session.get("uid"):
+    if session.get("sid"):
         try:
             auth.check_csrf(request.form.get("csrf_token"))
         except PermissionDenied as exc:

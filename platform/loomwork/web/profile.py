@@ -15,7 +15,12 @@ from typing import Any
 from flask import flash, g, redirect, render_template, request, session, url_for
 from werkzeug.exceptions import Forbidden
 
-from loomwork.metadata.errors import AuthenticationRequired, PermissionDenied, ValidationError
+from loomwork.metadata.errors import (
+    AuthenticationRequired,
+    PermissionDenied,
+    TooManyAttempts,
+    ValidationError,
+)
 from loomwork.runtime.context import Context
 from loomwork.runtime.timezones import is_time_zone, time_zones
 
@@ -60,6 +65,7 @@ def profile():
         raise Forbidden(exc.message) from None
     users = state().services.users
     errors: dict[str, str] = {}
+    status, headers = 422, {}
     if request.method == "POST":
         try:
             form = request.form.get("form")
@@ -73,19 +79,18 @@ def profile():
                 users.set_time_zone(ctx, ctx.actor.id, request.form.get("time_zone", ""))
                 flash(_("Time zone saved."), "ok")
                 return redirect(url_for("web.profile"))
-            users.set_password(ctx, ctx.actor.id, request.form.get("new_password", ""),
-                               old_password=request.form.get("old_password", ""))
-            auth.refresh_session(ctx)
+            auth.change_password(ctx, request.form.get("old_password", ""), request.form.get("new_password", ""))
             flash(_("Your password has been changed."), "ok")
             return redirect(url_for("web.profile"))
         except ValidationError as exc:
             errors = {k: "; ".join(v) for k, v in translate_all(exc.errors).items()}
-        except AuthenticationRequired:
-            errors = {"old_password": _("The current password is wrong.")}
+        except TooManyAttempts as exc:
+            errors = {"old_password": _("Too many wrong passwords; wait a few minutes and try again.")}
+            status, headers = exc.status, exc.headers
     user = users.get(ctx, ctx.actor.id)
     return render_template("profile.html", ctx=ctx, nav=navigation(ctx, compiled(ctx)), csrf=auth.csrf_token(),
                            user=user, errors=errors, zones=time_zones(), profile_page=True), \
-        422 if errors else 200
+        status if errors else 200, headers
 
 
 @bp.get("/password")
