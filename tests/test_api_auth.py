@@ -56,6 +56,49 @@ def test_tokens_created_over_the_api(api, api_as):
         assert key in problem(vera.post("/api/v1/auth/tokens", json=body), 422)["errors"]
 
 
+def test_tokens_are_listed_and_revoked_over_the_api(api, api_as, anon):
+    sam = api_as("sam")
+    made = sam.post("/api/v1/auth/tokens", json={"name": "ci"}).json["token"]
+    mine = sam.get("/api/v1/auth/tokens").json["data"]
+    assert [t["name"] for t in mine] == ["test", "ci"]
+    ci = mine[1]
+    assert made.endswith(ci["hint"]) and ci["revoked_at"] is None and ci["created_at"].endswith("+00:00")
+    assert made not in str(mine) and "token_hash" not in ci
+    ci_client = type(sam)(sam.client.application, made)
+    assert ci_client.get("/api/v1/auth/me").status_code == 200
+    # Nobody else's tokens exist for sam; an administrator sees and revokes anyone's.
+    vera = api_as("vera")
+    vera_id = vera.get("/api/v1/auth/me").json["user"]["id"]
+    vera_token = api.get(f"/api/v1/users/{vera_id}/tokens").json["data"][0]
+    problem(sam.delete(f"/api/v1/auth/tokens/{vera_token['id']}"), 404)
+    problem(sam.get(f"/api/v1/users/{vera_id}/tokens"), 403)
+    sam_id = sam.get("/api/v1/auth/me").json["user"]["id"]
+    assert sam.get(f"/api/v1/users/{sam_id}/tokens").json == sam.get("/api/v1/auth/tokens").json
+    problem(api.get("/api/v1/users/99999/tokens"), 404)
+    # Revoked: it stops at once, stays listed with the time, and revoking again changes nothing.
+    assert sam.delete(f"/api/v1/auth/tokens/{ci['id']}").status_code == 204
+    problem(ci_client.get("/api/v1/auth/me"), 401)
+    revoked = sam.get("/api/v1/auth/tokens").json["data"][1]
+    assert revoked["revoked_at"] is not None
+    assert sam.delete(f"/api/v1/auth/tokens/{ci['id']}").status_code == 204
+    assert sam.get("/api/v1/auth/tokens").json["data"][1]["revoked_at"] == revoked["revoked_at"]
+    assert api.delete(f"/api/v1/auth/tokens/{vera_token['id']}").status_code == 204
+    problem(vera.get("/api/v1/auth/me"), 401)
+    for bad in ("abc", "0", "-1", "99999999999", "9" * 30, "1.5"):
+        problem(sam.delete(f"/api/v1/auth/tokens/{bad}"), 404)
+    for path in ("/api/v1/auth/tokens", "/api/v1/auth/tokens/1", f"/api/v1/users/{vera_id}/tokens"):
+        problem(anon.request("DELETE" if path.endswith("/1") else "GET", path), 401)
+
+
+def test_a_session_revokes_tokens_with_its_csrf_token(anon):
+    csrf = login(anon, "sam", "sales-password").json["csrf_token"]
+    made = anon.post("/api/v1/auth/tokens", json={"name": "t"}, headers={"X-CSRF-Token": csrf})
+    token_id = anon.get("/api/v1/auth/tokens").json["data"][0]["id"]
+    assert made.status_code == 201
+    problem(anon.delete(f"/api/v1/auth/tokens/{token_id}"), 403)
+    assert anon.delete(f"/api/v1/auth/tokens/{token_id}", headers={"X-CSRF-Token": csrf}).status_code == 204
+
+
 # -- sessions and CSRF ------------------------------------------------------------------
 def test_session_login_csrf_and_logout(anon):
     resp = login(anon)

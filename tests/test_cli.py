@@ -29,6 +29,29 @@ def test_init_tenants_users_and_tokens(cli):
     assert "no user 'zed'" in cli("user", "token", "zed", ok=False)
 
 
+def test_user_tokens_are_listed_and_revoked(cli):
+    cli("init", "--admin", "boss", "--password", "a-long-password")
+    cli("user", "create", "ann", "--password", "ann-password-1")
+    first = cli("user", "token", "ann", "--name", "laptop").strip()
+    cli("user", "token", "ann", "--name", "ci")
+    listing = cli("user", "tokens", "ann").splitlines()
+    assert listing[0].split() == ["ID", "NAME", "HINT", "CREATED", "EXPIRES", "STATUS"]
+    rows = [line.split() for line in listing[1:]]
+    assert [(r[1], r[-1]) for r in rows] == [("laptop", "active"), ("ci", "active")]
+    assert first.endswith(rows[0][2]) and first not in "\n".join(listing)
+    assert cli("user", "tokens", "boss").splitlines()[1:] == []
+    laptop = rows[0][0]
+    assert f"token {laptop} of ann revoked" in cli("user", "revoke-token", "ann", laptop)
+    rows = [line.split() for line in cli("user", "tokens", "ann").splitlines()[1:]]
+    assert rows[0][-3] == "revoked" and rows[1][-1] == "active"
+    # Another user's token, one that is not there, and an id that is no number are refused.
+    assert f"no token {rows[1][0]}" in cli("user", "revoke-token", "boss", rows[1][0], ok=False)
+    assert "no token 999" in cli("user", "revoke-token", "ann", "999", ok=False)
+    assert "no user 'zed'" in cli("user", "tokens", "zed", ok=False)
+    assert "Invalid value" in cli("user", "revoke-token", "ann", "x", ok=False)
+    assert "Invalid value" in cli("user", "revoke-token", "ann", "0", ok=False)
+
+
 def test_tenant_create_makes_its_administrator(cli):
     """Defect 19 of issue 11: a new tenant comes with an administrator who can sign in."""
     from loomwork import create_app

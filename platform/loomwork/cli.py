@@ -15,7 +15,7 @@ import yaml
 from loomwork.metadata.errors import LoomworkError, NotFound, ValidationError
 from loomwork.metadata.packages import load_package
 from loomwork.runtime.context import Actor, Context
-from loomwork.runtime.users import generate_password
+from loomwork.runtime.users import TOKEN_CACHE_SECONDS, generate_password
 
 
 class Env:
@@ -457,7 +457,7 @@ _activation_command("reactivate", True, "Let a deactivated USERNAME sign in agai
 @click.option("--password", default=None, help="The new password (default: asked for, hidden).")
 @click.pass_obj
 def user_reset_password(env: Env, username: str, tenant: str | None, generate: bool, password: str | None) -> None:
-    """Give USERNAME a new password; their other sessions end."""
+    """Give USERNAME a new password; their sessions end (their API tokens stay: see ``user tokens``)."""
     if generate and password:
         raise click.UsageError("give --generate or --password, not both")
     ctx = env.ctx(tenant)
@@ -481,6 +481,43 @@ def user_token(env: Env, username: str, tenant: str | None, name: str) -> None:
     ctx = env.ctx(tenant)
     users = env.state.services.users
     click.echo(users.create_token(ctx, users.by_username(ctx, username).id, name))
+
+
+def _token_row(*columns: str) -> str:
+    """A line of ``user tokens``: id, name, hint, created, expires, status."""
+    return " ".join(f"{c:<{w}}" for c, w in zip(columns[:-1], (6, 24, 8, 17, 17), strict=True)) + " " + columns[-1]
+
+
+def _minute(when) -> str:
+    return when.strftime("%Y-%m-%d %H:%M") if when else "-"
+
+
+@user.command("tokens")
+@click.argument("username")
+@tenant_option
+@click.pass_obj
+def user_tokens(env: Env, username: str, tenant: str | None) -> None:
+    """USERNAME's API tokens (never their secrets: HINT is a token's last characters), in UTC."""
+    ctx = env.ctx(tenant)
+    users = env.state.services.users
+    click.echo(_token_row("ID", "NAME", "HINT", "CREATED", "EXPIRES", "STATUS"))
+    for t in users.list_tokens(ctx, users.by_username(ctx, username).id):
+        click.echo(_token_row(str(t["id"]), t["name"], t["hint"], _minute(t["created_at"]), _minute(t["expires_at"]),
+                              f"revoked {_minute(t['revoked_at'])}" if t["revoked_at"] else "active"))
+
+
+@user.command("revoke-token")
+@click.argument("username")
+@click.argument("token_id", type=click.IntRange(min=1))
+@tenant_option
+@click.pass_obj
+def user_revoke_token(env: Env, username: str, token_id: int, tenant: str | None) -> None:
+    """Revoke USERNAME's token TOKEN_ID (its ID in ``user tokens``); running servers stop
+    taking it within seconds."""
+    ctx = env.ctx(tenant)
+    users = env.state.services.users
+    users.revoke_token(ctx, token_id, user_id=users.by_username(ctx, username).id)
+    click.echo(f"token {token_id} of {username} revoked (servers notice within {TOKEN_CACHE_SECONDS:g} s)")
 
 
 @main.group()

@@ -97,3 +97,28 @@ def create_token():
     data = json_object(body(), ("name",), "{name}")
     token = state().services.users.create_token(ctx, ctx.actor.id, _text(data, "name", max_length=200))
     return respond({"token": token}, 201)
+
+
+@bp.get("/auth/tokens")
+def list_tokens():
+    """My API tokens, without their secrets (``hint``: the last characters), revoked ones too."""
+    ctx = auth.current_context()
+    return respond({"data": state().services.users.list_tokens(ctx, ctx.actor.id)})
+
+
+@bp.delete("/auth/tokens/<int:token_id>")
+def revoke_token(token_id: int):
+    """Revoke one of my tokens (administrators: anyone's); it stops working at once here and
+    within the token cache's seconds in other processes."""
+    state().services.users.revoke_token(auth.current_context(), token_id)
+    return respond(None, 204)
+
+
+@bp.get("/users/<int:user_id>/tokens")
+def user_tokens(user_id: int):
+    """A user's API tokens: my own, or anyone's as an administrator."""
+    ctx = auth.current_context()
+    users = state().services.users
+    if ctx.actor.is_admin:
+        users.get(ctx, user_id)  # 404 for no such user rather than an empty list
+    return respond({"data": users.list_tokens(ctx, user_id)})

@@ -15,6 +15,7 @@ from apispec import APISpec
 
 from loomwork.metadata.validation import SCHEMA_FILES
 from loomwork.runtime.participants import MAX_RECORD_ID
+from loomwork.runtime.users import TOKEN_CACHE_SECONDS
 
 #: Tags in the order a reader meets them; ``admin`` marks administrator-only endpoints.
 TAGS = [
@@ -156,6 +157,7 @@ def add_platform_paths(spec: APISpec, errors: dict[str, Any], objects: list[str]
     for tag in TAGS:
         spec.tag(tag)
     _auth_paths(spec, errors)
+    _token_paths(spec, errors)
     _meta_paths(spec, errors, obj)
     _view_paths(spec, errors, obj)
     _user_paths(spec, errors)
@@ -191,6 +193,31 @@ def _auth_paths(spec: APISpec, errors: dict[str, Any]) -> None:
         body={"name": {"type": "string", "maxLength": 200}}, ok="201", ok_text="The token",
         ok_schema={"type": "object", "properties": {"token": {"type": "string"}}},
         codes=("401", "422"), errors=errors)})
+
+
+def _token_paths(spec: APISpec, errors: dict[str, Any]) -> None:
+    """Listing and revoking API tokens (creating one is with the other ``auth`` paths)."""
+    stamp = {"type": ["string", "null"], "format": "date-time"}
+    listed = {"type": "object", "properties": {"data": {"type": "array", "items": {
+        "type": "object", "description": "A token without its secret",
+        "properties": {"id": {"type": "integer"}, "name": {"type": "string"},
+                       "hint": {"type": "string", "description": "The token's last characters"},
+                       "created_at": {"type": "string", "format": "date-time"}, "expires_at": stamp,
+                       "revoked_at": {**stamp, "description": "When it was revoked; null while it works"}},
+        "required": ["id", "name", "hint", "created_at", "revoked_at"]}}}}
+    spec.path(path="/api/v1/auth/tokens", operations={"get": _op(
+        ["auth"], "My API tokens, revoked ones too", "list_tokens", ok_schema=listed, errors=errors)})
+    spec.path(path="/api/v1/auth/tokens/{token_id}", operations={"delete": _op(
+        ["auth"], "Revoke one of my API tokens (administrators: anyone's)", "revoke_token",
+        path={"token_id": RECORD_ID}, ok="204", ok_text="Revoked",
+        description=f"The token stops working at once in the process that answers and within "
+                    f"{TOKEN_CACHE_SECONDS:g} seconds in the others. Changing a password keeps a user's tokens; "
+                    f"revoke them here.",
+        codes=("401", "403", "404"), errors=errors)})
+    spec.path(path="/api/v1/users/{user_id}/tokens", operations={"get": _op(
+        ["auth"], "A user's API tokens (my own, or anyone's as an administrator)", "user_tokens",
+        path={"user_id": RECORD_ID}, ok_schema=listed, codes=("401", "403", "404"),
+        errors=errors)})
 
 
 def _meta_paths(spec: APISpec, errors: dict[str, Any], obj: dict[str, Any]) -> None:
