@@ -485,7 +485,7 @@ class ApprovalService:
         """Take a pending task of the actor to ``outcome``: the conditional update is
         what makes two simultaneous decisions safe (one wins, the other is refused)."""
         t, i = systables.approval_tasks, systables.approval_instances
-        task = conn.execute(sa.select(t).where(t.c.id == _int(task_id))).first()
+        task = conn.execute(sa.select(t).where(t.c.id == _int(task_id, systables.MAX_ID))).first()
         if task is None or task.kind != "approve":
             raise NotFound(f"no approval task {task_id}")
         # The instance row lock serialises every decision of one instance (PostgreSQL;
@@ -574,7 +574,8 @@ class ApprovalService:
         i = systables.approval_instances
         with ctx.tenant.write() as conn, ctx.tenant.joined(conn):
             app = self.runtime.compiled(ctx.tenant, conn)
-            inst = conn.execute(sa.select(i).where(i.c.id == _int(instance_id)).with_for_update()).first()
+            inst = conn.execute(sa.select(i).where(i.c.id == _int(instance_id, systables.MAX_ID))
+                                .with_for_update()).first()
             if inst is None:
                 raise NotFound(f"no approval {instance_id}")
             if inst.submitter != ctx.actor.id and not ctx.actor.is_admin:
@@ -861,7 +862,7 @@ class ApprovalService:
     @staticmethod
     def _instance(conn: sa.Connection, instance_id: Any) -> Any:
         i = systables.approval_instances
-        inst = conn.execute(sa.select(i).where(i.c.id == _int(instance_id))).first()
+        inst = conn.execute(sa.select(i).where(i.c.id == _int(instance_id, systables.MAX_ID))).first()
         if inst is None:
             raise NotFound(f"no approval {instance_id}")
         return inst
@@ -981,12 +982,14 @@ def _task_doc(r: Mapping[str, Any]) -> dict[str, Any]:
             "decided_at": r["decided_at"].isoformat() if r["decided_at"] else None, "comment": r["comment"]}
 
 
-def _int(value: Any) -> int:
+def _int(value: Any, bound: int = MAX_RECORD_ID) -> int:
+    """``value`` as an id up to ``bound`` (a record's by default; an instance's or a task's
+    is a system row's, :data:`systables.MAX_ID`). :raises NotFound: for anything else."""
     try:
         out = int(value)
     except (TypeError, ValueError):
         raise NotFound(f"no such id {value!r}") from None
-    if not 1 <= out <= MAX_RECORD_ID:
+    if not 1 <= out <= bound:
         raise NotFound(f"no such id {value!r}")
     return out
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +35,27 @@ _SYSTEM = frozenset(SYSTEM_COLUMNS)
 MAX_RECORD_ID = 2**63 - 1
 #: Cascading deletes deeper than this are refused (a chain of cascades, or a loop).
 MAX_CASCADE_DEPTH = 20
+
+
+#: An id as written in a URL or a form: digits without a leading zero, so that one row
+#: has one address (``01`` and ``+1`` name none). At most 19 digits; the bound is
+#: checked by :func:`written_id`.
+ID_PATTERN = r"[1-9][0-9]{0,18}"
+_WRITTEN_ID = re.compile(ID_PATTERN)
+
+
+def written_id(text: Any, bound: int = MAX_RECORD_ID) -> int | None:
+    """``text`` as an id if it is one written plainly (:data:`ID_PATTERN`) up to ``bound``,
+    else None. The one reader of ids typed into URLs, query strings and forms (it never
+    raises: text that names no row is not an error here).
+
+    :param bound: the largest id the column holds: :data:`MAX_RECORD_ID` for records,
+        :data:`loomwork.runtime.systables.MAX_ID` for the rows of system tables.
+    """
+    if not isinstance(text, str) or not _WRITTEN_ID.fullmatch(text):
+        return None
+    rid = int(text)
+    return rid if rid <= bound else None
 
 
 def record_id(value: Any) -> int:

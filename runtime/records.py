@@ -170,6 +170,8 @@ class RecordService:
         """Create records all-or-nothing. Errors of row ``i`` are keyed ``i.field``."""
         if not isinstance(rows, Sequence) or isinstance(rows, (str, bytes)):
             raise ValidationError({"_schema": ["must be a list of records"]})
+        if not rows:  # nothing to create is a mistake of the caller's, not a no-op to hide
+            raise ValidationError({"_schema": ["send at least one record"]})
         if len(rows) > MAX_BULK:
             raise ValidationError({"_schema": [f"at most {MAX_BULK} records per request"]})
         batch = self._run(WriteBatch(ctx, object_name, "create", origin,

@@ -67,6 +67,8 @@ CALL_ARGS = {
 }
 MAX_QUERY_LIMIT = MAX_LIMIT
 LOG_TEXT_CAP = 8000
+#: Runs per page of the run log: by default, and at most.
+RUNS_PAGE, MAX_RUNS_PAGE = 50, 500
 _TYPED = {"decimal": "decimal", "currency": "decimal", "percent": "decimal", "date": "date", "datetime": "datetime"}
 
 #: Run-log rows waiting for the enclosing write transaction to end.
@@ -549,13 +551,14 @@ class ScriptService:
                 "errors": [{"field": f, "message": m} for f, m in outcome.errors], "log": outcome.log,
                 "used": outcome.used}
 
-    def runs(self, ctx: Context, *, script: str | None = None, limit: int = 50,
+    def runs(self, ctx: Context, *, script: str | None = None, limit: int = RUNS_PAGE,
              before: int | None = None) -> list[dict[str, Any]]:
-        """The run log, newest first (administrators only)."""
+        """The run log, newest first (administrators only): at most ``limit`` runs (clipped
+        to 1..:data:`MAX_RUNS_PAGE`), those with an id below ``before`` if given."""
         if not ctx.actor.is_admin:
             raise PermissionDenied("only administrators may read the script run log")
         r = systables.script_runs
-        stmt = sa.select(r).order_by(r.c.id.desc()).limit(max(1, min(int(limit), 500)))
+        stmt = sa.select(r).order_by(r.c.id.desc()).limit(max(1, min(int(limit), MAX_RUNS_PAGE)))
         if script:
             stmt = stmt.where(r.c.script == script)
         if before:

@@ -21,6 +21,7 @@ from loomwork.metadata.validation import schema_errors
 from . import systables
 from .compiled import READ_MAX_AGE, CompiledApp
 from .context import Context
+from .participants import written_id
 from .query import ListRequest, QueryService
 
 #: A user keeps at most this many personal views per object.
@@ -136,8 +137,11 @@ class ViewService:
         """The saved view ``key`` if the actor may change it (theirs, or shared and an admin)."""
         if not (key.isascii() and key.isdigit()):
             raise PermissionDenied("views that come with a package are changed in the designer")
+        view_id = written_id(key, systables.MAX_ID)  # digits, yet maybe beyond any row id
+        if view_id is None:
+            raise NotFound(f"no view {key[:40]!r} of {object_name}")
         v = systables.saved_views
-        row = conn.execute(sa.select(v).where(v.c.id == int(key), v.c.object == object_name)).first()
+        row = conn.execute(sa.select(v).where(v.c.id == view_id, v.c.object == object_name)).first()
         if row is None or (row.owner_id != ctx.actor.id and not row.shared):
             raise NotFound(f"no view {key!r} of {object_name}")
         if row.owner_id != ctx.actor.id and not ctx.actor.is_admin:

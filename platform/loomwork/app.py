@@ -14,7 +14,7 @@ from loomwork.runtime.tenancy import Platform
 from loomwork.runtime.throttle import AttemptThrottle
 from loomwork.runtime.users import SESSION_IDLE
 
-from . import api, web
+from . import api, inputs, web
 from .api import errors
 from .config import Settings, load_settings, secret_key
 from .plugin_manager import make_plugin_manager, make_services
@@ -77,6 +77,7 @@ def create_app(settings: Mapping[str, Any] | None = None, *, plugin_manager: Any
             raise LoomworkError(f"setting {name}: must be at least 1")
     app.extensions["loomwork"] = AppState(cfg, pm, services, platform,
                                           AttemptThrottle(platform, cfg.login_attempts, cfg.login_window_seconds))
+    inputs.install(app)  # before the blueprints: their rules use its converter
     app.register_blueprint(api.bp)
     app.register_blueprint(web.bp)
     errors.register(app)

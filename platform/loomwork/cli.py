@@ -226,7 +226,9 @@ def serve(env: Env, host: str, port: int, debug: bool, jobs: bool) -> None:
         from .background import start
 
         start(env.state)
-    env.app.run(host=host, port=port, debug=debug, use_reloader=False, threaded=True)
+    from .serving import RequestHandler
+
+    env.app.run(host=host, port=port, debug=debug, use_reloader=False, threaded=True, request_handler=RequestHandler)
 
 
 @main.group()
@@ -824,6 +826,7 @@ def demo(instance: str, records: int, host: str, port: int, no_serve: bool, jobs
     from loomwork.app import create_app
 
     from .demo import setup_demo
+    from .serving import RequestHandler
 
     if not no_serve:
         _check_port(host, port)  # before the set-up, not after it
@@ -846,7 +849,7 @@ def demo(instance: str, records: int, host: str, port: int, no_serve: bool, jobs
 
         start(app.extensions["loomwork"])
     if not no_serve:
-        app.run(host=host, port=port, threaded=True, use_reloader=False)
+        app.run(host=host, port=port, threaded=True, use_reloader=False, request_handler=RequestHandler)
 
 
 def _check_port(host: str, port: int) -> None:

@@ -105,7 +105,7 @@ def batch_approve():
 
 # -- people ------------------------------------------------------------------------------
 
-@bp.put("/users/<int:user_id>/manager")
+@bp.put("/users/<id:user_id>/manager")
 def set_manager(user_id: int):
     data = _fields({"manager_id"})
     manager = data.get("manager_id")
@@ -126,7 +126,7 @@ def _when(value: object, name: str) -> dt.datetime:
     return when
 
 
-@bp.get("/users/<int:user_id>/delegations")
+@bp.get("/users/<id:user_id>/delegations")
 def list_delegations(user_id: int):
     ctx = current_context()
     if ctx.actor.id != user_id and not ctx.actor.is_admin:
@@ -134,7 +134,7 @@ def list_delegations(user_id: int):
     return respond({"data": state().services.users.delegations(ctx, user_id)})
 
 
-@bp.post("/users/<int:user_id>/delegations")
+@bp.post("/users/<id:user_id>/delegations")
 def create_delegation(user_id: int):
     data = _fields({"delegate_id", "starts_at", "ends_at"})
     ctx = current_context()
@@ -144,7 +144,7 @@ def create_delegation(user_id: int):
     return respond({"id": new_id}, 201)
 
 
-@bp.delete("/users/<int:user_id>/delegations/<int:delegation_id>")
+@bp.delete("/users/<id:user_id>/delegations/<id:delegation_id>")
 def delete_delegation(user_id: int, delegation_id: int):
     state().services.users.remove_delegation(current_context(), delegation_id)
     return "", 204

@@ -14,8 +14,14 @@ from .jsonio import respond
 log = logging.getLogger("loomwork.api")
 
 
+def problem_document(status: int, title: str, detail: str, **extra) -> dict:
+    """The RFC 9457 document of an error (also what the development server answers for
+    the errors it raises itself, :mod:`loomwork.serving`)."""
+    return {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
+
+
 def problem(status: int, title: str, detail: str, headers: dict[str, str] | None = None, **extra) -> object:
-    doc = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
+    doc = problem_document(status, title, detail, **extra)
     headers = dict(headers or {})
     if status == 401:
         headers.setdefault("WWW-Authenticate", 'Bearer realm="loomwork"')
@@ -57,11 +63,11 @@ def unexpected_error(exc: Exception):
 
 
 def register(app) -> None:
-    """API paths answer problem documents even for routing errors (404, 405, 413)."""
+    """API paths answer problem documents even for routing errors (404, 405, 413, 414)."""
     app.register_error_handler(LoomworkError, loomwork_error)
 
     def any_http(exc: HTTPException):
-        if _is_api(request.path):
+        if is_api_path(request.path):
             return http_error(exc)
         return exc
 
@@ -70,7 +76,7 @@ def register(app) -> None:
     def any_error(exc: Exception):
         if isinstance(exc, HTTPException):
             return any_http(exc)
-        if _is_api(request.path):
+        if is_api_path(request.path):
             return unexpected_error(exc)
         log.exception("unhandled error on %s %s", request.method, request.path)
         return InternalServerError(original_exception=exc)  # pages get Flask's HTML error
@@ -78,5 +84,6 @@ def register(app) -> None:
     app.register_error_handler(Exception, any_error)
 
 
-def _is_api(path: str) -> bool:
+def is_api_path(path: str) -> bool:
+    """Whether ``path`` is under the API (which answers problem documents)."""
     return path == bp.url_prefix or path.startswith(bp.url_prefix + "/")

@@ -8,7 +8,7 @@ from typing import Any
 from flask import request
 
 from loomwork.metadata.errors import BadQuery, ConflictError, NotFound
-from loomwork.runtime.participants import record_id as checked_id
+from loomwork.runtime.participants import written_id
 from loomwork.runtime.pipeline import Origin
 from loomwork.runtime.query import (
     DEFAULT_LIMIT,
@@ -19,12 +19,11 @@ from loomwork.runtime.query import (
 )
 
 from ..auth import current_context
+from ..inputs import parse_json, query_int
 from ..state import state
 from . import bp
-from .jsonio import body, check_query_text, parse, respond
+from .jsonio import body, respond
 
-#: A record id in a URL: a positive decimal integer that fits in 64 bits.
-_ID = re.compile(r"^[1-9][0-9]*$")
 #: One entity tag of a record: ``"<id>-<row_version>"``, possibly weak (``W/``).
 _ETAG = re.compile(r'^(W/)?"([0-9]{1,19})-([0-9]{1,19})"$')
 #: Parameters that must come at most once (the compact filter may repeat a field).
@@ -37,13 +36,10 @@ def etag(record: dict) -> str:
 
 def record_id(object_name: str, raw: str) -> int:
     """The id in the URL, or 404 (``abc``, ``0``, ``01``, ``1.5`` and huge numbers name no record)."""
-    missing = NotFound(f"no {object_name} record {raw[:40]!r}")
-    if not _ID.match(raw):  # written plainly: one record, one address
-        raise missing
-    try:
-        return checked_id(raw)
-    except NotFound:
-        raise missing from None
+    rid = written_id(raw)
+    if rid is None:
+        raise NotFound(f"no {object_name} record {raw[:40]!r}")
+    return rid
 
 
 def _etags(header: str) -> list[tuple[bool, int, int] | None]:
@@ -88,10 +84,9 @@ def not_modified(record: dict) -> bool:
 
 
 def _checked_args(single: tuple[str, ...]) -> Any:
-    """The query string, each value checked as text and each of ``single`` given at most once."""
+    """The query string, each of ``single`` given at most once (its text is checked for
+    every request by :func:`loomwork.inputs.vet_request`)."""
     args = request.args
-    for name, value in args.items(multi=True):
-        check_query_text(name, value)
     for name in single:
         if len(args.getlist(name)) > 1:
             raise BadQuery(f"give {name} at most once")
@@ -102,7 +97,7 @@ def list_request() -> ListRequest:
     args = _checked_args(_SINGLE)
     req = ListRequest()
     if "filter" in args:
-        req.filter = parse(args["filter"], "filter")
+        req.filter = parse_json(args["filter"], "filter")
         if req.filter is None:
             raise BadQuery("filter must be a JSON filter AST such as "
                            '{"field": "stage", "op": "eq", "value": "won"}, or use field__op=value')
@@ -113,10 +108,7 @@ def list_request() -> ListRequest:
         req.sort = [s for s in args["sort"].split(",") if s]
     if "fields" in args:
         req.fields = [f for f in args["fields"].split(",") if f]
-    limit = args.get("limit", str(DEFAULT_LIMIT))
-    if not limit.isascii() or not limit.isdigit() or len(limit) > 6:
-        raise BadQuery(f"limit must be a whole number from 1 to {MAX_LIMIT}")
-    req.limit = int(limit)
+    req.limit = query_int("limit", DEFAULT_LIMIT, high=MAX_LIMIT)
     req.cursor = args.get("cursor") or None
     req.count = args.get("count") or "none"
     req.search = args.get("search") or None

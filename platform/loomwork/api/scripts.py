@@ -3,9 +3,12 @@ from __future__ import annotations
 
 from flask import request
 
-from loomwork.metadata.errors import BadQuery, ValidationError
+from loomwork.metadata.errors import ValidationError
+from loomwork.runtime.participants import MAX_RECORD_ID
+from loomwork.runtime.scripts import MAX_RUNS_PAGE, RUNS_PAGE
 
 from ..auth import current_context
+from ..inputs import query_int
 from ..state import state
 from . import bp
 from .jsonio import body, respond
@@ -42,11 +45,7 @@ def dry_run(name: str):
 @bp.get("/scripts/runs")
 def script_runs():
     ctx = current_context()
-    args = request.args
-    try:
-        limit = int(args.get("limit", "50"))
-        before = int(args["before"]) if args.get("before") else None
-    except ValueError:
-        raise BadQuery("limit and before are whole numbers") from None
-    runs = state().services.scripts.runs(ctx, script=args.get("script") or None, limit=limit, before=before)
+    limit = query_int("limit", RUNS_PAGE, high=MAX_RUNS_PAGE)
+    before = query_int("before", None, high=MAX_RECORD_ID)
+    runs = state().services.scripts.runs(ctx, script=request.args.get("script") or None, limit=limit, before=before)
     return respond({"data": runs, "next_before": runs[-1]["id"] if len(runs) == limit else None})

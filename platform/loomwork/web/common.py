@@ -8,11 +8,10 @@ from urllib.parse import urlsplit
 
 from flask import g, request
 
-from loomwork.metadata.errors import NotFound
 from loomwork.metadata.model import label_text
 from loomwork.runtime.compiled import READ_MAX_AGE, CompiledApp
 from loomwork.runtime.context import Context
-from loomwork.runtime.participants import record_id
+from loomwork.runtime.participants import written_id
 
 from .. import auth
 from ..state import state
@@ -41,16 +40,10 @@ def digits(text: str) -> bool:
 
 def parse_id(raw: Any) -> int | None:
     """``raw`` (a URL segment, a form or query value) as a record id, or None: written
-    plainly (digits, no leading zero, so one record has one address) and within the
-    record service's bounds (:func:`loomwork.runtime.participants.record_id`)."""
+    plainly, within the one record-id bound (:func:`loomwork.runtime.participants.written_id`)."""
     if isinstance(raw, int) and not isinstance(raw, bool):
         raw = str(raw)
-    if not isinstance(raw, str) or not digits(raw) or raw.startswith("0"):
-        return None
-    try:
-        return record_id(raw)
-    except NotFound:
-        return None
+    return written_id(raw)
 
 
 def local_path(raw: str | None) -> str | None:

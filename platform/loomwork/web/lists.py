@@ -14,12 +14,13 @@ from flask import flash, redirect, render_template, request, url_for
 from werkzeug.datastructures import MultiDict
 
 from loomwork.metadata import filters
-from loomwork.metadata.errors import LoomworkError, ValidationError
+from loomwork.metadata.errors import BadQuery, LoomworkError, ValidationError
 from loomwork.metadata.model import SYSTEM_COLUMNS, label_text
 from loomwork.runtime.compiled import CompiledApp, CompiledObject
 from loomwork.runtime.query import MAX_LIMIT, ListRequest, field_ops, parse_query_string
 
 from .. import auth
+from ..inputs import parse_json
 from ..state import state
 from . import bp, filter_chips
 from .common import (
@@ -90,9 +91,9 @@ def _state(obj: CompiledObject, views: list, args: MultiDict) -> dict[str, Any]:
     error = None
     if args.get("filter"):
         try:
-            flt = orjson.loads(args["filter"])
-        except orjson.JSONDecodeError:
-            error = _("The filter in the address is not valid JSON.")
+            flt = parse_json(args["filter"], "the filter", floats="float")
+        except BadQuery as exc:
+            error = _("The filter in the address cannot be read: %(reason)s", reason=exc.message)
     else:
         flt = parse_query_string([(k, v) for k, v in args.items(multi=True) if k not in PAGE_PARAMS])
     if flt is None and not args.get("filter"):
@@ -267,8 +268,8 @@ def save_view(object_name: str):
     definition: dict[str, Any] = {"label": label}
     try:
         if form.get("filter"):
-            definition["filter"] = orjson.loads(form["filter"])
-    except orjson.JSONDecodeError:
+            definition["filter"] = parse_json(form["filter"], "the filter", floats="float")
+    except BadQuery:
         flash(_("The filter could not be read; the view was not saved."), "error")
         return redirect(url_for("web.list_page", object_name=object_name))
     for key in ("columns", "sort"):

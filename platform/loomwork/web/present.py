@@ -21,9 +21,11 @@ from typing import Any
 from markupsafe import Markup, escape
 from werkzeug.datastructures import MultiDict
 
+from loomwork.metadata.errors import BadQuery
 from loomwork.metadata.model import label_text
 from loomwork.runtime.compiled import CompiledApp, CompiledField
 
+from ..inputs import parse_json
 from . import i18n
 from .common import _, digits, zone
 
@@ -185,10 +187,10 @@ def parse_form(fields: Mapping[str, CompiledField], names: list[str], form: Mult
         elif kind == "datetime":
             data[name] = text if _has_offset(text) else _in_zone(text)
         elif kind == "json":
-            try:
-                data[name] = json.loads(text)
-            except ValueError as exc:
-                errors[name] = [_("Not valid JSON: %(reason)s", reason=str(exc))]
+            try:  # read as the API reads a body: the same depth, number and text limits
+                data[name] = parse_json(text, name)
+            except BadQuery as exc:
+                errors[name] = [_("Not valid JSON: %(reason)s", reason=exc.message)]
         else:
             data[name] = text
     return data, raw, errors
