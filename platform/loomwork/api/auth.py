@@ -106,7 +106,7 @@ def list_tokens():
     return respond({"data": state().services.users.list_tokens(ctx, ctx.actor.id)})
 
 
-@bp.delete("/auth/tokens/<int:token_id>")
+@bp.delete("/auth/tokens/<id:token_id>")
 def revoke_token(token_id: int):
     """Revoke one of my tokens (administrators: anyone's); it stops working at once here and
     within the token cache's seconds in other processes."""
@@ -114,7 +114,7 @@ def revoke_token(token_id: int):
     return respond(None, 204)
 
 
-@bp.get("/users/<int:user_id>/tokens")
+@bp.get("/users/<id:user_id>/tokens")
 def user_tokens(user_id: int):
     """A user's API tokens: my own, or anyone's as an administrator."""
     ctx = auth.current_context()
