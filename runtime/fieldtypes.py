@@ -25,6 +25,7 @@ from marshmallow import validate as mv
 
 from loomwork.metadata.model import FieldDef
 
+from .expr.functions import MAX_REGEX_INPUT, compile_regex
 from .sqltypes import ExactDecimal, JSONDoc, UTCDateTime
 
 COMPARE_OPS = frozenset({"eq", "ne", "lt", "lte", "gt", "gte", "in", "nin", "is_null", "between"})
@@ -188,6 +189,36 @@ def _len_validators(field: FieldDef, default_max: int) -> list:
     return [mv.Length(min=field.prop("min_length"), max=field.prop("max_length", default_max)), _no_nul]
 
 
+class PatternValidator(mv.Validator):
+    """A text field's ``pattern``, matched from the start of the value as marshmallow's
+    ``Regexp`` does, but with RE2 (linear time: no pattern can make a save backtrack
+    for seconds in the web process) and on at most ``MAX_REGEX_INPUT`` characters, the
+    limit ``regex_match`` has in expressions."""
+
+    error = "does not match the required pattern"
+
+    def __init__(self, pattern: str, max_length: int) -> None:
+        self.pattern = pattern
+        self.max_length = max_length
+
+    def __call__(self, value: Any) -> Any:
+        if not isinstance(value, str) or len(value) > self.max_length:
+            return value  # the length check reports a value that is too long
+        if len(value) > MAX_REGEX_INPUT:
+            raise ma.ValidationError(f"is too long to check against the field's pattern "
+                                     f"(at most {MAX_REGEX_INPUT} characters)")
+        try:
+            regex = compile_regex(self.pattern)
+        except ValueError:
+            # Published before patterns were checked with RE2 (lookaround, backreferences):
+            # refused until an administrator changes the pattern.
+            raise ma.ValidationError("cannot be checked: the field's pattern is not supported; an administrator "
+                                     "must change it") from None
+        if regex.match(value) is None:
+            raise ma.ValidationError(self.error)
+        return value
+
+
 class TextType(FieldType):
     name = kind = "text"
     searchable = True
@@ -205,16 +236,16 @@ class TextType(FieldType):
     def ma_field(self, field):
         validators = _len_validators(field, self.default_max)
         if field.prop("pattern"):
-            validators.append(mv.Regexp(field.prop("pattern"), error="does not match the required pattern"))
+            validators.append(PatternValidator(field.prop("pattern"), field.prop("max_length", self.default_max)))
         return mf.String(validate=validators, allow_none=True)
 
     def check(self, field, path, app_doc):
         errors = []
         if field.get("pattern"):
             try:
-                re.compile(field["pattern"])
-            except re.error as exc:
-                return [(f"{path}.pattern", f"invalid regular expression: {exc}")]
+                compile_regex(field["pattern"])  # RE2, as saves match it
+            except ValueError as exc:
+                return [(f"{path}.pattern", str(exc))]
         if field.get("min_length", 0) > field.get("max_length", self.default_max):
             errors.append((f"{path}.min_length", "must be <= max_length"))
         return errors + super().check(field, path, app_doc)
