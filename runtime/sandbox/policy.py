@@ -14,6 +14,8 @@ What our transformer adds to RestrictedPython's:
   lambda, and every ``for``/comprehension item passes ``_getiter_`` (which ticks);
 - size checks: ``*``, ``**`` and ``<<`` go through ``_binop_`` so ``"x" * 10**9``
   or ``10**10**10`` fail before they allocate;
+- text without addresses: ``%`` goes through ``_binop_`` too, and every f-string value
+  through ``_shown_value_`` (see :mod:`.shown`), so neither shows where an object lives;
 - every ``except`` handler first calls ``_caught_(error)``, which re-raises memory
   and recursion errors as fatal, so a script cannot catch its way past a limit;
 - f-string format specs must be short literals (no ``{x:>999999999}``).
@@ -23,6 +25,9 @@ from __future__ import annotations
 import ast
 import hashlib
 import re
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import CodeType
 
@@ -31,6 +36,14 @@ from RestrictedPython import RestrictingNodeTransformer
 MAX_SOURCE_BYTES = 64 * 1024
 MAX_AST_DEPTH = 64
 MAX_AST_NODES = 50_000
+#: The scripts of one metadata document together (what one publish or plan checks):
+#: eight scripts of the largest size. Compiling is CPU work (up to ~0.6 s for a
+#: script at the caps), so a request must not bring an unbounded amount of it.
+MAX_TOTAL_SOURCE_BYTES = 8 * MAX_SOURCE_BYTES
+#: Time a worker may spend compiling one script, apart from the run's own wall time.
+#: A script within the caps compiles in well under a second; this is the backstop
+#: for one that does not, and it never eats into a run's budget.
+COMPILE_WALL_MS = 5_000
 
 #: Builtins and names a script may not mention at all (even to shadow them).
 DENIED_NAMES = frozenset({
@@ -59,7 +72,12 @@ class ScriptCompileError(Exception):
 
 
 def digest(source: str) -> str:
-    return hashlib.sha256(source.encode("utf-8")).hexdigest()
+    return hashlib.sha256(source.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _size(source: str) -> int:
+    # surrogatepass: a lone surrogate is counted here and refused by the parser.
+    return len(source.encode("utf-8", "surrogatepass"))
 
 
 def _call(name: str, *args: ast.expr) -> ast.Call:
@@ -141,7 +159,7 @@ class ScriptPolicy(RestrictingNodeTransformer):
 
     def visit_BinOp(self, node: ast.BinOp):
         node = super().visit_BinOp(node)
-        symbol = {ast.Mult: "*", ast.Pow: "**", ast.LShift: "<<"}.get(type(node.op))
+        symbol = {ast.Mult: "*", ast.Pow: "**", ast.LShift: "<<", ast.Mod: "%"}.get(type(node.op))
         if symbol is None:
             return node
         call = ast.copy_location(_call("_binop_", ast.Constant(symbol), node.left, node.right), node)
@@ -181,7 +199,12 @@ class ScriptPolicy(RestrictingNodeTransformer):
             if not literal or not _FORMAT_SPEC.match(text):
                 self.error(node, "an f-string format must be a short literal such as :.2f or :>10")
                 return node
-        return super().visit_FormattedValue(node)
+        node = super().visit_FormattedValue(node)
+        # {value!r} becomes {_shown_value_(value, 'r')}: the text, made without addresses.
+        node.value = ast.copy_location(_call("_shown_value_", node.value, ast.Constant(node.conversion)), node.value)
+        node.conversion = -1
+        ast.fix_missing_locations(node)
+        return node
 
 
 def _shape_errors(tree: ast.AST) -> list[str]:
@@ -204,7 +227,7 @@ def compile_script(source: str, name: str = "script") -> Compiled:
     """Compile ``source``. :raises ScriptCompileError: with "Line N: …" messages."""
     if not isinstance(source, str):
         raise ScriptCompileError(["the source must be text"])
-    if len(source.encode("utf-8")) > MAX_SOURCE_BYTES:
+    if _size(source) > MAX_SOURCE_BYTES:
         raise ScriptCompileError([f"the script is longer than {MAX_SOURCE_BYTES // 1024} KiB"])
     if "\x00" in source:
         raise ScriptCompileError(["the script contains a NUL character"])
@@ -233,3 +256,67 @@ def compile_script(source: str, name: str = "script") -> Compiled:
     except (ValueError, TypeError, RecursionError, MemoryError) as exc:
         raise ScriptCompileError([f"the script cannot be compiled: {type(exc).__name__}"]) from None
     return Compiled(code, digest(source))
+
+
+# -- checking the scripts of a document (publish, plan) ------------------------------
+
+def total_errors(sources: Mapping[str, str]) -> list[str]:
+    """What is wrong with checking ``sources`` at all: more source than one request may
+    bring (:data:`MAX_TOTAL_SOURCE_BYTES`)."""
+    total = sum(_size(s) for s in sources.values() if isinstance(s, str))
+    if total > MAX_TOTAL_SOURCE_BYTES:
+        return [f"the scripts come to {total // 1024} KiB together; one document may hold at most "
+                f"{MAX_TOTAL_SOURCE_BYTES // 1024} KiB of scripts"]
+    return []
+
+
+def compile_errors(name: str, source: str) -> list[str]:
+    """The errors of compiling ``source`` here, in this process (empty: it compiles)."""
+    try:
+        compile_script(source, name)
+    except ScriptCompileError as exc:
+        return exc.errors
+    return []
+
+
+class Inconclusive(Exception):
+    """Checking a script ended without a verdict (a time limit, a crashed worker): the
+    message is reported, but not remembered as the script's verdict."""
+
+
+class Verdicts:
+    """What checking each script source found, remembered by digest (per process, the
+    most recent :attr:`size`): a plan, the publish after it and the next publish
+    compile an unchanged script once, not three times."""
+
+    size = 2048
+
+    def __init__(self) -> None:
+        self._found: OrderedDict[str, tuple[str, ...]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def errors(self, sources: Mapping[str, str],
+               check: Callable[[str, str], list[str]] = compile_errors) -> dict[str, list[str]]:
+        """The errors of each of ``sources`` (by name; a script without errors is left
+        out); ``check(name, source)`` compiles one the verdicts do not know yet, and
+        may raise :class:`Inconclusive`."""
+        found: dict[str, list[str]] = {}
+        for name, source in sources.items():
+            key = digest(source)
+            with self._lock:
+                known = self._found.get(key)
+                if known is not None:
+                    self._found.move_to_end(key)
+            if known is None:
+                try:
+                    known = tuple(check(name, source))
+                except Inconclusive as exc:
+                    found[name] = [str(exc)]
+                    continue
+                with self._lock:
+                    self._found[key] = known
+                    while len(self._found) > self.size:
+                        self._found.popitem(last=False)
+            if known:
+                found[name] = list(known)
+        return found
