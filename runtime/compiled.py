@@ -13,7 +13,7 @@ import functools
 import operator
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -30,7 +30,7 @@ from .approval_actions import ActionKind, builtin_actions, check_kinds
 from .expr import Function, builtin_functions
 from .fieldtypes import FieldType
 from .rules import ObjectRules, check_app, compile_app_rules, with_rollup_sources
-from .sandbox.policy import ScriptCompileError, compile_script
+from .sandbox.policy import Verdicts, total_errors
 from .systables import system_columns
 from .tenancy import Tenant
 from .widgets import Widget, builtin_widgets, check_widgets
@@ -252,6 +252,17 @@ def compile_object(obj: ObjectDef, types: Mapping[str, FieldType], sa_metadata: 
 #: How stale (seconds) the metadata version may be for a read; see :meth:`Runtime.compiled`.
 READ_MAX_AGE = 0.2
 
+#: Checks scripts: ``(sources by name, tenant) -> errors by name`` (see :attr:`Runtime.check_scripts`).
+ScriptCheck = Callable[[Mapping[str, str], Hashable], dict[str, list[str]]]
+
+
+def _scripts_of(doc: Mapping[str, Any]) -> dict[str, str]:
+    scripts = doc.get("scripts") if isinstance(doc, Mapping) else None
+    if not isinstance(scripts, Mapping):
+        return {}
+    return {name: s["source"] for name, s in scripts.items()
+            if isinstance(s, Mapping) and isinstance(s.get("source"), str)}
+
 
 class Runtime:
     """The runtime of one process: the registries plugins fill (field types, expression
@@ -277,18 +288,34 @@ class Runtime:
         self._cache: dict[tuple[str, str], CompiledApp] = {}
         self._checked: dict[tuple[str, str], float] = {}
         self._lock = threading.Lock()
+        #: How scripts are checked when a document is validated. Compiling here, in
+        #: this process, is for a runtime without services; the services compile in a
+        #: sandbox worker instead, with a time limit and the tenant's share of the
+        #: pool (:meth:`~loomwork.runtime.scripts.ScriptService.check_sources`).
+        local = Verdicts()
+        self.check_scripts: ScriptCheck = lambda sources, tenant: local.errors(sources)
 
-    def validate(self, doc: Mapping[str, Any], *, expressions: bool = True) -> None:
-        """Validate a metadata document, its expressions included. :raises MetadataError:"""
+    def script_errors(self, doc: Mapping[str, Any], tenant: Hashable = None) -> list[tuple[str, str]]:
+        """``(path, message)`` of what is wrong with the document's scripts: more source
+        than one document may hold, or a script that does not compile."""
+        sources = _scripts_of(doc)
+        too_much = total_errors(sources)
+        if too_much:
+            return [("scripts", msg) for msg in too_much]
+        return [(f"scripts.{name}.source", msg)
+                for name, msgs in self.check_scripts(sources, tenant).items() for msg in msgs]
+
+    def validate(self, doc: Mapping[str, Any], *, expressions: bool = True, tenant: Hashable = None) -> None:
+        """Validate a metadata document, its expressions and scripts included.
+
+        :param tenant: whose share of the sandbox pool compiling the scripts takes.
+        :raises MetadataError:
+        """
         validate_app(doc, self.field_types, widgets=self.widgets, actions=self.approval_actions)
         if not expressions:
             return
         errors = check_app(AppMetadata.from_doc(doc), self.field_types, self.functions, self.approval_actions)
-        for name, script in doc.get("scripts", {}).items():
-            try:
-                compile_script(script["source"], name)
-            except ScriptCompileError as exc:
-                errors.extend((f"scripts.{name}.source", msg) for msg in exc.errors)
+        errors.extend(self.script_errors(doc, tenant))
         if not errors and any("filter" in v or "sort" in v for v in doc.get("views", {}).values()):
             from .query import view_errors  # the query engine builds on this module
 

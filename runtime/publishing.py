@@ -315,6 +315,7 @@ class MetadataService:
         :raises HeavyChangeRefused: if the plan cannot run here.
         """
         self._require_admin(ctx)
+        self._check_scripts_first(ctx, doc)
         with ctx.tenant.read() as conn:
             _, the_plan, new_meta, doc = self._plan(conn, doc, update_dependents=update_dependents)
             compiled = self.runtime.compile(_strip_hints(doc), new_meta.version)
@@ -334,6 +335,7 @@ class MetadataService:
         :returns: the new version number (the current one if nothing changed).
         """
         self._require_admin(ctx)
+        self._check_scripts_first(ctx, doc)
         for attempt in range(RETRIES):
             try:
                 version, job = self._publish_once(ctx, doc, comment, base_version, package, update_dependents)
@@ -355,6 +357,12 @@ class MetadataService:
                 log.error("recomputing after publishing version %s stopped (job %s, to be resumed): %s",
                           version, job, outcome.get("error"))
         return version
+
+    def _check_scripts_first(self, ctx: Context, doc: Any) -> None:
+        """Compile the document's scripts (in a sandbox worker, in the tenant's share of
+        the pool) before a transaction opens: the verdicts are remembered, so the
+        validation inside the transaction finds them and does not hold it for that."""
+        self.runtime.script_errors(doc, ctx.tenant.cache_key)
 
     def _publish_once(self, ctx, doc, comment, base_version, package,
                       update_dependents) -> tuple[int, int | None]:

@@ -23,7 +23,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -46,7 +46,7 @@ from .permissions import Permissions
 from .pipeline import Origin
 from .query import MAX_LIMIT, ListRequest, QueryService
 from .sandbox.budget import CEILING, DEFAULTS, LONG_RUNNING, BudgetExceeded, Limits, ScriptFailed
-from .sandbox.policy import digest
+from .sandbox.policy import Verdicts, digest
 from .sandbox.pool import Pool, Unsendable, WorkerCrashed
 from .sandbox.protocol import PlainError, plain, typed
 
@@ -76,7 +76,7 @@ _pending_logs: contextvars.ContextVar[list[dict[str, Any]] | None] = contextvars
     "lw_pending_script_logs", default=None)
 
 
-_POOLS: dict[tuple[int, int, int], Pool] = {}
+_POOLS: dict[tuple[Any, ...], Pool] = {}
 _POOLS_LOCK = threading.Lock()
 
 
@@ -96,6 +96,11 @@ class ScriptSettings:
     ceiling: Limits = CEILING
     #: Run-log rows older than this are removed.
     log_retention_days: int = 30
+    #: Workers one tenant's runs may hold at once (None: all but one), runs of one
+    #: tenant that may wait for one, and how long a run may wait (see :mod:`.sandbox.quota`).
+    tenant_workers: int | None = None
+    tenant_queue: int = 16
+    wait_ms: int = 30_000
 
 
 @dataclass
@@ -132,6 +137,7 @@ class RunOutcome:
     """How one run (or one record of a batch) ended."""
 
     status: str
+    #: What the script changed in ``record`` (before_save and actions).
     record: dict[str, Any] | None = None
     result: Any = None
     errors: list[tuple[str | None, str]] = field(default_factory=list)
@@ -162,6 +168,7 @@ class ScriptService:
         #: Whether a tenant's scripts may run; the shell wires the registry switch in.
         self.enabled: Callable[[str], bool] = lambda tenant: False
         self._pool: Pool | None = None
+        self._verdicts = Verdicts()
 
     # -- plumbing ---------------------------------------------------------------
     @property
@@ -170,12 +177,18 @@ class ScriptService:
         (workers are stateless, so every service of a process shares them)."""
         if self._pool is None:
             s = self.settings
-            key = (s.workers, s.max_runs, s.ceiling.memory_mib)
+            key = (s.workers, s.max_runs, s.ceiling.memory_mib, s.wait_ms / 1000, s.tenant_workers, s.tenant_queue)
             with _POOLS_LOCK:
                 if key not in _POOLS:
                     _POOLS[key] = Pool(*key)
                 self._pool = _POOLS[key]
         return self._pool
+
+    def check_sources(self, sources: Mapping[str, str], tenant: Hashable = None) -> dict[str, list[str]]:
+        """The compile errors of ``sources`` by name, compiled in a sandbox worker (within
+        the compile time limit, in ``tenant``'s share of the pool), each distinct source
+        once per process. What :meth:`Runtime.validate` checks a document's scripts with."""
+        return self._verdicts.errors(sources, lambda name, source: self.pool.check(name, source, tenant=tenant))
 
     def limits_for(self, script: ScriptDef) -> Limits:
         base = self.settings.defaults if script.event in BEFORE_EVENTS else self.settings.long_running
@@ -266,7 +279,7 @@ class ScriptService:
         # bulk write must not hold a worker (and, for after_* scripts, its locks) for hours.
         wall = min(limits.wall_ms * max(len(batch), 1), max(self.settings.ceiling.wall_ms, limits.wall_ms))
         try:
-            reply = self.pool.run(request, on_call, wall, script.name)
+            reply = self.pool.run(request, on_call, wall, script.name, tenant=ctx.tenant.cache_key)
         except Unsendable as exc:  # a value JSON cannot hold, from a Python caller
             raise ValidationError({"_schema": [f"cannot pass this record to a script: {exc}"]}) from None
         except BudgetExceeded as exc:
@@ -546,8 +559,10 @@ class ScriptService:
             except _RolledBack:
                 pass  # the point of a dry run: nothing it wrote stays
         assert outcome is not None
+        # The worker sends back what the script changed; the record as it left it is both.
+        left = None if outcome.record is None else {**plain(current), **outcome.record}
         return {"status": outcome.status, "message": outcome.message, "line": outcome.line, "limit": outcome.limit,
-                "record": outcome.record, "result": outcome.result,
+                "record": left, "result": outcome.result,
                 "errors": [{"field": f, "message": m} for f, m in outcome.errors], "log": outcome.log,
                 "used": outcome.used}
 

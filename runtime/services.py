@@ -42,6 +42,8 @@ class Services:
         self.packages = PackageService(self.metadata)
         self.views = ViewService(runtime, self.permissions, self.query)
         self.scripts = ScriptService(runtime, self.permissions, self.records, self.query)
+        # Publishing compiles scripts in a sandbox worker, not in this process.
+        runtime.check_scripts = self.scripts.check_sources
         self.approvals = ApprovalService(runtime, self.permissions, self.records, self.users, self.scripts,
                                          self.jobs)
         self.workflows = WorkflowService(runtime, self.permissions, self.records)

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from loomwork.metadata.errors import ConflictError, MetadataError, ValidationError
+from loomwork.metadata.errors import ConflictError, LoomworkError, MetadataError, ValidationError
 from loomwork.runtime.context import Actor, Clock, Context
 from loomwork.runtime.sandbox.budget import BudgetExceeded, ScriptFailed
 from loomwork.runtime.scripts import SCRIPTS_FLAG
@@ -333,8 +333,24 @@ def test_operator_settings_set_the_limits(lw_database_url, tmp_path):
     settings = app.extensions["loomwork"].services.scripts.settings
     assert settings.defaults.wall_ms == 250 and settings.defaults.steps == 5000
     assert settings.long_running.wall_ms == 90_000 and settings.ceiling.wall_ms == 90_000
+    # Tenants' shares of the pool: all workers but one by default, or as the operator says.
+    assert settings.tenant_workers is None and settings.tenant_queue == 16 and settings.wait_ms == 30_000
     app.extensions["loomwork"].platform.drop_all()
     app.extensions["loomwork"].platform.dispose()
+    app = create_app({"database_url": lw_database_url, "namespace": "lwtset", "secret_key": "x",
+                      "instance_dir": str(tmp_path), "script_workers": 3, "script_tenant_workers": 3,
+                      "script_tenant_queue": 4, "script_wait_ms": 2500})
+    slots = app.extensions["loomwork"].services.scripts.pool.slots
+    assert (slots.size, slots.per_tenant, slots.queue, slots.wait_s) == (3, 3, 4, 2.5)
+    app.extensions["loomwork"].platform.drop_all()
+    app.extensions["loomwork"].platform.dispose()
+    from loomwork.app import script_settings
+    from loomwork.config import load_settings
+
+    for bad, message in (({"script_tenant_workers": 3}, "script_tenant_workers: must be from 0"),
+                         ({"script_wait_ms": -1}, "script_wait_ms: must not be negative")):
+        with pytest.raises(LoomworkError, match=message):
+            script_settings(load_settings(bad, environ={}))
 
 
 def test_values_a_script_leaves_alone_are_not_rewritten(scripted):

@@ -39,8 +39,18 @@ def script_settings(cfg: Settings) -> ScriptSettings:
             raise LoomworkError(f"setting script_{name}: must be at least 1")
     long_running = replace(defaults, wall_ms=cfg.script_long_wall_ms)
     ceiling = Limits(**{k: max(v, getattr(long_running, k)) for k, v in CEILING.as_dict().items()})
+    if cfg.script_workers < 1:
+        raise LoomworkError("setting script_workers: must be at least 1")
+    if not 0 <= cfg.script_tenant_workers <= cfg.script_workers:
+        raise LoomworkError(f"setting script_tenant_workers: must be from 0 (all workers but one) to "
+                            f"script_workers ({cfg.script_workers})")
+    for name in ("script_tenant_queue", "script_wait_ms"):
+        if getattr(cfg, name) < 0:
+            raise LoomworkError(f"setting {name}: must not be negative")
     return ScriptSettings(workers=cfg.script_workers, max_runs=cfg.script_recycle_runs, defaults=defaults,
-                          long_running=long_running, ceiling=ceiling, log_retention_days=cfg.script_log_days)
+                          long_running=long_running, ceiling=ceiling, log_retention_days=cfg.script_log_days,
+                          tenant_workers=cfg.script_tenant_workers or None, tenant_queue=cfg.script_tenant_queue,
+                          wait_ms=cfg.script_wait_ms)
 
 
 def create_app(settings: Mapping[str, Any] | None = None, *, plugin_manager: Any = None) -> Flask:

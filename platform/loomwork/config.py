@@ -39,6 +39,13 @@ class Settings:
     #: Sandbox worker processes per app process, and runs before a worker is replaced.
     script_workers: int = 2
     script_recycle_runs: int = 1000
+    #: Tenants share those workers: at most this many run one tenant's scripts at once
+    #: (0: all but one, so another tenant's script never waits for them), at most
+    #: ``script_tenant_queue`` of a tenant's runs wait for a worker (one more is refused
+    #: with 503 at once), and a run waits at most ``script_wait_ms`` (then 503).
+    script_tenant_workers: int = 0
+    script_tenant_queue: int = 16
+    script_wait_ms: int = 30_000
     #: Default limits of one script run (a script may lower them, or raise them up to
     #: the ceiling); ``before_*`` scripts get ``script_wall_ms``, others ``script_long_wall_ms``.
     script_steps: int = SCRIPT_DEFAULTS.steps
