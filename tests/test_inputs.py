@@ -22,6 +22,7 @@ from werkzeug.serving import make_server
 from loomwork import inputs
 from loomwork.runtime.context import Actor, Context
 from loomwork.runtime.participants import MAX_RECORD_ID, written_id
+from loomwork.runtime.systables import MAX_ID
 from loomwork.serving import RequestHandler
 from loomwork.testing import assert_problem as problem
 
@@ -30,6 +31,8 @@ pytestmark = pytest.mark.usefixtures("fast_setup")
 SHELL = Path(inputs.__file__).parent
 BIG = str(2**64)
 DEEP = "[" * 5000 + "]" * 5000
+#: Deep enough to exhaust the JSON parser's recursion, short enough to percent-encode often.
+DEEP_ARG = "[" * 1100 + "]" * 1100
 
 def _nested(depth: int) -> list:
     value: list | int = 1
@@ -89,14 +92,15 @@ def test_routes_read_ids_with_the_id_converter(crm_app):
 def test_reported_cases(api, crm_app, web_as, lw_database_url):
     assert "at least one record" in str(problem(api.post("/api/v1/data/account", json=[]), 422)["errors"])
     for query in ("script=nope&limit=0", f"before={BIG}", f"limit={BIG}", "limit=-1", "limit=501",
-                  "script=a%00b", "before=", "before=0"):
+                  "script=a%00b", "before=", "before=0", f"before={MAX_ID + 1}"):  # a 500 on PostgreSQL
         problem(api.get(f"/api/v1/scripts/runs?{query}"), 400)
     assert api.get("/api/v1/scripts/runs?script=nope&limit=1").json == {"data": [], "next_before": None}
     for method, path in (("PUT", f"/api/v1/users/{BIG}/manager"), ("GET", f"/api/v1/users/{BIG}/delegations"),
                          ("POST", f"/api/v1/users/{BIG}/delegations"),
                          ("DELETE", f"/api/v1/users/1/delegations/{BIG}"),
                          ("DELETE", f"/api/v1/users/{2**63}/delegations/1"),
-                         ("PUT", f"/api/v1/views/deal/{BIG}"), ("DELETE", f"/api/v1/views/deal/{BIG}")):
+                         ("PUT", f"/api/v1/views/deal/{BIG}"), ("DELETE", f"/api/v1/views/deal/{BIG}"),
+                         ("POST", f"/api/v1/users/{2**31}/delegations"), ("GET", f"/api/v1/users/{2**31}/tokens")):
         problem(api.request(method, path, json={}), 404)
     # A query string over the limit is refused by the app as a 414 problem document.
     doc = problem(api.get("/api/v1/data/deal?q=" + "x" * inputs.MAX_QUERY_BYTES), 414)
@@ -122,7 +126,7 @@ def test_reported_cases(api, crm_app, web_as, lw_database_url):
 HOSTILE_SEGMENTS = ["0", "-1", "01", "1.5", "abc", str(MAX_RECORD_ID), str(2**63), BIG, "9" * 400, "%00",
                     "1%00", "%FF", "x" * 2000]
 #: Values of query parameters, each sent for one parameter at a time...
-HOSTILE_QUERY = ["", "-1", BIG, "9" * 5000, DEEP]
+HOSTILE_QUERY = ["", "-1", BIG, "9" * 5000, DEEP_ARG]
 #: ... and these for every parameter at once (their refusal does not depend on the name).
 HOSTILE_QUERY_ALL = ["0", "%00", NUL_JSON, '{"field":"id","op":"eq","value":' + BIG + "}", "[]"]
 #: Values of JSON body members.
@@ -133,9 +137,13 @@ HOSTILE_JSON = [None, True, 0, -1, MAX_RECORD_ID, -(2**63), 1.5, "", "abc", "9" 
 #: Whole bodies that are not what any endpoint takes.
 HOSTILE_BODIES = [DEEP, "[]", "{}", '"x"', "1", "null", str(2**64), '{"a": "\\u0000"}', '{"a": NaN}', "{"]
 #: Values of form fields.
-HOSTILE_FORM = ["", "0", "-1", str(2**63), BIG, "9" * 400, "abc", "1.5", "\x00", "a\x00b", DEEP, NUL_JSON,
+HOSTILE_FORM = ["", "0", "-1", str(2**63), BIG, "9" * 400, "abc", "1.5", "\x00", "a\x00b", DEEP_ARG, NUL_JSON,
                 "2026-13-45T25:61", "x" * 20000]
 
+#: Request headers the shell reads, sent with every GET.
+HOSTILE_HEADERS = [{"Accept-Language": "zz;q=abc, *;q=9, ;q=, " + "x-" * 3000},
+                   {"If-None-Match": f'"1-{"9" * 30}", W/"", *, "{BIG}-1", ' + "W/" * 50},
+                   {"Authorization": "Bearer " + "x" * 5000}, {"Authorization": "Basic Og=="}]
 #: The members each API body endpoint reads; the walk fails for an endpoint missing here.
 BODY_KEYS = {
     "api.create_records": ("name", "account", "amount", "stage", "details", "tags", "close_date", "next_step_at"),
@@ -201,9 +209,10 @@ class Walk:
             else:
                 resp = self.api.request(method, url, json=json_body, headers=headers)
         elif method in ("GET", "HEAD"):
-            resp = self.web.client.open(url, method=method)
+            resp = self.web.client.open(url, method=method, headers=headers)
         else:
-            resp = self.web.client.open(url, method=method, data={"csrf_token": self.web.csrf, **(form or {})})
+            resp = self.web.client.open(url, method=method, data={"csrf_token": self.web.csrf, **(form or {})},
+                                        headers=headers)
         self.sent += 1
         self.routes.add(endpoint)
         self.statuses[resp.status_code // 100 * 100] += 1
@@ -288,9 +297,13 @@ def test_hostile_input_on_every_route(crm_app, world, api):
         body = {} if on_api and method != "GET" else None
         if method == "GET":
             baseline[url()] = walk.send(rule.endpoint, method, url())
+            for headers in HOSTILE_HEADERS:
+                walk.send(rule.endpoint, method, url(), headers=headers)
         for p in params:
             for value in HOSTILE_SEGMENTS:
-                walk.send(rule.endpoint, method, url(**{p: value}), json_body=body)
+                code = walk.send(rule.endpoint, method, url(**{p: value}), json_body=body)
+                if code == 405:  # the method is the rule's: a bad value names nothing
+                    walk.failures.append(f"405 {method} {url(**{p: value})[:150]}")
         if method == "GET":
             for name in query_names:
                 for value in HOSTILE_QUERY:

@@ -26,10 +26,11 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from flask import Flask, request
-from werkzeug.exceptions import RequestURITooLarge
-from werkzeug.routing import BaseConverter, ValidationError
+from werkzeug.exceptions import NotFound, RequestURITooLarge
+from werkzeug.routing import BaseConverter
 
-from loomwork.metadata.errors import BadQuery, NotFound
+from loomwork.metadata import errors
+from loomwork.metadata.errors import BadQuery
 from loomwork.runtime.participants import ID_PATTERN, written_id
 from loomwork.runtime.systables import MAX_ID
 
@@ -57,8 +58,10 @@ class IdConverter(BaseConverter):
 
     def to_python(self, value: str) -> int:
         rid = written_id(value, MAX_ID)
-        if rid is None:  # digits beyond the bound: no such route, hence 404
-            raise ValidationError()
+        if rid is None:
+            # Not werkzeug's ValidationError: it converts after choosing the rule, and
+            # would answer 405 where another method shares the path.
+            raise NotFound(f"{value[:40]} names nothing: ids here are at most {MAX_ID}")
         return rid
 
     def to_url(self, value: Any) -> str:
@@ -86,7 +89,7 @@ def vet_request() -> None:
         return
     for name, value in (request.view_args or {}).items():
         if isinstance(value, str) and "\x00" in value:  # names nothing: no row holds a NUL
-            raise NotFound(f"{name} {value[:40]!r} names nothing (it holds a NUL character)")
+            raise errors.NotFound(f"{name} {value[:40]!r} names nothing (it holds a NUL character)")
     for name, value in request.args.items(multi=True):
         check_text(name, "query parameter name")
         check_text(value, f"query parameter {name[:40]!r}")

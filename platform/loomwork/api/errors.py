@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 
 from flask import current_app, request
-from werkzeug.exceptions import HTTPException, InternalServerError
+from werkzeug.exceptions import HTTPException, InternalServerError, NotFound
 
 from loomwork.metadata.errors import LoomworkError, ValidationError
 
@@ -39,6 +39,8 @@ def _detail(exc: HTTPException) -> str:
     """Say what went wrong in words that help an API client (Werkzeug's texts are for pages)."""
     code = exc.code or 500
     if code == 404:
+        if exc.description != NotFound.description:  # raised with its own words (an id out of range)
+            return exc.description
         return (f"no API endpoint {request.path}; the endpoints are listed in "
                 f"{bp.url_prefix}/openapi.json")
     if code == 405:
