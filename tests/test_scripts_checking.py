@@ -131,3 +131,14 @@ def test_a_tenants_runs_take_its_share_of_the_pool(lw_services, lw_ctx, monkeypa
     monkeypatch.setattr(pool, "run", spied)
     assert lw_services.records.create(lw_ctx, "deal", {"name": "x"})["name"] == "tagged"
     assert tenants == [lw_ctx.tenant.cache_key]
+
+
+def test_code_a_check_compiled_serves_runs_and_names_its_script(pool):
+    source = _unique("x = 1\nraise ValueError('no')\n")
+    assert pool.check("first", source) == []
+    for name in ("first", "second"):  # the same source under another name: its own code
+        request = {"name": name, "source": source, "digest": digest(source), "limits": DEFAULTS.as_dict(),
+                   "record": None, "old": None, "types": {}, "now": "2026-12-04T10:00:00+00:00",
+                   "today": "2026-12-04", "user": {"id": 1}, "params": {}}
+        reply = pool.run(request, None, 1000)
+        assert (reply["status"], reply["message"], reply["line"]) == ("error", "ValueError: no", 2), reply
