@@ -348,10 +348,12 @@ def dev_server(crm_app):
     server.server_close()
 
 
-def _raw_get(port: int, target: str) -> tuple[int, str, bytes]:
+def _raw_get(port: int, target: str, headers: dict[str, str] | None = None) -> tuple[int, str, bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
         conn.putrequest("GET", target, skip_accept_encoding=True)
+        for name, value in (headers or {}).items():
+            conn.putheader(name, value)
         conn.endheaders()
         resp = conn.getresponse()
         return resp.status, resp.getheader("Content-Type", ""), resp.read()
@@ -371,6 +373,10 @@ def test_the_development_server_answers_its_own_errors_as_problems_under_the_api
     # Within both limits the app answers (here: no token).
     status, ctype, _ = _raw_get(dev_server, "/api/v1/data/deal?q=" + "x" * 60_000)
     assert status == 401 and ctype == "application/problem+json"
+    # A header line over 64 KiB: 431, from the server too.
+    status, ctype, data = _raw_get(dev_server, "/api/v1/auth/me", {"X-Long": "x" * 70_000})
+    assert status == 431 and ctype == "application/problem+json", (status, ctype, data[:200])
+    assert json.loads(data)["title"] == "Request Header Fields Too Large"
     # Pages keep the server's HTML.
     status, ctype, _ = _raw_get(dev_server, f"/app/deal?{long_query}")
     assert status == 414 and ctype.startswith("text/html")
