@@ -24,6 +24,8 @@ _EXACT = {m: m for m in (
     N_("is not your current password"), N_("must be at least 10 characters"), N_("is numbered by the system"),
     N_("is computed by the system"), N_("conflicts with an existing record"),
     N_("is not a time zone; give an IANA name such as Europe/Berlin"),
+    N_("does not match the required pattern"),
+    N_("cannot be checked: the field's pattern is not supported; an administrator must change it"),
 )}
 
 _PATTERNS = [(re.compile(p), m) for p, m in (
@@ -35,6 +37,8 @@ _PATTERNS = [(re.compile(p), m) for p, m in (
     (r"^Must be less than or equal to (?P<max>\S+)$", N_("must be at most %(max)s")),
     (r"^Longer than maximum length (?P<n>\d+)$", N_("must be at most %(n)s characters")),
     (r"^Shorter than minimum length (?P<n>\d+)$", N_("must be at least %(n)s characters")),
+    (r"^is too long to check against the field's pattern \(at most (?P<n>\d+) characters\)$",
+     N_("is too long to check against the field's pattern (at most %(n)s characters)")),
     (r"^Too many decimal places \(at most (?P<n>\d+)\)$", N_("too many decimal places (at most %(n)s)")),
     (r"^Too many digits \(at most (?P<n>\d+)\)$", N_("too many digits (at most %(n)s)")),
     (r"^must be one of: (?P<choices>.+)$", N_("must be one of: %(choices)s")),
