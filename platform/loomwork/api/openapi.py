@@ -28,10 +28,11 @@ from loomwork.runtime.query import DEFAULT_LIMIT, MAX_LIMIT
 from loomwork.runtime.titles import TITLE_SUFFIX
 
 from ..auth import current_context
+from ..inputs import MAX_QUERY_BYTES
 from ..state import state
 from . import bp
 from .jsonio import respond
-from .openapi_platform import BODY_CODES, QUERY_CODES, RECORD_ID, add_platform_paths, with_codes
+from .openapi_platform import BODY_CODES, RECORD_ID, REQUEST_CODES, add_platform_paths, with_codes
 
 FILTER_GRAMMAR = f"""\
 Filter records either with the JSON filter AST in `filter` or with compact parameters.
@@ -217,13 +218,14 @@ def build_spec(app: CompiledApp, objects: list[str], locale: str = "en") -> dict
     errors = {str(code): _problem_response(text) for code, text in (
         ("400", "Malformed request or query"), ("401", "Not signed in"), ("403", "Not allowed"),
         ("404", "No such object or record"), ("409", "Stale row_version or conflicting state"),
-        ("413", "Request body too large"), ("415", "Body is not JSON"),
+        ("413", "Request body too large"), ("414", f"Query string longer than {MAX_QUERY_BYTES} bytes"),
+        ("415", "Body is not JSON"),
         ("422", "Validation failed; errors per field"),
         ("429", "Too many password checks; wait the Retry-After seconds"))}
 
-    def codes(*own: str, body: bool = False, query: bool = False) -> dict[str, Any]:
-        """The error responses of an operation: its own, and those of a JSON body or a query."""
-        return {c: errors[c] for c in with_codes(own, BODY_CODES if body else (), QUERY_CODES if query else ())}
+    def codes(*own: str, body: bool = False) -> dict[str, Any]:
+        """The error responses of an operation: its own, any request's and a JSON body's."""
+        return {c: errors[c] for c in with_codes(own, REQUEST_CODES, BODY_CODES if body else ())}
 
     etag_header = {"ETag": {"description": 'The record\'s version, "<id>-<row_version>".',
                             "schema": {"type": "string"}}}
@@ -255,7 +257,7 @@ def build_spec(app: CompiledApp, objects: list[str], locale: str = "en") -> dict
                         "data": {"type": "array", "items": ref},
                         "next_cursor": {"type": ["string", "null"]},
                         "count": {"type": "integer"}, "count_kind": {"enum": ["exact", "estimate"]}}}}}},
-                    **codes("401", "403", "404", query=True)},
+                    **codes("401", "403", "404")},
             },
             "post": {
                 "tags": [tag], "summary": f"Create one {name} (object) or many (array, all or nothing)",
@@ -283,7 +285,7 @@ def build_spec(app: CompiledApp, objects: list[str], locale: str = "en") -> dict
                     "responses": {"200": {"description": "The record", "headers": etag_header,
                                           "content": {"application/json": {"schema": ref}}},
                                   "304": {"description": "Not modified (If-None-Match)", "headers": etag_header},
-                                  **codes("401", "403", "404", query=True)}},
+                                  **codes("401", "403", "404")}},
             "patch": {"tags": [tag], "summary": f"Change fields of a {name}", "operationId": f"update_{name}",
                       "parameters": [id_param, if_match],
                       "requestBody": {"required": True, "content": {"application/json": {"schema": ref_patch}}},
@@ -314,7 +316,7 @@ def build_spec(app: CompiledApp, objects: list[str], locale: str = "en") -> dict
                 "schema": {"type": "object", "properties": {
                     "data": {"type": "array", "items": ref}, "next_cursor": {"type": ["string", "null"]},
                     "count": {"type": "integer"}, "count_kind": {"enum": ["exact", "estimate"]}}}}}},
-                **codes("401", "403", "404", query=True)}}})
+                **codes("401", "403", "404")}}})
         spec.path(path=f"/api/v1/data/{name}/{{id}}/history", operations={"get": {
             "tags": [tag], "summary": f"Field history of a {name}", "operationId": f"history_{name}",
             "parameters": [id_param],

@@ -15,6 +15,8 @@ from apispec import APISpec
 
 from loomwork.metadata.validation import SCHEMA_FILES
 from loomwork.runtime.participants import MAX_RECORD_ID
+from loomwork.runtime.scripts import MAX_RUNS_PAGE
+from loomwork.runtime.systables import MAX_ID
 from loomwork.runtime.users import TOKEN_CACHE_SECONDS
 
 #: Tags in the order a reader meets them; ``admin`` marks administrator-only endpoints.
@@ -41,16 +43,19 @@ _WRITE_OPTIONS = {
 }
 
 
-#: What every operation that reads a JSON body may answer besides its own codes: a body that
-#: is not JSON or holds what no field stores (400), one that is too large (413), one not sent
-#: as JSON (415). The one list of them: :mod:`.openapi` uses it for the record endpoints.
+#: What any request may answer, whatever its operation: a query string longer than the
+#: request guard reads (414) or holding NUL characters (400); see :mod:`loomwork.inputs`.
+REQUEST_CODES = ("400", "414")
+#: What every operation that reads a JSON body may answer besides: a body that is not JSON
+#: or holds what no field stores (400), one that is too large (413), one not sent as JSON
+#: (415). The one list of them: :mod:`.openapi` uses it for the record endpoints.
 BODY_CODES = ("400", "413", "415")
-#: What every operation with query parameters may answer: a malformed one (400).
-QUERY_CODES = ("400",)
 
 
-#: A record's id in a path, and an approval's or a task's: other values name nothing (404).
+#: A record's id in a path: other values name nothing (404).
 RECORD_ID = {"type": "integer", "minimum": 1, "maximum": MAX_RECORD_ID}
+#: The id of a system row in a path (a user, delegation, token, approval or task).
+SYSTEM_ID = {"type": "integer", "minimum": 1, "maximum": MAX_ID}
 
 
 def object_name(objects: list[str]) -> dict[str, Any]:
@@ -120,8 +125,8 @@ def _op(tags: list[str], summary: str, op_id: str, *, path: dict[str, Any] | Non
         public: bool = False) -> dict[str, Any]:
     """One operation. ``path``/``query``: parameter name -> schema (or ``(schema,
     description)``); ``body``: the JSON object's properties; ``public``: no sign-in;
-    ``codes``: its error statuses (those of a body or a query are added)."""
-    codes = with_codes(codes, BODY_CODES if body is not None else (), QUERY_CODES if query else ())
+    ``codes``: its own error statuses (those of any request and of a body are added)."""
+    codes = with_codes(codes, REQUEST_CODES, BODY_CODES if body is not None else ())
     params = []
     for where, group in (("path", path or {}), ("query", query or {})):
         for name, spec in group.items():
@@ -209,14 +214,14 @@ def _token_paths(spec: APISpec, errors: dict[str, Any]) -> None:
         ["auth"], "My API tokens, revoked ones too", "list_tokens", ok_schema=listed, errors=errors)})
     spec.path(path="/api/v1/auth/tokens/{token_id}", operations={"delete": _op(
         ["auth"], "Revoke one of my API tokens (administrators: anyone's)", "revoke_token",
-        path={"token_id": RECORD_ID}, ok="204", ok_text="Revoked",
+        path={"token_id": SYSTEM_ID}, ok="204", ok_text="Revoked",
         description=f"The token stops working at once in the process that answers and within "
                     f"{TOKEN_CACHE_SECONDS:g} seconds in the others. Changing a password keeps a user's tokens; "
                     f"revoke them here.",
         codes=("401", "403", "404"), errors=errors)})
     spec.path(path="/api/v1/users/{user_id}/tokens", operations={"get": _op(
         ["auth"], "A user's API tokens (my own, or anyone's as an administrator)", "user_tokens",
-        path={"user_id": RECORD_ID}, ok_schema=listed, codes=("401", "403", "404"),
+        path={"user_id": SYSTEM_ID}, ok_schema=listed, codes=("401", "403", "404"),
         errors=errors)})
 
 
@@ -348,7 +353,7 @@ def _view_paths(spec: APISpec, errors: dict[str, Any], name: dict[str, Any]) -> 
 
 
 def _user_paths(spec: APISpec, errors: dict[str, Any]) -> None:
-    user = {"user_id": {"type": "integer", "minimum": 1}}
+    user = {"user_id": SYSTEM_ID}
     delegation = {"type": "object", "properties": {
         "id": {"type": "integer"}, "delegate_id": {"type": "integer"},
         "starts_at": {"type": "string", "format": "date-time"}, "ends_at": {"type": "string", "format": "date-time"}}}
@@ -369,7 +374,7 @@ def _user_paths(spec: APISpec, errors: dict[str, Any]) -> None:
                     codes=("401", "403", "404", "422"), errors=errors)})
     spec.path(path="/api/v1/users/{user_id}/delegations/{delegation_id}", operations={"delete": _op(
         ["users"], "End a delegation", "delete_delegation",
-        path={**user, "delegation_id": {"type": "integer", "minimum": 1}}, ok="204", ok_text="Deleted",
+        path={**user, "delegation_id": SYSTEM_ID}, ok="204", ok_text="Deleted",
         codes=("401", "403", "404"), errors=errors)})
 
 
@@ -381,7 +386,7 @@ def _approval_paths(spec: APISpec, errors: dict[str, Any], obj: dict[str, Any]) 
 
     def op(summary: str, op_id: str, path: list[str], body: dict[str, Any] | None, codes: tuple[str, ...],
            ok: str = "200", tags: tuple[str, ...] = ("approvals",)) -> dict[str, Any]:
-        params = {p: obj if p == "object" else RECORD_ID for p in path}  # the others are ids
+        params = {p: {"object": obj, "id": RECORD_ID}.get(p, SYSTEM_ID) for p in path}  # instance, task
         return _op(list(tags), summary, op_id, path=params, body=body, ok=ok, ok_schema=instance,
                    ok_text="The approval instance", codes=codes, errors=errors)
 
@@ -469,8 +474,8 @@ def _script_paths(spec: APISpec, errors: dict[str, Any], obj: dict[str, Any]) ->
         codes=("401", "403", "404", "409", "422"), errors=errors)})
     spec.path(path="/api/v1/scripts/runs", operations={"get": _op(
         ["scripts", "admin"], "The script run log, newest first", "script_runs",
-        query={"script": {"type": "string"}, "limit": {"type": "integer", "minimum": 1, "maximum": 500},
-               "before": ({"type": "integer"}, "Runs with a smaller id (the next page: next_before)")},
+        query={"script": {"type": "string"}, "limit": {"type": "integer", "minimum": 1, "maximum": MAX_RUNS_PAGE},
+               "before": (SYSTEM_ID, "Runs with a smaller id (the next page: next_before)")},
         ok_text="Runs: script, object, record_id, trigger, actor, started_at, duration_ms, status, error, used, "
                 "log, dry_run",
         ok_schema={"type": "object", "properties": {"data": {"type": "array", "items": _ANY_OBJECT},

@@ -4,8 +4,8 @@ from __future__ import annotations
 from flask import request
 
 from loomwork.metadata.errors import ValidationError
-from loomwork.runtime.participants import MAX_RECORD_ID
 from loomwork.runtime.scripts import MAX_RUNS_PAGE, RUNS_PAGE
+from loomwork.runtime.systables import MAX_ID
 
 from ..auth import current_context
 from ..inputs import query_int
@@ -46,6 +46,6 @@ def dry_run(name: str):
 def script_runs():
     ctx = current_context()
     limit = query_int("limit", RUNS_PAGE, high=MAX_RUNS_PAGE)
-    before = query_int("before", None, high=MAX_RECORD_ID)
+    before = query_int("before", None, high=MAX_ID)  # a run's id: a system row's
     runs = state().services.scripts.runs(ctx, script=request.args.get("script") or None, limit=limit, before=before)
     return respond({"data": runs, "next_before": runs[-1]["id"] if len(runs) == limit else None})
