@@ -130,7 +130,7 @@ def test_a_tenant_saturating_the_pool_does_not_delay_another_tenants_save():
         deadline = time.monotonic() + 10
         while pool.slots.state()["waiting"].get("a", 0) < 5 and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert pool.slots.state() == {"out": 1, "held": {"a": 1}, "waiting": {"a": 5}}
+        assert pool.slots.state() == {"out": 1, "held": {"a": 1}, "waiting": {"a": 5}, "nested": 0}
         waits = []
         for _ in range(5):
             started = time.monotonic()
@@ -140,6 +140,21 @@ def test_a_tenant_saturating_the_pool_does_not_delay_another_tenants_save():
             thread.join()
         assert done == ["slow"] * 6  # a's runs waited their turn; none was refused
         assert max(waits) < 0.5, waits  # measured: 1-5 ms each
+    finally:
+        pool.close()
+
+
+def test_a_script_run_from_inside_a_run_takes_another_worker():
+    """A script's ctx call can set off another script of the same tenant (an approval's
+    action): that run is nested, outside the tenant's share of one worker."""
+    pool = Pool(size=2)
+    try:
+        def host(name, args, item):
+            inner = pool.run(request("result = 'inner'"), None, 1000, tenant="a")
+            return {"value": [{"got": inner["result"]}]}
+
+        reply = pool.run(request("result = ctx.query('deal')[0]['got']"), host, 5000, tenant="a")
+        assert reply["result"] == "inner", reply
     finally:
         pool.close()
 
@@ -195,7 +210,7 @@ def test_one_tenant_never_holds_the_last_slot():
     order: list[str] = []
     waiting = _queue(slots, "a", "a3", order)  # at its quota
     slots.acquire("b")  # at once
-    assert slots.state() == {"out": 3, "held": {"a": 2, "b": 1}, "waiting": {"a": 1}}
+    assert slots.state() == {"out": 3, "held": {"a": 2, "b": 1}, "waiting": {"a": 1}, "nested": 0}
     slots.release("b")
     assert order == []  # a free slot, but a is at its quota
     slots.release("a")
@@ -214,7 +229,7 @@ def test_a_free_slot_goes_to_the_tenant_served_least_recently():
     for thread in threads:
         thread.join()
     assert order == ["b1", "c1", "a1", "a2", "a3"]
-    assert slots.state() == {"out": 0, "held": {}, "waiting": {}}
+    assert slots.state() == {"out": 0, "held": {}, "waiting": {}, "nested": 0}
 
 
 def test_tenants_take_turns_while_both_have_runs_waiting():
@@ -233,7 +248,7 @@ def test_waiting_is_bounded_and_leaves_no_trace():
     slots.acquire("a")
     with pytest.raises(SandboxBusy, match="every script worker is busy"):
         slots.acquire("b")
-    assert slots.state() == {"out": 1, "held": {"a": 1}, "waiting": {}}
+    assert slots.state() == {"out": 1, "held": {"a": 1}, "waiting": {}, "nested": 0}
     order: list[str] = []
     slots.wait_s = 5
     waiting = _queue(slots, "b", "b1", order)
@@ -242,3 +257,19 @@ def test_waiting_is_bounded_and_leaves_no_trace():
     slots.release("a")
     waiting.join()
     assert order == ["b1"]
+
+
+def test_a_nested_run_is_outside_the_share_and_first_in_line():
+    slots = Slots(size=2)
+    order: list[str] = []
+    with slots.held("a"):
+        later = _queue(slots, "a", "a-later", order)  # a is at its share of one
+        with slots.held("a"):  # started inside: the second slot at once
+            assert slots.state()["held"] == {"a": 2}
+        assert order == []
+    later.join()
+    assert order == ["a-later"]
+    full = Slots(size=1, wait_s=0.05)
+    with full.held("a"), pytest.raises(SandboxBusy), full.held("a"):
+        pass  # no slot can free while the outer run waits for the inner (D38)
+    assert full.state() == {"out": 0, "held": {}, "waiting": {}, "nested": 0}

@@ -10,6 +10,11 @@ not run for a while first), each tenant's own runs in the order they came. With
 ``per_tenant`` below ``size``, one tenant cannot hold the last worker: another
 tenant's run starts at once.
 
+A run started while the same thread holds a slot (a script's ``ctx.update`` that
+sets off an approval whose action runs a script) is *nested*: it does not count
+against its tenant's share and goes before every waiting run, since the run holding
+the slot cannot end before it does.
+
 The operator sets the numbers (``script_tenant_workers``, ``script_tenant_queue``,
 ``script_wait_ms``; see :mod:`loomwork.config`).
 """
@@ -37,11 +42,12 @@ def default_per_tenant(size: int) -> int:
 
 
 class _Waiter:
-    __slots__ = ("granted", "wake")
+    __slots__ = ("granted", "wake", "tenant")
 
-    def __init__(self, lock: threading.Lock) -> None:
+    def __init__(self, lock: threading.Lock, tenant: Hashable = None) -> None:
         self.granted = False
         self.wake = threading.Condition(lock)
+        self.tenant = tenant
 
 
 class Slots:
@@ -65,6 +71,8 @@ class Slots:
         #: When each tenant holding or waiting for a slot last got one (a count of grants).
         self._served: dict[Hashable, int] = {}
         self._grants = 0
+        self._nested: deque[_Waiter] = deque()  # nested runs waiting: first of all
+        self._local = threading.local()  # slots this thread holds
 
     def _free_for(self, tenant: Hashable) -> bool:
         return self._out < self.size and self._held.get(tenant, 0) < self.per_tenant
@@ -75,9 +83,13 @@ class Slots:
         self._grants += 1
         self._served[tenant] = self._grants
 
-    def acquire(self, tenant: Hashable) -> None:
-        """Take a slot for ``tenant``, waiting in turn. :raises SandboxBusy:"""
+    def acquire(self, tenant: Hashable, *, nested: bool = False) -> None:
+        """Take a slot for ``tenant``, waiting in turn (a ``nested`` run: outside its
+        tenant's share, before anyone else). :raises SandboxBusy:"""
         with self._lock:
+            if nested:
+                self._acquire_nested(tenant)
+                return
             if self._free_for(tenant) and tenant not in self._waiting:
                 self._grant(tenant)
                 return
@@ -95,6 +107,20 @@ class Slots:
                     self._leave(tenant, me)
                     raise SandboxBusy("every script worker is busy; try again in a moment")
                 me.wake.wait(left)
+
+    def _acquire_nested(self, tenant: Hashable) -> None:
+        if self._out < self.size and not self._nested:
+            self._grant(tenant)
+            return
+        me = _Waiter(self._lock, tenant)
+        self._nested.append(me)
+        until = time.monotonic() + self.wait_s
+        while not me.granted:
+            left = until - time.monotonic()
+            if left <= 0:
+                self._nested.remove(me)
+                raise SandboxBusy("every script worker is busy; try again in a moment")
+            me.wake.wait(left)
 
     def _leave(self, tenant: Hashable, waiter: _Waiter) -> None:
         waiting = self._waiting[tenant]
@@ -121,7 +147,12 @@ class Slots:
 
     def _hand_out(self) -> None:
         """Grant free slots to waiting runs: of the tenants below their quota, the one
-        served least recently first."""
+        served least recently first (nested runs before all)."""
+        while self._out < self.size and self._nested:
+            waiter = self._nested.popleft()
+            self._grant(waiter.tenant)
+            waiter.granted = True
+            waiter.wake.notify()
         while self._out < self.size:
             eligible = [t for t in self._waiting if self._held.get(t, 0) < self.per_tenant]
             if not eligible:
@@ -137,14 +168,18 @@ class Slots:
 
     @contextlib.contextmanager
     def held(self, tenant: Hashable) -> Iterator[None]:
-        self.acquire(tenant)
+        """A slot for ``tenant`` while the block runs (nested if this thread holds one)."""
+        depth = getattr(self._local, "depth", 0)
+        self.acquire(tenant, nested=depth > 0)
+        self._local.depth = depth + 1
         try:
             yield
         finally:
+            self._local.depth = depth
             self.release(tenant)
 
     def state(self) -> dict[str, object]:
         """Slots out and runs waiting (for tests and the operator's eyes)."""
         with self._lock:
             return {"out": self._out, "held": dict(self._held),
-                    "waiting": {t: len(w) for t, w in self._waiting.items()}}
+                    "waiting": {t: len(w) for t, w in self._waiting.items()}, "nested": len(self._nested)}
