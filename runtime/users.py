@@ -140,6 +140,11 @@ def _check_locale(locale: Any, supported: Any) -> None:
         raise ValidationError({"locale": [f"must be one of {', '.join(supported)}"]})
 
 
+def _is_system_id(value: Any) -> bool:
+    """Is ``value`` (from a JSON body, say) an integer that can be a system row's id?"""
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= systables.MAX_ID
+
+
 def _check_manager(managers: dict[int, int | None], user_id: int, manager_id: Any) -> None:
     """:raises ValidationError: for an unknown manager or a reporting chain that loops."""
     if manager_id is None:
@@ -344,7 +349,9 @@ class UserService:
         if ctx.actor.id != user_id and not ctx.actor.is_admin:
             raise PermissionDenied("you may delegate only your own approvals")
         errors = {}
-        if delegate_id == user_id:
+        if not _is_system_id(delegate_id):  # a JSON value: the query would fail on it (PostgreSQL)
+            errors["delegate_id"] = ["must be a user's id"]
+        elif delegate_id == user_id:
             errors["delegate_id"] = ["must be someone else"]
         if not (isinstance(starts_at, dt.datetime) and isinstance(ends_at, dt.datetime)) or \
                 starts_at.tzinfo is None or ends_at.tzinfo is None or ends_at <= starts_at:
@@ -578,7 +585,7 @@ class UserService:
         """
         t = systables.tokens
         row = None
-        if isinstance(token_id, int) and not isinstance(token_id, bool) and 1 <= token_id <= systables.MAX_ID:
+        if _is_system_id(token_id):
             with ctx.tenant.write() as conn:
                 row = conn.execute(sa.select(t).where(t.c.id == token_id)).first()
                 if row is not None and (row.user_id == ctx.actor.id or ctx.actor.is_admin) \

@@ -109,6 +109,11 @@ def test_managers_and_delegations_api(approving):
     naive = admin.post(f"/api/v1/users/{ids['admin']}/delegations",
                        json={"delegate_id": ids["vera"], "starts_at": "2000-01-01T00:00:00", "ends_at": "x"})
     assert naive.status_code == 422
+    # A delegate that cannot be a user's id is a 422 (it was a 500 on PostgreSQL).
+    for bad in (2**40, "abc", [ids["vera"]], True, 0):
+        resp = admin.post(f"/api/v1/users/{ids['admin']}/delegations", json={
+            "delegate_id": bad, "starts_at": "2000-01-01T00:00:00Z", "ends_at": "2100-01-01T00:00:00Z"})
+        assert resp.status_code == 422 and "delegate_id" in resp.get_json()["errors"], (bad, resp.get_json())
     q = sam.post("/api/v1/data/quote", json={"name": "While away", "discount": "30"}).get_json()
     inst = sam.post(f"/api/v1/data/quote/{q['id']}/approvals", json={}).get_json()
     assert inst["tasks"][0]["assignee"] == ids["vera"] and inst["tasks"][0]["delegated"]

@@ -9,8 +9,9 @@ media type (``content_type_conformance``) and a body valid under the documented 
 (``response_schema_conformance``).
 
 Half the requests of an operation with ids in its path (records, approvals, tasks,
-users) take small ids, which name the demo's rows: an id drawn from all 64-bit integers
-would almost never name one, and the run would test little but 404s.
+users) take small ids, which name the demo's rows: an id drawn from its whole range
+(up to 2^63-1 or 2^31-1) would almost never name one, and the run would test little but
+404s.
 
 The run is bounded (:data:`EXAMPLES` requests per operation and mode, no shrinking) and
 derandomised, so CI sends the same requests every time and a failure replays locally.
@@ -86,11 +87,11 @@ def demo_api(request, tmp_path_factory):
     url = f"sqlite:///{root / 'instance'}" if request.param == "sqlite" else postgres_url()
     app = create_app({"database_url": url, "namespace": f"lwt{secrets.token_hex(4)}",
                       "instance_dir": str(root / "instance"), "secret_key": "conformance", "secure_cookies": False})
-    st = app.extensions["loomwork"]
-    login = setup_demo(st, RECORDS, echo=lambda _message: None)
+    loomwork = app.extensions["loomwork"]
+    login = setup_demo(loomwork, RECORDS, echo=lambda _message: None)
     yield app, login["token"]
-    st.platform.drop_all()
-    st.platform.dispose()
+    loomwork.platform.drop_all()
+    loomwork.platform.dispose()
 
 
 def _id_parameters(doc: dict, operation) -> list[str]:
