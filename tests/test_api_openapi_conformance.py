@@ -56,10 +56,10 @@ MODES = (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
 RECORDS = 30
 #: Ids up to this name rows of the demo.
 SMALL_ID = 12
-#: Operations that can take away what the others need run after them, in this order: those
-#: that can change or roll back the metadata (the CRM's objects), then those that can end
-#: the run's access (its token).
-LAST = ("PUT /api/v1/meta/objects/{name}", "DELETE /api/v1/meta/objects/{name}", "PUT /api/v1/meta/roles/{name}",
+#: Operations that can take away what the others need run after them, in this order: a
+#: recall (the approvals the task endpoints decide), those that can change or roll back the
+#: metadata (the CRM's objects), then those that can end the run's access (its token).
+LAST = ("POST /api/v1/approvals/{instance}/recall", "PUT /api/v1/meta/objects/{name}", "DELETE /api/v1/meta/objects/{name}", "PUT /api/v1/meta/roles/{name}",
         "POST /api/v1/meta/publish", "POST /api/v1/meta/rollback", "POST /api/v1/auth/password",
         "DELETE /api/v1/auth/tokens/{token_id}")
 #: Operations the run must reach, at least: the CRM's four objects have eight operations
@@ -89,9 +89,24 @@ def demo_api(request, tmp_path_factory):
                       "instance_dir": str(root / "instance"), "secret_key": "conformance", "secure_cookies": False})
     loomwork = app.extensions["loomwork"]
     login = setup_demo(loomwork, RECORDS, echo=lambda _message: None)
+    _submit_quotes(loomwork)
     yield app, login["token"]
     loomwork.platform.drop_all()
     loomwork.platform.dispose()
+
+
+def _submit_quotes(loomwork) -> None:
+    """Approvals in flight, so that the approval and task endpoints meet real ones: quotes
+    of sam's whose discounts need his manager (the administrator), some finance too."""
+    from loomwork.runtime.context import Actor, Context
+
+    tenant = loomwork.platform.tenant(loomwork.settings.default_tenant)
+    sam = loomwork.services.users.by_username(Context(tenant, Actor.system()), "sam")
+    ctx = Context(tenant, sam.actor())
+    for n, discount in enumerate(("30", "50", "25", "45"), 1):
+        quote = loomwork.services.records.create(ctx, "quote", {"name": f"Discounted {n}", "list_price": "1000",
+                                                                "discount": discount})
+        loomwork.services.approvals.submit(ctx, "quote", quote["id"])
 
 
 def _id_parameters(doc: dict, operation) -> list[str]:
