@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import functools
 import http.client
+import inspect
 import re
 import threading
 from pathlib import Path
@@ -126,7 +127,7 @@ def test_reported_cases(api, crm_app, web_as, lw_database_url):
 HOSTILE_SEGMENTS = ["0", "-1", "01", "1.5", "abc", str(MAX_RECORD_ID), str(2**63), BIG, "9" * 400, "%00",
                     "1%00", "%FF", "x" * 2000]
 #: Values of query parameters, each sent for one parameter at a time...
-HOSTILE_QUERY = ["", "-1", BIG, "9" * 5000, DEEP_ARG]
+HOSTILE_QUERY = ["", "-1", str(2**31), str(MAX_RECORD_ID), BIG, "9" * 5000, DEEP_ARG]
 #: ... and these for every parameter at once (their refusal does not depend on the name).
 HOSTILE_QUERY_ALL = ["0", "%00", NUL_JSON, '{"field":"id","op":"eq","value":' + BIG + "}", "[]"]
 #: Values of JSON body members.
@@ -136,10 +137,12 @@ HOSTILE_JSON = [None, True, 0, -1, MAX_RECORD_ID, -(2**63), 1.5, "", "abc", "9" 
                 {"a": NESTED_30}]
 #: Whole bodies that are not what any endpoint takes.
 HOSTILE_BODIES = [DEEP, "[]", "{}", '"x"', "1", "null", str(2**64), '{"a": "\\u0000"}', '{"a": NaN}', "{"]
-#: Values of form fields.
-HOSTILE_FORM = ["", "0", "-1", str(2**63), BIG, "9" * 400, "abc", "1.5", "\x00", "a\x00b", DEEP_ARG, NUL_JSON,
+#: Values of form fields, each sent in every field at once...
+HOSTILE_FORM = ["", "0", "-1", str(2**63), BIG, "9" * 400, "9" * 5000, "abc", "1.5", "\x00", "a\x00b", DEEP_ARG, NUL_JSON,
                 "2026-13-45T25:61", "x" * 20000]
 
+#: ... and these in one field at a time (the others empty), so that each field's reader sees one.
+HOSTILE_FORM_ONE = ["9" * 5000, BIG, DEEP_ARG]
 #: Request headers the shell reads, sent with every GET.
 HOSTILE_HEADERS = [{"Accept-Language": "zz;q=abc, *;q=9, ;q=, " + "x-" * 3000},
                    {"If-None-Match": f'"1-{"9" * 30}", W/"", *, "{BIG}-1", ' + "W/" * 50},
@@ -166,9 +169,10 @@ BODY_KEYS = {
     "api.meta_publish": ("doc", "force", "comment", "base_version", "dry_run"),
     "api.meta_rollback": ("version", "comment", "dry_run"),
 }
-#: Form fields that pages read by a computed name.
-EXTRA_FORM_KEYS = ("columns", "sort", "chosen.manager", "name", "account", "amount", "stage", "details", "tags",
-                   "tags__present", "close_date", "next_step_at", "probability", "list_price", "discount", "deal")
+#: Form fields that pages read by a computed name: a few, and the fields of records.
+COMPUTED_FORM_KEYS = ("columns", "sort", "chosen.manager")
+FIELD_FORM_KEYS = ("name", "account", "amount", "stage", "details", "tags", "tags__present", "close_date",
+                   "next_step_at", "probability", "list_price", "discount", "deal")
 #: Fields a form needs set for its other fields to be read at all.
 FORM_BASES = {
     "web.bulk_action": [{"action": "update", "field": "amount"}, {"action": "update", "field": "details"},
@@ -179,11 +183,14 @@ FORM_BASES = {
 }
 
 
-def _names(kind: str) -> list[str]:
-    """The names the shell reads from ``request.args`` (kind ``args``) or ``request.form``."""
+def _names(kind: str, paths=None) -> list[str]:
+    """The names the shell (or the modules at ``paths``) reads from ``request.args`` (kind
+    ``args``) or ``request.form``; for forms, a record's fields where a form is one."""
     found = set()
-    for path in SHELL.rglob("*.py"):
-        text = path.read_text()
+    for path in paths or SHELL.rglob("*.py"):
+        text = Path(path).read_text()
+        if kind == "form" and "parse_form(" in text:
+            found |= set(FIELD_FORM_KEYS)
         found |= set(re.findall(rf'{kind}(?:\.get|\.getlist)?[(\[]"([a-z_.]+)"', text))
         if kind == "args":
             found |= set(re.findall(r'query_int\("([a-z_]+)"', text))
@@ -281,7 +288,7 @@ def _order(rule, method: str) -> tuple:
 def test_hostile_input_on_every_route(crm_app, world, api):
     walk = Walk(api, world["web"])
     query_names = _names("args") + ["amount__gte", "account", "id", "name__in"]
-    form_names = sorted(set(_names("form")) - {"csrf_token"} | set(EXTRA_FORM_KEYS))
+    form_names = sorted(set(_names("form")) - {"csrf_token"} | set(COMPUTED_FORM_KEYS))
     assert {"limit", "before", "cursor", "filter", "page_size", "box", "from"} <= set(query_names)
     jobs = sorted(((rule, method) for rule in crm_app.url_map.iter_rules() if rule.endpoint != "static"
                    for method in sorted(rule.methods - {"HEAD", "OPTIONS"})), key=lambda j: _order(*j))
@@ -327,6 +334,14 @@ def test_hostile_input_on_every_route(crm_app, world, api):
                     if rule.endpoint == "web.bulk_action" and value.isdigit():
                         form["ids"] = str(world["deal"])
                     walk.send(rule.endpoint, method, url(), form=form)
+                # One field at a time: those the view's own module reads.
+                module = inspect.getsourcefile(crm_app.view_functions[rule.endpoint])
+                for key in sorted(set(_names("form", [module])) - {"csrf_token"} - set(base)):
+                    for value in HOSTILE_FORM_ONE:
+                        form = {**base, key: value}
+                        if rule.endpoint == "web.bulk_action" and key != "ids":
+                            form["ids"] = str(world["deal"])
+                        walk.send(rule.endpoint, method, url(), form=form)
         walk.send(rule.endpoint, method, f"{url()}?{'x' * (inputs.MAX_QUERY_BYTES + 1)}", json_body=body)
     print(f"\n{len(jobs)} routes x methods, {walk.sent} hostile requests: {dict(walk.statuses)}")
     assert not walk.failures, f"{len(walk.failures)} failures:\n" + "\n".join(walk.failures[:60])

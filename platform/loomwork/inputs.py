@@ -11,8 +11,8 @@ API), never a 500 from deep inside a service or the database. The rules:
 - **query strings** are at most :data:`MAX_QUERY_BYTES` (414), and no name or value of a
   query string or a form post holds a NUL character (400: PostgreSQL text cannot store
   one), nor does a URL parameter (404: it names nothing): :func:`vet_request` checks
-  them before any view runs. Whole-number parameters
-  are read with :func:`query_int`.
+  them before any view runs. Whole-number parameters are read with :func:`query_int`,
+  whole numbers in forms with :func:`whole_number`.
 - **JSON documents** (API bodies, the API's and the list page's ``filter``, a page's
   JSON field, a view's filter) are read with :func:`parse_json`, which refuses nesting
   deeper than :data:`MAX_DEPTH`, integers beyond 64 bits, ``NaN``/``Infinity``, NUL
@@ -100,16 +100,26 @@ def vet_request() -> None:
             check_text(value, f"form field {name[:40]!r}")
 
 
+def whole_number(text: Any, high: int, *, low: int = 1) -> int | None:
+    """``text`` (a query or form value) as a whole number from ``low`` to ``high``, else
+    None. Digits only: at most as many as ``high`` has, as ``int()`` of thousands of digits
+    is refused (and slow by design)."""
+    if not isinstance(text, str) or not text.isascii() or not text.isdigit() or len(text) > len(str(high)):
+        return None
+    value = int(text)
+    return value if low <= value <= high else None
+
+
 def query_int(name: str, default: int | None, *, low: int = 1, high: int) -> int | None:
     """The whole-number query parameter ``name`` from ``low`` to ``high`` (``default``
     when it is not given). :raises BadQuery: for anything else, an empty value included."""
     raw = request.args.get(name)
     if raw is None:
         return default
-    # At most the digits of ``high``: int() of thousands of digits is slow by design.
-    if not raw.isascii() or not raw.isdigit() or len(raw) > len(str(high)) or not low <= int(raw) <= high:
+    value = whole_number(raw, high, low=low)
+    if value is None:
         raise BadQuery(f"{name} must be a whole number from {low} to {high}")
-    return int(raw)
+    return value
 
 
 def parse_json(raw: str | bytes, what: str = "request body", *,

@@ -19,11 +19,12 @@ from loomwork.metadata.model import label_text
 from loomwork.runtime.approvals import has_processes
 from loomwork.runtime.compiled import CompiledApp
 from loomwork.runtime.context import Actor, Context
+from loomwork.runtime.systables import MAX_ID
 
 from .. import auth
 from ..state import state
 from . import bp
-from .common import _, compiled, digits, locale, navigation, object_label, parse_id, signed_in
+from .common import _, compiled, locale, navigation, object_label, parse_id, signed_in
 from .messages import reason_text, translate_all
 from .present import format_plain
 from .titles import Titles, user_names
@@ -142,7 +143,8 @@ def submit_approval(object_name: str, raw_id: str):
     if rid is None:
         raise NotFound(f"no {object_name} record {raw_id[:40]}")
     try:
-        chosen = {key.removeprefix("chosen."): [uid for v in request.form.getlist(key) if (uid := parse_id(v))]
+        chosen = {key.removeprefix("chosen."): [uid for v in request.form.getlist(key)
+                                                if (uid := parse_id(v, MAX_ID))]
                   for key in request.form if key.startswith("chosen.")}
         state().services.approvals.submit(ctx, object_name, rid, request.form.get("process") or None,
                                           chosen=chosen or None, comment=request.form.get("comment") or None)
@@ -198,13 +200,14 @@ def share_task(raw_id: str):
     how, user = request.form.get("how"), request.form.get("user", "")
     comment = request.form.get("comment") or None
     try:
-        if not digits(user):
+        uid = parse_id(user, MAX_ID)
+        if uid is None:
             raise ValidationError({"user": ["choose someone"]})
         if how == "transfer":
-            inst = service.transfer(ctx, raw_id, int(user), comment)
+            inst = service.transfer(ctx, raw_id, uid, comment)
             flash(_("Handed over."), "ok")
         elif how in ("before", "after"):
-            inst = service.add_signer(ctx, raw_id, int(user), how, comment)
+            inst = service.add_signer(ctx, raw_id, uid, how, comment)
             flash(_("Signer added."), "ok")
         else:
             raise ValidationError({"how": ["hand over, or add a signer before or after you"]})
@@ -250,7 +253,7 @@ def inbox():
 @bp.post("/app/approvals/batch")
 def batch_approve():
     ctx = signed_in()
-    ids = [tid for i in request.form.getlist("tasks") if (tid := parse_id(i)) is not None]
+    ids = [tid for i in request.form.getlist("tasks") if (tid := parse_id(i, MAX_ID)) is not None]
     if not ids:
         flash(_("Select at least one task first."), "error")
         return redirect(url_for("web.inbox"))

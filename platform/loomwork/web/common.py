@@ -11,7 +11,7 @@ from flask import g, request
 from loomwork.metadata.model import label_text
 from loomwork.runtime.compiled import READ_MAX_AGE, CompiledApp
 from loomwork.runtime.context import Context
-from loomwork.runtime.participants import written_id
+from loomwork.runtime.participants import MAX_RECORD_ID, written_id
 
 from .. import auth
 from ..state import state
@@ -38,12 +38,13 @@ def digits(text: str) -> bool:
     return text.isascii() and text.isdigit()
 
 
-def parse_id(raw: Any) -> int | None:
-    """``raw`` (a URL segment, a form or query value) as a record id, or None: written
-    plainly, within the one record-id bound (:func:`loomwork.runtime.participants.written_id`)."""
+def parse_id(raw: Any, bound: int = MAX_RECORD_ID) -> int | None:
+    """``raw`` (a URL segment, a form or query value) as an id, or None: written plainly,
+    within ``bound`` (:func:`loomwork.runtime.participants.written_id`): a record's by
+    default, ``systables.MAX_ID`` for a user or a task."""
     if isinstance(raw, int) and not isinstance(raw, bool):
         raw = str(raw)
-    return written_id(raw)
+    return written_id(raw, bound)
 
 
 def local_path(raw: str | None) -> str | None:

@@ -20,13 +20,12 @@ from loomwork.runtime.compiled import CompiledApp, CompiledObject
 from loomwork.runtime.query import MAX_LIMIT, ListRequest, field_ops, parse_query_string
 
 from .. import auth
-from ..inputs import parse_json
+from ..inputs import parse_json, whole_number
 from ..state import state
 from . import bp, filter_chips
 from .common import (
     _,
     compiled,
-    digits,
     local_path,
     locale,
     navigation,
@@ -277,8 +276,8 @@ def save_view(object_name: str):
             definition[key] = [c for c in form[key].split(",") if c]
     if form.get("q"):
         definition["search"] = form["q"]
-    if digits(form.get("page_size", "")):
-        definition["page_size"] = int(form["page_size"])
+    if (size := whole_number(form.get("page_size", ""), MAX_LIMIT, low=0)) is not None:
+        definition["page_size"] = size  # 0: the view's schema says what a page size is
     if not label:
         flash(_("Give the view a name."), "error")
         return redirect(url_for("web.list_page", object_name=object_name, **_args_of(definition)))

@@ -22,10 +22,11 @@ from loomwork.runtime.rules import rules_document
 from loomwork.runtime.sandbox.budget import BudgetExceeded, ScriptFailed
 
 from .. import auth
+from ..inputs import INT_MAX, whole_number
 from ..state import state
 from . import bp
 from .approvals import panel as approval_panel
-from .common import _, compiled, digits, locale, navigation, object_label, parse_id, signed_in
+from .common import _, compiled, locale, navigation, object_label, parse_id, signed_in
 from .messages import reason_text, translate, translate_all
 from .present import choice_labels, display, input_value, parse_form, scale, shown_as
 from .titles import Titles, user_names
@@ -350,7 +351,7 @@ def edit_form(object_name: str, raw_id: str):
         elif not errors:
             try:
                 services.records.update(ctx, object_name, rid, data,
-                                        expected_version=int(version) if digits(version) else None)
+                                        expected_version=whole_number(version, INT_MAX, low=0))
             except ValidationError as exc:
                 errors, banner = exc.errors, _("Please correct the errors below.")
             except ConflictError:
@@ -363,7 +364,7 @@ def edit_form(object_name: str, raw_id: str):
         else:
             banner = _("Please correct the errors below.")
         if not stale:
-            record["row_version"] = int(version) if digits(version) else record["row_version"]
+            record["row_version"] = whole_number(version, INT_MAX, low=0) or record["row_version"]
     return _form_page(ctx, app, obj, layout, record, states, raw, errors, banner, editing=True, stale=stale,
                       locked=locked, limits=limits)
 
