@@ -32,7 +32,7 @@ from ..inputs import MAX_QUERY_BYTES
 from ..state import state
 from . import bp
 from .jsonio import respond
-from .openapi_platform import BODY_CODES, RECORD_ID, REQUEST_CODES, add_platform_paths, with_codes
+from .openapi_platform import BODY_CODES, RECORD_ID, REQUEST_CODES, SCRIPT_CODES, add_platform_paths, with_codes
 
 FILTER_GRAMMAR = f"""\
 Filter records either with the JSON filter AST in `filter` or with compact parameters.
@@ -221,11 +221,14 @@ def build_spec(app: CompiledApp, objects: list[str], locale: str = "en") -> dict
         ("413", "Request body too large"), ("414", f"Query string longer than {MAX_QUERY_BYTES} bytes"),
         ("415", "Body is not JSON"),
         ("422", "Validation failed; errors per field"),
-        ("429", "Too many password checks; wait the Retry-After seconds"))}
+        ("429", "Too many password checks; wait the Retry-After seconds"),
+        ("503", "The workspace's script workers are busy; try again in a moment"))}
 
-    def codes(*own: str, body: bool = False) -> dict[str, Any]:
-        """The error responses of an operation: its own, any request's and a JSON body's."""
-        return {c: errors[c] for c in with_codes(own, REQUEST_CODES, BODY_CODES if body else ())}
+    def codes(*own: str, body: bool = False, scripts: bool = False) -> dict[str, Any]:
+        """The error responses of an operation: its own, any request's, a JSON body's and,
+        where scripts may run (``scripts``), a busy sandbox's."""
+        return {c: errors[c] for c in with_codes(own, REQUEST_CODES, BODY_CODES if body else (),
+                                                 SCRIPT_CODES if scripts else ())}
 
     etag_header = {"ETag": {"description": 'The record\'s version, "<id>-<row_version>".',
                             "schema": {"type": "string"}}}
@@ -269,7 +272,7 @@ def build_spec(app: CompiledApp, objects: list[str], locale: str = "en") -> dict
                     # A record always has an id; the bulk answer has only data: each matches one branch.
                     "oneOf": [ref, {"type": "object", "properties": {"data": {"type": "array", "items": ref}},
                                     "required": ["data"], "additionalProperties": False}]}}}},
-                    **codes("401", "403", "404", "409", "422", body=True)},
+                    **codes("401", "403", "404", "409", "422", body=True, scripts=True)},
             },
         })
         id_param = {"name": "id", "in": "path", "required": True, "schema": RECORD_ID}
@@ -291,11 +294,11 @@ def build_spec(app: CompiledApp, objects: list[str], locale: str = "en") -> dict
                       "requestBody": {"required": True, "content": {"application/json": {"schema": ref_patch}}},
                       "responses": {"200": {"description": "The updated record", "headers": etag_header,
                                             "content": {"application/json": {"schema": ref}}},
-                                    **codes("401", "403", "404", "409", "422", body=True)}},
+                                    **codes("401", "403", "404", "409", "422", body=True, scripts=True)}},
             "delete": {"tags": [tag], "summary": f"Delete a {name} (soft; restorable)", "operationId": f"delete_{name}",
                        "parameters": [id_param, if_match],
                        "responses": {"204": {"description": "Deleted"},
-                                     **codes("400", "401", "403", "404", "409")}},
+                                     **codes("400", "401", "403", "404", "409", scripts=True)}},
         })
         spec.path(path=f"/api/v1/data/{name}/{{id}}/restore", operations={"post": {
             "tags": [tag], "summary": f"Restore a deleted {name}", "operationId": f"restore_{name}",
@@ -305,7 +308,7 @@ def build_spec(app: CompiledApp, objects: list[str], locale: str = "en") -> dict
             "parameters": [id_param],
             "responses": {"200": {"description": "Restored", "headers": etag_header,
                                   "content": {"application/json": {"schema": ref}}},
-                          **codes("401", "403", "404", "409", "422")}}})
+                          **codes("401", "403", "404", "409", "422", scripts=True)}}})
         spec.path(path=f"/api/v1/data/{name}/deleted", operations={"get": {
             "tags": [tag], "summary": f"Deleted {tag} (the recycle bin)", "operationId": f"list_deleted_{name}",
             "description": "The list's parameters; the last deleted first unless `sort` is given (deleting "
@@ -334,7 +337,7 @@ def build_spec(app: CompiledApp, objects: list[str], locale: str = "en") -> dict
                 "responses": {"200": {"description": "Done", "content": {"application/json": {"schema": {
                     "type": "object", "properties": {"result": {"description": "The script's result"},
                                                      "record": ref, "log": {"type": "string"}}}}}},
-                              **codes("401", "403", "404", "409", "422", body=True)}}})
+                              **codes("401", "403", "404", "409", "422", body=True, scripts=True)}}})
     add_platform_paths(spec, errors, objects)
     doc = spec.to_dict()
     doc["security"] = [{"bearer": []}, {"session": []}]

@@ -50,6 +50,10 @@ REQUEST_CODES = ("400", "414")
 #: or holds what no field stores (400), one that is too large (413), one not sent as JSON
 #: (415). The one list of them: :mod:`.openapi` uses it for the record endpoints.
 BODY_CODES = ("400", "413", "415")
+#: What an operation that may run a script adds: 503 when the tenant's share of the script
+#: workers stays busy or its queue is full (:class:`loomwork.runtime.sandbox.quota.SandboxBusy`).
+#: Record writes run before/after-save scripts; metadata writes compile scripts in a worker.
+SCRIPT_CODES = ("503",)
 
 
 #: A record's id in a path: other values name nothing (404).
@@ -229,7 +233,7 @@ def _meta_paths(spec: APISpec, errors: dict[str, Any], obj: dict[str, Any]) -> N
     admin = ["meta", "admin"]
     name = {"name": {"type": "string"}}  # a new object's name too
     readable = {"name": obj}
-    written = ("401", "403", "404", "409", "422")
+    written = with_codes(("401", "403", "404", "409", "422"), SCRIPT_CODES)
     doc_with_version = {"type": "object", "properties": {"version": {"type": "integer"}, "doc": _ANY_OBJECT,
                                                         "ownership": _ANY_OBJECT}}
     object_doc = {"type": "object", "description": "An object document (GET /api/v1/meta/schemas/object)"}
@@ -382,7 +386,7 @@ def _approval_paths(spec: APISpec, errors: dict[str, Any], obj: dict[str, Any]) 
     """The approval and workflow endpoints (the same for every object)."""
     instance = {"type": "object", "description": "The approval instance: status, nodes with their state, "
                                                  "tasks, history"}
-    decided = ("401", "403", "404", "409", "422")
+    decided = with_codes(("401", "403", "404", "409", "422"), SCRIPT_CODES)
 
     def op(summary: str, op_id: str, path: list[str], body: dict[str, Any] | None, codes: tuple[str, ...],
            ok: str = "200", tags: tuple[str, ...] = ("approvals",)) -> dict[str, Any]:
@@ -429,7 +433,7 @@ def _approval_paths(spec: APISpec, errors: dict[str, Any], obj: dict[str, Any]) 
     spec.path(path="/api/v1/approvals/tasks/batch-approve", operations={"post": _op(
         ["approvals"], "Approve several tasks (each on its own)", "batch_approve",
         body={"tasks": {"type": "array", "items": {"type": "integer"}, "maxItems": 200}, "comment": _TEXT},
-        ok_text="One outcome per task", codes=("401", "422"), errors=errors)})
+        ok_text="One outcome per task", codes=("401", "422", *SCRIPT_CODES), errors=errors)})
     reason = {"type": ["object", "null"], "description": "Why not: a code, a message in your language and its "
                                                          "params", "properties": {
         "code": {"type": "string"}, "message": {"type": "string"}, "params": {"type": "object"}}}
@@ -464,14 +468,14 @@ def _script_paths(spec: APISpec, errors: dict[str, Any], obj: dict[str, Any]) ->
                     "saved together or not at all.",
         body={"params": {"type": "object", "description": "Passed to the script as params"}},
         ok_text="Done: the script's result, the record, its log", ok_schema=_ANY_OBJECT,
-        codes=("401", "403", "404", "409", "422"), errors=errors)})
+        codes=("401", "403", "404", "409", "422", *SCRIPT_CODES), errors=errors)})
     spec.path(path="/api/v1/scripts/{name}/dry-run", operations={"post": _op(
         ["scripts", "admin"], "Dry-run a script", "dry_run_script", path={"name": {"type": "string"}},
         description="Runs the script against a stored record (record_id) and/or given values (record) "
                     "and rolls back whatever it wrote.",
         body={"record_id": {"type": "integer"}, "record": {"type": "object"}, "params": {"type": "object"}},
         ok_text="What the script did: status, record, result, errors, log, used", ok_schema=_ANY_OBJECT,
-        codes=("401", "403", "404", "409", "422"), errors=errors)})
+        codes=("401", "403", "404", "409", "422", *SCRIPT_CODES), errors=errors)})
     spec.path(path="/api/v1/scripts/runs", operations={"get": _op(
         ["scripts", "admin"], "The script run log, newest first", "script_runs",
         query={"script": {"type": "string"}, "limit": {"type": "integer", "minimum": 1, "maximum": MAX_RUNS_PAGE},
