@@ -23,6 +23,7 @@ import pytest
 
 from loomwork.runtime.context import Actor, Clock, Context, utcnow
 from loomwork.testing import assert_problem as problem
+from loomwork.testing import wait_until_serving
 
 pytestmark = pytest.mark.usefixtures("fast_setup")
 COOKIE = "loomwork_session"
@@ -159,18 +160,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _wait_ready(url: str, proc: subprocess.Popen, deadline: float) -> None:
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"server exited: {proc.stdout.read() if proc.stdout else ''}")
-        try:
-            urllib.request.urlopen(url + "/login", timeout=1).read()
-            return
-        except OSError:  # not listening yet
-            time.sleep(0.1)
-    raise AssertionError("server did not start")
-
-
 def _post(url: str, body: dict) -> int:
     req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
                                  headers={"Content-Type": "application/json"})
@@ -199,7 +188,7 @@ def test_parallel_guesses_through_two_server_processes_check_at_most_the_limit(a
             urls.append(f"http://127.0.0.1:{port}")
         deadline = time.monotonic() + 30
         for url, proc in zip(urls, procs, strict=True):
-            _wait_ready(url, proc, deadline)
+            wait_until_serving(url, proc, deadline)
         codes = at_once(SERVER_LOGINS, lambda i: _post(f"{urls[i % 2]}/api/v1/auth/login",
                                                        {"username": "admin", "password": f"wrong-{i}"}))
         assert codes.count(401) == 10 and codes.count(429) == SERVER_LOGINS - 10, codes

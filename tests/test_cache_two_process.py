@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from loomwork.testing import wait_until_serving
+
 pytestmark = pytest.mark.slow
 
 
@@ -33,18 +35,6 @@ def _call(method: str, url: str, token: str, body: dict | None = None) -> tuple[
             return resp.status, json.loads(resp.read() or b"null")
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read() or b"null")
-
-
-def _wait_ready(url: str, proc: subprocess.Popen, deadline: float) -> None:
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"server exited: {proc.stdout.read() if proc.stdout else ''}")
-        try:
-            urllib.request.urlopen(url + "/login", timeout=1).read()
-            return
-        except (urllib.error.URLError, ConnectionError, OSError):
-            time.sleep(0.1)
-    raise AssertionError("server did not start")
 
 
 def test_field_added_in_one_process_is_served_by_the_other(lw_database_url, tmp_path):
@@ -74,7 +64,7 @@ def test_field_added_in_one_process_is_served_by_the_other(lw_database_url, tmp_
             urls.append(f"http://127.0.0.1:{port}")
         deadline = time.monotonic() + 30
         for url, proc in zip(urls, procs, strict=True):
-            _wait_ready(url, proc, deadline)
+            wait_until_serving(url, proc, deadline)
         a, b = urls
 
         status, acc = _call("POST", f"{b}/api/v1/data/account", token, {"name": "Acme"})

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import os
 import secrets
+import subprocess
+import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -146,3 +149,16 @@ def with_fields(doc: dict[str, Any], obj: str = "deal", **edits: Any) -> dict[st
         else:
             fields[name] = fdoc
     return doc
+
+
+def wait_until_serving(url: str, proc: subprocess.Popen, deadline: float) -> None:
+    """Wait (until ``deadline``, a ``time.monotonic()``) for a server started as ``proc``
+    to answer ``url``/login. :raises AssertionError: with its output if it exited."""
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited: {proc.stdout.read() if proc.stdout else ''}")
+        try:
+            urllib.request.urlopen(url + "/login", timeout=1).read()
+            return
+        except OSError:  # not listening yet (URLError and ConnectionError are OSErrors)
+            time.sleep(0.1)
