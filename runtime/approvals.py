@@ -870,8 +870,11 @@ class ApprovalService:
     @staticmethod
     def _user_id(conn: sa.Connection, who: Any) -> int:
         u = systables.users
-        cond = u.c.id == who if isinstance(who, int) and not isinstance(who, bool) else u.c.username == str(who)
-        found = conn.execute(sa.select(u.c.id).where(cond, u.c.active)).scalar_one_or_none()
+        if isinstance(who, int) and not isinstance(who, bool):
+            cond = u.c.id == who if systables.is_row_id(who) else None  # beyond the column: nobody
+        else:
+            cond = u.c.username == str(who)
+        found = None if cond is None else conn.execute(sa.select(u.c.id).where(cond, u.c.active)).scalar_one_or_none()
         if found is None:
             raise ValidationError({"user": [f"no active user {who!r}"]})
         return found

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -11,6 +12,12 @@ from .sqltypes import UTCDateTime
 system_metadata = sa.MetaData()
 #: The largest id a system table's row can have (their ids are 32-bit integers).
 MAX_ID = 2**31 - 1
+
+
+def is_row_id(value: Any) -> bool:
+    """Is ``value`` (a JSON value, say) an integer that can be a system row's id? A query
+    comparing an id column with one beyond :data:`MAX_ID` fails on PostgreSQL."""
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_ID
 
 users = sa.Table(
     "lw_user", system_metadata,

@@ -140,11 +140,6 @@ def _check_locale(locale: Any, supported: Any) -> None:
         raise ValidationError({"locale": [f"must be one of {', '.join(supported)}"]})
 
 
-def _is_system_id(value: Any) -> bool:
-    """Is ``value`` (from a JSON body, say) an integer that can be a system row's id?"""
-    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= systables.MAX_ID
-
-
 def _check_manager(managers: dict[int, int | None], user_id: int, manager_id: Any) -> None:
     """:raises ValidationError: for an unknown manager or a reporting chain that loops."""
     if manager_id is None:
@@ -349,7 +344,7 @@ class UserService:
         if ctx.actor.id != user_id and not ctx.actor.is_admin:
             raise PermissionDenied("you may delegate only your own approvals")
         errors = {}
-        if not _is_system_id(delegate_id):  # a JSON value: the query would fail on it (PostgreSQL)
+        if not systables.is_row_id(delegate_id):
             errors["delegate_id"] = ["must be a user's id"]
         elif delegate_id == user_id:
             errors["delegate_id"] = ["must be someone else"]
@@ -585,7 +580,7 @@ class UserService:
         """
         t = systables.tokens
         row = None
-        if _is_system_id(token_id):
+        if systables.is_row_id(token_id):
             with ctx.tenant.write() as conn:
                 row = conn.execute(sa.select(t).where(t.c.id == token_id)).first()
                 if row is not None and (row.user_id == ctx.actor.id or ctx.actor.is_admin) \

@@ -51,6 +51,11 @@ def test_submit_decide_and_the_lock(approving):
     task = next(w["task"]["id"] for w in waiting if w["instance_id"] == inst["id"])
     assert sam.get("/api/v1/approvals/inbox?box=submitted").get_json()["data"][0]["id"] == inst["id"]
     assert sam.post(f"/api/v1/approvals/tasks/{task}/approve", json={}).status_code == 403  # not sam's
+    # Someone who cannot be a user is a 422, an id beyond the column too (a 500 on PostgreSQL).
+    for path, key in (("transfer", "to"), ("add-signer", "user")):
+        for who in (2**40, 0, "nobody", [ids["vera"]]):
+            resp = admin.post(f"/api/v1/approvals/tasks/{task}/{path}", json={key: who})
+            assert resp.status_code == 422 and "user" in resp.get_json()["errors"], (path, who, resp.get_json())
     bad = admin.post(f"/api/v1/approvals/tasks/{task}/approve", json={"values": {"name": "x"}})
     assert bad.status_code == 422 and "cannot be changed at this step" in str(bad.get_json()["errors"])
     done = admin.post(f"/api/v1/approvals/tasks/{task}/approve", json={"comment": "ok", "values": {"discount": "25"}})
