@@ -23,6 +23,10 @@ from .errors import ConflictError, NotFound
 
 store_metadata = sa.MetaData()
 
+#: The largest version number the store holds (its column is a 32-bit integer); a larger
+#: one names no version (and would fail a PostgreSQL query as out of range).
+MAX_VERSION = 2**31 - 1
+
 meta_version = sa.Table(
     "lw_meta_version", store_metadata,
     sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
@@ -95,7 +99,8 @@ def get(conn: sa.Connection, version: int) -> StoredVersion:
     if version == 0:
         return StoredVersion(0, dt.datetime(1970, 1, 1, tzinfo=dt.UTC), "system", "empty",
                              {"objects": {}, "roles": {}, "packages": {}}, {}, [], [])
-    row = conn.execute(sa.select(meta_version).where(meta_version.c.version == version)).first()
+    row = conn.execute(sa.select(meta_version).where(meta_version.c.version == version)).first() \
+        if 0 < version <= MAX_VERSION else None
     if row is None:
         raise NotFound(f"metadata version {version} does not exist")
     return _row(row)

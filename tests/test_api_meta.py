@@ -237,6 +237,11 @@ def test_plan_publish_versions_and_rollback(api, account_id):
     again = api.post("/api/v1/meta/publish", json={"doc": doc, "base_version": v1})
     assert again.status_code == 200 and again.json["version"] == v1 + 1
     assert again.json["merged"]["head_version"] == v1 + 1
+    # A base beyond any version the store can hold names none (it was a 500 on PostgreSQL).
+    for base in (2**31, 2**40):
+        assert api.post("/api/v1/meta/publish", json={"doc": doc, "base_version": base}).status_code == 404
+        assert api.put("/api/v1/meta/objects/deal", json={"object": doc["objects"]["deal"],
+                                                          "base_version": base}).status_code == 409  # not the head
     api.post("/api/v1/data/deal", json={"name": "r", "account": account_id, "region": "APAC"})
 
     rb_dry = api.post("/api/v1/meta/rollback", json={"version": v1, "dry_run": True})

@@ -18,6 +18,7 @@ from typing import Any
 from flask import request
 
 from loomwork.metadata.errors import BadQuery, NotFound, PermissionDenied, ValidationError
+from loomwork.metadata.store import MAX_VERSION
 from loomwork.metadata.validation import SCHEMA_FILES, registered_schema
 from loomwork.runtime.compiled import READ_MAX_AGE
 from loomwork.runtime.expr import ExpressionError, compile_expression
@@ -35,7 +36,6 @@ from .jsonio import body, respond
 _FLOATS = "float"
 _WRITE_OPTIONS = ("comment", "base_version", "dry_run", "update_dependents")
 _VERSION = re.compile(r"^(0|[1-9][0-9]{0,9})$")
-MAX_VERSION = 2**31 - 1
 
 
 def _admin(ctx, write: bool = False) -> None:
